@@ -1,0 +1,1 @@
+"""The counseling bot: intake, matching, session rooms, lifecycle."""

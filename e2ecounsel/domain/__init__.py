@@ -1,0 +1,1 @@
+"""Pure domain logic: data in, data out, no I/O."""

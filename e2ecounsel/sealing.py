@@ -1,0 +1,146 @@
+"""Sealing of data at rest with PyNaCl's SecretBox (XSalsa20-Poly1305).
+
+The sealing key is the root secret of a data dir. It comes from the environment
+variable ``E2ECOUNSEL_SEALING_KEY`` (hex or base64, 32 bytes) or from a 0600 key
+file created on first start. Sub-keys for other purposes (nio's crypto-store
+pickle key, the cross-signing key store) are derived from it with BLAKE2b
+keyed hashing, so one secret protects everything and no purpose shares a key.
+
+Passphrase-derived keys (the counselor's notes) use argon2id.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import stat
+from pathlib import Path
+
+import nacl.encoding
+import nacl.exceptions
+import nacl.hash
+import nacl.pwhash
+import nacl.secret
+import nacl.utils
+
+from e2ecounsel.errors import ConfigError, SealingError
+
+KEY_ENV = "E2ECOUNSEL_SEALING_KEY"
+KEY_SIZE = nacl.secret.SecretBox.KEY_SIZE
+SALT_SIZE = nacl.pwhash.argon2id.SALTBYTES
+_PREFIX = b"e2cs1:"
+
+
+def _decode_key(text: str, *, source: str) -> bytes:
+    text = text.strip()
+    raw: bytes | None = None
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except binascii.Error:
+            raw = None
+    if raw is None or len(raw) != KEY_SIZE:
+        raise ConfigError(
+            f"the sealing key must be {KEY_SIZE} bytes, hex or base64 encoded",
+            file=source if source != KEY_ENV else None,
+            key=KEY_ENV if source == KEY_ENV else None,
+        )
+    if raw == bytes(KEY_SIZE):
+        raise ConfigError("the sealing key is all zeros; generate a real one", key=KEY_ENV)
+    return raw
+
+
+def load_or_create_key(path: Path, *, env: dict[str, str] | None = None) -> bytes:
+    """Return the sealing key: from the environment if set, else from ``path``.
+
+    The key file is created (mode 0600) when missing. A key file readable by
+    others is refused: it would expose every sealed column.
+    """
+    environ = os.environ if env is None else env
+    if environ.get(KEY_ENV):
+        return _decode_key(environ[KEY_ENV], source=KEY_ENV)
+    if path.exists():
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise ConfigError(
+                f"the key file is readable by others (mode {mode:o}); run: chmod 600 {path}",
+                file=path,
+            )
+        return _decode_key(path.read_text(encoding="ascii"), source=str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = nacl.utils.random(KEY_SIZE)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(key.hex() + "\n")
+    return key
+
+
+def derive_subkey(key: bytes, purpose: str) -> bytes:
+    """A 32-byte key for one ``purpose``, independent of keys for other purposes."""
+    person = purpose.encode()[:16]
+    return nacl.hash.blake2b(
+        b"e2ecounsel-subkey",
+        key=key,
+        person=person.ljust(16, b"\0"),
+        digest_size=KEY_SIZE,
+        encoder=nacl.encoding.RawEncoder,
+    )
+
+
+def derive_passphrase_key(passphrase: str, salt: bytes) -> bytes:
+    """argon2id (moderate limits) of a passphrase: slow on purpose, to resist guessing."""
+    if len(salt) != SALT_SIZE:
+        raise SealingError(f"the salt must be {SALT_SIZE} bytes")
+    return nacl.pwhash.argon2id.kdf(
+        KEY_SIZE,
+        passphrase.encode(),
+        salt,
+        opslimit=nacl.pwhash.argon2id.OPSLIMIT_MODERATE,
+        memlimit=nacl.pwhash.argon2id.MEMLIMIT_MODERATE,
+    )
+
+
+def new_salt() -> bytes:
+    return nacl.utils.random(SALT_SIZE)
+
+
+class Sealer:
+    """Seals and opens small values with one key.
+
+    ``context`` binds a sealed value to where it belongs (table and column, for
+    example): a value copied into another column does not open there.
+    """
+
+    def __init__(self, key: bytes):
+        if len(key) != KEY_SIZE:
+            raise SealingError(f"a sealing key is {KEY_SIZE} bytes")
+        self._key = key
+        self._box = nacl.secret.SecretBox(key)
+
+    def subkey(self, purpose: str) -> bytes:
+        return derive_subkey(self._key, purpose)
+
+    def _box_for(self, context: str) -> nacl.secret.SecretBox:
+        if not context:
+            return self._box
+        return nacl.secret.SecretBox(derive_subkey(self._key, "ctx:" + context))
+
+    def seal(self, data: bytes | str, *, context: str = "") -> bytes:
+        raw = data.encode() if isinstance(data, str) else data
+        return _PREFIX + bytes(self._box_for(context).encrypt(raw))
+
+    def open(self, sealed: bytes, *, context: str = "") -> bytes:
+        if not sealed.startswith(_PREFIX):
+            raise SealingError("not sealed data (unknown format)")
+        try:
+            return self._box_for(context).decrypt(sealed[len(_PREFIX) :])
+        except nacl.exceptions.CryptoError as exc:
+            raise SealingError(
+                "sealed data cannot be opened: wrong sealing key, or the data was changed"
+            ) from exc
+
+    def open_text(self, sealed: bytes, *, context: str = "") -> str:
+        return self.open(sealed, context=context).decode()

@@ -1,0 +1,1 @@
+"""Operator-editable policy data (TOML), shipped with the package."""

@@ -1,0 +1,1 @@
+"""The counselor terminal app (Textual)."""
