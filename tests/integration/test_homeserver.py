@@ -1,0 +1,211 @@
+"""The embedded homeserver against a real Synapse: start, restart, registration gate, errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from e2ecounsel.errors import HomeserverError
+from e2ecounsel.homeserver import EmbeddedHomeserver, UserExistsError, free_port
+from tests.conftest import MakeUser
+
+
+async def _call(
+    method: str,
+    url: str,
+    *,
+    json: dict[str, Any] | None = None,
+    token: str | None = None,
+) -> tuple[int, dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, url, json=json, headers=headers) as resp,
+    ):
+        return resp.status, await resp.json(content_type=None)
+
+
+async def _login(base_url: str, user_id: str, password: str) -> tuple[int, dict[str, Any]]:
+    return await _call(
+        "POST",
+        f"{base_url}/_matrix/client/v3/login",
+        json={
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": user_id},
+            "password": password,
+        },
+    )
+
+
+async def test_start_stop_restart_keeps_token_and_accounts(
+    fresh_homeserver: EmbeddedHomeserver,
+) -> None:
+    first = fresh_homeserver
+    info = first.info
+    status, body = await _call("GET", f"{info.base_url}/_matrix/client/versions")
+    assert status == 200 and body["versions"]
+    assert first.running and first.pid is not None
+    assert first.startup_seconds is not None
+    user_id = await first.register_user("restart-me", "correct horse battery")
+    assert user_id == f"@restart-me:{info.server_name}"
+
+    await first.stop()
+    assert not first.running and first.pid is None
+    await first.stop()  # idempotent
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await _call("GET", f"{info.base_url}/_matrix/client/versions")
+
+    # A new instance on the same data dir, no port given: it reuses the saved configuration.
+    second = EmbeddedHomeserver(info.data_dir.parent)
+    async with second:
+        assert second.info == info
+        status, body = await _login(info.base_url, user_id, "correct horse battery")
+        assert status == 200, body
+        assert body["user_id"] == user_id
+        with pytest.raises(UserExistsError, match="already exists"):
+            await second.register_user("restart-me", "another password")
+        # Another process (`e2ecounsel user add`) reaches the running server from the data dir.
+        bystander = EmbeddedHomeserver(info.data_dir.parent)
+        assert await bystander.is_healthy()
+        assert await bystander.register_user("added-later", "pw") == (
+            f"@added-later:{info.server_name}"
+        )
+        assert not bystander.running
+    assert not second.running
+    assert not await second.is_healthy()
+
+
+async def test_registration_needs_the_token(homeserver: EmbeddedHomeserver) -> None:
+    base = homeserver.info.base_url
+    url = f"{base}/_matrix/client/v3/register"
+    request = {"username": "gate-test", "password": "a long enough password"}
+
+    status, body = await _call("POST", url, json=request)
+    assert status == 401
+    assert body["flows"] and all(
+        "m.login.registration_token" in flow["stages"] for flow in body["flows"]
+    )
+    session = body["session"]
+
+    # No dummy shortcut and no guessing: both leave the account uncreated.
+    status, body = await _call(
+        "POST", url, json={**request, "auth": {"type": "m.login.dummy", "session": session}}
+    )
+    assert status == 401 and "user_id" not in body
+    status, body = await _call(
+        "POST",
+        url,
+        json={
+            **request,
+            "auth": {
+                "type": "m.login.registration_token",
+                "token": "not-the-token",
+                "session": session,
+            },
+        },
+    )
+    assert status == 401 and "user_id" not in body
+
+    status, body = await _call(
+        "POST",
+        url,
+        json={
+            **request,
+            "auth": {
+                "type": "m.login.registration_token",
+                "token": homeserver.info.registration_token,
+                "session": session,
+            },
+        },
+    )
+    assert status == 200, body
+    assert body["user_id"] == f"@gate-test:{homeserver.info.server_name}"
+    assert body["access_token"]
+
+
+async def test_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    port = free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        server = EmbeddedHomeserver(tmp_path, port=port)
+        with pytest.raises(HomeserverError) as caught:
+            await server.start()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"port {port} on 127.0.0.1 is already in use" in message
+    assert "--port" in message
+    assert not server.running
+
+
+async def test_garbage_config_names_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "synapse" / "homeserver.yaml"
+    config.parent.mkdir()
+    config.write_text("listeners: [\n  this is: {not yaml\n")
+    server = EmbeddedHomeserver(tmp_path, port=free_port())
+    with pytest.raises(HomeserverError) as caught:
+        await server.start()
+    message = str(caught.value)
+    assert str(config) in message
+    assert "not valid YAML" in message
+    assert "move" in message
+    assert not server.running
+
+
+async def test_database_that_is_not_sqlite_names_the_file(tmp_path: Path) -> None:
+    server = EmbeddedHomeserver(tmp_path, port=free_port())
+    server.ensure_config()
+    database = tmp_path / "synapse" / "homeserver.db"
+    database.write_bytes(b"this was never a database" * 100)
+    with pytest.raises(HomeserverError) as caught:
+        await server.start()
+    assert str(database) in str(caught.value)
+    assert "not an SQLite database" in str(caught.value)
+
+
+async def test_explicit_port_is_saved(tmp_path: Path) -> None:
+    first = EmbeddedHomeserver(tmp_path, port=free_port()).ensure_config()
+    new_port = free_port()
+    moved = EmbeddedHomeserver(tmp_path, port=new_port).ensure_config()
+    assert moved.base_url == f"http://127.0.0.1:{new_port}"
+    assert moved.registration_token == first.registration_token
+    again = EmbeddedHomeserver(tmp_path).ensure_config()
+    assert again == moved
+
+
+async def test_one_user_can_create_many_rooms(
+    homeserver: EmbeddedHomeserver, user_factory: MakeUser
+) -> None:
+    user_id, password = await user_factory("rooms")
+    base = homeserver.info.base_url
+    status, body = await _login(base, user_id, password)
+    assert status == 200, body
+    token = body["access_token"]
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+        for i in range(25):
+            async with http.post(
+                f"{base}/_matrix/client/v3/createRoom", json={"preset": "private_chat"}
+            ) as resp:
+                answer = await resp.json()
+                assert resp.status == 200, f"room {i + 1}: {resp.status} {answer}"
+                assert answer["room_id"].startswith("!")
+
+
+async def test_missing_synapse_says_which_extra_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_find_spec = importlib.util.find_spec
+
+    def without_synapse(name: str, package: str | None = None) -> Any:
+        return None if name == "synapse" else real_find_spec(name, package)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_synapse)
+    server = EmbeddedHomeserver(tmp_path, port=free_port())
+    with pytest.raises(HomeserverError, match=r"pip install 'e2ecounsel\[local\]'"):
+        await server.start()
+    assert not server.running
