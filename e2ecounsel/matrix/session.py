@@ -1,0 +1,564 @@
+"""The E2EE Matrix session: the only place that drives matrix-nio.
+
+What this adds on top of nio, and why:
+
+* **Persistent identity.** The access token and device id are kept sealed in
+  the data dir and restored on every start, and nio's crypto store gets a real
+  pickle key derived from the sealing key. A restart therefore keeps the same
+  device and every Olm/Megolm session: old messages stay readable.
+* **Safe encrypted sends.** nio only refreshes device lists and claims
+  one-time keys inside ``sync_forever``. :meth:`MatrixSession.send` does both
+  itself before every encrypted send, so the first message to a new device is
+  never undecryptable ("missing session").
+* **A sync loop that survives.** Connection errors and 5xx answers back off
+  and retry; the loop resumes from the saved sync token. The token is saved
+  only *after* the callbacks for a batch have run (nio saves it before), so a
+  crash while handling a batch replays that batch instead of losing it.
+* **Callbacks never raise into the loop.** An exception in a nio callback
+  ends ``sync``; every callback registered here is wrapped, and failures are
+  logged with ids only, never content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import json
+import logging
+import os
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+from nio import (
+    AsyncClient,
+    AsyncClientConfig,
+    ErrorResponse,
+    Event,
+    JoinedMembersError,
+    KeysClaimError,
+    KeysQueryError,
+    KeysUploadError,
+    LoginResponse,
+    MatrixRoom,
+    RoomSendResponse,
+    SyncResponse,
+    ToDeviceEvent,
+    UnknownToDeviceEvent,
+    WhoamiResponse,
+)
+
+from e2ecounsel.errors import MatrixError, SealingError
+from e2ecounsel.sealing import Sealer
+
+logger = logging.getLogger(__name__)
+
+R = TypeVar("R")
+EventHandler = Callable[[MatrixRoom, Any], Awaitable[None]]
+ToDeviceHandler = Callable[[Any], Awaitable[None]]
+BeforeEncrypt = Callable[[str], Awaitable[None]]
+
+_LOGIN_FILE = "login.sealed"
+_SYNC_TOKEN_FILE = "sync_token"
+_LOGIN_CONTEXT = "matrix.login"
+
+# Errors worth retrying: the homeserver is restarting, overloaded or away.
+_RETRY_STATUS = {"M_LIMIT_EXCEEDED", "M_UNKNOWN"}
+_TRANSIENT_EXC = (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError, ConnectionError)
+
+
+class ConnectionState(enum.Enum):
+    """What the sync loop is doing; the TUI shows it in its status line."""
+
+    STARTING = "starting"
+    ONLINE = "online"
+    RECONNECTING = "reconnecting"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class StoredLogin:
+    homeserver: str
+    user_id: str
+    device_id: str
+    access_token: str
+
+
+def _is_transient(resp: ErrorResponse) -> bool:
+    status = str(resp.status_code or "")
+    if status in _RETRY_STATUS:
+        return True
+    transport = getattr(resp, "transport_response", None)
+    code = getattr(transport, "status", 0) or 0
+    return bool(code == 429 or code >= 500)
+
+
+def check(resp: Any, what: str) -> Any:
+    """Turn a nio error response into :class:`MatrixError`; pass others through.
+
+    Every nio call returns either a response or an error object. Calling
+    ``check`` right after each call keeps that ``isinstance`` test in one place.
+    """
+    if isinstance(resp, ErrorResponse):
+        transport = getattr(resp, "transport_response", None)
+        raise MatrixError(
+            f"{what} failed: {resp.status_code or 'error'}",
+            errcode=str(resp.status_code) if resp.status_code else None,
+            status=getattr(transport, "status", None),
+        )
+    return resp
+
+
+class MatrixSession:
+    """One Matrix account on one persistent device, end-to-end encrypted.
+
+    ``store_dir`` holds the sealed login, the sync token and nio's crypto store.
+    The clock (``sleep``) is injectable so tests can drive back-off.
+    """
+
+    def __init__(
+        self,
+        homeserver: str,
+        user_id: str,
+        store_dir: Path,
+        sealer: Sealer,
+        *,
+        device_name: str = "e2ecounsel",
+        sync_filter: Mapping[str, Any] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.homeserver = homeserver.rstrip("/")
+        self.user_id = user_id
+        self.store_dir = store_dir
+        self.sealer = sealer
+        self.device_name = device_name
+        self._sleep = sleep
+        self._max_backoff = max_backoff
+        self._sync_filter = dict(sync_filter) if sync_filter else None
+        store_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(store_dir, 0o700)
+        config = AsyncClientConfig(
+            store_sync_tokens=False,  # saved by us, after callbacks ran
+            encryption_enabled=True,
+            pickle_key=sealer.subkey("nio-pickle").hex(),
+            max_timeouts=0,  # connection errors come to us; we own back-off
+            max_limit_exceeded=None,
+            request_timeout=60,
+        )
+        self.client = AsyncClient(
+            self.homeserver, user_id, store_path=str(store_dir), config=config
+        )
+        self.state = ConnectionState.STARTING
+        self.before_encrypt: list[BeforeEncrypt] = []
+        self.state_listeners: list[Callable[[ConnectionState], None]] = []
+        self._synced = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._room_locks: dict[str, asyncio.Lock] = {}
+        self._keys_lock = asyncio.Lock()
+        self._sync_task: asyncio.Task[None] | None = None
+        self._resume_token: str | None = None
+        self.undecryptable = 0
+        self.add_to_device_callback(self._on_unknown_to_device, (UnknownToDeviceEvent,))
+
+    # ------------------------------------------------------------------ login
+
+    @property
+    def device_id(self) -> str:
+        return str(self.client.device_id or "")
+
+    @property
+    def _login_path(self) -> Path:
+        return self.store_dir / _LOGIN_FILE
+
+    def _load_login(self) -> StoredLogin | None:
+        if not self._login_path.exists():
+            return None
+        try:
+            data = json.loads(
+                self.sealer.open(self._login_path.read_bytes(), context=_LOGIN_CONTEXT)
+            )
+        except SealingError:
+            raise
+        except (ValueError, KeyError) as exc:
+            raise MatrixError(
+                f"{self._login_path} is damaged; move it away to sign in again"
+            ) from exc
+        return StoredLogin(**data)
+
+    def _save_login(self, login: StoredLogin) -> None:
+        blob = self.sealer.seal(json.dumps(login.__dict__), context=_LOGIN_CONTEXT)
+        tmp = self._login_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(blob)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self._login_path)
+
+    @property
+    def has_stored_login(self) -> bool:
+        return self._login_path.exists()
+
+    async def login(self, password: str | None = None) -> None:
+        """Restore the saved device, or log in with ``password`` the first time.
+
+        A saved token the server no longer accepts is replaced by a password
+        login *on the same device id*, so the crypto identity survives.
+        """
+        stored = self._load_login()
+        if stored is not None:
+            if stored.user_id != self.user_id:
+                raise MatrixError(
+                    f"the saved login in {self.store_dir} belongs to another account; "
+                    "use a separate data dir per account"
+                )
+            self.client.restore_login(stored.user_id, stored.device_id, stored.access_token)
+            who = await self._retry(self.client.whoami, "whoami")
+            if isinstance(who, WhoamiResponse):
+                self._restore_sync_token()
+                await self._upload_keys_if_needed()
+                logger.info("restored device %s for %s", self.device_id, self.user_id)
+                return
+            if password is None:
+                raise MatrixError(
+                    "the saved access token was refused and no password is available "
+                    "to sign in again",
+                    errcode=str(who.status_code),
+                )
+            logger.warning("saved token refused; signing in again on device %s", stored.device_id)
+        if password is None:
+            raise MatrixError(f"no saved login for {self.user_id}; a password is needed once")
+        resp = await self._retry(
+            lambda: self.client.login(password=password, device_name=self.device_name),
+            "login",
+        )
+        if not isinstance(resp, LoginResponse):
+            raise MatrixError(
+                f"could not sign in as {self.user_id}: {resp.status_code}",
+                errcode=str(resp.status_code),
+            )
+        self._save_login(
+            StoredLogin(self.homeserver, self.user_id, resp.device_id, resp.access_token)
+        )
+        self._restore_sync_token()
+        await self._upload_keys_if_needed()
+        logger.info("signed in %s on new device %s", self.user_id, self.device_id)
+
+    async def _upload_keys_if_needed(self) -> None:
+        if self.client.should_upload_keys:
+            check(await self._retry(self.client.keys_upload, "keys upload"), "keys upload")
+
+    # ------------------------------------------------------------------ sync
+
+    def _restore_sync_token(self) -> None:
+        path = self.store_dir / _SYNC_TOKEN_FILE
+        if path.exists():
+            token = path.read_text(encoding="utf-8").strip()
+            if token:
+                # nio keeps rooms in memory only: the first sync after a restart
+                # must carry full state, or known rooms stay unknown until
+                # something changes in them. The token is passed as ``since``
+                # rather than set as nio's ``next_batch``: nio ignores a response
+                # whose token equals its own, which a quiet full-state resync is.
+                self._resume_token = token
+
+    def _save_sync_token(self, token: str) -> None:
+        path = self.store_dir / _SYNC_TOKEN_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(token, encoding="utf-8")
+        os.replace(tmp, path)
+
+    def _set_state(self, state: ConnectionState) -> None:
+        if state is self.state:
+            return
+        self.state = state
+        logger.info("matrix connection %s", state.value)
+        for listener in list(self.state_listeners):
+            try:
+                listener(state)
+            except Exception:
+                logger.exception("connection state listener failed")
+
+    async def sync_once(self, timeout_ms: int = 0) -> SyncResponse:
+        """One sync round: fetch, run callbacks, then key upkeep and token save."""
+        resume = self._resume_token
+        resp = await self.client.sync(
+            timeout=0 if resume else timeout_ms,
+            sync_filter=self._sync_filter,
+            since=resume,
+            full_state=bool(resume),
+        )
+        if not isinstance(resp, SyncResponse):
+            check(resp, "sync")
+        self._resume_token = None
+        await self._after_sync(resp)
+        return resp
+
+    async def _after_sync(self, resp: SyncResponse) -> None:
+        await self._key_upkeep()
+        to_device = await self.client.send_to_device_messages()
+        for r in to_device or ():
+            if isinstance(r, ErrorResponse):
+                logger.warning("to-device send failed: %s", r.status_code)
+        self._save_sync_token(resp.next_batch)
+        self._synced.set()
+
+    async def _key_upkeep(self) -> None:
+        async with self._keys_lock:
+            if self.client.should_upload_keys:
+                r = await self.client.keys_upload()
+                if isinstance(r, KeysUploadError):
+                    logger.warning("keys upload failed: %s", r.status_code)
+            if self.client.should_query_keys:
+                r2 = await self.client.keys_query()
+                if isinstance(r2, KeysQueryError):
+                    logger.warning("keys query failed: %s", r2.status_code)
+            if self.client.should_claim_keys:
+                users = self.client.get_users_for_key_claiming()
+                r3 = await self.client.keys_claim(users)
+                if isinstance(r3, KeysClaimError):
+                    logger.warning("keys claim failed: %s", r3.status_code)
+
+    async def run(self, *, timeout_ms: int = 30_000) -> None:
+        """Sync until :meth:`stop`. Survives the homeserver going away."""
+        backoff = 0.5
+        self._stopping.clear()
+        while not self._stopping.is_set():
+            try:
+                await self.sync_once(timeout_ms)
+            except asyncio.CancelledError:
+                raise
+            except MatrixError as exc:
+                if exc.errcode in ("M_UNKNOWN_TOKEN", "M_FORBIDDEN"):
+                    self._set_state(ConnectionState.STOPPED)
+                    raise MatrixError(
+                        f"the homeserver no longer accepts the session of {self.user_id} "
+                        "(signed out elsewhere?); sign in again",
+                        errcode=exc.errcode,
+                    ) from exc
+                logger.warning("sync failed (%s); retrying in %.1fs", exc.errcode, backoff)
+            except _TRANSIENT_EXC as exc:
+                logger.warning(
+                    "homeserver unreachable (%s); retrying in %.1fs", type(exc).__name__, backoff
+                )
+            else:
+                backoff = 0.5
+                self._set_state(ConnectionState.ONLINE)
+                continue
+            self._set_state(ConnectionState.RECONNECTING)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(
+                    self._stopping.wait(), timeout=backoff * (0.8 + 0.4 * random.random())
+                )
+            backoff = min(backoff * 2, self._max_backoff)
+        self._set_state(ConnectionState.STOPPED)
+
+    def start(self) -> asyncio.Task[None]:
+        """Run the sync loop in a task that this session keeps and stops."""
+        if self._sync_task is None or self._sync_task.done():
+            self._sync_task = asyncio.create_task(self.run(), name=f"sync:{self.user_id}")
+        return self._sync_task
+
+    async def wait_synced(self, timeout: float = 30.0) -> None:
+        await asyncio.wait_for(self._synced.wait(), timeout)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        task, self._sync_task = self._sync_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._set_state(ConnectionState.STOPPED)
+
+    async def close(self) -> None:
+        """Stop syncing and release the HTTP session and the crypto store."""
+        await self.stop()
+        await self.client.close()
+        store = getattr(self.client, "store", None)
+        db = getattr(store, "database", None)
+        if db is not None:
+            with contextlib.suppress(Exception):
+                db.close()
+
+    # ------------------------------------------------------------------ callbacks
+
+    def add_event_callback(self, handler: EventHandler, types: type | tuple[type, ...]) -> None:
+        """Register a room-event handler that can never break the sync loop."""
+        name = getattr(handler, "__qualname__", repr(handler))
+
+        async def guarded(room: MatrixRoom, event: Event) -> None:
+            try:
+                await handler(room, event)
+            except Exception:
+                logger.exception(
+                    "handler %s failed on event %s in %s",
+                    name,
+                    getattr(event, "event_id", "?"),
+                    room.room_id,
+                )
+
+        self.client.add_event_callback(guarded, types)
+
+    def add_to_device_callback(
+        self, handler: ToDeviceHandler, types: type | tuple[type, ...]
+    ) -> None:
+        name = getattr(handler, "__qualname__", repr(handler))
+
+        async def guarded(event: ToDeviceEvent) -> None:
+            try:
+                await handler(event)
+            except Exception:
+                logger.exception("to-device handler %s failed", name)
+
+        self.client.add_to_device_callback(guarded, types)
+
+    async def _on_unknown_to_device(self, event: Any) -> None:
+        # nio drops m.room_key.withheld without a word; it is how a client tells
+        # us it refuses to share keys with this device, so say it in the log.
+        source = getattr(event, "source", {}) or {}
+        if source.get("type") in ("m.room_key.withheld", "org.matrix.room_key.withheld"):
+            content = source.get("content", {})
+            logger.warning(
+                "room key withheld by %s (code %s) for room %s",
+                source.get("sender"),
+                content.get("code"),
+                content.get("room_id"),
+            )
+
+    # ------------------------------------------------------------------ sending
+
+    async def _retry(self, call: Callable[[], Awaitable[R]], what: str, *, attempts: int = 8) -> R:
+        """Run ``call`` and retry transient failures with capped back-off.
+
+        Error responses that are not transient are returned to the caller
+        (who checks them); rate limits honour ``retry_after_ms``.
+        """
+        delay = 0.5
+        for attempt in range(1, attempts + 1):
+            try:
+                resp = await call()
+            except _TRANSIENT_EXC as exc:
+                if attempt == attempts:
+                    raise MatrixError(f"{what}: homeserver unreachable") from exc
+                logger.warning("%s: homeserver unreachable; retry %d", what, attempt)
+            else:
+                if not (isinstance(resp, ErrorResponse) and _is_transient(resp)):
+                    return resp
+                if attempt == attempts:
+                    return resp
+                retry_ms = getattr(resp, "retry_after_ms", None)
+                if retry_ms:
+                    delay = max(delay, retry_ms / 1000)
+                logger.warning("%s: %s; retry %d", what, resp.status_code, attempt)
+            await self._sleep(delay)
+            delay = min(delay * 2, self._max_backoff)
+        raise AssertionError("unreachable")
+
+    def _room_lock(self, room_id: str) -> asyncio.Lock:
+        lock = self._room_locks.get(room_id)
+        if lock is None:
+            lock = self._room_locks[room_id] = asyncio.Lock()
+        return lock
+
+    async def wait_for_room(self, room_id: str, timeout: float = 30.0) -> MatrixRoom:
+        """Wait until a room we joined shows up in the sync state."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while room_id not in self.client.rooms:
+            if loop.time() > deadline:
+                raise MatrixError(f"room {room_id} did not appear in sync")
+            if self._sync_task is None or self._sync_task.done():
+                await self.sync_once(0)
+            else:
+                await asyncio.sleep(0.05)
+        return self.client.rooms[room_id]
+
+    async def prepare_encryption(self, room_id: str) -> None:
+        """Everything nio needs before encrypting for ``room_id``.
+
+        Members fetched once (else ``MembersSyncError``), device lists fresh,
+        one-time keys claimed for every device without an Olm session, and the
+        trust hooks run (they decide which devices get room keys).
+        """
+        room = self.client.rooms[room_id]
+        if not room.members_synced:
+            resp = await self._retry(lambda: self.client.joined_members(room_id), "members")
+            if isinstance(resp, JoinedMembersError):
+                check(resp, "fetching room members")
+        async with self._keys_lock:
+            if self.client.should_query_keys:
+                check(await self._retry(self.client.keys_query, "keys query"), "keys query")
+            missing = self.client.get_missing_sessions(room_id)
+            if missing:
+                r = await self._retry(lambda: self.client.keys_claim(missing), "keys claim")
+                if isinstance(r, KeysClaimError):
+                    logger.warning("keys claim failed: %s", r.status_code)
+        for hook in self.before_encrypt:
+            await hook(room_id)
+
+    async def send(
+        self,
+        room_id: str,
+        content: Mapping[str, Any],
+        *,
+        event_type: str = "m.room.message",
+        txn_id: str | None = None,
+    ) -> str:
+        """Send an event, encrypted when the room is; return its event id.
+
+        ``txn_id`` makes the send idempotent: the homeserver answers a repeated
+        transaction id with the first event id instead of sending twice.
+        """
+        room = self.client.rooms.get(room_id) or await self.wait_for_room(room_id)
+        async with self._room_lock(room_id):
+            if room.encrypted:
+                await self.prepare_encryption(room_id)
+            resp = await self._retry(
+                lambda: self.client.room_send(
+                    room_id,
+                    event_type,
+                    dict(content),
+                    tx_id=txn_id,
+                    ignore_unverified_devices=True,
+                ),
+                "send",
+            )
+        if not isinstance(resp, RoomSendResponse):
+            check(resp, "sending a message")
+        return str(resp.event_id)
+
+    async def send_text(
+        self,
+        room_id: str,
+        body: str,
+        *,
+        notice: bool = False,
+        txn_id: str | None = None,
+        html: str | None = None,
+    ) -> str:
+        content: dict[str, Any] = {"msgtype": "m.notice" if notice else "m.text", "body": body}
+        if html is not None:
+            content["format"] = "org.matrix.custom.html"
+            content["formatted_body"] = html
+        return await self.send(room_id, content, txn_id=txn_id)
+
+    async def raw(
+        self, method: str, path: str, body: Mapping[str, Any] | None = None
+    ) -> tuple[int, Any]:
+        """An authenticated request nio has no method for; returns (status, json)."""
+        headers = {"Authorization": f"Bearer {self.client.access_token}"}
+        data = json.dumps(body) if body is not None else None
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        resp = await self.client.send(method, path, data, headers)
+        try:
+            payload = await resp.json()
+        except (aiohttp.ContentTypeError, ValueError):
+            payload = None
+        return resp.status, payload
