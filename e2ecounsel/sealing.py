@@ -42,14 +42,16 @@ def _decode_key(text: str, *, source: str) -> bytes:
             raw = base64.b64decode(text, validate=True)
         except binascii.Error:
             raw = None
+    where: dict[str, str | None] = {
+        "file": source if source != KEY_ENV else None,
+        "key": KEY_ENV if source == KEY_ENV else None,
+    }
     if raw is None or len(raw) != KEY_SIZE:
         raise ConfigError(
-            f"the sealing key must be {KEY_SIZE} bytes, hex or base64 encoded",
-            file=source if source != KEY_ENV else None,
-            key=KEY_ENV if source == KEY_ENV else None,
+            f"the sealing key must be {KEY_SIZE} bytes, hex or base64 encoded", **where
         )
     if raw == bytes(KEY_SIZE):
-        raise ConfigError("the sealing key is all zeros; generate a real one", key=KEY_ENV)
+        raise ConfigError("the sealing key is all zeros; generate a real one", **where)
     return raw
 
 
@@ -78,16 +80,27 @@ def load_or_create_key(path: Path, *, env: dict[str, str] | None = None) -> byte
     return key
 
 
-def derive_subkey(key: bytes, purpose: str) -> bytes:
-    """A 32-byte key for one ``purpose``, independent of keys for other purposes."""
-    person = purpose.encode()[:16]
+# BLAKE2b personalisation strings (exactly 16 bytes): one per kind of derived key,
+# so a sub-key can never equal a context key whatever the purpose string is.
+_PERSON_SUBKEY = b"e2ecounsel-subk1"
+_PERSON_CONTEXT = b"e2ecounsel-ctx-1"
+
+
+def _derive(key: bytes, label: str, person: bytes) -> bytes:
+    # The whole label is the hashed message (BLAKE2b's ``person`` holds only 16
+    # bytes, so putting the label there would make long labels collide).
     return nacl.hash.blake2b(
-        b"e2ecounsel-subkey",
+        label.encode(),
         key=key,
-        person=person.ljust(16, b"\0"),
+        person=person,
         digest_size=KEY_SIZE,
         encoder=nacl.encoding.RawEncoder,
     )
+
+
+def derive_subkey(key: bytes, purpose: str) -> bytes:
+    """A 32-byte key for one ``purpose``, independent of keys for other purposes."""
+    return _derive(key, purpose, _PERSON_SUBKEY)
 
 
 def derive_passphrase_key(passphrase: str, salt: bytes) -> bytes:
@@ -126,7 +139,7 @@ class Sealer:
     def _box_for(self, context: str) -> nacl.secret.SecretBox:
         if not context:
             return self._box
-        return nacl.secret.SecretBox(derive_subkey(self._key, "ctx:" + context))
+        return nacl.secret.SecretBox(_derive(self._key, context, _PERSON_CONTEXT))
 
     def seal(self, data: bytes | str, *, context: str = "") -> bytes:
         raw = data.encode() if isinstance(data, str) else data

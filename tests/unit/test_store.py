@@ -1,0 +1,480 @@
+"""The store over a real SQLite file: migrations, pragmas, transactions, sealed columns."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from e2ecounsel.errors import SealingError, StorageError
+from e2ecounsel.sealing import Sealer
+from e2ecounsel.store import Database, MigrationRegistry, split_sql
+
+KEY = bytes(range(32))
+CANARY = "canary-Kj7Qz9-plaintext"
+
+STEPS = [
+    (
+        "engagement table",
+        """
+        CREATE TABLE engagement (
+            id        INTEGER PRIMARY KEY,
+            pseudonym BLOB NOT NULL
+        );
+        CREATE INDEX engagement_pseudonym ON engagement (pseudonym);
+        """,
+    ),
+    (
+        "booking table",
+        """
+        CREATE TABLE booking (
+            id            INTEGER PRIMARY KEY,
+            engagement_id INTEGER NOT NULL REFERENCES engagement (id),
+            starts_at     TEXT NOT NULL,
+            UNIQUE (starts_at)
+        );
+        """,
+    ),
+    ("engagement risk", "ALTER TABLE engagement ADD COLUMN risk TEXT NOT NULL DEFAULT 'low';"),
+]
+
+
+def make_registry(count: int, applied: list[int] | None = None) -> MigrationRegistry:
+    """The first ``count`` steps of STEPS; ``applied`` records which steps ran."""
+    registry = MigrationRegistry()
+    for index, (description, sql) in enumerate(STEPS[:count], start=1):
+
+        @registry.register(description)
+        async def step(db: Database, sql: str = sql, version: int = index) -> None:
+            if applied is not None:
+                applied.append(version)
+            await db.execute_script(sql)
+
+    return registry
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "bridge.db"
+
+
+@pytest.fixture
+async def db(db_path: Path) -> AsyncIterator[Database]:
+    database = await Database.open(db_path, make_registry(3), sealer=Sealer(KEY))
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+def sqlite_tables(path: Path) -> set[str]:
+    """Table names read with the plain sqlite3 module, independent of the store."""
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    conn.close()
+    return {name for (name,) in rows}
+
+
+def file_bytes(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def file_mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def sqlite_versions(path: Path) -> list[int]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
+    conn.close()
+    return [v for (v,) in rows]
+
+
+# ------------------------------------------------------------------ registry
+
+
+def test_registry_numbers_steps_in_order() -> None:
+    registry = MigrationRegistry()
+    assert registry.latest == 0
+
+    @registry.register("first")
+    async def first(db: Database) -> None:
+        return None
+
+    registry.add_sql("second", "CREATE TABLE t (x);")
+    assert registry.latest == 2
+    assert [(m.version, m.description) for m in registry] == [(1, "first"), (2, "second")]
+    assert registry.migrations[0].apply is first  # the decorator returns the function
+    assert [m.version for m in registry.pending(1)] == [2]
+
+
+def test_split_sql_keeps_literals_comments_and_triggers_whole() -> None:
+    script = """
+    -- a comment; with a semicolon
+    CREATE TABLE a (x TEXT DEFAULT 'a;b');
+    /* block; comment */
+    CREATE TRIGGER t AFTER INSERT ON a BEGIN
+        INSERT INTO a VALUES ('y'); DELETE FROM a WHERE 0;
+    END;
+    ;
+    INSERT INTO a VALUES ('z')
+    -- trailing comment
+    """
+    statements = split_sql(script)
+    assert len(statements) == 3
+    assert "'a;b'" in statements[0]
+    assert statements[1].rstrip().endswith("END;")
+    assert statements[2].startswith("INSERT INTO a VALUES ('z')")
+    assert split_sql("-- nothing here;\n  ;  ") == []
+
+
+# ------------------------------------------------------------------ migrations
+
+
+async def test_fresh_database_gets_every_migration(db_path: Path) -> None:
+    applied: list[int] = []
+    database = await Database.open(db_path, make_registry(3, applied))
+    try:
+        assert database.schema_version == 3
+        rows = await database.fetchall(
+            "SELECT version, description, applied_at FROM schema_version"
+        )
+        assert [(r["version"], r["description"]) for r in rows] == [
+            (1, "engagement table"),
+            (2, "booking table"),
+            (3, "engagement risk"),
+        ]
+        assert all(r["applied_at"] for r in rows)
+    finally:
+        await database.close()
+    assert applied == [1, 2, 3]
+    assert {"engagement", "booking", "schema_version"} <= sqlite_tables(db_path)
+
+
+async def test_upgrade_applies_only_new_steps(db_path: Path) -> None:
+    applied: list[int] = []
+    database = await Database.open(db_path, make_registry(2, applied))
+    assert database.schema_version == 2
+    await database.close()
+    assert applied == [1, 2]
+    assert "risk" not in _columns(db_path, "engagement")
+
+    applied.clear()
+    database = await Database.open(db_path, make_registry(3, applied))
+    await database.close()
+    assert applied == [3]
+    assert sqlite_versions(db_path) == [1, 2, 3]
+    assert "risk" in _columns(db_path, "engagement")
+
+    applied.clear()
+    database = await Database.open(db_path, make_registry(3, applied))
+    await database.close()
+    assert applied == []  # reopening an up-to-date database changes nothing
+
+
+def _columns(path: Path, table: str) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute(f"PRAGMA table_info({table})").fetchall()
+    conn.close()
+    return {row[1] for row in rows}
+
+
+async def test_failing_migration_leaves_nothing_behind(db_path: Path) -> None:
+    registry = make_registry(2)
+    registry.add_sql(
+        "broken step",
+        """
+        CREATE TABLE half_done (x INTEGER);
+        INSERT INTO half_done VALUES (1);
+        INSERT INTO no_such_table VALUES (1);
+        """,
+    )
+    with pytest.raises(StorageError) as err:
+        await Database.open(db_path, registry)
+    message = str(err.value)
+    assert str(db_path) in message
+    assert "upgrade step 3 (broken step) failed and was rolled back" in message
+    assert "half_done" not in sqlite_tables(db_path)
+    assert sqlite_versions(db_path) == [1, 2]  # earlier steps stay applied
+
+    # After the fix ships, the step runs normally.
+    fixed = make_registry(2)
+    fixed.add_sql("fixed step", "CREATE TABLE half_done (x INTEGER);")
+    database = await Database.open(db_path, fixed)
+    assert database.schema_version == 3
+    await database.close()
+
+
+async def test_failing_python_migration_rolls_back_its_writes(db_path: Path) -> None:
+    registry = make_registry(1)
+
+    @registry.register("data step that fails half-way")
+    async def step(db: Database) -> None:
+        await db.execute("INSERT INTO engagement (pseudonym) VALUES (x'00')")
+        raise ValueError("boom")
+
+    with pytest.raises(StorageError, match="upgrade step 2"):
+        await Database.open(db_path, registry)
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM engagement").fetchone() == (0,)
+    conn.close()
+    assert sqlite_versions(db_path) == [1]
+
+
+async def test_migration_that_commits_by_itself_is_refused(db_path: Path) -> None:
+    registry = MigrationRegistry()
+
+    @registry.register("commits on its own")
+    async def step(db: Database) -> None:
+        await db.execute("CREATE TABLE t (x)")
+        await db.execute("COMMIT")
+
+    with pytest.raises(StorageError, match="ended its own transaction"):
+        await Database.open(db_path, registry)
+    assert sqlite_versions(db_path) == []
+
+
+async def test_database_newer_than_code_is_refused(db_path: Path) -> None:
+    database = await Database.open(db_path, make_registry(3))
+    await database.close()
+    before = file_bytes(db_path)
+
+    with pytest.raises(StorageError) as err:
+        await Database.open(db_path, make_registry(2))
+    assert str(err.value) == (
+        f"database {db_path} has schema version 3 but this e2ecounsel knows only up to 2; "
+        "upgrade e2ecounsel or restore a matching backup"
+    )
+    assert file_bytes(db_path) == before
+    assert sqlite_versions(db_path) == [1, 2, 3]
+
+
+def _put(path: Path, content: bytes) -> None:
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"this is not a database, just some text\n" * 10,
+        b"\x00" * 100,
+        # A valid header followed by garbage: found only by SQLite itself.
+        b"SQLite format 3\x00" + bytes(range(256)) * 16,
+    ],
+)
+async def test_garbage_file_is_refused_naming_it(db_path: Path, content: bytes) -> None:
+    _put(db_path, content)
+    with pytest.raises(StorageError) as err:
+        await Database.open(db_path, make_registry(1))
+    assert str(db_path) in str(err.value)
+    assert "not an e2ecounsel database" in str(err.value) or "damaged" in str(err.value)
+    assert file_bytes(db_path) == content
+
+
+async def test_folder_in_place_of_the_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="is a folder"):
+        await Database.open(tmp_path, make_registry(1))
+
+
+# ------------------------------------------------------------------ connection
+
+
+async def test_pragmas_are_in_effect(db: Database) -> None:
+    assert await db.fetchval("PRAGMA foreign_keys") == 1
+    assert await db.fetchval("PRAGMA journal_mode") == "wal"
+    assert await db.fetchval("PRAGMA synchronous") == 1  # NORMAL
+    assert await db.fetchval("PRAGMA busy_timeout") == 5000
+
+
+async def test_foreign_keys_and_unique_constraints_are_enforced(db: Database) -> None:
+    with pytest.raises(sqlite3.IntegrityError):
+        await db.execute(
+            "INSERT INTO booking (engagement_id, starts_at) VALUES (?, ?)", (999, "2030-01-01")
+        )
+    result = await db.execute(
+        "INSERT INTO engagement (pseudonym) VALUES (?)", (db.seal("a", context="e.p"),)
+    )
+    assert result.rowcount == 1 and result.lastrowid is not None
+    await db.execute(
+        "INSERT INTO booking (engagement_id, starts_at) VALUES (?, ?)",
+        (result.lastrowid, "2030-01-01T09:00"),
+    )
+    with pytest.raises(sqlite3.IntegrityError):
+        await db.execute(
+            "INSERT INTO booking (engagement_id, starts_at) VALUES (?, ?)",
+            (result.lastrowid, "2030-01-01T09:00"),
+        )
+    assert await db.fetchval("SELECT COUNT(*) FROM booking") == 1
+
+
+async def test_database_file_is_private(db: Database, db_path: Path) -> None:
+    assert file_mode(db_path) == 0o600
+
+
+async def test_close_is_idempotent_and_final(db_path: Path) -> None:
+    database = await Database.open(db_path, make_registry(1))
+    await database.close()
+    await database.close()
+    with pytest.raises(StorageError, match="closed"):
+        await database.fetchall("SELECT 1")
+
+
+# ------------------------------------------------------------------ transactions
+
+
+async def _count(db: Database) -> int:
+    value = await db.fetchval("SELECT COUNT(*) FROM engagement")
+    assert isinstance(value, int)
+    return value
+
+
+async def test_transaction_commits_or_rolls_back_as_a_whole(db: Database) -> None:
+    async with db.transaction():
+        await db.execute("INSERT INTO engagement (pseudonym) VALUES (x'01')")
+        await db.execute("INSERT INTO engagement (pseudonym) VALUES (x'02')")
+    assert await _count(db) == 2
+
+    with pytest.raises(RuntimeError, match="stop"):
+        async with db.transaction():
+            await db.execute("INSERT INTO engagement (pseudonym) VALUES (x'03')")
+            assert await _count(db) == 3  # visible inside the transaction
+            raise RuntimeError("stop")
+    assert await _count(db) == 2
+
+
+async def test_nested_transaction_is_a_savepoint(db: Database) -> None:
+    async with db.transaction():
+        await db.execute("INSERT INTO engagement (pseudonym) VALUES (x'01')")
+        with pytest.raises(KeyError):
+            async with db.transaction():
+                await db.execute("INSERT INTO engagement (pseudonym) VALUES (x'02')")
+                raise KeyError("inner")
+        async with db.transaction():
+            await db.execute("INSERT INTO engagement (pseudonym) VALUES (x'03')")
+    rows = await db.fetchall("SELECT hex(pseudonym) AS p FROM engagement ORDER BY id")
+    assert [r["p"] for r in rows] == ["01", "03"]
+
+
+async def test_other_tasks_wait_for_an_open_transaction(db: Database) -> None:
+    inserted = asyncio.Event()
+    finish = asyncio.Event()
+
+    async def writer() -> None:
+        async with db.transaction():
+            await db.execute("INSERT INTO engagement (pseudonym) VALUES (x'aa')")
+            inserted.set()
+            await finish.wait()
+            raise RuntimeError("abandon")
+
+    async def reader() -> list[str]:
+        rows = await db.fetchall("SELECT hex(pseudonym) AS p FROM engagement")
+        return [r["p"] for r in rows]
+
+    writing = asyncio.create_task(writer())
+    await asyncio.wait_for(inserted.wait(), timeout=5)
+    reading = asyncio.create_task(reader())
+    done, _ = await asyncio.wait({reading}, timeout=0.3)
+    finish.set()  # end the writer before asserting, so a failure cannot hang the fixture
+    with pytest.raises(RuntimeError, match="abandon"):
+        await asyncio.wait_for(writing, timeout=5)
+    seen = await asyncio.wait_for(reading, timeout=5)
+
+    assert not done, "a read from another task ran inside someone else's transaction"
+    assert seen == []  # it never saw the rolled-back row
+
+
+async def test_concurrent_transactions_do_not_interleave(db: Database) -> None:
+    async def add(n: int) -> None:
+        async with db.transaction():
+            await db.execute("INSERT INTO engagement (pseudonym) VALUES (?)", (bytes([n]),))
+            await asyncio.sleep(0)  # give the other tasks a chance to barge in
+            await db.execute(
+                "UPDATE engagement SET risk = 'high' WHERE pseudonym = ?", (bytes([n]),)
+            )
+
+    await asyncio.wait_for(asyncio.gather(*(add(n) for n in range(20))), timeout=30)
+    assert await db.fetchval("SELECT COUNT(*) FROM engagement WHERE risk = 'high'") == 20
+
+
+async def test_cancelled_transaction_rolls_back(db: Database) -> None:
+    inserted = asyncio.Event()
+
+    async def writer() -> None:
+        async with db.transaction():
+            await db.execute("INSERT INTO engagement (pseudonym) VALUES (x'bb')")
+            inserted.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(writer())
+    await asyncio.wait_for(inserted.wait(), timeout=5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await _count(db) == 0
+    async with db.transaction():  # the connection is usable again
+        await db.execute("INSERT INTO engagement (pseudonym) VALUES (x'cc')")
+    assert await _count(db) == 1
+
+
+# ------------------------------------------------------------------ sealed columns
+
+
+async def test_sealed_column_round_trip_and_no_plaintext_on_disk(
+    db: Database, db_path: Path
+) -> None:
+    sealed = db.seal(CANARY, context="engagement.pseudonym")
+    await db.execute("INSERT INTO engagement (pseudonym) VALUES (?)", (sealed,))
+    blob = await db.fetchval("SELECT pseudonym FROM engagement")
+    assert isinstance(blob, bytes)
+    assert db.open_sealed(blob, context="engagement.pseudonym") == CANARY
+    with pytest.raises(SealingError):
+        db.open_sealed(blob, context="engagement.topic")
+
+    on_disk = _all_bytes(db_path)  # main file, -wal and -shm while open
+    await db.close()
+    on_disk += _all_bytes(db_path)
+    assert CANARY.encode() not in on_disk
+    assert CANARY.encode("utf-16-le") not in on_disk
+
+
+def _all_bytes(path: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in path.parent.iterdir() if p.name.startswith(path.name))
+
+
+async def test_sealed_bytes_and_other_key(db: Database, db_path: Path) -> None:
+    sealed = db.seal(b"\x00\x01 raw", context="note.body")
+    assert db.open_sealed_bytes(sealed, context="note.body") == b"\x00\x01 raw"
+    other = await Database.open(
+        db_path.with_name("other.db"), make_registry(1), sealer=Sealer(bytes(range(1, 33)))
+    )
+    try:
+        with pytest.raises(SealingError, match="wrong sealing key"):
+            other.open_sealed(sealed, context="note.body")
+    finally:
+        await other.close()
+
+
+async def test_sealing_needs_a_key_and_a_context(db_path: Path, db: Database) -> None:
+    with pytest.raises(SealingError, match="context"):
+        db.seal("x", context="")
+    plain = await Database.open(db_path.with_name("plain.db"), make_registry(1))
+    try:
+        with pytest.raises(StorageError, match="without a sealing key"):
+            plain.seal("x", context="engagement.pseudonym")
+    finally:
+        await plain.close()
+
+
+async def test_open_creates_the_data_folder_privately(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "x.db"
+    database = await Database.open(path, MigrationRegistry())
+    await database.close()
+    assert path.is_file()
+    assert stat.S_IMODE(path.parent.stat().st_mode) & 0o077 == 0
+    assert os.access(path, os.R_OK | os.W_OK)
