@@ -53,6 +53,7 @@ from nio import (
 )
 
 from e2ecounsel.errors import MatrixError, SealingError
+from e2ecounsel.matrix.crosssigning import CrossSigning, CrossSigningStatus
 from e2ecounsel.sealing import Sealer
 
 logger = logging.getLogger(__name__)
@@ -252,6 +253,14 @@ class MatrixSession:
     async def _upload_keys_if_needed(self) -> None:
         if self.client.should_upload_keys:
             check(await self._retry(self.client.keys_upload, "keys upload"), "keys upload")
+
+    async def ensure_cross_signing(
+        self, password: str | None, *, recovery_key: str | None = None
+    ) -> CrossSigningStatus:
+        """Make this device cross-signed by its owner (MSC4153: without it, current
+        clients neither send us room keys nor trust what we send)."""
+        cs = CrossSigning(self.client, self.store_dir / "cross_signing.sealed", self.sealer)
+        return await cs.ensure(password=password, recovery_key=recovery_key)
 
     # ------------------------------------------------------------------ sync
 
@@ -509,13 +518,21 @@ class MatrixSession:
         *,
         event_type: str = "m.room.message",
         txn_id: str | None = None,
+        allow_plaintext: bool = False,
     ) -> str:
-        """Send an event, encrypted when the room is; return its event id.
+        """Send an event, encrypted; return its event id.
 
-        ``txn_id`` makes the send idempotent: the homeserver answers a repeated
-        transaction id with the first event id instead of sending twice.
+        A room without encryption is refused unless ``allow_plaintext`` (the
+        one use: telling someone in an unencrypted room to open an encrypted
+        one). ``txn_id`` makes the send idempotent: the homeserver answers a
+        repeated transaction id with the first event id instead of sending
+        twice.
         """
         room = self.client.rooms.get(room_id) or await self.wait_for_room(room_id)
+        if not room.encrypted and not allow_plaintext:
+            # A room we just created may show our join before its encryption
+            # state; nio would then send in the clear. Wait for the state.
+            await self._wait_encrypted(room)
         async with self._room_lock(room_id):
             if room.encrypted:
                 await self.prepare_encryption(room_id)
@@ -533,6 +550,17 @@ class MatrixSession:
             check(resp, "sending a message")
         return str(resp.event_id)
 
+    async def _wait_encrypted(self, room: MatrixRoom, timeout: float = 10.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not room.encrypted:
+            if loop.time() > deadline:
+                raise MatrixError(f"refusing to send in clear: room {room.room_id} is not encrypted")
+            if self._sync_task is None or self._sync_task.done():
+                await self.sync_once(0)
+            else:
+                await asyncio.sleep(0.05)
+
     async def send_text(
         self,
         room_id: str,
@@ -541,12 +569,13 @@ class MatrixSession:
         notice: bool = False,
         txn_id: str | None = None,
         html: str | None = None,
+        allow_plaintext: bool = False,
     ) -> str:
         content: dict[str, Any] = {"msgtype": "m.notice" if notice else "m.text", "body": body}
         if html is not None:
             content["format"] = "org.matrix.custom.html"
             content["formatted_body"] = html
-        return await self.send(room_id, content, txn_id=txn_id)
+        return await self.send(room_id, content, txn_id=txn_id, allow_plaintext=allow_plaintext)
 
     async def raw(
         self, method: str, path: str, body: Mapping[str, Any] | None = None

@@ -64,13 +64,17 @@ class Recorder:
         key: bytes,
         *,
         start: bool = True,
+        cross_sign: bool = True,
     ) -> Recorder:
+        """Sign in like a current client would: with its device cross-signed."""
         session = MatrixSession(base_url, user_id, store, Sealer(key), device_name="test device")
         rec = cls(session)
         session.add_event_callback(rec._on_text, (RoomMessageText, RoomMessageNotice))
         session.add_event_callback(rec._on_undecryptable, MegolmEvent)
         session.add_event_callback(rec._on_invite, InviteMemberEvent)
         await session.login(password)
+        if cross_sign:
+            await session.ensure_cross_signing(password)
         await session.sync_once(0)
         if start:
             session.start()
