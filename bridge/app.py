@@ -1,7 +1,10 @@
 """The bridge process: one bot account, one E2EE device, one database.
 
-At start it restores (or creates) the bot's device, makes sure the device is
-cross-signed, and then syncs until told to stop.
+Wiring only. nio callbacks write each event into the durable inbox and
+return at once; one worker per room hands the room's events to the
+:class:`~bridge.engine.Engine` in order; the outbox flusher sends what the
+engine queued. A periodic tick retries the outbox and assigns waiting clients
+when capacity frees up.
 """
 
 from __future__ import annotations
@@ -9,19 +12,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from nio import InviteMemberEvent, MatrixRoom
+from nio import (
+    InviteMemberEvent,
+    MatrixRoom,
+    MegolmEvent,
+    RoomMemberEvent,
+    RoomMessageText,
+)
 
+from bridge.engine import PLAINTEXT_OK, Engine
+from bridge.inbox import Inbox, InboxItem
+from bridge.store import BridgeStore
 from e2ecounsel.config import BridgeConfig
+from e2ecounsel.errors import MatrixError
 from e2ecounsel.matrix import MatrixSession
+from e2ecounsel.matrix.trust import IdentityChange, TrustPolicy
+from e2ecounsel.policy import Policy, load_policy
 from e2ecounsel.sealing import Sealer, load_or_create_key
 
 logger = logging.getLogger(__name__)
 
-# Lazy-loaded members keep initial syncs small with thousands of rooms; nio
-# fetches the full member list of a room once before it first encrypts there.
+# Lazy-loaded members keep syncs small with thousands of rooms; the session
+# fetches a room's full member list once before it first encrypts there.
 SYNC_FILTER = {
     "room": {
         "state": {"lazy_load_members": True},
@@ -29,6 +47,7 @@ SYNC_FILTER = {
     },
     "presence": {"types": []},
 }
+TICK_SECONDS = 5.0
 
 
 @dataclass
@@ -36,14 +55,18 @@ class BridgeStatus:
     user_id: str
     device_id: str
     cross_signed: bool
+    recovery_key: str | None = None  # only on the start that created the identity
 
 
 class Bridge:
-    """The bot. Built from a validated config; owns its session and tasks."""
+    """The bot. Built from a validated config; owns its session, store and tasks."""
 
-    def __init__(self, config: BridgeConfig, sealer: Sealer) -> None:
+    def __init__(self, config: BridgeConfig, sealer: Sealer, *, policy: Policy | None = None,
+                 tick_seconds: float = TICK_SECONDS) -> None:
         self.config = config
         self.sealer = sealer
+        self.policy = policy or load_policy(config.policies_dir)
+        self.tick_seconds = tick_seconds
         self.session = MatrixSession(
             config.homeserver_url,
             config.bot_user_id,
@@ -52,8 +75,18 @@ class Bridge:
             device_name=config.device_name,
             sync_filter=SYNC_FILTER,
         )
+        self.supervisors_room = config.supervisors_room or self.policy.service.supervisors_room or None
+        self.store: BridgeStore | None = None
+        self.inbox: Inbox | None = None
+        self.engine: Engine | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._flush_lock = asyncio.Lock()
+        self._ticker: asyncio.Task[None] | None = None
         self.session.add_event_callback(self._on_invite, InviteMemberEvent)
-        self._stopped = asyncio.Event()
+        self.session.add_event_callback(self._on_text, RoomMessageText)
+        self.session.add_event_callback(self._on_undecryptable, MegolmEvent)
+        self.session.add_event_callback(self._on_member, RoomMemberEvent)
 
     @classmethod
     def from_config(cls, config: BridgeConfig) -> Bridge:
@@ -64,29 +97,201 @@ class Bridge:
     def data_dir(self) -> Path:
         return self.config.data_dir
 
+    # ------------------------------------------------------------------ life cycle
+
     async def start(self) -> BridgeStatus:
-        """Sign in (or restore), run the first sync, start syncing."""
+        """Open the store, sign in (or restore), finish what a crash left, start syncing."""
+        self.store = await BridgeStore.open(self.data_dir / "bridge.db", self.sealer)
+        self.inbox = Inbox(self.store.db)
+        self.engine = Engine(
+            self.session,
+            self.store,
+            self.policy,
+            supervisors_room=self.supervisors_room,
+            mark_done=self.inbox.done,
+            flush=self.flush,
+        )
         await self.session.login(self.config.bot_password)
+        signing = await self.session.ensure_cross_signing(self.config.bot_password)
+        self.trust = TrustPolicy(
+            self.policy.service.trust_mode,
+            known_identities=self.data_dir / "bot" / "identities.json",
+            on_identity_change=self._on_identity_change,
+        )
+        self.session.before_encrypt.append(self._apply_trust)
         await self.session.sync_once(0)
+        if self.supervisors_room:
+            await self.store.set_room(self.supervisors_room, "supervisors", None)
+            if self.supervisors_room not in self.session.client.rooms:
+                with contextlib.suppress(Exception):
+                    await self.session.client.join(self.supervisors_room)
+        # Whatever a crash left: events received but not handled, messages queued but not sent.
+        for room_id in {item.room_id for item in await self.inbox.pending()}:
+            self._kick(room_id)
+        await self.flush()
         self.session.start()
-        return BridgeStatus(self.session.user_id, self.session.device_id, cross_signed=False)
+        self._ticker = asyncio.create_task(self._tick(), name="bridge-tick")
+        return BridgeStatus(
+            self.session.user_id,
+            self.session.device_id,
+            cross_signed=signing.device_cross_signed,
+            recovery_key=signing.recovery_key,
+        )
+
+    async def _apply_trust(self, room_id: str) -> None:
+        """Share room keys only with devices their owners cross-signed (MSC4153)."""
+        report = await self.trust.apply(self.session.client, room_id)
+        excluded = report.excluded_users() - {self.session.user_id}
+        if excluded:
+            logger.info("%d member(s) of %s have devices left out: not cross-signed",
+                        len(excluded), room_id)
+
+    def _on_identity_change(self, change: IdentityChange) -> None:
+        # Content-free: who changed identity, never anything they said.
+        if self.store is not None:
+            self.background(
+                self.store.audit(change.user_id, "identity.changed"),
+                name="audit:identity",
+            )
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        await self.session.stop()
+        for task in [*self._workers.values(), *self._tasks]:
+            task.cancel()
+        for task in [*self._workers.values(), *self._tasks]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await self.session.close()
+        if self.store is not None:
+            await self.store.close()
+
+    def background(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run ``coro`` as a tracked task whose failure is logged, not lost."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                logger.error("background task %s failed", name, exc_info=t.exception())
+
+        task.add_done_callback(done)
+        return task
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_seconds)
+            try:
+                await self.flush()
+                assert self.engine is not None
+                await self.engine.rematch_orphans()
+                await self.engine.drain_waitlist(f"tick:{datetime.now(UTC):%Y%m%d%H%M%S}")
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("periodic upkeep failed")
+
+    # ------------------------------------------------------------------ callbacks
+
+    def _allowed(self, user_id: str) -> bool:
+        return self.config.may_start_intake(user_id)
 
     async def _on_invite(self, room: MatrixRoom, event: InviteMemberEvent) -> None:
         if event.state_key != self.session.user_id or event.membership != "invite":
             return
-        sender_server = event.sender.split(":", 1)[-1]
-        own_server = self.session.user_id.split(":", 1)[-1]
-        allowed = {own_server, *self.config.allowed_servers}
-        if sender_server not in allowed:
-            logger.info("ignoring invite to %s from a server not allowed", room.room_id)
+        if not self._allowed(event.sender) and room.room_id != self.supervisors_room:
+            logger.info("ignoring an invite from a server that is not allowed")
             return
-        resp = await self.session.client.join(room.room_id)
-        logger.info("joined %s (%s)", room.room_id, type(resp).__name__)
+        self.background(self._join(room.room_id, event.sender), name=f"join:{room.room_id}")
 
-    async def run_forever(self) -> None:
-        await self._stopped.wait()
+    async def _join(self, room_id: str, inviter: str) -> None:
+        resp = await self.session.client.join(room_id)
+        if hasattr(resp, "status_code"):
+            logger.warning("joining %s failed: %s", room_id, resp.status_code)
+            return
+        room = await self.session.wait_for_room(room_id)
+        if room_id == self.supervisors_room or room.member_count > 2:
+            return
+        assert self.inbox is not None
+        item = InboxItem(f"joined:{room_id}", room_id, inviter, 0, "joined", "", room.encrypted)
+        if await self.inbox.put(item):
+            self._kick(room_id)
 
-    async def stop(self) -> None:
-        self._stopped.set()
-        with contextlib.suppress(Exception):
-            await self.session.close()
+    async def _on_text(self, room: MatrixRoom, event: RoomMessageText) -> None:
+        if event.sender == self.session.user_id:
+            return
+        await self._receive(room, event, "text", event.body)
+
+    async def _on_undecryptable(self, room: MatrixRoom, event: MegolmEvent) -> None:
+        if event.sender == self.session.user_id:
+            return
+        logger.warning("undecryptable event %s in %s", event.event_id, room.room_id)
+        await self._receive(room, event, "undecryptable", "")
+
+    async def _on_member(self, room: MatrixRoom, event: RoomMemberEvent) -> None:
+        return None
+
+    async def _receive(self, room: MatrixRoom, event: Any, kind: str, body: str) -> None:
+        assert self.inbox is not None
+        item = InboxItem(event.event_id, room.room_id, event.sender,
+                         int(event.server_timestamp), kind, body, room.encrypted)
+        if await self.inbox.put(item):
+            self._kick(room.room_id)
+
+    # ------------------------------------------------------------------ workers
+
+    def _kick(self, room_id: str) -> None:
+        worker = self._workers.get(room_id)
+        if worker is not None and not worker.done():
+            return
+        self._workers[room_id] = asyncio.create_task(self._drain(room_id), name=f"room:{room_id}")
+
+    async def _drain(self, room_id: str) -> None:
+        assert self.inbox is not None and self.engine is not None
+        while True:
+            items = await self.inbox.pending(room_id)
+            if not items:
+                return
+            for item in items:
+                try:
+                    await self.engine.handle(item)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    logger.exception("handling event %s in %s failed", item.event_id, room_id)
+                    # Leave it pending only once: a handler bug must not jam the room.
+                    await self.inbox.done(item.event_id)
+
+    async def flush(self) -> None:
+        """Send everything queued, room by room in order, rooms in parallel."""
+        assert self.store is not None
+        async with self._flush_lock:
+            pending = await self.store.unsent()
+            by_room: dict[str, list[Any]] = {}
+            for item in pending:
+                by_room.setdefault(item.room_id, []).append(item)
+            await asyncio.gather(*(self._send_room(items) for items in by_room.values()))
+
+    async def _send_room(self, items: list[Any]) -> None:
+        assert self.store is not None
+        for item in items:
+            try:
+                content = dict(item.content)
+                plain = bool(content.pop(PLAINTEXT_OK, False))
+                event_id = await self.session.send(
+                    item.room_id, content, txn_id=item.txn_id, allow_plaintext=plain
+                )
+            except MatrixError as exc:
+                if exc.errcode in ("M_FORBIDDEN", "M_NOT_FOUND", "M_UNKNOWN"):
+                    logger.warning("dropping a message to %s: %s", item.room_id, exc.errcode)
+                    await self.store.mark_sent(item.txn_id, "")
+                    continue
+                logger.warning("sending to %s failed (%s); will retry", item.room_id, exc.errcode)
+                return
+            except Exception:
+                logger.exception("sending to %s failed; will retry", item.room_id)
+                return
+            await self.store.mark_sent(item.txn_id, event_id)

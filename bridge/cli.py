@@ -1,4 +1,4 @@
-"""The bridge's commands for ``e2ecounsel``: ``up`` and ``bridge``.
+"""The bridge's commands for ``e2ecounsel``: ``up``, ``bridge``, the roster and the audit.
 
 Registered through the ``e2ecounsel.commands`` entry point so the core CLI
 never imports the bot.
@@ -12,9 +12,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from bridge.app import Bridge, BridgeStatus
+from bridge.roster import parse_counselor_args, parse_mxid, parse_on_off
+from bridge.store import BridgeStore
 from e2ecounsel.cli import command, data_dir, data_dir_arg, setup_logging, wait_for_signal
 from e2ecounsel.config import BridgeConfig, load_config, write_config
+from e2ecounsel.errors import CommandError
 from e2ecounsel.homeserver import EmbeddedHomeserver, HomeserverInfo
+from e2ecounsel.policy import load_policy
 
 BOT_LOCALPART = "counsel"
 
@@ -127,4 +131,242 @@ async def cmd_bridge(args: argparse.Namespace) -> int:
         await wait_for_signal()
     finally:
         await bridge.stop()
+    return 0
+
+
+# ---------------------------------------------------------------------- roster and audit
+#
+# These commands open the bridge's database directly (SQLite in WAL mode copes
+# with the running bridge next to them) and check every value before they
+# change anything: a bad value ends with one line and an untouched database.
+
+
+def _store_args(p: argparse.ArgumentParser) -> None:
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="the data dir of `e2ecounsel up` (default: $E2ECOUNSEL_DATA_DIR or "
+        "~/.local/share/e2ecounsel)",
+    )
+    where.add_argument(
+        "--config", type=Path, default=None, help="the bridge's TOML config file (`bridge` setups)"
+    )
+
+
+def _where(args: argparse.Namespace) -> tuple[Path, Path | None]:
+    """The data dir and policies folder the command works on.
+
+    With ``--data-dir`` the ``bridge.toml`` that ``up`` wrote there (if any)
+    names the policies folder, so the roster is checked against the same
+    policies the bridge runs with.
+    """
+    if args.config is not None:
+        config = load_config(args.config)
+        return config.data_dir, config.policies_dir
+    root = data_dir(args)
+    written = root / "bridge.toml"
+    policies = load_config(written).policies_dir if written.is_file() else None
+    return root, policies
+
+
+def _counselor_add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "user_id", metavar="MXID", help="the counselor's Matrix id, e.g. @dewi:example.org"
+    )
+    p.add_argument("--name", required=True, help="shown to clients (1–80 characters)")
+    p.add_argument(
+        "--credentials",
+        required=True,
+        help='shown to clients, e.g. "M.Psi., Psikolog, licence SIPP 1234"',
+    )
+    p.add_argument("--languages", required=True, help="language codes of the policy, e.g. id,en")
+    p.add_argument(
+        "--specialties", required=True, help="specialty ids of the policy, e.g. anxiety,career"
+    )
+    p.add_argument("--capacity", required=True, help="most active clients at once (1–500)")
+    p.add_argument("--timezone", required=True, help="IANA time zone, e.g. Asia/Jakarta")
+    p.add_argument(
+        "--reply-windows", required=True, help="local reply times, e.g. 09:00,13:00,19:00"
+    )
+    p.add_argument("--on-call", action="store_true", help="page this counselor in a crisis")
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="replace the profile of a counselor already on the roster",
+    )
+    _store_args(p)
+
+
+@command("counselor add", "add a counselor to the roster")(_counselor_add_args)
+async def cmd_counselor_add(args: argparse.Namespace) -> int:
+    root, policies_dir = _where(args)
+    policy = load_policy(policies_dir)
+    counselor = parse_counselor_args(
+        args.user_id,
+        name=args.name,
+        credentials=args.credentials,
+        languages=args.languages,
+        specialties=args.specialties,
+        capacity=args.capacity,
+        timezone=args.timezone,
+        reply_windows=args.reply_windows,
+        on_call=args.on_call,
+        known_languages=policy.languages,
+        known_specialties=[s.id for s in policy.service.specialties],
+    )
+    store = await BridgeStore.open_data_dir(root, create=True)
+    try:
+        async with store.transaction():
+            existing = await store.get_counselor(counselor.user_id)
+            if existing is None:
+                await store.add_counselor(counselor)
+                done = "added"
+            elif existing.active and not args.update:
+                raise CommandError(
+                    f"{counselor.user_id} is already on the roster; add --update to replace "
+                    "their profile"
+                )
+            else:
+                await store.update_counselor(
+                    replace(
+                        counselor,
+                        case_room_id=existing.case_room_id,
+                        on_call=counselor.on_call or (existing.active and existing.on_call),
+                    )
+                )
+                done = "updated" if existing.active else "added back"
+            action = "counselor.update" if done == "updated" else "counselor.add"
+            await store.audit("operator", action, detail=store.actor_ref(counselor.user_id))
+    finally:
+        await store.close()
+    print(
+        f"{done} {counselor.user_id}: capacity {counselor.capacity}, "
+        f"languages {','.join(counselor.languages)}, "
+        f"reply windows {','.join(counselor.reply_windows)} ({counselor.timezone})"
+    )
+    return 0
+
+
+def _counselor_list_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--all", action="store_true", help="include removed counselors")
+    _store_args(p)
+
+
+@command("counselor list", "show the roster with each counselor's caseload")(_counselor_list_args)
+async def cmd_counselor_list(args: argparse.Namespace) -> int:
+    root, policies_dir = _where(args)
+    policy = load_policy(policies_dir)
+    store = await BridgeStore.open_data_dir(root, create=False)
+    try:
+        roster = await store.list_counselors(active_only=not args.all)
+        loads = await store.caseloads(dormant_after_days=policy.service.dormant_after_days)
+    finally:
+        await store.close()
+    if not roster:
+        print("the roster is empty; add counselors with `e2ecounsel counselor add`")
+        return 0
+    header = ["ID", "NAME", "LANGUAGES", "SPECIALTIES", "CAPACITY", "CASELOAD", "TIME ZONE"]
+    header += ["REPLY WINDOWS", "ON CALL"] + (["STATUS"] if args.all else [])
+    rows = [header]
+    for c in roster:
+        row = [
+            c.user_id,
+            c.name,
+            ",".join(c.languages),
+            ",".join(c.specialties),
+            str(c.capacity),
+            str(loads.get(c.user_id, 0)),
+            c.timezone,
+            ",".join(c.reply_windows),
+            "yes" if c.on_call else "no",
+        ]
+        rows.append(row + (["active" if c.active else "removed"] if args.all else []))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def _counselor_id_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("user_id", metavar="MXID", help="the counselor's Matrix id")
+    _store_args(p)
+
+
+async def _require_active(store: BridgeStore, user_id: str) -> int:
+    """The counselor's active caseload; CommandError if they are not on the roster."""
+    counselor = await store.get_counselor(user_id)
+    if counselor is None or not counselor.active:
+        raise CommandError(f"{user_id} is not on the roster; see `e2ecounsel counselor list`")
+    return len(await store.active_for_counselor(user_id))
+
+
+@command("counselor remove", "take a counselor off the roster")(_counselor_id_args)
+async def cmd_counselor_remove(args: argparse.Namespace) -> int:
+    user_id = parse_mxid(args.user_id)
+    root, _ = _where(args)
+    store = await BridgeStore.open_data_dir(root, create=False)
+    try:
+        async with store.transaction():
+            clients = await _require_active(store, user_id)
+            await store.deactivate_counselor(user_id)
+            await store.audit("operator", "counselor.remove", detail=store.actor_ref(user_id))
+    finally:
+        await store.close()
+    if clients:
+        print(
+            f"removed {user_id}; the bridge re-matches their {clients} active client(s) "
+            "and tells each of them (at once if it is running, otherwise when it starts)"
+        )
+    else:
+        print(f"removed {user_id}; they had no active clients")
+    return 0
+
+
+def _counselor_on_call_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("user_id", metavar="MXID", help="the counselor's Matrix id")
+    p.add_argument("state", metavar="on|off", help="whether crisis pages reach them")
+    _store_args(p)
+
+
+@command("counselor on-call", "put a counselor on or off call")(_counselor_on_call_args)
+async def cmd_counselor_on_call(args: argparse.Namespace) -> int:
+    user_id = parse_mxid(args.user_id)
+    on = parse_on_off(args.state)
+    root, _ = _where(args)
+    store = await BridgeStore.open_data_dir(root, create=False)
+    try:
+        async with store.transaction():
+            await _require_active(store, user_id)
+            await store.set_on_call(user_id, on)
+            await store.audit(
+                "operator",
+                "counselor.on_call",
+                detail=f"{'on' if on else 'off'}:{store.actor_ref(user_id)}",
+            )
+    finally:
+        await store.close()
+    print(f"{user_id} is now {'on' if on else 'off'} call")
+    return 0
+
+
+def _audit_verify_args(p: argparse.ArgumentParser) -> None:
+    _store_args(p)
+
+
+@command("audit verify", "check that no audit line was changed or removed")(_audit_verify_args)
+async def cmd_audit_verify(args: argparse.Namespace) -> int:
+    root, _ = _where(args)
+    store = await BridgeStore.open_data_dir(root, create=False)
+    try:
+        report = await store.verify_audit()
+    finally:
+        await store.close()
+    if not report.ok:
+        raise CommandError(
+            f"audit trail broken at row {report.first_bad_seq}: {report.problem} "
+            f"({report.rows} rows present)"
+        )
+    print(f"audit trail intact: {report.rows} rows")
     return 0

@@ -224,4 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run through the package so plugins register into this module, not __main__.
+    from e2ecounsel.cli import main as _main
+
+    raise SystemExit(_main())

@@ -107,7 +107,7 @@ def check(resp: Any, what: str) -> Any:
     if isinstance(resp, ErrorResponse):
         transport = getattr(resp, "transport_response", None)
         raise MatrixError(
-            f"{what} failed: {resp.status_code or 'error'}",
+            f"{what} failed: {resp.status_code or 'error'} {getattr(resp, 'message', '')}".strip(),
             errcode=str(resp.status_code) if resp.status_code else None,
             status=getattr(transport, "status", None),
         )

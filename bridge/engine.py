@@ -1,0 +1,1040 @@
+"""What the bot does with each event: intake, commands, crisis, matching, lifecycle.
+
+Every handler follows one pattern, which is what makes the bot safe to crash:
+
+1. read what it needs;
+2. do the Matrix side effects that must happen first (creating a room);
+3. in ONE database transaction: write the new state, queue every message to
+   send in the outbox (with a transaction id derived from the triggering event
+   id), and mark the event handled;
+4. flush the outbox.
+
+A replayed event is skipped at step 1; a crash after step 3 is finished by the
+outbox flush at the next start, and the homeserver drops a repeated
+transaction id, so no message is ever sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from bridge import rooms
+from bridge.inbox import InboxItem
+from bridge.render import Renderer
+from bridge.store import BridgeStore, ClientRecord, Counselor, Engagement
+from e2ecounsel.domain import intake, matching
+from e2ecounsel.domain.cadence import ReplyWindows, next_window
+from e2ecounsel.domain.crisis import CrisisDetector
+from e2ecounsel.domain.replies import Reply
+from e2ecounsel.domain.screening import Band
+from e2ecounsel.domain.text import clean_text, normalize_command
+from e2ecounsel.matrix import MatrixSession
+from e2ecounsel.policy import Policy
+
+logger = logging.getLogger(__name__)
+
+OUTCOMES = {"resolved": "resolved", "face-to-face": "face_to_face", "continue": "continue",
+            "refer": "refer"}
+RISKS = ("high", "medium", "low")
+#: Outbox marker for the one message allowed in clear: "this room is not encrypted".
+PLAINTEXT_OK = "org.e2ecounsel.plaintext_ok"
+YES = frozenset({"yes", "y", "ya", "iya"})
+NO = frozenset({"no", "n", "tidak", "tdk", "cancel", "batal"})
+
+
+def txn_id(cause: str, index: int) -> str:
+    """Deterministic transaction id: the same cause always yields the same ids."""
+    digest = hashlib.sha256(f"{cause}\x00{index}".encode()).hexdigest()[:40]
+    return f"e2c.{digest}"
+
+
+@dataclass
+class Effects:
+    """What one handler decided: messages to queue and state writes to apply."""
+
+    cause: str
+    messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    writes: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+    after: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+
+    def say(self, room_id: str, body: str, *, notice: bool = True,
+            plaintext_ok: bool = False) -> None:
+        content: dict[str, Any] = {"msgtype": "m.notice" if notice else "m.text", "body": body}
+        if plaintext_ok:
+            content[PLAINTEXT_OK] = True
+        self.messages.append((room_id, content))
+
+    def write(self, fn: Callable[[], Awaitable[Any]]) -> None:
+        self.writes.append(fn)
+
+
+class Engine:
+    """The bot's behaviour. Matrix, database, policy and clock are handed in."""
+
+    def __init__(
+        self,
+        session: MatrixSession,
+        store: BridgeStore,
+        policy: Policy,
+        *,
+        supervisors_room: str | None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        mark_done: Callable[[str], Awaitable[None]] | None = None,
+        flush: Callable[[], Awaitable[None]] | None = None,
+        audit_key: bytes = b"",
+    ) -> None:
+        self.session = session
+        self.store = store
+        self.policy = policy
+        self.render = Renderer(policy)
+        self.supervisors_room = supervisors_room
+        self.clock = clock
+        self.crisis = CrisisDetector(policy.crisis.phrases)
+        self._mark_done = mark_done
+        self._flush = flush
+        self._match_lock = asyncio.Lock()
+        self.max_chars = policy.service.max_message_chars
+
+    @property
+    def bot(self) -> str:
+        return self.session.user_id
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def commit(self, fx: Effects, event_id: str | None) -> None:
+        async with self.store.transaction():
+            for write in fx.writes:
+                await write()
+            for i, (room_id, content) in enumerate(fx.messages):
+                await self.store.queue(room_id, content, txn_id(fx.cause, i))
+            if event_id is not None:
+                if self._mark_done is not None:
+                    await self._mark_done(event_id)
+                await self.store.mark_handled(event_id)
+        for fn in fx.after:
+            try:
+                await fn()
+            except Exception:
+                logger.exception("follow-up action failed after %s", fx.cause)
+        if self._flush is not None:
+            await self._flush()
+
+    async def audit(self, actor: str, action: str, engagement_id: int | None = None,
+                    detail: str = "") -> None:
+        await self.store.audit(actor, action, engagement_id=engagement_id, detail=detail)
+
+    def lang_of(self, client: ClientRecord | None) -> str:
+        lang = client.language if client else None
+        return self.policy.language(lang)
+
+    # ------------------------------------------------------------------ entry
+
+    async def handle(self, item: InboxItem) -> None:
+        """Handle one inbox item; never raises (a failure is logged by id)."""
+        if await self.store.is_handled(item.event_id):
+            return
+        kind = await self.store.room_kind(item.room_id)
+        room_kind = kind[0] if kind else None
+        if item.kind == "joined":
+            await self.on_joined(item)
+        elif item.room_id == self.supervisors_room:
+            await self.on_supervisor_message(item)
+        elif room_kind == "session":
+            await self.on_session_message(item)
+        elif room_kind == "case":
+            await self.commit(Effects(item.event_id), item.event_id)
+        else:
+            await self.on_dm_message(item)
+
+    # ------------------------------------------------------------------ DMs
+
+    async def on_joined(self, item: InboxItem) -> None:
+        """The bot joined a DM: greet, or explain why it will not talk here."""
+        fx = Effects(item.event_id)
+        lang = self.policy.service.default_language
+        if not item.encrypted:
+            fx.say(item.room_id, self.render.text(lang, "intake.unencrypted"), plaintext_ok=True)
+            await self.commit(fx, item.event_id)
+            return
+        client = await self.store.get_client(item.sender)
+        fx.write(lambda: self.store.set_room(item.room_id, "dm", item.sender))
+        if client is None or client.intake is None:
+            step = intake.start(self.intake_context(()))
+            new = self._new_client(item.sender, item.room_id, client)
+            new = replace(new, intake=step.state.to_dict())
+            fx.write(lambda: self.store.save_client(new))
+            for reply in step.replies:
+                fx.say(item.room_id, self.render.reply(lang, reply))
+        else:
+            rec = replace(client, dm_room_id=item.room_id)
+            fx.write(lambda: self.store.save_client(rec))
+        await self.commit(fx, item.event_id)
+
+    def _new_client(self, user_id: str, dm: str, old: ClientRecord | None) -> ClientRecord:
+        return ClientRecord(
+            user_id=user_id,
+            dm_room_id=dm,
+            language=old.language if old else None,
+            consent_version=None,
+            consented_at=None,
+            intake=None,
+            profile={},
+            pending=None,
+            created_at=self.clock().isoformat(),
+        )
+
+    async def on_dm_message(self, item: InboxItem) -> None:
+        fx = Effects(item.event_id)
+        client = await self.store.get_client(item.sender)
+        lang = self.lang_of(client)
+        if not item.encrypted:
+            fx.say(item.room_id, self.render.text(lang, "intake.unencrypted"), plaintext_ok=True)
+            await self.commit(fx, item.event_id)
+            return
+        if item.kind == "undecryptable":
+            fx.say(item.room_id, self.render.text(lang, "trust.unsigned_device"))
+            await self.commit(fx, item.event_id)
+            return
+        if len(item.body) > self.max_chars:
+            fx.say(item.room_id, self.render.text(lang, "message_too_long"))
+            await self.commit(fx, item.event_id)
+            return
+        text = clean_text(item.body, self.max_chars)
+        if client is None or client.dm_room_id != item.room_id and client.dm_room_id is None:
+            client = self._new_client(item.sender, item.room_id, client)
+            fx.write(lambda: self.store.set_room(item.room_id, "dm", item.sender))
+        if self.crisis.detect(text):
+            await self.crisis_protocol(fx, client, "phrase:dm", reply_room=item.room_id)
+        state = self._intake_state(client)
+        if state is None or state.step in (intake.Stage.DECLINED, intake.Stage.AGE_REFUSED):
+            await self._run_intake(fx, client, None, text, item)
+        elif state.step is not intake.Stage.DONE:
+            await self._run_intake(fx, client, state, text, item)
+        else:
+            await self.client_command(fx, client, text, item)
+        await self.commit(fx, item.event_id)
+
+    def _intake_state(self, client: ClientRecord) -> intake.IntakeState | None:
+        if client.intake is None:
+            return None
+        try:
+            return intake.IntakeState.from_dict(client.intake)
+        except intake.InvalidState:
+            logger.warning("stored intake state unreadable; restarting intake")
+            return None
+
+    def intake_context(self, offer: tuple[str, ...]) -> intake.IntakeContext:
+        p = self.policy
+        specs = []
+        for inst_id in p.service.screening:
+            inst = p.instruments[inst_id]
+            specs.append(
+                intake.InstrumentSpec(
+                    id=inst.id,
+                    item_count=len(inst.items),
+                    critical=dict(inst.critical_items),
+                    bands=tuple(Band(b.severity, b.lo, b.hi) for b in inst.bands),
+                    max_answer=inst.max_answer,
+                )
+            )
+        return intake.IntakeContext(
+            languages=p.languages,
+            min_age=p.service.min_age,
+            instruments=tuple(specs),
+            countries=tuple(c.code for c in p.crisis.countries),
+            topics=tuple(t.id for t in p.service.topics),
+            counselor_options=offer,
+            max_chars=self.max_chars,
+            consent_version="",  # set per language below
+        )
+
+    async def _offer(self, language: str | None) -> tuple[tuple[str, ...], dict[str, Counselor]]:
+        counselors = await self.store.list_counselors(active_only=True)
+        loads = await self.store.caseloads(dormant_after_days=self.policy.service.dormant_after_days)
+        open_ = [
+            c for c in counselors
+            if loads.get(c.user_id, 0) < c.capacity and (language is None or language in c.languages)
+        ]
+        return tuple(c.user_id for c in open_), {c.user_id: c for c in counselors}
+
+    async def _run_intake(
+        self,
+        fx: Effects,
+        client: ClientRecord,
+        state: intake.IntakeState | None,
+        text: str,
+        item: InboxItem,
+    ) -> None:
+        lang_now = state.language if state and state.language else None
+        offer, known = await self._offer(lang_now)
+        ctx = self.intake_context(offer)
+        version_lang = lang_now or self.policy.service.default_language
+        ctx = replace(ctx, consent_version=self.policy.consent[version_lang].version)
+        if state is None:
+            step = intake.start(ctx)
+            if text and not normalize_command(text)[0] in ("", "start", "help", "mulai"):
+                # A first message picks the language if it is "1"/"2"; otherwise greet.
+                probe = intake.advance(step.state, text, ctx)
+                if probe.state.step is not intake.Stage.LANGUAGE:
+                    step = probe
+        else:
+            if intake.needs_reconsent(state, ctx.consent_version) and state.step not in (
+                intake.Stage.LANGUAGE, intake.Stage.CONSENT, intake.Stage.RECONSENT
+            ):
+                step = intake.begin_reconsent(state, ctx)
+            else:
+                step = intake.advance(state, text, ctx)
+        new_state = step.state
+        lang = self.policy.language(new_state.language or client.language)
+        if new_state.language and new_state.consent_version is None:
+            # The consent version depends on the language just chosen.
+            ctx = replace(ctx, consent_version=self.policy.consent[lang].version)
+            if step.replies and step.replies[-1].key == "intake.consent":
+                step = replace(
+                    step,
+                    replies=(*step.replies[:-1],
+                             Reply("intake.consent", {"version": ctx.consent_version})),
+                )
+        country = new_state.country
+        crisis_first = [e for e in step.events if isinstance(e, intake.CrisisDetected)]
+        profile = dict(client.profile)
+        record = replace(client, language=new_state.language or client.language)
+        for event in crisis_first:
+            await self.crisis_protocol(fx, record, event.reason, reply_room=item.room_id)
+            profile["crisis"] = True
+        for reply in step.replies:
+            fx.say(item.room_id, self.render.reply(lang, reply, country=country, counselors=known))
+        declined = False
+        complete = False
+        for event in step.events:
+            if isinstance(event, intake.ConsentGiven):
+                record = replace(record, consent_version=event.version,
+                                 consented_at=self.clock().isoformat())
+                fx.write(self._audit_fn(client.user_id, "consent.given", detail=event.version[:16]))
+            elif isinstance(event, intake.ConsentDeclined):
+                declined = True
+                fx.write(self._audit_fn(client.user_id, "consent.declined"))
+            elif isinstance(event, intake.AgeRefused):
+                declined = True
+                fx.write(self._audit_fn(client.user_id, "intake.age_refused"))
+            elif isinstance(event, intake.InstrumentScored):
+                scores = dict(profile.get("scores", {}))
+                scores[event.instrument] = {"score": event.score, "severity": event.severity}
+                profile["scores"] = scores
+            elif isinstance(event, intake.IntakeComplete):
+                complete = True
+        if declined:
+            # Nothing stays about a person who said no, only the audit line.
+            fx.write(lambda: self.store.delete_client(client.user_id))
+            return
+        profile.update(
+            {
+                "pseudonym": new_state.pseudonym,
+                "country": new_state.country,
+                "topic": new_state.topic,
+                "preferred": new_state.counselor,
+                "answers": [list(a) if a is not None else None for a in new_state.answers],
+            }
+        )
+        if new_state.crisis:
+            profile["crisis"] = True
+        record = replace(record, intake=new_state.to_dict(), profile=profile,
+                         dm_room_id=record.dm_room_id or item.room_id)
+        fx.write(lambda: self.store.save_client(record))
+        if complete:
+            fx.write(self._audit_fn(client.user_id, "intake.complete"))
+            fx.after.append(lambda: self.place_client(record, cause=f"place:{item.event_id}"))
+
+    def _audit_fn(self, actor: str, action: str, engagement_id: int | None = None,
+                  detail: str = "") -> Callable[[], Awaitable[Any]]:
+        return lambda: self.audit(actor, action, engagement_id, detail)
+
+    # ------------------------------------------------------------------ matching
+
+    def _request(self, client: ClientRecord, crisis: bool = False) -> matching.MatchRequest:
+        profile = client.profile
+        preferred = profile.get("preferred")
+        return matching.MatchRequest(
+            language=self.lang_of(client),
+            topics=frozenset([profile["topic"]]) if profile.get("topic") else frozenset(),
+            preferred=None if preferred in (None, "auto") else str(preferred),
+            crisis=crisis or bool(profile.get("crisis")),
+        )
+
+    async def _loads(self, exclude: set[str] = frozenset()) -> list[matching.CounselorLoad]:  # type: ignore[assignment]
+        counselors = await self.store.list_counselors(active_only=True)
+        loads = await self.store.caseloads(dormant_after_days=self.policy.service.dormant_after_days)
+        return [
+            matching.CounselorLoad(
+                id=c.user_id,
+                languages=frozenset(c.languages),
+                specialties=frozenset(c.specialties),
+                capacity=c.capacity,
+                caseload=loads.get(c.user_id, 0),
+                on_call=c.on_call,
+                available=c.user_id not in exclude,
+            )
+            for c in counselors
+        ]
+
+    async def place_client(self, client: ClientRecord, *, cause: str) -> None:
+        """After intake: open an engagement and match it, or put it on the waitlist."""
+        async with self._match_lock:
+            existing = await self.store.current_engagement(client.user_id)
+            if existing is None:
+                existing = await self.store.open_engagement(
+                    client.user_id, crisis=bool(client.profile.get("crisis"))
+                )
+                if client.profile.get("crisis"):
+                    await self.store.set_risk(existing.id, "high")
+                await self.audit(client.user_id, "engagement.open", existing.id)
+            if existing.status != "waiting":
+                return
+            chosen = matching.match(self._request(client), await self._loads(),
+                                    self._weights())
+            if chosen is None:
+                await self._tell_waitlisted(client, cause)
+                return
+            await self.assign(existing, client, chosen, cause=cause)
+
+    def _weights(self) -> matching.MatchWeights:
+        w = self.policy.service.matching
+        return matching.MatchWeights(specialty=w.specialty, load=w.load)
+
+    async def _tell_waitlisted(self, client: ClientRecord, cause: str) -> None:
+        waiting = await self.store.waiting()
+        ids = [e.client_id for e in waiting]
+        position = ids.index(client.user_id) + 1 if client.user_id in ids else len(ids)
+        fx = Effects(cause)
+        if client.dm_room_id:
+            fx.say(client.dm_room_id,
+                   self.render.text(self.lang_of(client), "intake.waitlisted", position=position))
+        await self.commit(fx, None)
+
+    async def case_room(self, counselor: Counselor) -> str:
+        """The bot's encrypted DM with a counselor (briefs, pages, digests)."""
+        if counselor.case_room_id:
+            return counselor.case_room_id
+        lang = counselor.languages[0] if counselor.languages else None
+        lang = self.policy.language(lang)
+        room_id = await rooms.create_private_room(
+            self.session, name=self.render.text(lang, "case.room_name"), invite=[counselor.user_id]
+        )
+        await self.store.set_case_room(counselor.user_id, room_id)
+        await self.store.set_room(room_id, "case", counselor.user_id)
+        fx = Effects(f"case-welcome:{room_id}")
+        fx.say(room_id, self.render.text(lang, "case.welcome"))
+        await self.commit(fx, None)
+        return room_id
+
+    def counselor_lang(self, counselor: Counselor) -> str:
+        return self.policy.language(counselor.languages[0] if counselor.languages else None)
+
+    def brief_text(self, client: ClientRecord, counselor: Counselor, room_id: str,
+                   risk: str) -> str:
+        lang = self.counselor_lang(counselor)
+        p = client.profile
+        lines = []
+        for inst_id in self.policy.service.screening:
+            inst = self.policy.instruments[inst_id]
+            title = inst.title.get(lang, inst.id)
+            scored = (p.get("scores") or {}).get(inst_id)
+            if scored is None:
+                lines.append(self.render.text(lang, "brief.screening_skipped",
+                                              instrument_title=title))
+                continue
+            band = inst.band(str(scored.get("severity") or ""))
+            lines.append(self.render.text(
+                lang, "brief.screening_line", instrument_title=title, score=scored["score"],
+                severity=band.label.get(lang, band.severity) if band else ""))
+        answers = p.get("answers") or []
+        for idx, inst_id in enumerate(self.policy.service.screening):
+            inst = self.policy.instruments[inst_id]
+            got = answers[idx] if idx < len(answers) else None
+            for item_index in inst.critical_hits(got or []) if got and len(got) == len(inst.items) else ():
+                lines.append(self.render.text(lang, "brief.critical",
+                                              instrument_title=inst.title.get(lang, inst.id),
+                                              item=item_index + 1, answer=got[item_index]))
+        topic = self.policy.service.topic(str(p.get("topic") or ""))
+        country = self.policy.crisis.country(p.get("country"))
+        return self.render.text(
+            lang, "brief.new",
+            pseudonym=p.get("pseudonym") or "?",
+            language=client.language or "?",
+            country=country.label.get(lang, country.code),
+            topic=topic.label.get(lang, topic.id) if topic else "?",
+            screening="\n".join(lines),
+            risk=self.render.text(lang, f"risk.{risk}"),
+            room_link=rooms.room_link(room_id),
+        )
+
+    async def assign(self, eng: Engagement, client: ClientRecord, counselor_id: str, *,
+                     cause: str, share_brief: bool = True, note_key: str = "intake.matched") -> str:
+        """Create the session room for an engagement and tell everyone."""
+        counselor = await self.store.get_counselor(counselor_id)
+        assert counselor is not None
+        lang = self.lang_of(client)
+        room_id = await rooms.create_session_room(
+            self.session,
+            name=self.render.text(lang, "session.room_name"),
+            counselor=counselor.user_id,
+            client=client.user_id,
+        )
+        await self.store.assign(eng.id, counselor.user_id, room_id)
+        await self.store.set_room(room_id, "session", client.user_id)
+        await self.audit(counselor.user_id, "engagement.assign", eng.id)
+        case_room = await self.case_room(counselor)
+        fresh = await self.store.get_engagement(eng.id)
+        risk = fresh.risk if fresh else "low"
+        fx = Effects(f"{cause}:assign:{eng.id}:{counselor_id}")
+        country = client.profile.get("country")
+        fx.say(room_id, self.render.text(
+            lang, "session.intro", counselor_name=counselor.name,
+            credentials=counselor.credentials,
+            crisis_line=self.policy.crisis_line(lang, country)))
+        if share_brief:
+            fx.say(case_room, self.brief_text(client, counselor, room_id, risk))
+        else:
+            fx.say(case_room, self.render.text(self.counselor_lang(counselor), "brief.not_shared",
+                                               room_link=rooms.room_link(room_id)))
+        if client.dm_room_id:
+            fx.say(client.dm_room_id, self.render.text(lang, note_key,
+                                                       counselor_name=counselor.name))
+        await self.commit(fx, None)
+        return room_id
+
+    async def drain_waitlist(self, cause: str) -> None:
+        """Assign waiting clients while capacity allows (crisis first, then FIFO)."""
+        async with self._match_lock:
+            waiting = await self.store.waiting()
+            if not waiting:
+                return
+            clients = {}
+            wl = []
+            for e in waiting:
+                c = await self.store.get_client(e.client_id)
+                if c is None:
+                    continue
+                clients[e.client_id] = (c, e)
+                wl.append(matching.WaitingClient(
+                    e.client_id, datetime.fromisoformat(e.opened_at),
+                    self._request(c, crisis=e.crisis)))
+            pairs = matching.assign_from_waitlist(wl, await self._loads(), self._weights())
+            for client_id, counselor_id in pairs:
+                c, e = clients[client_id]
+                await self.assign(e, c, counselor_id, cause=f"{cause}:{e.id}",
+                                  note_key="waitlist.assigned")
+
+    # ------------------------------------------------------------------ crisis
+
+    async def crisis_protocol(self, fx: Effects, client: ClientRecord, reason: str, *,
+                              reply_room: str) -> None:
+        """Crisis text to the client at once; risk high; page on-call and supervisors."""
+        lang = self.lang_of(client)
+        country = client.profile.get("country")
+        fx.messages.insert(0, (reply_room, {"msgtype": "m.notice", "body":
+                                            self.policy.crisis_reply(lang, country)}))
+        eng = await self.store.current_engagement(client.user_id)
+        link_room = eng.room_id if eng and eng.room_id else reply_room
+        if eng is not None:
+            fx.write(lambda: self.store.set_risk(eng.id, "high"))
+            fx.write(lambda: self.store.set_crisis(eng.id, True))
+        fx.write(self._audit_fn(client.user_id, "crisis", eng.id if eng else None,
+                                detail=reason.replace(" ", "_")[:64]))
+        logger.warning("crisis protocol started (%s)", reason)
+        key = "page.urgent" if reason == "command:urgent" else "page.crisis"
+        oncall = self.policy.service.on_call
+        if oncall.page_on_crisis:
+            targets = [c for c in await self.store.list_counselors(active_only=True) if c.on_call]
+            if eng is not None and eng.counselor_id:
+                assigned = await self.store.get_counselor(eng.counselor_id)
+                if assigned is not None and assigned.user_id not in {t.user_id for t in targets}:
+                    targets.append(assigned)
+            for c in targets:
+                if c.case_room_id is None:
+                    fx.after.append(self._page_later(c, key, link_room, fx.cause))
+                    continue
+                fx.say(c.case_room_id, self.render.text(self.counselor_lang(c), key,
+                                                        room_link=rooms.room_link(link_room)))
+        if oncall.page_supervisors_on_crisis and self.supervisors_room:
+            fx.say(self.supervisors_room, self.render.text(
+                self.policy.service.default_language, key, room_link=rooms.room_link(link_room)))
+
+    def _page_later(self, c: Counselor, key: str, link_room: str,
+                    cause: str) -> Callable[[], Awaitable[None]]:
+        async def page() -> None:
+            room = await self.case_room(c)
+            fx = Effects(f"{cause}:page:{c.user_id}")
+            fx.say(room, self.render.text(self.counselor_lang(c), key,
+                                          room_link=rooms.room_link(link_room)))
+            await self.commit(fx, None)
+        return page
+
+    # ------------------------------------------------------------------ client commands
+
+    async def client_command(self, fx: Effects, client: ClientRecord, text: str,
+                             item: InboxItem) -> None:
+        lang = self.lang_of(client)
+        room = item.room_id
+        pending = client.pending
+        word, args = normalize_command(text)
+        if pending is not None and word not in ("help", "urgent"):
+            await self.answer_pending(fx, client, pending, text, item)
+            return
+        handler = CLIENT_COMMANDS.get(word)
+        if handler is None:
+            if word and not text.startswith("!") and await self._chatting(client):
+                fx.say(room, self.render.text(lang, "unknown_command"))
+            else:
+                fx.say(room, self.render.text(lang, "unknown_command"))
+            return
+        await handler(self, fx, client, args, item)
+
+    async def _chatting(self, client: ClientRecord) -> bool:
+        return False
+
+    async def cmd_help(self, fx: Effects, client: ClientRecord, args: str, item: InboxItem) -> None:
+        fx.say(item.room_id, self.render.text(self.lang_of(client), "help.client"))
+
+    async def cmd_status(self, fx: Effects, client: ClientRecord, args: str,
+                         item: InboxItem) -> None:
+        lang = self.lang_of(client)
+        eng = await self.store.current_engagement(client.user_id)
+        if eng is None:
+            fx.say(item.room_id, self.render.text(lang, "status.none"))
+            return
+        if eng.status == "waiting":
+            waiting = [e.client_id for e in await self.store.waiting()]
+            pos = waiting.index(client.user_id) + 1 if client.user_id in waiting else 1
+            fx.say(item.room_id, self.render.text(lang, "status.waitlisted", position=pos))
+            return
+        counselor = await self.store.get_counselor(eng.counselor_id or "")
+        if counselor is None:
+            fx.say(item.room_id, self.render.text(lang, "status.none"))
+            return
+        parts = [self.render.text(lang, "status.active", counselor_name=counselor.name,
+                                  credentials=counselor.credentials)]
+        when = self.next_window_text(counselor, lang)
+        key = "status.awaiting" if eng.awaiting_since else "status.not_awaiting"
+        parts.append(self.render.text(lang, key, next_window=when))
+        parts.append(self.render.text(lang, "status.no_bookings"))
+        fx.say(item.room_id, "\n".join(parts))
+
+    def next_window_text(self, counselor: Counselor, lang: str) -> str:
+        try:
+            from datetime import time as dtime
+
+            windows = ReplyWindows(
+                tuple(dtime.fromisoformat(t) for t in counselor.reply_windows),
+                counselor.timezone, frozenset())
+            nxt = next_window(self.clock(), windows)
+        except ValueError:
+            return "?"
+        if nxt is None:
+            return "?"
+        return nxt.astimezone(windows_zone(counselor.timezone)).strftime("%Y-%m-%d %H:%M %Z")
+
+    async def cmd_counselors(self, fx: Effects, client: ClientRecord, args: str,
+                             item: InboxItem) -> None:
+        lang = self.lang_of(client)
+        counselors = await self.store.list_counselors(active_only=True)
+        if not counselors:
+            fx.say(item.room_id, self.render.text(lang, "counselors.none"))
+            return
+        fx.say(item.room_id, self.render.text(lang, "counselors.list",
+                                              options=self.render.profiles(lang, counselors)))
+
+    async def cmd_urgent(self, fx: Effects, client: ClientRecord, args: str,
+                         item: InboxItem) -> None:
+        await self.crisis_protocol(fx, client, "command:urgent", reply_room=item.room_id)
+        fx.say(item.room_id, self.render.text(self.lang_of(client), "urgent.ack"))
+
+    async def cmd_language(self, fx: Effects, client: ClientRecord, args: str,
+                           item: InboxItem) -> None:
+        lang = self.lang_of(client)
+        rec = replace(client, pending={"kind": "language"})
+        fx.write(lambda: self.store.save_client(rec))
+        fx.say(item.room_id, self.render.text(lang, "language.choose"))
+
+    async def cmd_erase(self, fx: Effects, client: ClientRecord, args: str,
+                        item: InboxItem) -> None:
+        rec = replace(client, pending={"kind": "erase"})
+        fx.write(lambda: self.store.save_client(rec))
+        fx.say(item.room_id, self.render.text(self.lang_of(client), "erase.confirm"))
+
+    async def cmd_switch(self, fx: Effects, client: ClientRecord, args: str,
+                         item: InboxItem) -> None:
+        lang = self.lang_of(client)
+        eng = await self.store.current_engagement(client.user_id)
+        if eng is None or eng.status != "active":
+            fx.say(item.room_id, self.render.text(lang, "switch.none"))
+            return
+        loads = await self._loads(exclude={eng.counselor_id or ""})
+        req = self._request(client)
+        offer = [c.id for c in loads if matching.eligible(req, c)]
+        if not offer:
+            fx.say(item.room_id, self.render.text(lang, "switch.none"))
+            return
+        counselors = {c.user_id: c for c in await self.store.list_counselors(active_only=True)}
+        rec = replace(client, pending={"kind": "switch", "offer": offer})
+        fx.write(lambda: self.store.save_client(rec))
+        fx.say(item.room_id, self.render.text(
+            lang, "switch.choose",
+            options=self.render.profiles(lang, [counselors[i] for i in offer])))
+
+    # ------------------------------------------------------------------ pending answers
+
+    async def answer_pending(self, fx: Effects, client: ClientRecord, pending: dict[str, Any],
+                             text: str, item: InboxItem) -> None:
+        lang = self.lang_of(client)
+        room = item.room_id
+        answer = normalize_command(text)[0]
+        kind = pending.get("kind")
+        cleared = replace(client, pending=None)
+        if kind == "erase":
+            if answer in YES:
+                await self.erase(fx, client, item)
+            else:
+                fx.write(lambda: self.store.save_client(cleared))
+                fx.say(room, self.render.text(lang, "erase.cancelled"))
+        elif kind == "language":
+            langs = self.policy.languages
+            pick = int(answer) - 1 if answer.isdigit() else -1
+            if 0 <= pick < len(langs):
+                new = replace(cleared, language=langs[pick])
+                fx.write(lambda: self.store.save_client(new))
+                fx.say(room, self.render.text(langs[pick], "language.changed"))
+            else:
+                fx.say(room, self.render.text(lang, "language.invalid"))
+        elif kind == "switch":
+            offer = list(pending.get("offer", []))
+            if answer in NO:
+                fx.write(lambda: self.store.save_client(cleared))
+                fx.say(room, self.render.text(lang, "switch.cancelled"))
+                return
+            pick = int(answer) - 1 if answer.isdigit() else -1
+            if not 0 <= pick < len(offer):
+                fx.say(room, self.render.text(lang, "switch.invalid", count=len(offer)))
+                return
+            target = await self.store.get_counselor(offer[pick])
+            if target is None:
+                fx.say(room, self.render.text(lang, "switch.none"))
+                return
+            rec = replace(client, pending={"kind": "switch_brief", "target": target.user_id})
+            fx.write(lambda: self.store.save_client(rec))
+            fx.say(room, self.render.text(lang, "switch.brief_consent",
+                                          counselor_name=target.name))
+        elif kind == "switch_brief":
+            if answer not in YES and answer not in NO:
+                fx.say(room, self.render.text(lang, "switch.brief_invalid"))
+                return
+            fx.write(lambda: self.store.save_client(cleared))
+            target_id = str(pending.get("target"))
+            share = answer in YES
+            fx.after.append(lambda: self.switch(cleared, target_id, share, cause=item.event_id))
+        elif kind == "survey":
+            eng_id = int(pending.get("engagement", 0))
+            if pending.get("step") == "comment":
+                comment = None if answer in NO or answer in ("skip", "lewati") else text
+                fx.write(lambda: self.store.record_survey(eng_id, int(pending["score"]), comment))
+                fx.write(lambda: self.store.save_client(cleared))
+                fx.say(room, self.render.text(lang, "survey.thanks"))
+                return
+            if answer in ("1", "2", "3", "4", "5"):
+                rec = replace(client, pending={"kind": "survey", "engagement": eng_id,
+                                               "score": int(answer), "step": "comment"})
+                fx.write(lambda: self.store.save_client(rec))
+                fx.say(room, self.render.text(lang, "survey.comment"))
+            elif answer in NO or answer in ("skip", "lewati"):
+                fx.write(lambda: self.store.save_client(cleared))
+                fx.say(room, self.render.text(lang, "survey.thanks"))
+            else:
+                fx.say(room, self.render.text(lang, "survey.invalid"))
+        else:
+            fx.write(lambda: self.store.save_client(cleared))
+            fx.say(room, self.render.text(lang, "unknown_command"))
+
+    async def switch(self, client: ClientRecord, target_id: str, share: bool, *,
+                     cause: str) -> None:
+        """New room with the new counselor; the old one leaves the old room."""
+        async with self._match_lock:
+            eng = await self.store.current_engagement(client.user_id)
+            if eng is None or eng.counselor_id is None:
+                return
+            old_counselor, old_room = eng.counselor_id, eng.room_id
+            await self.store.close_engagement(eng.id, None)
+            await self.audit(client.user_id, "engagement.switch", eng.id)
+            new = await self.store.open_engagement(client.user_id, crisis=eng.crisis,
+                                                   share_brief=share)
+            if eng.risk != "low":
+                await self.store.set_risk(new.id, eng.risk)
+        if old_room:
+            fx = Effects(f"{cause}:old-room")
+            fx.say(old_room, self.render.text(self.lang_of(client), "switch.old_room"))
+            await self.commit(fx, None)
+            await self.session.client.room_kick(old_room, old_counselor)
+        await self.assign(new, client, target_id, cause=f"{cause}:switch", share_brief=share,
+                          note_key="switch.done")
+
+    async def erase(self, fx: Effects, client: ClientRecord, item: InboxItem) -> None:
+        """Delete what we store about the client, redact our messages, leave their rooms."""
+        lang = self.lang_of(client)
+        fx.messages.append((item.room_id, {"msgtype": "m.notice",
+                                           "body": self.render.text(lang, "erase.done")}))
+        engagements = await self.store.engagements_of_client(client.user_id)
+        room_ids = [e.room_id for e in engagements if e.room_id]
+        if client.dm_room_id:
+            room_ids.append(client.dm_room_id)
+        fx.write(self._audit_fn(client.user_id, "client.erase"))
+        fx.write(lambda: self.store.delete_client(client.user_id))
+        fx.after.append(lambda: self._redact_and_leave(room_ids, keep_last=item.room_id))
+
+    async def _redact_and_leave(self, room_ids: list[str], *, keep_last: str) -> None:
+        if self._flush is not None:
+            await self._flush()  # the goodbye goes out before we leave
+        for room_id in room_ids:
+            for event_id in await self.store.sent_events(room_id):
+                if room_id == keep_last and event_id == (await self.store.sent_events(room_id))[-1]:
+                    continue
+                await self.session.client.room_redact(room_id, event_id, reason="erasure")
+            await self.store.forget_room(room_id)
+            await self.session.client.room_leave(room_id)
+
+    # ------------------------------------------------------------------ session rooms
+
+    async def on_session_message(self, item: InboxItem) -> None:
+        fx = Effects(item.event_id)
+        eng = await self.store.engagement_by_room(item.room_id)
+        if eng is None or item.sender == self.bot:
+            await self.commit(fx, item.event_id)
+            return
+        role = "client" if item.sender == eng.client_id else (
+            "counselor" if item.sender == eng.counselor_id else None)
+        if role is not None and eng.status == "active":
+            fx.write(lambda: self.store.record_message(item.room_id, role=role, ts_ms=item.ts))
+        if item.kind != "text":
+            await self.commit(fx, item.event_id)
+            return
+        client = await self.store.get_client(eng.client_id)
+        text = clean_text(item.body, self.max_chars)
+        if role == "client" and client is not None and self.crisis.detect(text):
+            await self.crisis_protocol(fx, client, "phrase:session", reply_room=item.room_id)
+        elif text.startswith("!"):
+            await self.counselor_command(fx, eng, client, item, text)
+        await self.commit(fx, item.event_id)
+
+    async def counselor_command(self, fx: Effects, eng: Engagement, client: ClientRecord | None,
+                                item: InboxItem, text: str) -> None:
+        word, args = normalize_command(text)
+        counselor = await self.store.get_counselor(item.sender)
+        lang = self.counselor_lang(counselor) if counselor else self.policy.service.default_language
+        if item.sender != eng.counselor_id or counselor is None or eng.status != "active":
+            fx.say(item.room_id, self.render.text(self.lang_of(client), "not_allowed"))
+            return
+        handler = COUNSELOR_COMMANDS.get(word)
+        if handler is None:
+            fx.say(item.room_id, self.render.text(lang, "unknown_command_counselor"))
+            return
+        await handler(self, fx, eng, client, counselor, args, item)
+
+    async def cmd_close(self, fx: Effects, eng: Engagement, client: ClientRecord | None,
+                        counselor: Counselor, args: str, item: InboxItem) -> None:
+        lang = self.counselor_lang(counselor)
+        outcome = args.split(maxsplit=1)[0].lower() if args else ""
+        if outcome not in OUTCOMES:
+            fx.say(item.room_id, self.render.text(lang, "close.usage"))
+            return
+        fx.write(lambda: self.store.close_engagement(eng.id, outcome))
+        fx.write(self._audit_fn(counselor.user_id, "engagement.close", eng.id, detail=outcome))
+        clang = self.lang_of(client)
+        fx.say(item.room_id, self.render.text(clang, f"close.{OUTCOMES[outcome]}",
+                                              counselor_name=counselor.name))
+        fx.say(item.room_id, self.render.text(lang, "close.done", outcome=outcome))
+        if client is not None and client.dm_room_id:
+            rec = replace(client, pending={"kind": "survey", "engagement": eng.id})
+            fx.write(lambda: self.store.save_client(rec))
+            fx.say(client.dm_room_id, self.render.text(clang, "survey.ask"))
+        fx.after.append(lambda: self.drain_waitlist(f"close:{eng.id}"))
+
+    async def cmd_risk(self, fx: Effects, eng: Engagement, client: ClientRecord | None,
+                       counselor: Counselor, args: str, item: InboxItem) -> None:
+        lang = self.counselor_lang(counselor)
+        level = args.strip().lower()
+        if level not in RISKS:
+            fx.say(item.room_id, self.render.text(lang, "risk.usage"))
+            return
+        fx.write(lambda: self.store.set_risk(eng.id, level))
+        fx.write(self._audit_fn(counselor.user_id, "engagement.risk", eng.id, detail=level))
+        fx.say(item.room_id, self.render.text(lang, "risk.set",
+                                              level=self.render.text(lang, f"risk.{level}")))
+
+    async def cmd_refer(self, fx: Effects, eng: Engagement, client: ClientRecord | None,
+                        counselor: Counselor, args: str, item: InboxItem) -> None:
+        lang = self.counselor_lang(counselor)
+        target_id = args.strip()
+        if not target_id.startswith("@") or client is None:
+            fx.say(item.room_id, self.render.text(lang, "refer.usage"))
+            return
+        if target_id == counselor.user_id:
+            fx.say(item.room_id, self.render.text(lang, "refer.same"))
+            return
+        target = await self.store.get_counselor(target_id)
+        if target is None or not target.active:
+            fx.say(item.room_id, self.render.text(lang, "refer.unknown"))
+            return
+        loads = {c.id: c for c in await self._loads()}
+        if not loads[target_id].has_room:
+            fx.say(item.room_id, self.render.text(lang, "refer.full", counselor_name=target.name))
+            return
+        fx.say(item.room_id, self.render.text(lang, "refer.done", counselor_name=target.name))
+        fx.write(self._audit_fn(counselor.user_id, "engagement.refer", eng.id))
+        fx.after.append(lambda: self.switch(client, target_id, eng.share_brief,
+                                            cause=item.event_id))
+
+    # ------------------------------------------------------------------ supervisors
+
+    async def on_supervisor_message(self, item: InboxItem) -> None:
+        fx = Effects(item.event_id)
+        lang = self.policy.service.default_language
+        if item.kind == "text" and item.sender != self.bot and item.body.startswith("!"):
+            word, args = normalize_command(clean_text(item.body, self.max_chars))
+            handler = SUPERVISOR_COMMANDS.get(word)
+            if handler is None:
+                fx.say(item.room_id, self.render.text(lang, "help.supervisor"))
+            else:
+                await handler(self, fx, args, item)
+        await self.commit(fx, item.event_id)
+
+    async def cmd_queue(self, fx: Effects, args: str, item: InboxItem) -> None:
+        lang = self.policy.service.default_language
+        now_ms = int(self.clock().timestamp() * 1000)
+        active = await self.store.active_engagements()
+        awaiting = [e for e in active if e.awaiting_since]
+        waiting = await self.store.waiting()
+        oldest = max((now_ms - (e.awaiting_since or now_ms) for e in awaiting), default=0)
+        oldest_wl = max((self.clock() - datetime.fromisoformat(e.opened_at) for e in waiting),
+                        default=None)
+        fx.say(item.room_id, self.render.text(
+            lang, "queue.summary", awaiting=len(awaiting), oldest_wait=_hours(oldest / 3_600_000),
+            waitlisted=len(waiting),
+            oldest_waitlist=_hours(oldest_wl.total_seconds() / 3600) if oldest_wl else "-",
+            high_risk=sum(1 for e in active + waiting if e.risk == "high")))
+
+    async def cmd_oncall(self, fx: Effects, args: str, item: InboxItem) -> None:
+        lang = self.policy.service.default_language
+        names = [c.name for c in await self.store.list_counselors(active_only=True) if c.on_call]
+        if names:
+            fx.say(item.room_id, self.render.text(lang, "oncall.list", names=", ".join(names)))
+        else:
+            fx.say(item.room_id, self.render.text(lang, "oncall.none"))
+
+    async def cmd_reassign(self, fx: Effects, args: str, item: InboxItem) -> None:
+        lang = self.policy.service.default_language
+        parts = args.split()
+        if len(parts) != 2:
+            fx.say(item.room_id, self.render.text(lang, "reassign.usage"))
+            return
+        room_id, target_id = parts
+        eng = await self.store.engagement_by_room(room_id)
+        if eng is None or eng.status != "active":
+            fx.say(item.room_id, self.render.text(lang, "reassign.unknown_room"))
+            return
+        target = await self.store.get_counselor(target_id)
+        if target is None or not target.active:
+            fx.say(item.room_id, self.render.text(lang, "reassign.unknown_counselor"))
+            return
+        loads = {c.id: c for c in await self._loads()}
+        if not loads[target_id].has_room:
+            fx.say(item.room_id, self.render.text(lang, "reassign.full", counselor_name=target.name))
+            return
+        client = await self.store.get_client(eng.client_id)
+        if client is None:
+            fx.say(item.room_id, self.render.text(lang, "reassign.unknown_room"))
+            return
+        fx.say(item.room_id, self.render.text(lang, "reassign.done", counselor_name=target.name))
+        fx.write(self._audit_fn(item.sender, "engagement.reassign", eng.id))
+        fx.after.append(lambda: self.switch(client, target_id, eng.share_brief,
+                                            cause=item.event_id))
+
+    # ------------------------------------------------------------------ roster upkeep
+
+    async def rematch_orphans(self) -> None:
+        """Re-match active clients whose counselor was removed from the roster."""
+        active_ids = {c.user_id for c in await self.store.list_counselors(active_only=True)}
+        for eng in await self.store.active_engagements():
+            if eng.counselor_id and eng.counselor_id not in active_ids:
+                client = await self.store.get_client(eng.client_id)
+                if client is None:
+                    continue
+                cause = f"rematch:{eng.id}"
+                chosen = matching.match(self._request(client, eng.crisis), await self._loads(),
+                                        self._weights())
+                if chosen is None:
+                    async with self._match_lock:
+                        await self.store.close_engagement(eng.id, None)
+                        new = await self.store.open_engagement(client.user_id, crisis=eng.crisis)
+                    waiting = [e.client_id for e in await self.store.waiting()]
+                    fx = Effects(cause)
+                    if client.dm_room_id:
+                        fx.say(client.dm_room_id, self.render.text(
+                            self.lang_of(client), "counselor.removed_waitlisted",
+                            position=waiting.index(client.user_id) + 1))
+                    await self.commit(fx, None)
+                    del new
+                    continue
+                fx = Effects(cause)
+                if client.dm_room_id:
+                    fx.say(client.dm_room_id, self.render.text(self.lang_of(client),
+                                                               "counselor.removed"))
+                await self.commit(fx, None)
+                await self.switch(client, chosen, eng.share_brief, cause=cause)
+
+
+def windows_zone(tz: str) -> Any:
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(tz)
+
+
+def _hours(h: float) -> str:
+    whole = int(h)
+    return f"{whole} h {int((h - whole) * 60)} m"
+
+
+ClientHandler = Callable[[Engine, Effects, ClientRecord, str, InboxItem], Awaitable[None]]
+CLIENT_COMMANDS: dict[str, ClientHandler] = {
+    "help": Engine.cmd_help,
+    "bantuan": Engine.cmd_help,
+    "status": Engine.cmd_status,
+    "counselors": Engine.cmd_counselors,
+    "konselor": Engine.cmd_counselors,
+    "switch": Engine.cmd_switch,
+    "ganti": Engine.cmd_switch,
+    "urgent": Engine.cmd_urgent,
+    "darurat": Engine.cmd_urgent,
+    "erase": Engine.cmd_erase,
+    "hapus": Engine.cmd_erase,
+    "language": Engine.cmd_language,
+    "bahasa": Engine.cmd_language,
+}
+CounselorHandler = Callable[
+    [Engine, Effects, Engagement, "ClientRecord | None", Counselor, str, InboxItem],
+    Awaitable[None],
+]
+COUNSELOR_COMMANDS: dict[str, CounselorHandler] = {
+    "close": Engine.cmd_close,
+    "risk": Engine.cmd_risk,
+    "refer": Engine.cmd_refer,
+}
+SupervisorHandler = Callable[[Engine, Effects, str, InboxItem], Awaitable[None]]
+SUPERVISOR_COMMANDS: dict[str, SupervisorHandler] = {
+    "queue": Engine.cmd_queue,
+    "oncall": Engine.cmd_oncall,
+    "reassign": Engine.cmd_reassign,
+}

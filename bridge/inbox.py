@@ -1,0 +1,108 @@
+"""The durable inbox between the sync loop and the handlers.
+
+A nio callback only writes the event here (one small local insert) and
+returns; per-room workers handle it afterwards. The sync token is saved only
+after the callbacks ran, so every event the homeserver delivered is either in
+the inbox or will be delivered again: a crash never loses one. The body is
+sealed, and is wiped as soon as the event is handled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from e2ecounsel.store import Database
+
+_CONTEXT = "inbox.payload"
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    event_id: str
+    room_id: str
+    sender: str
+    ts: int
+    kind: str  # "text" | "undecryptable" | "joined"
+    body: str
+    encrypted: bool
+
+
+class Inbox:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def put(self, item: InboxItem) -> bool:
+        """Record an event once; False when it was already there (a replay)."""
+        payload = self.db.seal(
+            json.dumps({"body": item.body, "encrypted": item.encrypted}), context=_CONTEXT
+        )
+        result = await self.db.execute(
+            "INSERT OR IGNORE INTO inbox (event_id, room_id, sender, ts, kind, payload, received_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                item.event_id,
+                item.room_id,
+                item.sender,
+                item.ts,
+                item.kind,
+                payload,
+                datetime.now(UTC).isoformat(),
+            ),
+        )
+        return bool(result.rowcount)
+
+    async def pending(self, room_id: str | None = None) -> list[InboxItem]:
+        sql = (
+            "SELECT event_id, room_id, sender, ts, kind, payload FROM inbox"
+            " WHERE done_at IS NULL {} ORDER BY seq"
+        )
+        if room_id is None:
+            rows = await self.db.fetchall(sql.format(""))
+        else:
+            rows = await self.db.fetchall(sql.format("AND room_id = ?"), (room_id,))
+        return [self._item(row) for row in rows]
+
+    def _item(self, row: Any) -> InboxItem:
+        data = json.loads(self.db.open_sealed(row["payload"], context=_CONTEXT))
+        return InboxItem(
+            row["event_id"],
+            row["room_id"],
+            row["sender"],
+            row["ts"],
+            row["kind"],
+            data["body"],
+            data["encrypted"],
+        )
+
+    async def done(self, event_id: str) -> None:
+        """Mark handled and wipe the body (call inside the handler's transaction)."""
+        await self.db.execute(
+            "UPDATE inbox SET done_at = ?, payload = NULL WHERE event_id = ?",
+            (datetime.now(UTC).isoformat(), event_id),
+        )
+
+    async def is_done(self, event_id: str) -> bool:
+        row = await self.db.fetchone("SELECT done_at FROM inbox WHERE event_id = ?", (event_id,))
+        return row is not None and row["done_at"] is not None
+
+    async def forget_room(self, room_id: str) -> None:
+        await self.db.execute("DELETE FROM inbox WHERE room_id = ?", (room_id,))
+
+
+INBOX_SQL = """
+CREATE TABLE inbox (
+    seq         INTEGER PRIMARY KEY,
+    event_id    TEXT NOT NULL UNIQUE,
+    room_id     TEXT NOT NULL,
+    sender      TEXT NOT NULL,
+    ts          INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    payload     BLOB,                    -- sealed; NULL once handled
+    received_at TEXT NOT NULL,
+    done_at     TEXT
+);
+CREATE INDEX inbox_pending ON inbox(room_id, seq) WHERE done_at IS NULL;
+"""

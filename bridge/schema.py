@@ -1,0 +1,145 @@
+"""The bridge's database schema, as an ordered list of migrations.
+
+Sensitive values are sealed columns (BLOB, via ``Database.seal`` with a
+``table.column`` context): intake answers, pseudonyms, topics, scores, the
+outbox content, survey comments. Identifiers the homeserver already knows
+(Matrix user and room ids) stay in clear so rows can be joined and found.
+
+Rules that must hold whatever the code does are constraints here: one open
+engagement per client, capacity above zero, known risk levels and outcomes.
+"""
+
+from __future__ import annotations
+
+from bridge.inbox import INBOX_SQL
+from e2ecounsel.store import MigrationRegistry
+
+MIGRATIONS = MigrationRegistry()
+
+MIGRATIONS.add_sql(
+    "core tables: events, outbox, clients, counselors, engagements, audit",
+    """
+    -- Every event the bridge acted on, so a replayed event changes nothing.
+    CREATE TABLE handled_events (
+        event_id   TEXT PRIMARY KEY,
+        handled_at TEXT NOT NULL
+    );
+
+    -- Messages the bridge decided to send. Written in the same transaction as
+    -- the state change that caused them; sent afterwards with a deterministic
+    -- transaction id, so a crash in between neither loses nor repeats them.
+    CREATE TABLE outbox (
+        txn_id     TEXT PRIMARY KEY,
+        room_id    TEXT NOT NULL,
+        content    BLOB NOT NULL,            -- sealed JSON event content
+        created_at TEXT NOT NULL,
+        sent_at    TEXT,
+        event_id   TEXT
+    );
+    CREATE INDEX outbox_unsent ON outbox(created_at) WHERE sent_at IS NULL;
+
+    CREATE TABLE clients (
+        user_id         TEXT PRIMARY KEY,
+        dm_room_id      TEXT UNIQUE,
+        language        TEXT,
+        consent_version TEXT,
+        consented_at    TEXT,
+        intake          BLOB,                -- sealed JSON IntakeState
+        profile         BLOB,                -- sealed JSON: pseudonym, country, topic, scores
+        pending         BLOB,                -- sealed JSON: a question waiting for an answer
+        created_at      TEXT NOT NULL
+    );
+
+    CREATE TABLE counselors (
+        user_id       TEXT PRIMARY KEY,
+        name          TEXT NOT NULL,
+        credentials   TEXT NOT NULL,
+        languages     TEXT NOT NULL,         -- comma separated codes
+        specialties   TEXT NOT NULL,         -- comma separated ids
+        capacity      INTEGER NOT NULL CHECK (capacity > 0),
+        timezone      TEXT NOT NULL,
+        reply_windows TEXT NOT NULL,         -- "09:00,13:00,19:00"
+        on_call       INTEGER NOT NULL DEFAULT 0 CHECK (on_call IN (0, 1)),
+        active        INTEGER NOT NULL DEFAULT 1 CHECK (active IN (0, 1)),
+        case_room_id  TEXT UNIQUE,
+        added_at      TEXT NOT NULL
+    );
+
+    CREATE TABLE engagements (
+        id               INTEGER PRIMARY KEY,
+        client_id        TEXT NOT NULL REFERENCES clients(user_id) ON DELETE CASCADE,
+        counselor_id     TEXT REFERENCES counselors(user_id),
+        room_id          TEXT UNIQUE,
+        status           TEXT NOT NULL CHECK (status IN ('waiting', 'active', 'closed')),
+        risk             TEXT NOT NULL DEFAULT 'low' CHECK (risk IN ('low', 'medium', 'high')),
+        crisis           INTEGER NOT NULL DEFAULT 0 CHECK (crisis IN (0, 1)),
+        outcome          TEXT CHECK (outcome IN ('resolved', 'face-to-face', 'continue', 'refer')),
+        share_brief      INTEGER NOT NULL DEFAULT 1 CHECK (share_brief IN (0, 1)),
+        opened_at        TEXT NOT NULL,
+        assigned_at      TEXT,
+        closed_at        TEXT,
+        last_client_ts   INTEGER,            -- origin_server_ts, ms
+        last_counselor_ts INTEGER,
+        awaiting_since   INTEGER,
+        survey_score     INTEGER CHECK (survey_score BETWEEN 1 AND 5),
+        survey_comment   BLOB,               -- sealed
+        CHECK (status = 'waiting' OR counselor_id IS NOT NULL OR status = 'closed')
+    );
+    -- A client has at most one engagement that is not closed.
+    CREATE UNIQUE INDEX one_open_engagement ON engagements(client_id) WHERE status != 'closed';
+    CREATE INDEX engagements_by_counselor ON engagements(counselor_id, status);
+
+    -- Content-free, hash-chained audit trail. `actor` is a keyed hash of the
+    -- Matrix id, so the line survives erasure without naming anyone.
+    CREATE TABLE audit (
+        seq           INTEGER PRIMARY KEY,
+        at            TEXT NOT NULL,
+        actor         TEXT NOT NULL,
+        action        TEXT NOT NULL,
+        engagement_id INTEGER,
+        detail        TEXT NOT NULL DEFAULT '',  -- codes only (an outcome, a risk level)
+        prev_hash     TEXT NOT NULL,
+        hash          TEXT NOT NULL
+    );
+
+    -- Rooms the bridge uses for its own purposes.
+    CREATE TABLE rooms (
+        room_id TEXT PRIMARY KEY,
+        kind    TEXT NOT NULL CHECK (kind IN ('dm', 'session', 'case', 'supervisors')),
+        user_id TEXT
+    );
+    """,
+)
+
+MIGRATIONS.add_sql(
+    "audit chain head and append-only guard; lookup indexes",
+    """
+    -- The chain's last (seq, hash), kept apart from the rows so that removing
+    -- the newest audit row is noticed too: the head would point past the end.
+    CREATE TABLE audit_head (
+        id   INTEGER PRIMARY KEY CHECK (id = 1),
+        seq  INTEGER NOT NULL,
+        hash TEXT NOT NULL
+    );
+
+    -- The bridge only ever appends to the audit trail. These guards stop a
+    -- mistaken UPDATE or DELETE in code; someone editing the file directly is
+    -- caught by `e2ecounsel audit verify` instead.
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+    BEGIN
+        SELECT RAISE(ABORT, 'the audit trail is append-only');
+    END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    BEGIN
+        SELECT RAISE(ABORT, 'the audit trail is append-only');
+    END;
+
+    CREATE INDEX engagements_waiting ON engagements(crisis DESC, opened_at)
+        WHERE status = 'waiting';
+    CREATE INDEX rooms_by_user ON rooms(user_id);
+    CREATE INDEX outbox_sent ON outbox(sent_at) WHERE sent_at IS NOT NULL;
+    CREATE INDEX handled_events_at ON handled_events(handled_at);
+    """,
+)
+
+MIGRATIONS.add_sql("durable inbox of received events", INBOX_SQL)
