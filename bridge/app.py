@@ -61,8 +61,14 @@ class BridgeStatus:
 class Bridge:
     """The bot. Built from a validated config; owns its session, store and tasks."""
 
-    def __init__(self, config: BridgeConfig, sealer: Sealer, *, policy: Policy | None = None,
-                 tick_seconds: float = TICK_SECONDS) -> None:
+    def __init__(
+        self,
+        config: BridgeConfig,
+        sealer: Sealer,
+        *,
+        policy: Policy | None = None,
+        tick_seconds: float = TICK_SECONDS,
+    ) -> None:
         self.config = config
         self.sealer = sealer
         self.policy = policy or load_policy(config.policies_dir)
@@ -75,7 +81,9 @@ class Bridge:
             device_name=config.device_name,
             sync_filter=SYNC_FILTER,
         )
-        self.supervisors_room = config.supervisors_room or self.policy.service.supervisors_room or None
+        self.supervisors_room = (
+            config.supervisors_room or self.policy.service.supervisors_room or None
+        )
         self.store: BridgeStore | None = None
         self.inbox: Inbox | None = None
         self.engine: Engine | None = None
@@ -143,8 +151,9 @@ class Bridge:
         report = await self.trust.apply(self.session.client, room_id)
         excluded = report.excluded_users() - {self.session.user_id}
         if excluded:
-            logger.info("%d member(s) of %s have devices left out: not cross-signed",
-                        len(excluded), room_id)
+            logger.info(
+                "%d member(s) of %s have devices left out: not cross-signed", len(excluded), room_id
+            )
 
     def _on_identity_change(self, change: IdentityChange) -> None:
         # Content-free: who changed identity, never anything they said.
@@ -236,8 +245,15 @@ class Bridge:
 
     async def _receive(self, room: MatrixRoom, event: Any, kind: str, body: str) -> None:
         assert self.inbox is not None
-        item = InboxItem(event.event_id, room.room_id, event.sender,
-                         int(event.server_timestamp), kind, body, room.encrypted)
+        item = InboxItem(
+            event.event_id,
+            room.room_id,
+            event.sender,
+            int(event.server_timestamp),
+            kind,
+            body,
+            room.encrypted,
+        )
         if await self.inbox.put(item):
             self._kick(room.room_id)
 

@@ -40,7 +40,8 @@ class Inbox:
             json.dumps({"body": item.body, "encrypted": item.encrypted}), context=_CONTEXT
         )
         result = await self.db.execute(
-            "INSERT OR IGNORE INTO inbox (event_id, room_id, sender, ts, kind, payload, received_at)"
+            "INSERT OR IGNORE INTO inbox"
+            " (event_id, room_id, sender, ts, kind, payload, received_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 item.event_id,

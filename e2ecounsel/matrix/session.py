@@ -555,7 +555,9 @@ class MatrixSession:
         deadline = loop.time() + timeout
         while not room.encrypted:
             if loop.time() > deadline:
-                raise MatrixError(f"refusing to send in clear: room {room.room_id} is not encrypted")
+                raise MatrixError(
+                    f"refusing to send in clear: room {room.room_id} is not encrypted"
+                )
             if self._sync_task is None or self._sync_task.done():
                 await self.sync_once(0)
             else:

@@ -118,18 +118,28 @@ async def test_intake_in_english_opens_a_private_session_room(
 
         store = bot.bridge.store
         eng = await store.current_engagement(client.session.user_id)
-        assert eng is not None and eng.status == "active" and eng.counselor_id == counselor.session.user_id
+        assert (
+            eng is not None
+            and eng.status == "active"
+            and eng.counselor_id == counselor.session.user_id
+        )
         session_room = eng.room_id
-        await until(lambda: client.joined(session_room, client.session.user_id), what="client joins")
-        await until(lambda: counselor.joined(session_room, counselor.session.user_id),
-                    what="counselor joins")
+        await until(
+            lambda: client.joined(session_room, client.session.user_id), what="client joins"
+        )
+        await until(
+            lambda: counselor.joined(session_room, counselor.session.user_id),
+            what="counselor joins",
+        )
         intro = Chat(client, session_room, bot.user_id)
         await intro.expect(lambda b: "Dewi" in b and "M.Psi." in b)
 
         # The brief reached the counselor in the case channel, decrypted.
         case_room = (await store.get_counselor(counselor.session.user_id)).case_room_id
-        await until(lambda: any(canary in b for b in counselor.bodies(case_room)),
-                    what="case brief with the pseudonym")
+        await until(
+            lambda: any(canary in b for b in counselor.bodies(case_room)),
+            what="case brief with the pseudonym",
+        )
 
         # Client and counselor talk through the room, encrypted both ways.
         await client.session.send_text(session_room, "hello counselor")
@@ -153,7 +163,8 @@ async def test_intake_in_english_opens_a_private_session_room(
         create = by_type[("m.room.create", "")]
         # The bot created the room: in room v12 that is power above 100, else 100.
         assert create.get("creator", state[0].get("sender")) == bot.user_id or any(
-            e["type"] == "m.room.create" and e["sender"] == bot.user_id for e in state)
+            e["type"] == "m.room.create" and e["sender"] == bot.user_id for e in state
+        )
         assert power["users"].get(bot.user_id, 100) == 100
         assert power["users"][counselor.session.user_id] == 50
         assert power["users"].get(client.session.user_id, 0) == 0
@@ -197,8 +208,11 @@ async def test_decline_ends_politely_and_stores_nothing(bot, homeserver, user_fa
         await chat.send("1")
         await chat.expect(lambda b: POLICY.consent["en"].text[:60] in b)
         await chat.send("decline")
-        await chat.expect(lambda b: b.startswith(text("en", "intake.consent_declined",
-                                                      crisis_line="§").split("§")[0][:40]))
+        await chat.expect(
+            lambda b: b.startswith(
+                text("en", "intake.consent_declined", crisis_line="§").split("§")[0][:40]
+            )
+        )
         assert await bot.bridge.store.get_client(client.session.user_id) is None
         rows = await bot.bridge.store.db.fetchall("SELECT action FROM audit")
         assert [r["action"] for r in rows] == ["consent.declined"]

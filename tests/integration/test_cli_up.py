@@ -34,8 +34,9 @@ def field(banner: str, name: str) -> str:
 async def test_up_starts_healthy_and_reuses_everything(tmp_path: Path):
     data = tmp_path / "data"
     port = free_port()
-    code, out, err = await run_cli("up", "--data-dir", str(data), "--port", str(port),
-                                   "--exit-when-ready")
+    code, out, err = await run_cli(
+        "up", "--data-dir", str(data), "--port", str(port), "--exit-when-ready"
+    )
     assert code == 0, err
     assert f"http://127.0.0.1:{port}" in out
     assert "(cross-signed: yes)" in out
@@ -44,8 +45,9 @@ async def test_up_starts_healthy_and_reuses_everything(tmp_path: Path):
     bot = field(out, "bot")
     assert bot.startswith("@counsel:")
 
-    code, out2, err2 = await run_cli("up", "--data-dir", str(data), "--port", str(port),
-                                     "--exit-when-ready")
+    code, out2, err2 = await run_cli(
+        "up", "--data-dir", str(data), "--port", str(port), "--exit-when-ready"
+    )
     assert code == 0, err2
     assert field(out2, "bot device") == device, "a second run must not create a new device"
     assert field(out2, "registration token") == token
@@ -58,8 +60,15 @@ async def test_up_on_a_busy_port_says_so_in_one_line(tmp_path: Path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        code, out, err = await run_cli("up", "--data-dir", str(tmp_path / "d"), "--port",
-                                       str(port), "--exit-when-ready", timeout=60)
+        code, out, err = await run_cli(
+            "up",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--port",
+            str(port),
+            "--exit-when-ready",
+            timeout=60,
+        )
     assert code == 1
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
@@ -71,12 +80,14 @@ async def test_policy_check_and_user_add(tmp_path: Path):
     code, out, err = await run_cli("policy", "check")
     assert code == 0 and "policies OK" in out, err
     data = tmp_path / "hs"
-    code, out, err = await run_cli("up", "--data-dir", str(data), "--port", str(free_port()),
-                                   "--exit-when-ready")
+    code, out, err = await run_cli(
+        "up", "--data-dir", str(data), "--port", str(free_port()), "--exit-when-ready"
+    )
     assert code == 0, err
     # The homeserver is stopped: `user add` starts it for the moment, on the saved port.
-    code, out, err = await run_cli("user", "add", "dewi", "--password", "pw-dewi-123",
-                                   "--data-dir", str(data))
+    code, out, err = await run_cli(
+        "user", "add", "dewi", "--password", "pw-dewi-123", "--data-dir", str(data)
+    )
     assert code == 0, err
     assert "created @dewi:" in out
     code, out, err = await run_cli("user", "add", "dewi", "--data-dir", str(data))

@@ -54,8 +54,12 @@ async def test_exchange_restart_and_new_device(homeserver, user_factory, tmp_pat
     base = homeserver.info.base_url
     (alice_id, alice_pw), (bob_id, bob_pw) = await user_factory("alice"), await user_factory("bob")
     canary = f"canary-{uuid.uuid4().hex}"
-    alice = await Recorder.connect(base, alice_id, alice_pw, tmp_path / "alice", b"a" * 32, cross_sign=False)
-    bob = await Recorder.connect(base, bob_id, bob_pw, tmp_path / "bob", b"b" * 32, cross_sign=False)
+    alice = await Recorder.connect(
+        base, alice_id, alice_pw, tmp_path / "alice", b"a" * 32, cross_sign=False
+    )
+    bob = await Recorder.connect(
+        base, bob_id, bob_pw, tmp_path / "bob", b"b" * 32, cross_sign=False
+    )
     extra: Recorder | None = None
     try:
         room = await alice.create_encrypted_room([bob_id])
@@ -80,11 +84,15 @@ async def test_exchange_restart_and_new_device(homeserver, user_factory, tmp_pat
         # Bob restarts: same store, no password, same device.
         bob_device = bob.session.device_id
         await bob.close()
-        bob = await Recorder.connect(base, bob_id, None, tmp_path / "bob", b"b" * 32, cross_sign=False)
+        bob = await Recorder.connect(
+            base, bob_id, None, tmp_path / "bob", b"b" * 32, cross_sign=False
+        )
         assert bob.session.device_id == bob_device
 
         # Alice adds a second device mid-conversation.
-        extra = await Recorder.connect(base, alice_id, alice_pw, tmp_path / "alice2", b"c" * 32, cross_sign=False)
+        extra = await Recorder.connect(
+            base, alice_id, alice_pw, tmp_path / "alice2", b"c" * 32, cross_sign=False
+        )
         assert extra.session.device_id != alice.session.device_id
         await until(lambda: room in extra.session.client.rooms, what="second device sees room")
 
@@ -133,8 +141,12 @@ async def test_sync_survives_homeserver_restart(fresh_homeserver, tmp_path):
     await hs.register_user("carol", "carol-pw")
     await hs.register_user("dave", "dave-pw")
     server = hs.info.server_name
-    carol = await Recorder.connect(base, f"@carol:{server}", "carol-pw", tmp_path / "c", b"c" * 32, cross_sign=False)
-    dave = await Recorder.connect(base, f"@dave:{server}", "dave-pw", tmp_path / "d", b"d" * 32, cross_sign=False)
+    carol = await Recorder.connect(
+        base, f"@carol:{server}", "carol-pw", tmp_path / "c", b"c" * 32, cross_sign=False
+    )
+    dave = await Recorder.connect(
+        base, f"@dave:{server}", "dave-pw", tmp_path / "d", b"d" * 32, cross_sign=False
+    )
     states: list[ConnectionState] = []
     carol.session.state_listeners.append(states.append)
     try:
