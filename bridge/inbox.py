@@ -91,19 +91,3 @@ class Inbox:
 
     async def forget_room(self, room_id: str) -> None:
         await self.db.execute("DELETE FROM inbox WHERE room_id = ?", (room_id,))
-
-
-INBOX_SQL = """
-CREATE TABLE inbox (
-    seq         INTEGER PRIMARY KEY,
-    event_id    TEXT NOT NULL UNIQUE,
-    room_id     TEXT NOT NULL,
-    sender      TEXT NOT NULL,
-    ts          INTEGER NOT NULL,
-    kind        TEXT NOT NULL,
-    payload     BLOB,                    -- sealed; NULL once handled
-    received_at TEXT NOT NULL,
-    done_at     TEXT
-);
-CREATE INDEX inbox_pending ON inbox(room_id, seq) WHERE done_at IS NULL;
-"""

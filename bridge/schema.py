@@ -11,7 +11,6 @@ engagement per client, capacity above zero, known risk levels and outcomes.
 
 from __future__ import annotations
 
-from bridge.inbox import INBOX_SQL
 from e2ecounsel.store import MigrationRegistry
 
 MIGRATIONS = MigrationRegistry()
@@ -142,4 +141,59 @@ MIGRATIONS.add_sql(
     """,
 )
 
+# The durable inbox (bridge/inbox.py): events received but not yet handled.
+INBOX_SQL = """
+CREATE TABLE inbox (
+    seq         INTEGER PRIMARY KEY,
+    event_id    TEXT NOT NULL UNIQUE,
+    room_id     TEXT NOT NULL,
+    sender      TEXT NOT NULL,
+    ts          INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    payload     BLOB,                    -- sealed; NULL once handled
+    received_at TEXT NOT NULL,
+    done_at     TEXT
+);
+CREATE INDEX inbox_pending ON inbox(room_id, seq) WHERE done_at IS NULL;
+"""
 MIGRATIONS.add_sql("durable inbox of received events", INBOX_SQL)
+
+# Durable jobs (bridge/scheduler.py).
+JOBS_SQL = """
+CREATE TABLE jobs (
+    id         INTEGER PRIMARY KEY,
+    key        TEXT NOT NULL UNIQUE,
+    kind       TEXT NOT NULL,
+    due_at     TEXT NOT NULL,
+    target     TEXT NOT NULL,
+    payload    BLOB,
+    status     TEXT NOT NULL DEFAULT 'pending'
+               CHECK (status IN ('pending', 'done', 'skipped', 'folded', 'cancelled')),
+    fired_at   TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX jobs_pending ON jobs(due_at, id) WHERE status = 'pending';
+"""
+
+# Live-session bookings (bridge/bookings.py).
+BOOKINGS_SQL = """
+ALTER TABLE counselors ADD COLUMN availability TEXT NOT NULL DEFAULT '';
+ALTER TABLE counselors ADD COLUMN days_off TEXT NOT NULL DEFAULT '';
+CREATE TABLE bookings (
+    id            INTEGER PRIMARY KEY,
+    engagement_id INTEGER NOT NULL REFERENCES engagements(id) ON DELETE CASCADE,
+    counselor_id  TEXT NOT NULL REFERENCES counselors(user_id),
+    starts_at     TEXT NOT NULL,
+    minutes       INTEGER NOT NULL CHECK (minutes > 0),
+    status        TEXT NOT NULL DEFAULT 'booked' CHECK (status IN ('booked', 'cancelled')),
+    created_at    TEXT NOT NULL,
+    cancelled_at  TEXT
+);
+-- The rule itself: one live booking per counselor and start time.
+CREATE UNIQUE INDEX one_booking_per_slot ON bookings(counselor_id, starts_at)
+    WHERE status = 'booked';
+CREATE INDEX bookings_by_engagement ON bookings(engagement_id, status);
+"""
+
+MIGRATIONS.add_sql("durable jobs: reminders, digests, escalations", JOBS_SQL)
+MIGRATIONS.add_sql("live-session bookings and counselor availability", BOOKINGS_SQL)

@@ -228,6 +228,9 @@ _CATALOG: dict[str, tuple[str, ...]] = {
     "reminder.client": ("counselor_name", "when", "starts_in"),
     "reminder.counselor": ("pseudonym", "when", "starts_in", "room_link"),
     "reminder.late": ("when",),
+    "reminder.in_hours": ("hours",),
+    "reminder.in_minutes": ("minutes",),
+    "reminder.starting": ("counselor_name",),
     # Cadence: digests and SLA
     "digest.header": ("count",),
     "digest.line": ("pseudonym", "waiting", "risk", "room_link"),

@@ -1,0 +1,357 @@
+"""Reply rounds made visible and kept: digests, SLA reminders, escalations,
+booking reminders and retention, as durable jobs.
+
+Each job's target is the room its message goes to, so a "while I was
+offline" summary groups late jobs per recipient. Handlers re-check the state
+when they fire (a reminder for a client who was answered meanwhile says
+nothing), and every job key names its cause, so planning twice is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from bridge import rooms
+from bridge.bookings import Booking, Bookings, parse_days_off
+from bridge.scheduler import DurableScheduler, Job, Message
+from bridge.store import Counselor, Engagement
+from e2ecounsel.domain.cadence import ReplyWindows, next_window
+
+if TYPE_CHECKING:
+    from bridge.engine import Engine
+
+logger = logging.getLogger(__name__)
+
+# Where a country's clients most likely are, to show times in their zone.
+COUNTRY_ZONES = {
+    "ID": "Asia/Jakarta",
+    "MY": "Asia/Kuala_Lumpur",
+    "SG": "Asia/Singapore",
+    "PH": "Asia/Manila",
+    "US": "America/New_York",
+    "GB": "Europe/London",
+    "AU": "Australia/Sydney",
+    "NL": "Europe/Amsterdam",
+    "DE": "Europe/Berlin",
+}
+
+
+def notice(body: str) -> dict[str, Any]:
+    return {"msgtype": "m.notice", "body": body}
+
+
+def windows_of(c: Counselor, days_off: str = "") -> ReplyWindows:
+    return ReplyWindows(
+        tuple(time.fromisoformat(t) for t in c.reply_windows),
+        c.timezone,
+        parse_days_off(days_off) if days_off else frozenset(),
+    )
+
+
+class Cadence:
+    """Plans and fires the bridge's timed messages."""
+
+    def __init__(self, engine: Engine, scheduler: DurableScheduler, bookings: Bookings) -> None:
+        self.engine = engine
+        self.scheduler = scheduler
+        self.bookings = bookings
+        self.store = engine.store
+        self.policy = engine.policy
+        self.render = engine.render
+        for kind, handler in (
+            ("sla.remind", self.fire_sla_remind),
+            ("sla.escalate", self.fire_sla_escalate),
+            ("digest", self.fire_digest),
+            ("booking.remind", self.fire_booking_remind),
+            ("booking.start", self.fire_booking_start),
+            ("retention.purge", self.fire_retention),
+        ):
+            scheduler.handle(kind)(handler)
+
+    # ------------------------------------------------------------------ planning
+
+    async def plan_all(self, now: datetime) -> None:
+        """At start and after roster changes: next digest per counselor, daily purge."""
+        for c in await self.store.list_counselors(active_only=True):
+            await self.plan_digest(c, now)
+        tomorrow = (now + timedelta(days=1)).replace(hour=3, minute=0, second=0, microsecond=0)
+        await self.scheduler.schedule(
+            "retention.purge", tomorrow, "system", key=f"retention:{tomorrow:%Y-%m-%d}"
+        )
+
+    async def plan_digest(self, c: Counselor, now: datetime) -> None:
+        if not c.case_room_id:
+            return
+        _, days_off = await self.bookings.schedule_of(c.user_id)
+        try:
+            when = next_window(now, windows_of(c, days_off))
+        except ValueError:
+            logger.warning("counselor has unusable reply windows; no digests planned")
+            return
+        if when is None:
+            return
+        await self.scheduler.schedule(
+            "digest",
+            when,
+            c.case_room_id,
+            key=f"digest:{c.user_id}:{when.isoformat()}",
+            payload={"counselor": c.user_id},
+        )
+
+    async def on_client_message(self, eng: Engagement) -> None:
+        """A client started waiting: plan the SLA reminder and the escalation."""
+        if eng.awaiting_since is None or eng.counselor_id is None:
+            return
+        since = datetime.fromtimestamp(eng.awaiting_since / 1000, UTC)
+        counselor = await self.store.get_counselor(eng.counselor_id)
+        if counselor is None:
+            return
+        svc = self.policy.service
+        case_room = counselor.case_room_id or await self.engine.case_room(counselor)
+        base = f"sla:{eng.id}:{eng.awaiting_since}"
+        payload = {"engagement": eng.id, "since": eng.awaiting_since}
+        await self.scheduler.schedule(
+            "sla.remind",
+            since + timedelta(hours=svc.sla_hours),
+            case_room,
+            key=f"{base}:remind",
+            payload=payload,
+        )
+        if self.engine.supervisors_room:
+            await self.scheduler.schedule(
+                "sla.escalate",
+                since + timedelta(hours=svc.escalate_hours),
+                self.engine.supervisors_room,
+                key=f"{base}:escalate",
+                payload=payload,
+            )
+
+    async def on_booked(self, booking: Booking, eng: Engagement, counselor: Counselor) -> None:
+        """Reminders to both sides before the start, and a note when it starts."""
+        case_room = counselor.case_room_id or await self.engine.case_room(counselor)
+        assert eng.room_id is not None
+        payload = {"booking": booking.id}
+        for offset in self.policy.service.booking.reminder_offsets:
+            label = int(offset.total_seconds())
+            due = booking.starts_at - offset
+            await self.scheduler.schedule(
+                "booking.remind",
+                due,
+                eng.room_id,
+                key=f"booking:{booking.id}:{label}:client",
+                payload={**payload, "side": "client", "offset": label},
+            )
+            await self.scheduler.schedule(
+                "booking.remind",
+                due,
+                case_room,
+                key=f"booking:{booking.id}:{label}:counselor",
+                payload={**payload, "side": "counselor", "offset": label},
+            )
+        await self.scheduler.schedule(
+            "booking.start",
+            booking.starts_at,
+            eng.room_id,
+            key=f"booking:{booking.id}:start",
+            payload=payload,
+        )
+
+    async def on_cancelled(self, booking_id: int) -> None:
+        await self.scheduler.cancel(f"booking:{booking_id}:")
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _pseudonym(self, eng: Engagement) -> str:
+        client = await self.store.get_client(eng.client_id)
+        return str((client.profile or {}).get("pseudonym") or "?") if client else "?"
+
+    def client_zone(self, profile: dict[str, Any], fallback: str) -> ZoneInfo:
+        return ZoneInfo(COUNTRY_ZONES.get(str(profile.get("country") or ""), fallback))
+
+    @staticmethod
+    def when(dt: datetime, tz: ZoneInfo) -> str:
+        local = dt.astimezone(tz)
+        return f"{local:%a %d %b %Y, %H:%M} ({local.tzname()})"
+
+    def starts_in(self, lang: str, seconds: int) -> str:
+        if seconds >= 3600:
+            return self.render.text(lang, "reminder.in_hours", hours=round(seconds / 3600))
+        return self.render.text(lang, "reminder.in_minutes", minutes=max(1, round(seconds / 60)))
+
+    def _late(self, lang: str, job: Job, now: datetime, tz: ZoneInfo) -> str:
+        grace = timedelta(seconds=self.policy.service.misfire.grace_seconds)
+        if now - job.due > grace:
+            return "\n" + self.render.text(lang, "reminder.late", when=self.when(job.due, tz))
+        return ""
+
+    # ------------------------------------------------------------------ handlers
+
+    async def fire_sla_remind(self, job: Job, now: datetime) -> Sequence[Message]:
+        eng = await self.store.get_engagement(int(job.payload["engagement"]))
+        if eng is None or eng.status != "active" or eng.awaiting_since != job.payload["since"]:
+            return []  # answered, closed or erased meanwhile
+        counselor = await self.store.get_counselor(eng.counselor_id or "")
+        if counselor is None or eng.room_id is None:
+            return []
+        lang = self.engine.counselor_lang(counselor)
+        body = self.render.text(
+            lang,
+            "sla.reminder",
+            pseudonym=await self._pseudonym(eng),
+            hours=self._fmt_hours(self.policy.service.sla_hours),
+            room_link=rooms.room_link(eng.room_id),
+        )
+        return [(job.target, notice(body))]
+
+    async def fire_sla_escalate(self, job: Job, now: datetime) -> Sequence[Message]:
+        eng = await self.store.get_engagement(int(job.payload["engagement"]))
+        if eng is None or eng.status != "active" or eng.awaiting_since != job.payload["since"]:
+            return []
+        counselor = await self.store.get_counselor(eng.counselor_id or "")
+        if counselor is None or eng.room_id is None:
+            return []
+        body = self.render.text(
+            self.policy.service.default_language,
+            "sla.escalation",
+            counselor_name=counselor.name,
+            hours=self._fmt_hours(self.policy.service.escalate_hours),
+            room_link=rooms.room_link(eng.room_id),
+        )
+        return [(job.target, notice(body))]
+
+    @staticmethod
+    def _fmt_hours(h: float) -> str:
+        return str(int(h)) if float(h).is_integer() else f"{h:g}"
+
+    async def fire_digest(self, job: Job, now: datetime) -> Sequence[Message]:
+        counselor = await self.store.get_counselor(str(job.payload["counselor"]))
+        if counselor is None or not counselor.active:
+            return []
+        await self.plan_digest(counselor, max(now, job.due) + timedelta(seconds=1))
+        lang = self.engine.counselor_lang(counselor)
+        now_ms = int(now.timestamp() * 1000)
+        waiting = [
+            e for e in await self.store.active_for_counselor(counselor.user_id) if e.awaiting_since
+        ]
+        if not waiting:
+            return []
+        waiting.sort(key=lambda e: (e.risk != "high", e.awaiting_since or 0))
+        lines = [self.render.text(lang, "digest.header", count=len(waiting))]
+        for e in waiting:
+            hours = (now_ms - (e.awaiting_since or now_ms)) / 3_600_000
+            lines.append(
+                self.render.text(
+                    lang,
+                    "digest.line",
+                    pseudonym=await self._pseudonym(e),
+                    waiting=f"{int(hours)} h {int((hours % 1) * 60)} m",
+                    risk=self.render.text(lang, f"risk.{e.risk}"),
+                    room_link=rooms.room_link(e.room_id or ""),
+                )
+            )
+        return [(job.target, notice("\n".join(lines)))]
+
+    async def fire_booking_remind(self, job: Job, now: datetime) -> Sequence[Message]:
+        booking = await self.bookings.get(int(job.payload["booking"]))
+        if booking is None or booking.status != "booked" or booking.starts_at <= now:
+            return []
+        eng = await self.store.get_engagement(booking.engagement_id)
+        counselor = await self.store.get_counselor(booking.counselor_id)
+        if eng is None or counselor is None or eng.room_id is None:
+            return []
+        seconds = int((booking.starts_at - now).total_seconds())
+        if job.payload["side"] == "client":
+            client = await self.store.get_client(eng.client_id)
+            lang = self.engine.lang_of(client)
+            tz = self.client_zone(client.profile if client else {}, counselor.timezone)
+            body = self.render.text(
+                lang,
+                "reminder.client",
+                counselor_name=counselor.name,
+                starts_in=self.starts_in(lang, seconds),
+                when=self.when(booking.starts_at, tz),
+            ) + self._late(lang, job, now, tz)
+        else:
+            lang = self.engine.counselor_lang(counselor)
+            tz = ZoneInfo(counselor.timezone)
+            body = self.render.text(
+                lang,
+                "reminder.counselor",
+                pseudonym=await self._pseudonym(eng),
+                starts_in=self.starts_in(lang, seconds),
+                when=self.when(booking.starts_at, tz),
+                room_link=rooms.room_link(eng.room_id),
+            ) + self._late(lang, job, now, tz)
+        return [(job.target, notice(body))]
+
+    async def fire_booking_start(self, job: Job, now: datetime) -> Sequence[Message]:
+        booking = await self.bookings.get(int(job.payload["booking"]))
+        if booking is None or booking.status != "booked":
+            return []
+        eng = await self.store.get_engagement(booking.engagement_id)
+        counselor = await self.store.get_counselor(booking.counselor_id)
+        if eng is None or counselor is None:
+            return []
+        client = await self.store.get_client(eng.client_id)
+        lang = self.engine.lang_of(client)
+        return [
+            (
+                job.target,
+                notice(self.render.text(lang, "reminder.starting", counselor_name=counselor.name)),
+            )
+        ]
+
+    async def fire_retention(self, job: Job, now: datetime) -> Sequence[Message]:
+        purged = await self.purge(now)
+        logger.info("retention: %d closed engagement record(s) purged", purged)
+        nxt = (now + timedelta(days=1)).replace(hour=3, minute=0, second=0, microsecond=0)
+        await self.scheduler.schedule(
+            "retention.purge", nxt, "system", key=f"retention:{nxt:%Y-%m-%d}"
+        )
+        return []
+
+    async def purge(self, now: datetime) -> int:
+        """Forget clients whose engagements all closed longer ago than retention allows.
+
+        Retention is per country (record-keeping law differs); only the
+        content-free audit lines stay.
+        """
+        retention = self.policy.service.retention
+        purged = 0
+        rows = await self.store.db.fetchall(
+            "SELECT client_id, MAX(closed_at) AS last_closed FROM engagements GROUP BY client_id"
+            " HAVING SUM(status != 'closed') = 0"
+        )
+        for row in rows:
+            client = await self.store.get_client(row["client_id"])
+            if client is None or row["last_closed"] is None:
+                continue
+            days = retention.days_for((client.profile or {}).get("country"))
+            if datetime.fromisoformat(row["last_closed"]) + timedelta(days=days) <= now:
+                await self.store.audit(client.user_id, "retention.purge")
+                await self.store.delete_client(client.user_id)
+                purged += 1
+        return purged
+
+    async def summarize(self, target: str, jobs: Sequence[Job], now: datetime) -> Sequence[Message]:
+        """Fold late jobs for one room: a header, then each still-relevant message."""
+        messages: list[Message] = []
+        for job in jobs:
+            handler = self.scheduler.handlers.get(job.kind)
+            if handler is not None:
+                messages.extend(await handler(job, now))
+        if not messages or target == "system":
+            return messages
+        lang = self.policy.service.default_language
+        header = self.render.text(
+            lang,
+            "offline_summary",
+            count=len(messages),
+            since=self.when(min(j.due for j in jobs), ZoneInfo("UTC")),
+        )
+        body = "\n\n".join([header, *(m[1]["body"] for m in messages)])
+        return [(target, notice(body))]
