@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from nio import (
     InviteMemberEvent,
@@ -26,7 +27,7 @@ from nio import (
     RoomMessageText,
 )
 
-from bridge.engine import PLAINTEXT_OK, Engine
+from bridge.engine import AWAIT_JOIN, PLAINTEXT_OK, Engine
 from bridge.inbox import Inbox, InboxItem
 from bridge.store import BridgeStore
 from e2ecounsel.config import BridgeConfig
@@ -241,7 +242,9 @@ class Bridge:
         await self._receive(room, event, "undecryptable", "")
 
     async def _on_member(self, room: MatrixRoom, event: RoomMemberEvent) -> None:
-        return None
+        # Someone joined: messages held for them (see AWAIT_JOIN) can go out now.
+        if event.membership == "join" and event.state_key != self.session.user_id:
+            self.background(self.flush(), name=f"flush:join:{room.room_id}")
 
     async def _receive(self, room: MatrixRoom, event: Any, kind: str, body: str) -> None:
         assert self.inbox is not None
@@ -281,6 +284,33 @@ class Bridge:
                     # Leave it pending only once: a handler bug must not jam the room.
                     await self.inbox.done(item.event_id)
 
+    async def _reader_joined(self, room_id: str, user_id: str) -> bool | None:
+        """True once ``user_id`` joined ``room_id``; None while invited (or unsure); False if gone.
+
+        The bot's rooms keep history from the join on (``history_visibility:
+        joined``), so a message sent before its reader accepts the invite is
+        lost to them; it waits instead, and their join triggers a flush. With
+        lazy-loaded members the sync may not name the reader at all; then the
+        member state is asked for once.
+        """
+        room = self.session.client.rooms.get(room_id)
+        if room is not None and user_id in room.users:
+            return None if user_id in room.invited_users else True
+        path = f"/_matrix/client/v3/rooms/{quote(room_id)}/state/m.room.member/{quote(user_id)}"
+        try:
+            status, body = await self.session.raw("GET", path)
+        except Exception:
+            logger.warning("membership look-up in %s failed; will retry", room_id)
+            return None
+        if status == 404:
+            return False
+        if status != 200 or not isinstance(body, dict):
+            return None
+        membership = body.get("membership")
+        if membership == "join":
+            return True
+        return None if membership == "invite" else False
+
     async def flush(self) -> None:
         """Send everything queued, room by room in order, rooms in parallel."""
         assert self.store is not None
@@ -294,8 +324,17 @@ class Bridge:
     async def _send_room(self, items: list[Any]) -> None:
         assert self.store is not None
         for item in items:
+            content = dict(item.content)
+            reader = content.pop(AWAIT_JOIN, None)
+            if reader is not None:
+                joined = await self._reader_joined(item.room_id, str(reader))
+                if joined is None:
+                    return  # still invited: this room waits (in order) for its reader
+                if not joined:
+                    logger.info("dropping a message to %s: its reader left", item.room_id)
+                    await self.store.mark_sent(item.txn_id, "")
+                    continue
             try:
-                content = dict(item.content)
                 plain = bool(content.pop(PLAINTEXT_OK, False))
                 event_id = await self.session.send(
                     item.room_id, content, txn_id=item.txn_id, allow_plaintext=plain

@@ -19,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
+
+from nio import ErrorResponse
 
 from bridge import rooms
 from bridge.inbox import InboxItem
@@ -39,13 +41,29 @@ from e2ecounsel.policy import Policy
 
 logger = logging.getLogger(__name__)
 
-OUTCOMES = {"resolved": "resolved", "face-to-face": "face_to_face", "continue": "continue",
-            "refer": "refer"}
+OUTCOMES = {
+    "resolved": "resolved",
+    "face-to-face": "face_to_face",
+    "continue": "continue",
+    "refer": "refer",
+}
 RISKS = ("high", "medium", "low")
 #: Outbox marker for the one message allowed in clear: "this room is not encrypted".
 PLAINTEXT_OK = "org.e2ecounsel.plaintext_ok"
+#: Outbox marker: hold this message (and the room's later ones) until this user has joined.
+#: Rooms the bot creates keep history from the join on, so a message sent while its reader
+#: is still only invited would never reach them.
+AWAIT_JOIN = "org.e2ecounsel.await_join"
 YES = frozenset({"yes", "y", "ya", "iya"})
 NO = frozenset({"no", "n", "tidak", "tdk", "cancel", "batal"})
+AUTO = frozenset({"auto", "automatic", "otomatis"})
+SKIP = frozenset({"skip", "lewati"})
+#: The crisis command works at every step, also in the middle of the intake.
+URGENT_WORDS = frozenset({"urgent", "darurat"})
+#: Commands that answer even while the bot waits for a reply to its question.
+ALWAYS_AVAILABLE = frozenset({"help", "bantuan", *URGENT_WORDS})
+#: Intake states after which a new message starts a new intake.
+_NOT_STARTED = frozenset({intake.Stage.DECLINED, intake.Stage.AGE_REFUSED})
 
 
 def txn_id(cause: str, index: int) -> str:
@@ -63,11 +81,21 @@ class Effects:
     writes: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
     after: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
 
-    def say(self, room_id: str, body: str, *, notice: bool = True,
-            plaintext_ok: bool = False) -> None:
+    def say(
+        self,
+        room_id: str,
+        body: str,
+        *,
+        notice: bool = True,
+        plaintext_ok: bool = False,
+        reader: str | None = None,
+    ) -> None:
+        """Queue ``body`` for ``room_id``; with ``reader``, only once they have joined."""
         content: dict[str, Any] = {"msgtype": "m.notice" if notice else "m.text", "body": body}
         if plaintext_ok:
             content[PLAINTEXT_OK] = True
+        if reader is not None:
+            content[AWAIT_JOIN] = reader
         self.messages.append((room_id, content))
 
     def write(self, fn: Callable[[], Awaitable[Any]]) -> None:
@@ -125,8 +153,9 @@ class Engine:
         if self._flush is not None:
             await self._flush()
 
-    async def audit(self, actor: str, action: str, engagement_id: int | None = None,
-                    detail: str = "") -> None:
+    async def audit(
+        self, actor: str, action: str, engagement_id: int | None = None, detail: str = ""
+    ) -> None:
         await self.store.audit(actor, action, engagement_id=engagement_id, detail=detail)
 
     def lang_of(self, client: ClientRecord | None) -> str:
@@ -190,6 +219,13 @@ class Engine:
         )
 
     async def on_dm_message(self, item: InboxItem) -> None:
+        """A message in a client's DM: crisis first, then the intake or a command.
+
+        A crisis phrase is never taken as an answer or a command: the client
+        gets the crisis reply (and, mid-intake, a pointer back to the open
+        question) and the intake stays where it was, so "I want to kill myself"
+        can never become a pseudonym.
+        """
         fx = Effects(item.event_id)
         client = await self.store.get_client(item.sender)
         lang = self.lang_of(client)
@@ -206,18 +242,29 @@ class Engine:
             await self.commit(fx, item.event_id)
             return
         text = clean_text(item.body, self.max_chars)
-        if client is None or client.dm_room_id != item.room_id and client.dm_room_id is None:
-            client = self._new_client(item.sender, item.room_id, client)
+        if client is None or client.dm_room_id is None:
+            client = (
+                self._new_client(item.sender, item.room_id, client)
+                if client is None
+                else replace(client, dm_room_id=item.room_id)
+            )
             fx.write(lambda: self.store.set_room(item.room_id, "dm", item.sender))
-        if self.crisis.detect(text):
-            await self.crisis_protocol(fx, client, "phrase:dm", reply_room=item.room_id)
         state = self._intake_state(client)
-        if state is None or state.step in (intake.Stage.DECLINED, intake.Stage.AGE_REFUSED):
-            await self._run_intake(fx, client, None, text, item)
-        elif state.step is not intake.Stage.DONE:
-            await self._run_intake(fx, client, state, text, item)
-        else:
+        finished = state is not None and state.step is intake.Stage.DONE
+        started = state is not None and state.step not in _NOT_STARTED
+        if self.crisis.detect(text):
+            await self.crisis_protocol(
+                fx, client, "phrase:dm", reply_room=item.room_id, remember=True
+            )
+            if started and not finished:
+                fx.say(item.room_id, self.render.text(lang, "status.intake"))
+        elif not finished and normalize_command(text)[0] in URGENT_WORDS:
+            # `urgent` works from the first message on, not only after the intake.
+            await self.cmd_urgent(fx, client, "", item)
+        elif finished:
             await self.client_command(fx, client, text, item)
+        else:
+            await self._run_intake(fx, client, state if started else None, text, item)
         await self.commit(fx, item.event_id)
 
     def _intake_state(self, client: ClientRecord) -> intake.IntakeState | None:
@@ -256,10 +303,14 @@ class Engine:
 
     async def _offer(self, language: str | None) -> tuple[tuple[str, ...], dict[str, Counselor]]:
         counselors = await self.store.list_counselors(active_only=True)
-        loads = await self.store.caseloads(dormant_after_days=self.policy.service.dormant_after_days)
+        loads = await self.store.caseloads(
+            dormant_after_days=self.policy.service.dormant_after_days
+        )
         open_ = [
-            c for c in counselors
-            if loads.get(c.user_id, 0) < c.capacity and (language is None or language in c.languages)
+            c
+            for c in counselors
+            if loads.get(c.user_id, 0) < c.capacity
+            and (language is None or language in c.languages)
         ]
         return tuple(c.user_id for c in open_), {c.user_id: c for c in counselors}
 
@@ -278,14 +329,16 @@ class Engine:
         ctx = replace(ctx, consent_version=self.policy.consent[version_lang].version)
         if state is None:
             step = intake.start(ctx)
-            if text and not normalize_command(text)[0] in ("", "start", "help", "mulai"):
+            if text and normalize_command(text)[0] not in ("", "start", "help", "mulai"):
                 # A first message picks the language if it is "1"/"2"; otherwise greet.
                 probe = intake.advance(step.state, text, ctx)
                 if probe.state.step is not intake.Stage.LANGUAGE:
                     step = probe
         else:
             if intake.needs_reconsent(state, ctx.consent_version) and state.step not in (
-                intake.Stage.LANGUAGE, intake.Stage.CONSENT, intake.Stage.RECONSENT
+                intake.Stage.LANGUAGE,
+                intake.Stage.CONSENT,
+                intake.Stage.RECONSENT,
             ):
                 step = intake.begin_reconsent(state, ctx)
             else:
@@ -298,15 +351,17 @@ class Engine:
             if step.replies and step.replies[-1].key == "intake.consent":
                 step = replace(
                     step,
-                    replies=(*step.replies[:-1],
-                             Reply("intake.consent", {"version": ctx.consent_version})),
+                    replies=(
+                        *step.replies[:-1],
+                        Reply("intake.consent", {"version": ctx.consent_version}),
+                    ),
                 )
         country = new_state.country
         crisis_first = [e for e in step.events if isinstance(e, intake.CrisisDetected)]
         profile = dict(client.profile)
         record = replace(client, language=new_state.language or client.language)
-        for event in crisis_first:
-            await self.crisis_protocol(fx, record, event.reason, reply_room=item.room_id)
+        for crisis_event in crisis_first:
+            await self.crisis_protocol(fx, record, crisis_event.reason, reply_room=item.room_id)
             profile["crisis"] = True
         for reply in step.replies:
             fx.say(item.room_id, self.render.reply(lang, reply, country=country, counselors=known))
@@ -314,8 +369,9 @@ class Engine:
         complete = False
         for event in step.events:
             if isinstance(event, intake.ConsentGiven):
-                record = replace(record, consent_version=event.version,
-                                 consented_at=self.clock().isoformat())
+                record = replace(
+                    record, consent_version=event.version, consented_at=self.clock().isoformat()
+                )
                 fx.write(self._audit_fn(client.user_id, "consent.given", detail=event.version[:16]))
             elif isinstance(event, intake.ConsentDeclined):
                 declined = True
@@ -344,20 +400,26 @@ class Engine:
         )
         if new_state.crisis:
             profile["crisis"] = True
-        record = replace(record, intake=new_state.to_dict(), profile=profile,
-                         dm_room_id=record.dm_room_id or item.room_id)
+        record = replace(
+            record,
+            intake=new_state.to_dict(),
+            profile=profile,
+            dm_room_id=record.dm_room_id or item.room_id,
+        )
         fx.write(lambda: self.store.save_client(record))
         if complete:
             fx.write(self._audit_fn(client.user_id, "intake.complete"))
             fx.after.append(lambda: self.place_client(record, cause=f"place:{item.event_id}"))
 
-    def _audit_fn(self, actor: str, action: str, engagement_id: int | None = None,
-                  detail: str = "") -> Callable[[], Awaitable[Any]]:
+    def _audit_fn(
+        self, actor: str, action: str, engagement_id: int | None = None, detail: str = ""
+    ) -> Callable[[], Awaitable[Any]]:
         return lambda: self.audit(actor, action, engagement_id, detail)
 
     # ------------------------------------------------------------------ matching
 
     def _request(self, client: ClientRecord, crisis: bool = False) -> matching.MatchRequest:
+        """What matching needs; a crisis (now or during the intake) prefers on-call counselors."""
         profile = client.profile
         preferred = profile.get("preferred")
         return matching.MatchRequest(
@@ -367,9 +429,11 @@ class Engine:
             crisis=crisis or bool(profile.get("crisis")),
         )
 
-    async def _loads(self, exclude: set[str] = frozenset()) -> list[matching.CounselorLoad]:  # type: ignore[assignment]
+    async def _loads(self, exclude: Collection[str] = ()) -> list[matching.CounselorLoad]:
         counselors = await self.store.list_counselors(active_only=True)
-        loads = await self.store.caseloads(dormant_after_days=self.policy.service.dormant_after_days)
+        loads = await self.store.caseloads(
+            dormant_after_days=self.policy.service.dormant_after_days
+        )
         return [
             matching.CounselorLoad(
                 id=c.user_id,
@@ -396,8 +460,7 @@ class Engine:
                 await self.audit(client.user_id, "engagement.open", existing.id)
             if existing.status != "waiting":
                 return
-            chosen = matching.match(self._request(client), await self._loads(),
-                                    self._weights())
+            chosen = matching.match(self._request(client), await self._loads(), self._weights())
             if chosen is None:
                 await self._tell_waitlisted(client, cause)
                 return
@@ -407,14 +470,17 @@ class Engine:
         w = self.policy.service.matching
         return matching.MatchWeights(specialty=w.specialty, load=w.load)
 
-    async def _tell_waitlisted(self, client: ClientRecord, cause: str) -> None:
+    async def _tell_waitlisted(
+        self, client: ClientRecord, cause: str, *, key: str = "intake.waitlisted"
+    ) -> None:
         waiting = await self.store.waiting()
         ids = [e.client_id for e in waiting]
         position = ids.index(client.user_id) + 1 if client.user_id in ids else len(ids)
         fx = Effects(cause)
         if client.dm_room_id:
-            fx.say(client.dm_room_id,
-                   self.render.text(self.lang_of(client), "intake.waitlisted", position=position))
+            fx.say(
+                client.dm_room_id, self.render.text(self.lang_of(client), key, position=position)
+            )
         await self.commit(fx, None)
 
     async def case_room(self, counselor: Counselor) -> str:
@@ -429,15 +495,16 @@ class Engine:
         await self.store.set_case_room(counselor.user_id, room_id)
         await self.store.set_room(room_id, "case", counselor.user_id)
         fx = Effects(f"case-welcome:{room_id}")
-        fx.say(room_id, self.render.text(lang, "case.welcome"))
+        fx.say(room_id, self.render.text(lang, "case.welcome"), reader=counselor.user_id)
         await self.commit(fx, None)
         return room_id
 
     def counselor_lang(self, counselor: Counselor) -> str:
         return self.policy.language(counselor.languages[0] if counselor.languages else None)
 
-    def brief_text(self, client: ClientRecord, counselor: Counselor, room_id: str,
-                   risk: str) -> str:
+    def brief_text(
+        self, client: ClientRecord, counselor: Counselor, room_id: str, risk: str
+    ) -> str:
         lang = self.counselor_lang(counselor)
         p = client.profile
         lines = []
@@ -446,25 +513,41 @@ class Engine:
             title = inst.title.get(lang, inst.id)
             scored = (p.get("scores") or {}).get(inst_id)
             if scored is None:
-                lines.append(self.render.text(lang, "brief.screening_skipped",
-                                              instrument_title=title))
+                lines.append(
+                    self.render.text(lang, "brief.screening_skipped", instrument_title=title)
+                )
                 continue
             band = inst.band(str(scored.get("severity") or ""))
-            lines.append(self.render.text(
-                lang, "brief.screening_line", instrument_title=title, score=scored["score"],
-                severity=band.label.get(lang, band.severity) if band else ""))
+            lines.append(
+                self.render.text(
+                    lang,
+                    "brief.screening_line",
+                    instrument_title=title,
+                    score=scored["score"],
+                    severity=band.label.get(lang, band.severity) if band else "",
+                )
+            )
         answers = p.get("answers") or []
         for idx, inst_id in enumerate(self.policy.service.screening):
             inst = self.policy.instruments[inst_id]
             got = answers[idx] if idx < len(answers) else None
-            for item_index in inst.critical_hits(got or []) if got and len(got) == len(inst.items) else ():
-                lines.append(self.render.text(lang, "brief.critical",
-                                              instrument_title=inst.title.get(lang, inst.id),
-                                              item=item_index + 1, answer=got[item_index]))
+            if not got or len(got) != len(inst.items):
+                continue  # skipped or unfinished: no critical item to report
+            for item_index in inst.critical_hits(got):
+                lines.append(
+                    self.render.text(
+                        lang,
+                        "brief.critical",
+                        instrument_title=inst.title.get(lang, inst.id),
+                        item=item_index + 1,
+                        answer=got[item_index],
+                    )
+                )
         topic = self.policy.service.topic(str(p.get("topic") or ""))
         country = self.policy.crisis.country(p.get("country"))
         return self.render.text(
-            lang, "brief.new",
+            lang,
+            "brief.new",
             pseudonym=p.get("pseudonym") or "?",
             language=client.language or "?",
             country=country.label.get(lang, country.code),
@@ -474,9 +557,23 @@ class Engine:
             room_link=rooms.room_link(room_id),
         )
 
-    async def assign(self, eng: Engagement, client: ClientRecord, counselor_id: str, *,
-                     cause: str, share_brief: bool = True, note_key: str = "intake.matched") -> str:
-        """Create the session room for an engagement and tell everyone."""
+    async def assign(
+        self,
+        eng: Engagement,
+        client: ClientRecord,
+        counselor_id: str,
+        *,
+        cause: str,
+        share_brief: bool = True,
+        note_key: str = "intake.matched",
+        incoming_key: str | None = None,
+    ) -> str:
+        """Create the session room for an engagement and tell everyone.
+
+        The counselor's case channel gets ``incoming_key`` (a hand-over note)
+        if given, then the brief, or only the room link when the client chose
+        not to share their intake summary. Callers hold the match lock.
+        """
         counselor = await self.store.get_counselor(counselor_id)
         assert counselor is not None
         lang = self.lang_of(client)
@@ -494,18 +591,34 @@ class Engine:
         risk = fresh.risk if fresh else "low"
         fx = Effects(f"{cause}:assign:{eng.id}:{counselor_id}")
         country = client.profile.get("country")
-        fx.say(room_id, self.render.text(
-            lang, "session.intro", counselor_name=counselor.name,
-            credentials=counselor.credentials,
-            crisis_line=self.policy.crisis_line(lang, country)))
+        fx.say(
+            room_id,
+            self.render.text(
+                lang,
+                "session.intro",
+                counselor_name=counselor.name,
+                credentials=counselor.credentials,
+                crisis_line=self.policy.crisis_line(lang, country),
+            ),
+            reader=client.user_id,
+        )
+        clang = self.counselor_lang(counselor)
+        link = rooms.room_link(room_id)
+        if incoming_key is not None:
+            fx.say(
+                case_room,
+                self.render.text(clang, incoming_key, room_link=link),
+                reader=counselor.user_id,
+            )
         if share_brief:
-            fx.say(case_room, self.brief_text(client, counselor, room_id, risk))
+            brief = self.brief_text(client, counselor, room_id, risk)
         else:
-            fx.say(case_room, self.render.text(self.counselor_lang(counselor), "brief.not_shared",
-                                               room_link=rooms.room_link(room_id)))
+            brief = self.render.text(clang, "brief.not_shared", room_link=link)
+        fx.say(case_room, brief, reader=counselor.user_id)
         if client.dm_room_id:
-            fx.say(client.dm_room_id, self.render.text(lang, note_key,
-                                                       counselor_name=counselor.name))
+            fx.say(
+                client.dm_room_id, self.render.text(lang, note_key, counselor_name=counselor.name)
+            )
         await self.commit(fx, None)
         return room_id
 
@@ -522,33 +635,65 @@ class Engine:
                 if c is None:
                     continue
                 clients[e.client_id] = (c, e)
-                wl.append(matching.WaitingClient(
-                    e.client_id, datetime.fromisoformat(e.opened_at),
-                    self._request(c, crisis=e.crisis)))
+                wl.append(
+                    matching.WaitingClient(
+                        e.client_id,
+                        datetime.fromisoformat(e.opened_at),
+                        self._request(c, crisis=e.crisis),
+                    )
+                )
             pairs = matching.assign_from_waitlist(wl, await self._loads(), self._weights())
             for client_id, counselor_id in pairs:
                 c, e = clients[client_id]
-                await self.assign(e, c, counselor_id, cause=f"{cause}:{e.id}",
-                                  note_key="waitlist.assigned")
+                await self.assign(
+                    e, c, counselor_id, cause=f"{cause}:{e.id}", note_key="waitlist.assigned"
+                )
 
     # ------------------------------------------------------------------ crisis
 
-    async def crisis_protocol(self, fx: Effects, client: ClientRecord, reason: str, *,
-                              reply_room: str) -> None:
-        """Crisis text to the client at once; risk high; page on-call and supervisors."""
+    async def crisis_protocol(
+        self,
+        fx: Effects,
+        client: ClientRecord,
+        reason: str,
+        *,
+        reply_room: str,
+        remember: bool = False,
+    ) -> Engagement | None:
+        """Crisis text to the client at once; risk high; page on-call and supervisors.
+
+        The crisis reply is put first in ``fx`` so it is the next thing the
+        client sees, whatever else the handler queues. Pages carry a room link
+        and nothing the client wrote. With ``remember``, a client who has no
+        open engagement yet is flagged in their profile so that matching
+        prefers an on-call counselor (the intake saves its own record and does
+        not need this). Returns the client's open engagement, if any.
+        """
         lang = self.lang_of(client)
         country = client.profile.get("country")
-        fx.messages.insert(0, (reply_room, {"msgtype": "m.notice", "body":
-                                            self.policy.crisis_reply(lang, country)}))
+        fx.messages.insert(
+            0,
+            (reply_room, {"msgtype": "m.notice", "body": self.policy.crisis_reply(lang, country)}),
+        )
         eng = await self.store.current_engagement(client.user_id)
         link_room = eng.room_id if eng and eng.room_id else reply_room
         if eng is not None:
             fx.write(lambda: self.store.set_risk(eng.id, "high"))
             fx.write(lambda: self.store.set_crisis(eng.id, True))
-        fx.write(self._audit_fn(client.user_id, "crisis", eng.id if eng else None,
-                                detail=reason.replace(" ", "_")[:64]))
+        elif remember:
+            flagged = replace(client, profile={**client.profile, "crisis": True})
+            fx.write(lambda: self.store.save_client(flagged))
+        fx.write(
+            self._audit_fn(
+                client.user_id,
+                "crisis",
+                eng.id if eng else None,
+                detail=reason.replace(" ", "_")[:64],
+            )
+        )
         logger.warning("crisis protocol started (%s)", reason)
         key = "page.urgent" if reason == "command:urgent" else "page.crisis"
+        link = rooms.room_link(link_room)
         oncall = self.policy.service.on_call
         if oncall.page_on_crisis:
             targets = [c for c in await self.store.list_counselors(active_only=True) if c.on_call]
@@ -558,52 +703,64 @@ class Engine:
                     targets.append(assigned)
             for c in targets:
                 if c.case_room_id is None:
-                    fx.after.append(self._page_later(c, key, link_room, fx.cause))
-                    continue
-                fx.say(c.case_room_id, self.render.text(self.counselor_lang(c), key,
-                                                        room_link=rooms.room_link(link_room)))
+                    fx.after.append(self._page_later(c, key, link, fx.cause))
+                else:
+                    fx.say(
+                        c.case_room_id,
+                        self.render.text(self.counselor_lang(c), key, room_link=link),
+                        reader=c.user_id,
+                    )
         if oncall.page_supervisors_on_crisis and self.supervisors_room:
-            fx.say(self.supervisors_room, self.render.text(
-                self.policy.service.default_language, key, room_link=rooms.room_link(link_room)))
+            fx.say(
+                self.supervisors_room,
+                self.render.text(self.policy.service.default_language, key, room_link=link),
+            )
+        return eng
 
-    def _page_later(self, c: Counselor, key: str, link_room: str,
-                    cause: str) -> Callable[[], Awaitable[None]]:
+    def _page_later(
+        self, c: Counselor, key: str, link: str, cause: str
+    ) -> Callable[[], Awaitable[None]]:
+        """A page for a counselor who has no case channel yet (it is created first)."""
+
         async def page() -> None:
             room = await self.case_room(c)
             fx = Effects(f"{cause}:page:{c.user_id}")
-            fx.say(room, self.render.text(self.counselor_lang(c), key,
-                                          room_link=rooms.room_link(link_room)))
+            fx.say(
+                room,
+                self.render.text(self.counselor_lang(c), key, room_link=link),
+                reader=c.user_id,
+            )
             await self.commit(fx, None)
+
         return page
 
     # ------------------------------------------------------------------ client commands
 
-    async def client_command(self, fx: Effects, client: ClientRecord, text: str,
-                             item: InboxItem) -> None:
-        lang = self.lang_of(client)
-        room = item.room_id
-        pending = client.pending
+    async def client_command(
+        self, fx: Effects, client: ClientRecord, text: str, item: InboxItem
+    ) -> None:
+        """A DM after the intake: the answer to an open question, or a command.
+
+        Anything else is most likely a client chatting with the bot as if it
+        were their counselor; the friendly list of commands (which also says
+        where to write to the counselor) is the right answer to both.
+        """
         word, args = normalize_command(text)
-        if pending is not None and word not in ("help", "urgent"):
-            await self.answer_pending(fx, client, pending, text, item)
+        if client.pending is not None and word not in ALWAYS_AVAILABLE:
+            await self.answer_pending(fx, client, client.pending, text, item)
             return
         handler = CLIENT_COMMANDS.get(word)
         if handler is None:
-            if word and not text.startswith("!") and await self._chatting(client):
-                fx.say(room, self.render.text(lang, "unknown_command"))
-            else:
-                fx.say(room, self.render.text(lang, "unknown_command"))
+            fx.say(item.room_id, self.render.text(self.lang_of(client), "unknown_command"))
             return
         await handler(self, fx, client, args, item)
-
-    async def _chatting(self, client: ClientRecord) -> bool:
-        return False
 
     async def cmd_help(self, fx: Effects, client: ClientRecord, args: str, item: InboxItem) -> None:
         fx.say(item.room_id, self.render.text(self.lang_of(client), "help.client"))
 
-    async def cmd_status(self, fx: Effects, client: ClientRecord, args: str,
-                         item: InboxItem) -> None:
+    async def cmd_status(
+        self, fx: Effects, client: ClientRecord, args: str, item: InboxItem
+    ) -> None:
         lang = self.lang_of(client)
         eng = await self.store.current_engagement(client.user_id)
         if eng is None:
@@ -618,8 +775,14 @@ class Engine:
         if counselor is None:
             fx.say(item.room_id, self.render.text(lang, "status.none"))
             return
-        parts = [self.render.text(lang, "status.active", counselor_name=counselor.name,
-                                  credentials=counselor.credentials)]
+        parts = [
+            self.render.text(
+                lang,
+                "status.active",
+                counselor_name=counselor.name,
+                credentials=counselor.credentials,
+            )
+        ]
         when = self.next_window_text(counselor, lang)
         key = "status.awaiting" if eng.awaiting_since else "status.not_awaiting"
         parts.append(self.render.text(lang, key, next_window=when))
@@ -632,7 +795,9 @@ class Engine:
 
             windows = ReplyWindows(
                 tuple(dtime.fromisoformat(t) for t in counselor.reply_windows),
-                counselor.timezone, frozenset())
+                counselor.timezone,
+                frozenset(),
+            )
             nxt = next_window(self.clock(), windows)
         except ValueError:
             return "?"
@@ -640,36 +805,47 @@ class Engine:
             return "?"
         return nxt.astimezone(windows_zone(counselor.timezone)).strftime("%Y-%m-%d %H:%M %Z")
 
-    async def cmd_counselors(self, fx: Effects, client: ClientRecord, args: str,
-                             item: InboxItem) -> None:
+    async def cmd_counselors(
+        self, fx: Effects, client: ClientRecord, args: str, item: InboxItem
+    ) -> None:
         lang = self.lang_of(client)
         counselors = await self.store.list_counselors(active_only=True)
         if not counselors:
             fx.say(item.room_id, self.render.text(lang, "counselors.none"))
             return
-        fx.say(item.room_id, self.render.text(lang, "counselors.list",
-                                              options=self.render.profiles(lang, counselors)))
+        fx.say(
+            item.room_id,
+            self.render.text(
+                lang, "counselors.list", options=self.render.profiles(lang, counselors)
+            ),
+        )
 
-    async def cmd_urgent(self, fx: Effects, client: ClientRecord, args: str,
-                         item: InboxItem) -> None:
-        await self.crisis_protocol(fx, client, "command:urgent", reply_room=item.room_id)
+    async def cmd_urgent(
+        self, fx: Effects, client: ClientRecord, args: str, item: InboxItem
+    ) -> None:
+        await self.crisis_protocol(
+            fx, client, "command:urgent", reply_room=item.room_id, remember=True
+        )
         fx.say(item.room_id, self.render.text(self.lang_of(client), "urgent.ack"))
 
-    async def cmd_language(self, fx: Effects, client: ClientRecord, args: str,
-                           item: InboxItem) -> None:
+    async def cmd_language(
+        self, fx: Effects, client: ClientRecord, args: str, item: InboxItem
+    ) -> None:
         lang = self.lang_of(client)
         rec = replace(client, pending={"kind": "language"})
         fx.write(lambda: self.store.save_client(rec))
         fx.say(item.room_id, self.render.text(lang, "language.choose"))
 
-    async def cmd_erase(self, fx: Effects, client: ClientRecord, args: str,
-                        item: InboxItem) -> None:
+    async def cmd_erase(
+        self, fx: Effects, client: ClientRecord, args: str, item: InboxItem
+    ) -> None:
         rec = replace(client, pending={"kind": "erase"})
         fx.write(lambda: self.store.save_client(rec))
         fx.say(item.room_id, self.render.text(self.lang_of(client), "erase.confirm"))
 
-    async def cmd_switch(self, fx: Effects, client: ClientRecord, args: str,
-                         item: InboxItem) -> None:
+    async def cmd_switch(
+        self, fx: Effects, client: ClientRecord, args: str, item: InboxItem
+    ) -> None:
         lang = self.lang_of(client)
         eng = await self.store.current_engagement(client.user_id)
         if eng is None or eng.status != "active":
@@ -684,14 +860,28 @@ class Engine:
         counselors = {c.user_id: c for c in await self.store.list_counselors(active_only=True)}
         rec = replace(client, pending={"kind": "switch", "offer": offer})
         fx.write(lambda: self.store.save_client(rec))
-        fx.say(item.room_id, self.render.text(
-            lang, "switch.choose",
-            options=self.render.profiles(lang, [counselors[i] for i in offer])))
+        fx.say(
+            item.room_id,
+            self.render.text(
+                lang,
+                "switch.choose",
+                options=self.render.profiles(lang, [counselors[i] for i in offer]),
+            ),
+        )
+
+    async def _best_other(self, client: ClientRecord) -> str | None:
+        """The counselor matching would pick for the client, other than their current one."""
+        eng = await self.store.current_engagement(client.user_id)
+        current = eng.counselor_id if eng and eng.counselor_id else ""
+        return matching.match(
+            self._request(client), await self._loads(exclude={current}), self._weights()
+        )
 
     # ------------------------------------------------------------------ pending answers
 
-    async def answer_pending(self, fx: Effects, client: ClientRecord, pending: dict[str, Any],
-                             text: str, item: InboxItem) -> None:
+    async def answer_pending(
+        self, fx: Effects, client: ClientRecord, pending: dict[str, Any], text: str, item: InboxItem
+    ) -> None:
         lang = self.lang_of(client)
         room = item.room_id
         answer = normalize_command(text)[0]
@@ -718,40 +908,60 @@ class Engine:
                 fx.write(lambda: self.store.save_client(cleared))
                 fx.say(room, self.render.text(lang, "switch.cancelled"))
                 return
-            pick = int(answer) - 1 if answer.isdigit() else -1
-            if not 0 <= pick < len(offer):
-                fx.say(room, self.render.text(lang, "switch.invalid", count=len(offer)))
-                return
-            target = await self.store.get_counselor(offer[pick])
-            if target is None:
+            if answer in AUTO:
+                target_id = await self._best_other(client)
+            else:
+                pick = int(answer) - 1 if answer.isdigit() else -1
+                if not 0 <= pick < len(offer):
+                    fx.say(room, self.render.text(lang, "switch.invalid", count=len(offer)))
+                    return
+                target_id = offer[pick]
+            target = await self.store.get_counselor(target_id or "")
+            if target is None or not target.active:
+                fx.write(lambda: self.store.save_client(cleared))
                 fx.say(room, self.render.text(lang, "switch.none"))
                 return
             rec = replace(client, pending={"kind": "switch_brief", "target": target.user_id})
             fx.write(lambda: self.store.save_client(rec))
-            fx.say(room, self.render.text(lang, "switch.brief_consent",
-                                          counselor_name=target.name))
+            fx.say(room, self.render.text(lang, "switch.brief_consent", counselor_name=target.name))
         elif kind == "switch_brief":
             if answer not in YES and answer not in NO:
                 fx.say(room, self.render.text(lang, "switch.brief_invalid"))
                 return
             fx.write(lambda: self.store.save_client(cleared))
-            target_id = str(pending.get("target"))
+            chosen = str(pending.get("target"))
             share = answer in YES
-            fx.after.append(lambda: self.switch(cleared, target_id, share, cause=item.event_id))
+            fx.after.append(
+                lambda: self.switch(
+                    cleared,
+                    chosen,
+                    share,
+                    cause=item.event_id,
+                    note_key="switch.done",
+                    old_notice_key="switch.counselor_notice",
+                )
+            )
         elif kind == "survey":
             eng_id = int(pending.get("engagement", 0))
             if pending.get("step") == "comment":
-                comment = None if answer in NO or answer in ("skip", "lewati") else text
+                comment = None if answer in NO or answer in SKIP else text
                 fx.write(lambda: self.store.record_survey(eng_id, int(pending["score"]), comment))
                 fx.write(lambda: self.store.save_client(cleared))
                 fx.say(room, self.render.text(lang, "survey.thanks"))
                 return
             if answer in ("1", "2", "3", "4", "5"):
-                rec = replace(client, pending={"kind": "survey", "engagement": eng_id,
-                                               "score": int(answer), "step": "comment"})
+                rec = replace(
+                    client,
+                    pending={
+                        "kind": "survey",
+                        "engagement": eng_id,
+                        "score": int(answer),
+                        "step": "comment",
+                    },
+                )
                 fx.write(lambda: self.store.save_client(rec))
                 fx.say(room, self.render.text(lang, "survey.comment"))
-            elif answer in NO or answer in ("skip", "lewati"):
+            elif answer in NO or answer in SKIP:
                 fx.write(lambda: self.store.save_client(cleared))
                 fx.say(room, self.render.text(lang, "survey.thanks"))
             else:
@@ -760,62 +970,166 @@ class Engine:
             fx.write(lambda: self.store.save_client(cleared))
             fx.say(room, self.render.text(lang, "unknown_command"))
 
-    async def switch(self, client: ClientRecord, target_id: str, share: bool, *,
-                     cause: str) -> None:
-        """New room with the new counselor; the old one leaves the old room."""
+    async def switch(
+        self,
+        client: ClientRecord,
+        target_id: str | None,
+        share: bool,
+        *,
+        cause: str,
+        note_key: str,
+        old_notice_key: str | None = None,
+        incoming_key: str | None = None,
+        waitlist_key: str = "intake.waitlisted",
+    ) -> None:
+        """Move the client's active engagement to another counselor, in a new room.
+
+        Used by the client's ``switch``, a counselor's ``!refer``, a
+        supervisor's ``!reassign`` and the re-match after a counselor leaves
+        the roster. ``target_id`` None (or a target who has no room any more)
+        means "the best match other than the current counselor"; when nobody
+        is free the client waits on the list with ``waitlist_key``. The old
+        engagement is closed without an outcome, the old counselor leaves the
+        old room (the client keeps it and its history), and the new engagement
+        keeps the risk level and crisis flag. Everything runs under the match
+        lock so the periodic waitlist drain cannot grab the new engagement
+        half-way.
+        """
         async with self._match_lock:
             eng = await self.store.current_engagement(client.user_id)
-            if eng is None or eng.counselor_id is None:
+            if eng is None or eng.status != "active" or eng.counselor_id is None:
                 return
             old_counselor, old_room = eng.counselor_id, eng.room_id
-            await self.store.close_engagement(eng.id, None)
-            await self.audit(client.user_id, "engagement.switch", eng.id)
-            new = await self.store.open_engagement(client.user_id, crisis=eng.crisis,
-                                                   share_brief=share)
-            if eng.risk != "low":
-                await self.store.set_risk(new.id, eng.risk)
-        if old_room:
-            fx = Effects(f"{cause}:old-room")
-            fx.say(old_room, self.render.text(self.lang_of(client), "switch.old_room"))
-            await self.commit(fx, None)
-            await self.session.client.room_kick(old_room, old_counselor)
-        await self.assign(new, client, target_id, cause=f"{cause}:switch", share_brief=share,
-                          note_key="switch.done")
+            if target_id == old_counselor:
+                return
+            loads = await self._loads(exclude={old_counselor})
+            request = self._request(client, eng.crisis)
+            if target_id is None or not any(c.id == target_id and c.has_room for c in loads):
+                target_id = matching.match(replace(request, preferred=None), loads, self._weights())
+            async with self.store.transaction():
+                await self.store.close_engagement(eng.id, None)
+                await self.audit(client.user_id, "engagement.switch", eng.id)
+                new = await self.store.open_engagement(
+                    client.user_id, crisis=eng.crisis, share_brief=share
+                )
+                if eng.risk != "low":
+                    await self.store.set_risk(new.id, eng.risk)
+            if old_room:
+                await self._retire_room(
+                    old_room,
+                    old_counselor,
+                    client,
+                    cause=f"{cause}:old-room",
+                    moved=target_id is not None,
+                    notice_key=old_notice_key,
+                )
+            if target_id is None:
+                await self._tell_waitlisted(client, f"{cause}:waitlist", key=waitlist_key)
+                return
+            await self.assign(
+                new,
+                client,
+                target_id,
+                cause=f"{cause}:switch",
+                share_brief=share,
+                note_key=note_key,
+                incoming_key=incoming_key,
+            )
+
+    async def _retire_room(
+        self,
+        room_id: str,
+        counselor_id: str,
+        client: ClientRecord,
+        *,
+        cause: str,
+        moved: bool,
+        notice_key: str | None,
+    ) -> None:
+        """The old counselor leaves the client's old room; the client keeps it."""
+        fx = Effects(cause)
+        if moved:
+            fx.say(room_id, self.render.text(self.lang_of(client), "switch.old_room"))
+        counselor = await self.store.get_counselor(counselor_id)
+        if notice_key is not None and counselor is not None and counselor.case_room_id:
+            fx.say(
+                counselor.case_room_id,
+                self.render.text(
+                    self.counselor_lang(counselor), notice_key, room_link=rooms.room_link(room_id)
+                ),
+                reader=counselor.user_id,
+            )
+        await self.commit(fx, None)
+        resp = await self.session.client.room_kick(room_id, counselor_id)
+        if isinstance(resp, ErrorResponse):
+            logger.warning(
+                "removing the previous counselor from %s failed: %s", room_id, resp.status_code
+            )
 
     async def erase(self, fx: Effects, client: ClientRecord, item: InboxItem) -> None:
-        """Delete what we store about the client, redact our messages, leave their rooms."""
+        """Delete what we store about the client, redact our messages, leave their rooms.
+
+        The goodbye goes into the same transaction as the deletion; the
+        redactions and leaves run after it (they need the event ids the outbox
+        still holds, and a crash there leaves nothing readable in the
+        database). The freed capacity goes to the waiting list.
+        """
         lang = self.lang_of(client)
-        fx.messages.append((item.room_id, {"msgtype": "m.notice",
-                                           "body": self.render.text(lang, "erase.done")}))
+        fx.say(item.room_id, self.render.text(lang, "erase.done"))
         engagements = await self.store.engagements_of_client(client.user_id)
-        room_ids = [e.room_id for e in engagements if e.room_id]
-        if client.dm_room_id:
-            room_ids.append(client.dm_room_id)
+        room_ids = list(
+            dict.fromkeys(
+                [*(e.room_id for e in engagements if e.room_id), client.dm_room_id, item.room_id]
+            )
+        )
         fx.write(self._audit_fn(client.user_id, "client.erase"))
         fx.write(lambda: self.store.delete_client(client.user_id))
-        fx.after.append(lambda: self._redact_and_leave(room_ids, keep_last=item.room_id))
+        fx.after.append(
+            lambda: self._redact_and_leave([r for r in room_ids if r], keep_last=item.room_id)
+        )
+        fx.after.append(lambda: self.drain_waitlist(f"erase:{item.event_id}"))
 
     async def _redact_and_leave(self, room_ids: list[str], *, keep_last: str) -> None:
+        """Redact the bot's messages in each room, forget the room, leave it.
+
+        In ``keep_last`` (the DM) the newest message, the goodbye, stays
+        readable: it is the client's confirmation that the erasure happened.
+        """
         if self._flush is not None:
             await self._flush()  # the goodbye goes out before we leave
         for room_id in room_ids:
-            for event_id in await self.store.sent_events(room_id):
-                if room_id == keep_last and event_id == (await self.store.sent_events(room_id))[-1]:
-                    continue
-                await self.session.client.room_redact(room_id, event_id, reason="erasure")
+            sent = await self.store.sent_events(room_id)
+            if room_id == keep_last:
+                sent = sent[:-1]
+            for event_id in sent:
+                resp = await self.session.client.room_redact(room_id, event_id, reason="erasure")
+                if isinstance(resp, ErrorResponse):
+                    logger.warning("redacting in %s failed: %s", room_id, resp.status_code)
             await self.store.forget_room(room_id)
-            await self.session.client.room_leave(room_id)
+            resp = await self.session.client.room_leave(room_id)
+            if isinstance(resp, ErrorResponse):
+                logger.warning("leaving %s failed: %s", room_id, resp.status_code)
 
     # ------------------------------------------------------------------ session rooms
 
     async def on_session_message(self, item: InboxItem) -> None:
+        """A message in a session room: note who is waiting, watch for a crisis, run commands.
+
+        Only a client's words can start the crisis protocol (a counselor may
+        well write "self-harm" while working). A line starting with ``!`` is a
+        command only for the room's counselor; anyone else trying a counselor
+        command gets a polite refusal, and other ``!`` lines are just chat.
+        """
         fx = Effects(item.event_id)
         eng = await self.store.engagement_by_room(item.room_id)
         if eng is None or item.sender == self.bot:
             await self.commit(fx, item.event_id)
             return
-        role = "client" if item.sender == eng.client_id else (
-            "counselor" if item.sender == eng.counselor_id else None)
+        role = (
+            "client"
+            if item.sender == eng.client_id
+            else ("counselor" if item.sender == eng.counselor_id else None)
+        )
         if role is not None and eng.status == "active":
             fx.write(lambda: self.store.record_message(item.room_id, role=role, ts_ms=item.ts))
         if item.kind != "text":
@@ -829,22 +1143,49 @@ class Engine:
             await self.counselor_command(fx, eng, client, item, text)
         await self.commit(fx, item.event_id)
 
-    async def counselor_command(self, fx: Effects, eng: Engagement, client: ClientRecord | None,
-                                item: InboxItem, text: str) -> None:
+    async def counselor_command(
+        self, fx: Effects, eng: Engagement, client: ClientRecord | None, item: InboxItem, text: str
+    ) -> None:
         word, args = normalize_command(text)
-        counselor = await self.store.get_counselor(item.sender)
-        lang = self.counselor_lang(counselor) if counselor else self.policy.service.default_language
-        if item.sender != eng.counselor_id or counselor is None or eng.status != "active":
-            fx.say(item.room_id, self.render.text(self.lang_of(client), "not_allowed"))
-            return
         handler = COUNSELOR_COMMANDS.get(word)
+        counselor = await self.store.get_counselor(item.sender)
+        if item.sender != eng.counselor_id or counselor is None or eng.status != "active":
+            if handler is not None:
+                lang = (
+                    self.counselor_lang(counselor)
+                    if counselor is not None and item.sender != eng.client_id
+                    else self.lang_of(client)
+                )
+                fx.say(item.room_id, self.render.text(lang, "not_allowed"))
+            return
         if handler is None:
-            fx.say(item.room_id, self.render.text(lang, "unknown_command_counselor"))
+            fx.say(
+                item.room_id,
+                self.render.text(self.counselor_lang(counselor), "unknown_command_counselor"),
+            )
             return
         await handler(self, fx, eng, client, counselor, args, item)
 
-    async def cmd_close(self, fx: Effects, eng: Engagement, client: ClientRecord | None,
-                        counselor: Counselor, args: str, item: InboxItem) -> None:
+    async def cmd_counselor_help(
+        self,
+        fx: Effects,
+        eng: Engagement,
+        client: ClientRecord | None,
+        counselor: Counselor,
+        args: str,
+        item: InboxItem,
+    ) -> None:
+        fx.say(item.room_id, self.render.text(self.counselor_lang(counselor), "help.counselor"))
+
+    async def cmd_close(
+        self,
+        fx: Effects,
+        eng: Engagement,
+        client: ClientRecord | None,
+        counselor: Counselor,
+        args: str,
+        item: InboxItem,
+    ) -> None:
         lang = self.counselor_lang(counselor)
         outcome = args.split(maxsplit=1)[0].lower() if args else ""
         if outcome not in OUTCOMES:
@@ -853,8 +1194,10 @@ class Engine:
         fx.write(lambda: self.store.close_engagement(eng.id, outcome))
         fx.write(self._audit_fn(counselor.user_id, "engagement.close", eng.id, detail=outcome))
         clang = self.lang_of(client)
-        fx.say(item.room_id, self.render.text(clang, f"close.{OUTCOMES[outcome]}",
-                                              counselor_name=counselor.name))
+        fx.say(
+            item.room_id,
+            self.render.text(clang, f"close.{OUTCOMES[outcome]}", counselor_name=counselor.name),
+        )
         fx.say(item.room_id, self.render.text(lang, "close.done", outcome=outcome))
         if client is not None and client.dm_room_id:
             rec = replace(client, pending={"kind": "survey", "engagement": eng.id})
@@ -862,8 +1205,15 @@ class Engine:
             fx.say(client.dm_room_id, self.render.text(clang, "survey.ask"))
         fx.after.append(lambda: self.drain_waitlist(f"close:{eng.id}"))
 
-    async def cmd_risk(self, fx: Effects, eng: Engagement, client: ClientRecord | None,
-                       counselor: Counselor, args: str, item: InboxItem) -> None:
+    async def cmd_risk(
+        self,
+        fx: Effects,
+        eng: Engagement,
+        client: ClientRecord | None,
+        counselor: Counselor,
+        args: str,
+        item: InboxItem,
+    ) -> None:
         lang = self.counselor_lang(counselor)
         level = args.strip().lower()
         if level not in RISKS:
@@ -871,11 +1221,20 @@ class Engine:
             return
         fx.write(lambda: self.store.set_risk(eng.id, level))
         fx.write(self._audit_fn(counselor.user_id, "engagement.risk", eng.id, detail=level))
-        fx.say(item.room_id, self.render.text(lang, "risk.set",
-                                              level=self.render.text(lang, f"risk.{level}")))
+        fx.say(
+            item.room_id,
+            self.render.text(lang, "risk.set", level=self.render.text(lang, f"risk.{level}")),
+        )
 
-    async def cmd_refer(self, fx: Effects, eng: Engagement, client: ClientRecord | None,
-                        counselor: Counselor, args: str, item: InboxItem) -> None:
+    async def cmd_refer(
+        self,
+        fx: Effects,
+        eng: Engagement,
+        client: ClientRecord | None,
+        counselor: Counselor,
+        args: str,
+        item: InboxItem,
+    ) -> None:
         lang = self.counselor_lang(counselor)
         target_id = args.strip()
         if not target_id.startswith("@") or client is None:
@@ -888,14 +1247,21 @@ class Engine:
         if target is None or not target.active:
             fx.say(item.room_id, self.render.text(lang, "refer.unknown"))
             return
-        loads = {c.id: c for c in await self._loads()}
-        if not loads[target_id].has_room:
+        if not await self._has_room(target_id):
             fx.say(item.room_id, self.render.text(lang, "refer.full", counselor_name=target.name))
             return
         fx.say(item.room_id, self.render.text(lang, "refer.done", counselor_name=target.name))
         fx.write(self._audit_fn(counselor.user_id, "engagement.refer", eng.id))
-        fx.after.append(lambda: self.switch(client, target_id, eng.share_brief,
-                                            cause=item.event_id))
+        fx.after.append(
+            lambda: self.switch(
+                client,
+                target_id,
+                eng.share_brief,
+                cause=item.event_id,
+                note_key="refer.client",
+                incoming_key="refer.incoming",
+            )
+        )
 
     # ------------------------------------------------------------------ supervisors
 
@@ -918,13 +1284,21 @@ class Engine:
         awaiting = [e for e in active if e.awaiting_since]
         waiting = await self.store.waiting()
         oldest = max((now_ms - (e.awaiting_since or now_ms) for e in awaiting), default=0)
-        oldest_wl = max((self.clock() - datetime.fromisoformat(e.opened_at) for e in waiting),
-                        default=None)
-        fx.say(item.room_id, self.render.text(
-            lang, "queue.summary", awaiting=len(awaiting), oldest_wait=_hours(oldest / 3_600_000),
-            waitlisted=len(waiting),
-            oldest_waitlist=_hours(oldest_wl.total_seconds() / 3600) if oldest_wl else "-",
-            high_risk=sum(1 for e in active + waiting if e.risk == "high")))
+        oldest_wl = max(
+            (self.clock() - datetime.fromisoformat(e.opened_at) for e in waiting), default=None
+        )
+        fx.say(
+            item.room_id,
+            self.render.text(
+                lang,
+                "queue.summary",
+                awaiting=len(awaiting),
+                oldest_wait=_hours(oldest / 3_600_000),
+                waitlisted=len(waiting),
+                oldest_waitlist=_hours(oldest_wl.total_seconds() / 3600) if oldest_wl else "-",
+                high_risk=sum(1 for e in active + waiting if e.risk == "high"),
+            ),
+        )
 
     async def cmd_oncall(self, fx: Effects, args: str, item: InboxItem) -> None:
         lang = self.policy.service.default_language
@@ -949,9 +1323,15 @@ class Engine:
         if target is None or not target.active:
             fx.say(item.room_id, self.render.text(lang, "reassign.unknown_counselor"))
             return
-        loads = {c.id: c for c in await self._loads()}
-        if not loads[target_id].has_room:
-            fx.say(item.room_id, self.render.text(lang, "reassign.full", counselor_name=target.name))
+        if eng.counselor_id == target_id:
+            fx.say(
+                item.room_id, self.render.text(lang, "reassign.done", counselor_name=target.name)
+            )
+            return
+        if not await self._has_room(target_id):
+            fx.say(
+                item.room_id, self.render.text(lang, "reassign.full", counselor_name=target.name)
+            )
             return
         client = await self.store.get_client(eng.client_id)
         if client is None:
@@ -959,41 +1339,52 @@ class Engine:
             return
         fx.say(item.room_id, self.render.text(lang, "reassign.done", counselor_name=target.name))
         fx.write(self._audit_fn(item.sender, "engagement.reassign", eng.id))
-        fx.after.append(lambda: self.switch(client, target_id, eng.share_brief,
-                                            cause=item.event_id))
+        fx.after.append(
+            lambda: self.switch(
+                client,
+                target_id,
+                eng.share_brief,
+                cause=item.event_id,
+                note_key="counselor.rematched",
+                old_notice_key="sla.reassigned_previous",
+                incoming_key="sla.reassigned_counselor",
+            )
+        )
+
+    async def _has_room(self, counselor_id: str) -> bool:
+        return any(c.id == counselor_id and c.has_room for c in await self._loads())
 
     # ------------------------------------------------------------------ roster upkeep
 
     async def rematch_orphans(self) -> None:
-        """Re-match active clients whose counselor was removed from the roster."""
+        """Re-match active clients whose counselor was removed from the roster.
+
+        Each client is told first, then moved like a switch (brief shared as
+        before); when nobody is free they go on the waiting list. The cause is
+        derived from the engagement, so a crash half-way repeats nothing.
+        """
         active_ids = {c.user_id for c in await self.store.list_counselors(active_only=True)}
         for eng in await self.store.active_engagements():
-            if eng.counselor_id and eng.counselor_id not in active_ids:
-                client = await self.store.get_client(eng.client_id)
-                if client is None:
-                    continue
-                cause = f"rematch:{eng.id}"
-                chosen = matching.match(self._request(client, eng.crisis), await self._loads(),
-                                        self._weights())
-                if chosen is None:
-                    async with self._match_lock:
-                        await self.store.close_engagement(eng.id, None)
-                        new = await self.store.open_engagement(client.user_id, crisis=eng.crisis)
-                    waiting = [e.client_id for e in await self.store.waiting()]
-                    fx = Effects(cause)
-                    if client.dm_room_id:
-                        fx.say(client.dm_room_id, self.render.text(
-                            self.lang_of(client), "counselor.removed_waitlisted",
-                            position=waiting.index(client.user_id) + 1))
-                    await self.commit(fx, None)
-                    del new
-                    continue
-                fx = Effects(cause)
-                if client.dm_room_id:
-                    fx.say(client.dm_room_id, self.render.text(self.lang_of(client),
-                                                               "counselor.removed"))
-                await self.commit(fx, None)
-                await self.switch(client, chosen, eng.share_brief, cause=cause)
+            if eng.counselor_id is None or eng.counselor_id in active_ids:
+                continue
+            client = await self.store.get_client(eng.client_id)
+            if client is None:
+                continue
+            cause = f"rematch:{eng.id}"
+            fx = Effects(cause)
+            if client.dm_room_id:
+                fx.say(
+                    client.dm_room_id, self.render.text(self.lang_of(client), "counselor.removed")
+                )
+            await self.commit(fx, None)
+            await self.switch(
+                client,
+                None,
+                eng.share_brief,
+                cause=cause,
+                note_key="counselor.rematched",
+                waitlist_key="counselor.removed_waitlisted",
+            )
 
 
 def windows_zone(tz: str) -> Any:
@@ -1031,6 +1422,7 @@ COUNSELOR_COMMANDS: dict[str, CounselorHandler] = {
     "close": Engine.cmd_close,
     "risk": Engine.cmd_risk,
     "refer": Engine.cmd_refer,
+    "help": Engine.cmd_counselor_help,
 }
 SupervisorHandler = Callable[[Engine, Effects, str, InboxItem], Awaitable[None]]
 SUPERVISOR_COMMANDS: dict[str, SupervisorHandler] = {

@@ -74,7 +74,10 @@ async def make_bot(homeserver, tmp_path: Path) -> BotEnv:
 async def person(homeserver, user_factory, tmp_path: Path, prefix: str) -> Recorder:
     user_id, password = await user_factory(prefix)
     return await Recorder.connect(
-        homeserver.info.base_url, user_id, password, tmp_path / prefix / uuid.uuid4().hex[:6],
+        homeserver.info.base_url,
+        user_id,
+        password,
+        tmp_path / prefix / uuid.uuid4().hex[:6],
         secrets.token_bytes(32),
     )
 
@@ -110,13 +113,9 @@ class Chat:
         return self.who.bodies(self.room_id, sender=self.bot_id)
 
     async def send(self, body: str, *, allow_plaintext: bool = False) -> str:
-        return await self.who.session.send_text(
-            self.room_id, body, allow_plaintext=allow_plaintext
-        )
+        return await self.who.session.send_text(self.room_id, body, allow_plaintext=allow_plaintext)
 
-    async def expect(
-        self, want: str | Callable[[str], bool], *, timeout: float = 30.0
-    ) -> str:
+    async def expect(self, want: str | Callable[[str], bool], *, timeout: float = 30.0) -> str:
         """Wait for the next bot message that is (or satisfies) ``want``; return it."""
         check = want if callable(want) else (lambda body: body == want)
         found: list[str] = []
@@ -135,7 +134,7 @@ class Chat:
         except AssertionError:
             raise AssertionError(
                 f"no bot reply matching {want!r:.120}; got since cursor: "
-                f"{[m[:80] for m in self.bot_messages()[self.seen:]]}"
+                f"{[m[:80] for m in self.bot_messages()[self.seen :]]}"
             ) from None
         return found[0]
 
@@ -154,3 +153,119 @@ async def open_dm(client: Recorder, bot_id: str, *, encrypted: bool = True) -> C
         await client.session.wait_for_room(room_id)
     await until(lambda: client.joined(room_id, bot_id), what="bot joins the DM")
     return Chat(client, room_id, bot_id)
+
+
+# ---------------------------------------------------------------------- lifecycle helpers
+
+
+async def next_message(chat: Chat, *, timeout: float = 30.0) -> str:
+    """The very next bot message in ``chat``, whatever it says (to check ordering)."""
+    return await chat.expect(lambda _body: True, timeout=timeout)
+
+
+async def walk_intake(
+    chat: Chat,
+    *,
+    lang: str = "en",
+    pseudonym: str = "Rain",
+    phq: list[str] | None = None,
+    gad: list[str] | None = None,
+    topic: int = 1,
+) -> None:
+    """Drive an intake up to the counselor choice (``phq``/``gad`` default: skip both)."""
+    phq_inst = POLICY.instruments["phq9"]
+    gad_inst = POLICY.instruments["gad7"]
+
+    async def step(send: str, want: Callable[[str], bool] | str) -> None:
+        await chat.send(send)
+        await chat.expect(want)
+
+    await chat.expect(lambda b: "Welcome to" in b)
+    await step("1" if lang == "en" else "2", lambda b: POLICY.consent[lang].text[:60] in b)
+    await step("agree" if lang == "en" else "setuju", text(lang, "intake.age", min_age=18))
+    first_country = POLICY.crisis.countries[0].label[lang]
+    await step("yes" if lang == "en" else "ya", lambda b: first_country in b)
+    await step("1", text(lang, "intake.pseudonym", max_len=40))
+    await step(pseudonym, lambda b: phq_inst.items[0].text[lang] in b)
+    for i, answer in enumerate(phq or ["skip"]):
+        if answer == "skip":
+            await step("skip", lambda b: gad_inst.items[0].text[lang] in b)
+            break
+        nxt = phq_inst.items[i + 1].text[lang] if i + 1 < 9 else gad_inst.items[0].text[lang]
+        await step(answer, lambda b, nxt=nxt: nxt in b)
+    topic_label = POLICY.service.topics[0].label[lang]
+    for i, answer in enumerate(gad or ["skip"]):
+        if answer == "skip":
+            await step("skip", lambda b: topic_label in b)
+            break
+        nxt = gad_inst.items[i + 1].text[lang] if i + 1 < 7 else topic_label
+        await step(answer, lambda b, nxt=nxt: nxt in b)
+    await step(str(topic), lambda b: "auto" in b)
+
+
+@dataclass
+class Seated:
+    """A client after a full intake: their DM and session room with the bot."""
+
+    client: Recorder
+    dm: Chat
+    room: Chat
+
+    @property
+    def user_id(self) -> str:
+        return self.client.session.user_id
+
+
+async def seat_client(
+    env: BotEnv, client: Recorder, counselor_name: str, **intake: object
+) -> Seated:
+    """Open a DM, walk the intake, pick ``auto`` and wait for the session room."""
+    dm = await open_dm(client, env.user_id)
+    await walk_intake(dm, **intake)  # type: ignore[arg-type]
+    await dm.send("auto")
+    await dm.expect(
+        text(str(intake.get("lang", "en")), "intake.matched", counselor_name=counselor_name)
+    )
+    assert env.bridge is not None
+    eng = await env.bridge.store.current_engagement(client.session.user_id)
+    assert eng is not None and eng.room_id is not None
+    room_id = eng.room_id
+    await until(lambda: client.joined(room_id, client.session.user_id), what="client joins")
+    room = Chat(client, room_id, env.user_id)
+    await room.expect(lambda b: counselor_name in b)  # the intro notice
+    return Seated(client, dm, room)
+
+
+async def supervisors_room(supervisor: Recorder, bot_id: str) -> str:
+    """An encrypted room of a supervisor and the bot (give its id to ``BotEnv``)."""
+    return await supervisor.create_encrypted_room([bot_id])
+
+
+async def room_state(who: Recorder, room_id: str) -> list[dict[str, object]]:
+    """The room's current state as ``who`` reads it through the client-server API."""
+    status, body = await who.session.raw("GET", f"/_matrix/client/v3/rooms/{room_id}/state")
+    assert status == 200, (status, body)
+    return list(body)
+
+
+async def membership(who: Recorder, room_id: str, user_id: str) -> str | None:
+    """``user_id``'s membership in ``room_id`` as ``who`` sees it (None: never a member)."""
+    for event in await room_state(who, room_id):
+        if event.get("type") == "m.room.member" and event.get("state_key") == user_id:
+            content = event.get("content")
+            return str(content.get("membership")) if isinstance(content, dict) else None
+    return None
+
+
+async def fetch_event(who: Recorder, room_id: str, event_id: str) -> dict[str, object]:
+    """One event as the homeserver serves it to ``who`` (redacted events have no content)."""
+    status, body = await who.session.raw(
+        "GET", f"/_matrix/client/v3/rooms/{room_id}/event/{event_id}"
+    )
+    assert status == 200, (status, body)
+    return dict(body)
+
+
+def bot_event_ids(who: Recorder, room_id: str, bot_id: str) -> list[str]:
+    """Event ids of the bot's messages ``who`` decrypted in ``room_id``, in order."""
+    return [m.event_id for m in who.messages if m.room_id == room_id and m.sender == bot_id]
