@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,8 +27,11 @@ from nio import (
     RoomMessageText,
 )
 
+from bridge.bookings import Bookings
+from bridge.cadence import Cadence
 from bridge.engine import AWAIT_JOIN, PLAINTEXT_OK, Engine
 from bridge.inbox import Inbox, InboxItem
+from bridge.scheduler import DurableScheduler
 from bridge.store import BridgeStore
 from e2ecounsel.config import BridgeConfig
 from e2ecounsel.errors import MatrixError
@@ -69,8 +72,10 @@ class Bridge:
         *,
         policy: Policy | None = None,
         tick_seconds: float = TICK_SECONDS,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.config = config
+        self.clock = clock
         self.sealer = sealer
         self.policy = policy or load_policy(config.policies_dir)
         self.tick_seconds = tick_seconds
@@ -88,6 +93,8 @@ class Bridge:
         self.store: BridgeStore | None = None
         self.inbox: Inbox | None = None
         self.engine: Engine | None = None
+        self.scheduler: DurableScheduler | None = None
+        self.cadence: Cadence | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._flush_lock = asyncio.Lock()
@@ -119,7 +126,16 @@ class Bridge:
             supervisors_room=self.supervisors_room,
             mark_done=self.inbox.done,
             flush=self.flush,
+            clock=self.clock,
         )
+        self.scheduler = DurableScheduler(
+            self.store, misfire=self.policy.service.misfire, clock=self.clock, flush=self.flush
+        )
+        self.engine.bookings = Bookings(self.store)
+        self.cadence = self.engine.cadence = Cadence(
+            self.engine, self.scheduler, self.engine.bookings
+        )
+        self.scheduler.summarize = self.cadence.summarize
         await self.session.login(self.config.bot_password)
         signing = await self.session.ensure_cross_signing(self.config.bot_password)
         self.trust = TrustPolicy(
@@ -139,6 +155,10 @@ class Bridge:
             self._kick(room_id)
         await self.flush()
         self.session.start()
+        # Reminders: what fell due while we were down follows the misfire
+        # policy; then the alarm is armed from the database.
+        await self.cadence.plan_all(self.clock())
+        await self.scheduler.start()
         self._ticker = asyncio.create_task(self._tick(), name="bridge-tick")
         return BridgeStatus(
             self.session.user_id,
@@ -167,6 +187,8 @@ class Bridge:
     async def stop(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
+        if self.scheduler is not None:
+            self.scheduler.stop()
         await self.session.stop()
         for task in [*self._workers.values(), *self._tasks]:
             task.cancel()

@@ -69,6 +69,7 @@ class Cadence:
             ("booking.remind", self.fire_booking_remind),
             ("booking.start", self.fire_booking_start),
             ("retention.purge", self.fire_retention),
+            ("notice", self.fire_notice),
         ):
             scheduler.handle(kind)(handler)
 
@@ -304,6 +305,10 @@ class Cadence:
                 notice(self.render.text(lang, "reminder.starting", counselor_name=counselor.name)),
             )
         ]
+
+    async def fire_notice(self, job: Job, now: datetime) -> Sequence[Message]:
+        """A scheduled notice whose (sealed) text was fixed when it was planned."""
+        return [(job.target, notice(str(job.payload["body"])))]
 
     async def fire_retention(self, job: Job, now: datetime) -> Sequence[Message]:
         purged = await self.purge(now)

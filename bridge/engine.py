@@ -26,12 +26,14 @@ from typing import Any
 
 from nio import ErrorResponse
 
-from bridge import rooms
+from bridge import booking_flow, rooms
+from bridge.bookings import Bookings
+from bridge.cadence import Cadence, windows_of
 from bridge.inbox import InboxItem
 from bridge.render import Renderer
 from bridge.store import BridgeStore, ClientRecord, Counselor, Engagement
 from e2ecounsel.domain import intake, matching
-from e2ecounsel.domain.cadence import ReplyWindows, next_window
+from e2ecounsel.domain.cadence import next_window
 from e2ecounsel.domain.crisis import CrisisDetector
 from e2ecounsel.domain.replies import Reply
 from e2ecounsel.domain.screening import Band
@@ -128,6 +130,9 @@ class Engine:
         self._flush = flush
         self._match_lock = asyncio.Lock()
         self.max_chars = policy.service.max_message_chars
+        # Set by the bridge when scheduling is on (always, outside unit tests).
+        self.bookings: Bookings | None = None
+        self.cadence: Cadence | None = None
 
     @property
     def bot(self) -> str:
@@ -416,6 +421,8 @@ class Engine:
     ) -> Callable[[], Awaitable[Any]]:
         return lambda: self.audit(actor, action, engagement_id, detail)
 
+    audit_fn = _audit_fn
+
     # ------------------------------------------------------------------ matching
 
     def _request(self, client: ClientRecord, crisis: bool = False) -> matching.MatchRequest:
@@ -619,6 +626,10 @@ class Engine:
             fx.say(
                 client.dm_room_id, self.render.text(lang, note_key, counselor_name=counselor.name)
             )
+        if self.cadence is not None:
+            cadence, fresh_counselor = self.cadence, await self.store.get_counselor(counselor_id)
+            if fresh_counselor is not None:
+                fx.after.append(lambda: cadence.plan_digest(fresh_counselor, self.clock()))
         await self.commit(fx, None)
         return room_id
 
@@ -783,27 +794,24 @@ class Engine:
                 credentials=counselor.credentials,
             )
         ]
-        when = self.next_window_text(counselor, lang)
+        when = await self.next_window_text(counselor, client)
         key = "status.awaiting" if eng.awaiting_since else "status.not_awaiting"
         parts.append(self.render.text(lang, key, next_window=when))
-        parts.append(self.render.text(lang, "status.no_bookings"))
+        parts.append(await booking_flow.bookings_text(self, client))
         fx.say(item.room_id, "\n".join(parts))
 
-    def next_window_text(self, counselor: Counselor, lang: str) -> str:
+    async def next_window_text(self, counselor: Counselor, client: ClientRecord) -> str:
+        """The counselor's next reply window, in the client's zone, days off honoured."""
+        days_off = ""
+        if self.bookings is not None:
+            _, days_off = await self.bookings.schedule_of(counselor.user_id)
         try:
-            from datetime import time as dtime
-
-            windows = ReplyWindows(
-                tuple(dtime.fromisoformat(t) for t in counselor.reply_windows),
-                counselor.timezone,
-                frozenset(),
-            )
-            nxt = next_window(self.clock(), windows)
+            nxt = next_window(self.clock(), windows_of(counselor, days_off))
         except ValueError:
             return "?"
         if nxt is None:
             return "?"
-        return nxt.astimezone(windows_zone(counselor.timezone)).strftime("%Y-%m-%d %H:%M %Z")
+        return Cadence.when(nxt, booking_flow.client_zone(client, counselor))
 
     async def cmd_counselors(
         self, fx: Effects, client: ClientRecord, args: str, item: InboxItem
@@ -941,6 +949,12 @@ class Engine:
                     old_notice_key="switch.counselor_notice",
                 )
             )
+        elif kind == "book":
+            if answer.isdigit():
+                await booking_flow.reserve(self, fx, client, pending, int(answer), room)
+            else:
+                fx.write(lambda: self.store.save_client(cleared))
+                fx.say(room, self.render.text(lang, "booking.offer_closed"))
         elif kind == "survey":
             eng_id = int(pending.get("engagement", 0))
             if pending.get("step") == "comment":
@@ -1132,6 +1146,8 @@ class Engine:
         )
         if role is not None and eng.status == "active":
             fx.write(lambda: self.store.record_message(item.room_id, role=role, ts_ms=item.ts))
+            if role == "client" and self.cadence is not None:
+                fx.after.append(self._plan_sla(item.room_id))
         if item.kind != "text":
             await self.commit(fx, item.event_id)
             return
@@ -1141,7 +1157,17 @@ class Engine:
             await self.crisis_protocol(fx, client, "phrase:session", reply_room=item.room_id)
         elif text.startswith("!"):
             await self.counselor_command(fx, eng, client, item, text)
+        elif role == "client" and client is not None:
+            await booking_flow.answer_in_session(self, fx, client, text, item.room_id)
         await self.commit(fx, item.event_id)
+
+    def _plan_sla(self, room_id: str) -> Callable[[], Awaitable[None]]:
+        async def plan() -> None:
+            eng = await self.store.engagement_by_room(room_id)
+            if eng is not None and self.cadence is not None:
+                await self.cadence.on_client_message(eng)
+
+        return plan
 
     async def counselor_command(
         self, fx: Effects, eng: Engagement, client: ClientRecord | None, item: InboxItem, text: str
@@ -1413,6 +1439,12 @@ CLIENT_COMMANDS: dict[str, ClientHandler] = {
     "hapus": Engine.cmd_erase,
     "language": Engine.cmd_language,
     "bahasa": Engine.cmd_language,
+    "book": booking_flow.cmd_book,
+    "pesan": booking_flow.cmd_book,
+    "bookings": booking_flow.cmd_bookings,
+    "jadwal": booking_flow.cmd_bookings,
+    "cancel": booking_flow.cmd_cancel,
+    "batal": booking_flow.cmd_cancel,
 }
 CounselorHandler = Callable[
     [Engine, Effects, Engagement, "ClientRecord | None", Counselor, str, InboxItem],
@@ -1423,6 +1455,7 @@ COUNSELOR_COMMANDS: dict[str, CounselorHandler] = {
     "risk": Engine.cmd_risk,
     "refer": Engine.cmd_refer,
     "help": Engine.cmd_counselor_help,
+    "book": booking_flow.cmd_counselor_book,
 }
 SupervisorHandler = Callable[[Engine, Effects, str, InboxItem], Awaitable[None]]
 SUPERVISOR_COMMANDS: dict[str, SupervisorHandler] = {

@@ -85,7 +85,7 @@ class DurableScheduler:
         self.misfire = misfire
         self.clock = clock
         self._flush = flush
-        self._summarize = summarize
+        self.summarize = summarize
         self.handlers: dict[str, JobHandler] = {}
         self._timer = timer
         self._lock = asyncio.Lock()
@@ -169,7 +169,7 @@ class DurableScheduler:
             grace = timedelta(seconds=self.misfire.grace_seconds)
             late = [j for j in due if now - j.due > grace]
             fired = 0
-            if late and self.misfire.mode == "summarize" and self._summarize is not None:
+            if late and self.misfire.mode == "summarize" and self.summarize is not None:
                 late_ids = {j.id for j in late}
                 by_target: dict[str, list[Job]] = {}
                 for job in late:
@@ -209,9 +209,9 @@ class DurableScheduler:
             )
 
     async def _fold(self, target: str, jobs: Sequence[Job], now: datetime) -> None:
-        assert self._summarize is not None
+        assert self.summarize is not None
         try:
-            messages = await self._summarize(target, jobs, now)
+            messages = await self.summarize(target, jobs, now)
         except Exception:
             logger.exception("summary of %d late job(s) failed; they stay pending", len(jobs))
             return

@@ -222,6 +222,7 @@ _CATALOG: dict[str, tuple[str, ...]] = {
     "booking.taken": (),
     "booking.cancelled": ("when",),
     "booking.nothing_to_cancel": (),
+    "booking.offer_closed": (),
     "booking.line": ("index", "when", "counselor_name"),
     "booking.counselor_new": ("when", "pseudonym", "room_link"),
     "booking.counselor_cancelled": ("when", "room_link"),
