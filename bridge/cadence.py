@@ -136,9 +136,12 @@ class Cadence:
         case_room = counselor.case_room_id or await self.engine.case_room(counselor)
         assert eng.room_id is not None
         payload = {"booking": booking.id}
+        now = self.engine.clock()
         for offset in self.policy.service.booking.reminder_offsets:
             label = int(offset.total_seconds())
             due = booking.starts_at - offset
+            if due <= now:
+                continue  # booked later than this reminder would have come: nothing to remind
             await self.scheduler.schedule(
                 "booking.remind",
                 due,

@@ -7,6 +7,7 @@ import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from bridge.app import Bridge
@@ -35,6 +36,7 @@ class BotEnv:
     key: bytes
     supervisors_room: str | None = None
     bridge: Bridge | None = None
+    clock: Callable[[], datetime] | None = None
     stores: list[Path] = field(default_factory=list)
 
     def config(self) -> BridgeConfig:
@@ -50,7 +52,10 @@ class BotEnv:
         )
 
     async def start(self) -> Bridge:
-        self.bridge = Bridge(self.config(), Sealer(self.key), policy=POLICY, tick_seconds=0.5)
+        extra = {"clock": self.clock} if self.clock is not None else {}
+        self.bridge = Bridge(
+            self.config(), Sealer(self.key), policy=POLICY, tick_seconds=0.5, **extra
+        )
         await self.bridge.start()
         return self.bridge
 
