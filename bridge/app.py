@@ -188,7 +188,7 @@ class Bridge:
         if self._ticker is not None:
             self._ticker.cancel()
         if self.scheduler is not None:
-            self.scheduler.stop()
+            await self.scheduler.stop()
         await self.session.stop()
         for task in [*self._workers.values(), *self._tasks]:
             task.cancel()

@@ -90,6 +90,7 @@ class DurableScheduler:
         self._timer = timer
         self._lock = asyncio.Lock()
         self._running = False
+        self._arm_task: asyncio.Task[None] | None = None
 
     def handle(self, kind: str) -> Callable[[JobHandler], JobHandler]:
         """Register the handler of one job kind (decorator)."""
@@ -236,19 +237,28 @@ class DurableScheduler:
         self._running = True
         return await self.run_due()
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """Stop the alarm; a firing in progress finishes first (its transaction is whole)."""
         self._running = False
-        if self._timer is not None and self._timer.running:
-            self._timer.shutdown(wait=False)
+        if self._arm_task is not None and not self._arm_task.done():
+            self._arm_task.cancel()
+        async with self._lock:
+            if self._timer is not None and self._timer.running:
+                self._timer.shutdown(wait=False)
 
     def _arm(self) -> None:
         """(Re)arm the one alarm for the earliest pending job."""
         if self._timer is None:
             return
-        asyncio.get_running_loop().create_task(self._arm_async())
+        if self._arm_task is not None and not self._arm_task.done():
+            self._arm_task.cancel()
+        self._arm_task = asyncio.get_running_loop().create_task(self._arm_async())
 
     async def _arm_async(self) -> None:
-        due = await self.next_due()
+        try:
+            due = await self.next_due()
+        except asyncio.CancelledError:
+            return
         if self._timer is None or not self._running:
             return
         if due is None:

@@ -137,7 +137,7 @@ async def test_jobs_survive_a_restart_and_misfires_fire_late(tmp_path):
         assert await sched.start() == 2
         assert seen == ["a", "b"]
     finally:
-        sched.stop()
+        await sched.stop()
         await store.close()
 
 
@@ -184,7 +184,7 @@ async def test_the_alarm_fires_without_anyone_calling_run_due(store):
         await sched.schedule("ping", datetime.now(UTC) + timedelta(milliseconds=300), "t", key="p")
         await asyncio.wait_for(fired.wait(), 10)
     finally:
-        sched.stop()
+        await sched.stop()
 
 
 async def test_cancel_stops_pending_jobs_by_key_prefix(store):
