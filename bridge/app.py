@@ -97,7 +97,7 @@ class Bridge:
         self.cadence: Cadence | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._workers: dict[str, asyncio.Task[None]] = {}
-        self._flush_lock = asyncio.Lock()
+        self._send_locks: dict[str, asyncio.Lock] = {}
         self._ticker: asyncio.Task[None] | None = None
         self.session.add_event_callback(self._on_invite, InviteMemberEvent)
         self.session.add_event_callback(self._on_text, RoomMessageText)
@@ -266,7 +266,7 @@ class Bridge:
     async def _on_member(self, room: MatrixRoom, event: RoomMemberEvent) -> None:
         # Someone joined: messages held for them (see AWAIT_JOIN) can go out now.
         if event.membership == "join" and event.state_key != self.session.user_id:
-            self.background(self.flush(), name=f"flush:join:{room.room_id}")
+            self.background(self.flush({room.room_id}), name=f"flush:join:{room.room_id}")
 
     async def _receive(self, room: MatrixRoom, event: Any, kind: str, body: str) -> None:
         assert self.inbox is not None
@@ -333,15 +333,25 @@ class Bridge:
             return True
         return None if membership == "invite" else False
 
-    async def flush(self) -> None:
-        """Send everything queued, room by room in order, rooms in parallel."""
+    async def flush(self, only: set[str] | None = None) -> None:
+        """Send what is queued: each room in order, rooms in parallel.
+
+        ``only`` limits it to some rooms (a handler flushes the rooms it wrote
+        to and does not wait for anyone else's). One lock per room keeps the
+        order; the queue is read again under the lock, so two flushes never
+        send the same item twice.
+        """
         assert self.store is not None
-        async with self._flush_lock:
-            pending = await self.store.unsent()
-            by_room: dict[str, list[Any]] = {}
-            for item in pending:
-                by_room.setdefault(item.room_id, []).append(item)
-            await asyncio.gather(*(self._send_room(items) for items in by_room.values()))
+        rooms = await self.store.unsent_rooms()
+        if only is not None:
+            rooms &= only
+        await asyncio.gather(*(self._flush_room(room_id) for room_id in rooms))
+
+    async def _flush_room(self, room_id: str) -> None:
+        assert self.store is not None
+        lock = self._send_locks.setdefault(room_id, asyncio.Lock())
+        async with lock:
+            await self._send_room(await self.store.unsent(room_id))
 
     async def _send_room(self, items: list[Any]) -> None:
         assert self.store is not None

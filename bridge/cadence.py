@@ -70,6 +70,7 @@ class Cadence:
             ("booking.start", self.fire_booking_start),
             ("retention.purge", self.fire_retention),
             ("notice", self.fire_notice),
+            ("sla.offer", self.fire_sla_offer),
         ):
             scheduler.handle(kind)(handler)
 
@@ -122,6 +123,16 @@ class Cadence:
             key=f"{base}:remind",
             payload=payload,
         )
+        client = await self.store.get_client(eng.client_id)
+        if svc.reassign_hours > 0 and client is not None and client.dm_room_id:
+            # The client decides: we only offer another counselor; nothing moves by itself.
+            await self.scheduler.schedule(
+                "sla.offer",
+                since + timedelta(hours=svc.reassign_hours),
+                client.dm_room_id,
+                key=f"{base}:offer",
+                payload=payload,
+            )
         if self.engine.supervisors_room:
             await self.scheduler.schedule(
                 "sla.escalate",
@@ -210,6 +221,15 @@ class Cadence:
             room_link=rooms.room_link(eng.room_id),
         )
         return [(job.target, notice(body))]
+
+    async def fire_sla_offer(self, job: Job, now: datetime) -> Sequence[Message]:
+        eng = await self.store.get_engagement(int(job.payload["engagement"]))
+        if eng is None or eng.status != "active" or eng.awaiting_since != job.payload["since"]:
+            return []
+        client = await self.store.get_client(eng.client_id)
+        lang = self.engine.lang_of(client)
+        hours = self._fmt_hours(self.policy.service.reassign_hours)
+        return [(job.target, notice(self.render.text(lang, "sla.offer_switch", hours=hours)))]
 
     async def fire_sla_escalate(self, job: Job, now: datetime) -> Sequence[Message]:
         eng = await self.store.get_engagement(int(job.payload["engagement"]))

@@ -12,10 +12,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from bridge.app import Bridge, BridgeStatus
+from bridge.bookings import Bookings, parse_days_off
 from bridge.roster import parse_counselor_args, parse_mxid, parse_on_off
 from bridge.store import BridgeStore
 from e2ecounsel.cli import command, data_dir, data_dir_arg, setup_logging, wait_for_signal
 from e2ecounsel.config import BridgeConfig, load_config, write_config
+from e2ecounsel.domain.booking import parse_weekly
 from e2ecounsel.errors import CommandError
 from e2ecounsel.homeserver import EmbeddedHomeserver, HomeserverInfo
 from e2ecounsel.policy import load_policy
@@ -321,6 +323,45 @@ async def cmd_counselor_remove(args: argparse.Namespace) -> int:
         )
     else:
         print(f"removed {user_id}; they had no active clients")
+    return 0
+
+
+def _counselor_schedule_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("user_id", metavar="MXID", help="the counselor's Matrix id")
+    p.add_argument(
+        "--availability",
+        default="",
+        help='weekly live-session hours in their zone, e.g. "mon-fri 10:00-16:00; sat 09:00-12:00"',
+    )
+    p.add_argument("--days-off", default="", help="weekdays without reply rounds, e.g. sat,sun")
+    _store_args(p)
+
+
+@command("counselor schedule", "set live-session hours and days off")(_counselor_schedule_args)
+async def cmd_counselor_schedule(args: argparse.Namespace) -> int:
+    user_id = parse_mxid(args.user_id)
+    try:
+        parse_days_off(args.days_off)
+    except ValueError as exc:
+        raise CommandError(f"--days-off: {exc}") from None
+    root, _ = _where(args)
+    store = await BridgeStore.open_data_dir(root, create=False)
+    try:
+        counselor = await store.get_counselor(user_id)
+        if counselor is None:
+            raise CommandError(f"{user_id} is not on the roster; add them first")
+        if args.availability.strip():
+            try:
+                parse_weekly(args.availability, counselor.timezone)
+            except ValueError as exc:
+                raise CommandError(f"--availability: {exc}") from None
+        await Bookings(store).set_schedule(
+            user_id, availability=args.availability.strip(), days_off=args.days_off.strip()
+        )
+        await store.audit("operator", "counselor.schedule", detail=store.actor_ref(user_id))
+    finally:
+        await store.close()
+    print(f"schedule of {user_id} saved")
     return 0
 
 

@@ -116,7 +116,7 @@ class Engine:
         supervisors_room: str | None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         mark_done: Callable[[str], Awaitable[None]] | None = None,
-        flush: Callable[[], Awaitable[None]] | None = None,
+        flush: Callable[[set[str] | None], Awaitable[None]] | None = None,
         audit_key: bytes = b"",
     ) -> None:
         self.session = session
@@ -129,6 +129,7 @@ class Engine:
         self._mark_done = mark_done
         self._flush = flush
         self._match_lock = asyncio.Lock()
+        self._case_locks: dict[str, asyncio.Lock] = {}
         self.max_chars = policy.service.max_message_chars
         # Set by the bridge when scheduling is on (always, outside unit tests).
         self.bookings: Bookings | None = None
@@ -150,13 +151,15 @@ class Engine:
                 if self._mark_done is not None:
                     await self._mark_done(event_id)
                 await self.store.mark_handled(event_id)
+        # Send first: a crisis reply must not wait for follow-ups such as
+        # opening a room. Only the rooms this step wrote to are flushed here.
+        if self._flush is not None and fx.messages:
+            await self._flush({room for room, _ in fx.messages})
         for fn in fx.after:
             try:
                 await fn()
             except Exception:
                 logger.exception("follow-up action failed after %s", fx.cause)
-        if self._flush is not None:
-            await self._flush()
 
     async def audit(
         self, actor: str, action: str, engagement_id: int | None = None, detail: str = ""
@@ -491,9 +494,21 @@ class Engine:
         await self.commit(fx, None)
 
     async def case_room(self, counselor: Counselor) -> str:
-        """The bot's encrypted DM with a counselor (briefs, pages, digests)."""
+        """The bot's encrypted DM with a counselor (briefs, pages, digests).
+
+        Created once: a burst of pages for a counselor without one waits on
+        the counselor's lock and then finds the room the first one made.
+        """
         if counselor.case_room_id:
             return counselor.case_room_id
+        lock = self._case_locks.setdefault(counselor.user_id, asyncio.Lock())
+        async with lock:
+            fresh = await self.store.get_counselor(counselor.user_id)
+            if fresh is not None and fresh.case_room_id:
+                return fresh.case_room_id
+            return await self._create_case_room(counselor)
+
+    async def _create_case_room(self, counselor: Counselor) -> str:
         lang = counselor.languages[0] if counselor.languages else None
         lang = self.policy.language(lang)
         room_id = await rooms.create_private_room(
@@ -1110,7 +1125,7 @@ class Engine:
         readable: it is the client's confirmation that the erasure happened.
         """
         if self._flush is not None:
-            await self._flush()  # the goodbye goes out before we leave
+            await self._flush(None)  # the goodbye goes out before we leave
         for room_id in room_ids:
             sent = await self.store.sent_events(room_id)
             if room_id == keep_last:

@@ -197,3 +197,8 @@ CREATE INDEX bookings_by_engagement ON bookings(engagement_id, status);
 
 MIGRATIONS.add_sql("durable jobs: reminders, digests, escalations", JOBS_SQL)
 MIGRATIONS.add_sql("live-session bookings and counselor availability", BOOKINGS_SQL)
+
+MIGRATIONS.add_sql(
+    "outbox by room, for per-room flushing",
+    "CREATE INDEX outbox_unsent_by_room ON outbox(room_id, created_at) WHERE sent_at IS NULL;",
+)

@@ -309,11 +309,13 @@ class BridgeStore:
         )
         return result.rowcount == 1
 
-    async def unsent(self) -> list[OutboxItem]:
-        """Queued sends not yet confirmed, oldest first."""
+    async def unsent(self, room_id: str | None = None) -> list[OutboxItem]:
+        """Queued sends not yet confirmed, oldest first (of one room, if given)."""
+        where, params = ("AND room_id = ? ", (room_id,)) if room_id is not None else ("", ())
         rows = await self.db.fetchall(
-            "SELECT txn_id, room_id, content FROM outbox WHERE sent_at IS NULL "
-            "ORDER BY created_at, rowid"
+            f"SELECT txn_id, room_id, content FROM outbox WHERE sent_at IS NULL {where}"
+            "ORDER BY created_at, rowid",
+            params,
         )
         return [
             OutboxItem(
@@ -323,6 +325,10 @@ class BridgeStore:
             )
             for r in rows
         ]
+
+    async def unsent_rooms(self) -> set[str]:
+        rows = await self.db.fetchall("SELECT DISTINCT room_id FROM outbox WHERE sent_at IS NULL")
+        return {str(r["room_id"]) for r in rows}
 
     async def mark_sent(self, txn_id: str, event_id: str) -> None:
         await self.db.execute(

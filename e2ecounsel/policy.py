@@ -239,6 +239,7 @@ _CATALOG: dict[str, tuple[str, ...]] = {
     "sla.reminder": ("pseudonym", "hours", "room_link"),
     "sla.escalation": ("counselor_name", "hours", "room_link"),
     "sla.reassigned_client": ("counselor_name",),
+    "sla.offer_switch": ("hours",),
     "sla.reassigned_counselor": ("room_link",),
     "sla.reassigned_previous": ("room_link",),
 }

@@ -1,0 +1,986 @@
+"""Bridge latency under load, next to a bare end-to-end encrypted echo bot.
+
+Run from the repository root::
+
+    python -m bench.bridge_latency            # 50 clients
+    python -m bench.bridge_latency --clients 10
+
+Everything is real: an embedded Synapse in a temporary directory, the bridge as it
+runs in production (its own cross-signed device, its SQLite store, the packaged
+policies, a few counselors, one of them on call), and N clients that are full E2EE
+:class:`MatrixSession` accounts with cross-signed devices. The same clients, in the
+same run, also talk to a minimal matrix-nio echo bot on the same Synapse.
+
+Absolute milliseconds depend on the machine (and every account here shares one
+Python process and the CPU with Synapse). The figure that matters is the ratio
+bridge / echo bot: it is what the bridge's own work (inbox, store, policy, trust
+checks, paging) adds on top of the unavoidable Matrix + Olm/Megolm round trip.
+
+Latency of one reply = from the moment a client starts sending its message until
+that client has the bot's answer decrypted (the sync callback fired).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import secrets
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nio import (
+    InviteMemberEvent,
+    MatrixRoom,
+    MegolmEvent,
+    RoomCreateResponse,
+    RoomMessageNotice,
+    RoomMessageText,
+)
+
+from bridge.app import Bridge
+from bridge.store import Counselor
+from e2ecounsel.config import BridgeConfig
+from e2ecounsel.homeserver import EmbeddedHomeserver, free_port
+from e2ecounsel.matrix import MatrixSession
+from e2ecounsel.policy import Policy, load_policy
+from e2ecounsel.sealing import Sealer
+
+logger = logging.getLogger("bench.bridge_latency")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+LANG = "en"
+CRISIS_PHRASE = "I want to kill myself"
+ECHO_GREETING = "echo bot ready"
+COUNSELORS = 3
+SCREENING_ITEMS = 3  # PHQ-9 answers sent after the pseudonym
+ENCRYPTION_STATE = {
+    "type": "m.room.encryption",
+    "state_key": "",
+    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+}
+_MARK = "\x00"
+
+Check = Callable[[str], bool]
+
+
+# ---------------------------------------------------------------------------- accounts
+
+
+@dataclass
+class Seen:
+    room_id: str
+    sender: str
+    body: str
+    at: float  # perf_counter() when the decrypted event reached the client
+    event_id: str
+    server_ts: int  # origin_server_ts, milliseconds on the homeserver's clock
+
+
+class Peer:
+    """A real E2EE account that timestamps every message it could decrypt."""
+
+    def __init__(self, session: MatrixSession, *, auto_join: bool) -> None:
+        self.session = session
+        self.auto_join = auto_join
+        self.seen: list[Seen] = []
+        self.undecryptable: list[str] = []
+        self._changed = asyncio.Condition()
+        session.add_event_callback(self._on_text, (RoomMessageText, RoomMessageNotice))
+        session.add_event_callback(self._on_undecryptable, MegolmEvent)
+        session.add_event_callback(self._on_invite, InviteMemberEvent)
+
+    @property
+    def user_id(self) -> str:
+        return self.session.user_id
+
+    @classmethod
+    async def connect(
+        cls, base_url: str, user_id: str, password: str, store: Path, *, auto_join: bool = False
+    ) -> Peer:
+        """Sign in like a current client: a new device, cross-signed by its owner."""
+        session = MatrixSession(
+            base_url, user_id, store, Sealer(secrets.token_bytes(32)), device_name="bench"
+        )
+        peer = cls(session, auto_join=auto_join)
+        try:
+            await session.login(password)
+            await session.ensure_cross_signing(password)
+            await session.sync_once(0)
+        except BaseException:
+            await session.close()
+            raise
+        session.start()
+        return peer
+
+    async def _on_text(self, room: MatrixRoom, event: Any) -> None:
+        self.seen.append(
+            Seen(
+                room.room_id,
+                event.sender,
+                event.body,
+                time.perf_counter(),
+                event.event_id,
+                int(event.server_timestamp),
+            )
+        )
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _on_undecryptable(self, room: MatrixRoom, event: MegolmEvent) -> None:
+        self.undecryptable.append(room.room_id)
+
+    async def _on_invite(self, room: MatrixRoom, event: InviteMemberEvent) -> None:
+        if self.auto_join and event.state_key == self.user_id and event.membership == "invite":
+            await self.session.client.join(room.room_id)
+
+    def find(self, room_id: str, sender: str, check: Check, cursor: int) -> Seen | None:
+        for seen in self.seen[cursor:]:
+            if seen.room_id == room_id and seen.sender == sender and check(seen.body):
+                return seen
+        return None
+
+    async def expect(
+        self, room_id: str, sender: str, check: Check, cursor: int, timeout: float
+    ) -> Seen | None:
+        """The first message from ``sender`` in ``room_id`` since ``cursor`` passing
+        ``check``; None when none came within ``timeout`` seconds."""
+        hit: list[Seen] = []
+
+        def ready() -> bool:
+            found = self.find(room_id, sender, check, cursor)
+            if found is not None:
+                hit.append(found)
+            return found is not None
+
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait_for(ready), timeout)
+        return hit[0] if hit else None
+
+    async def wait_for(self, condition: Callable[[], bool], timeout: float) -> bool:
+        """Wait until ``condition`` holds after a message arrives; False on timeout."""
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(condition), timeout)
+            except TimeoutError:
+                return False
+        return True
+
+    def event(self, event_id: str) -> Seen | None:
+        return next((s for s in self.seen if s.event_id == event_id), None)
+
+    def bodies(self, room_id: str, sender: str) -> list[str]:
+        return [s.body for s in self.seen if s.room_id == room_id and s.sender == sender]
+
+    async def open_dm(self, bot_id: str) -> str:
+        resp = await self.session.client.room_create(
+            invite=[bot_id], is_direct=True, initial_state=[ENCRYPTION_STATE]
+        )
+        if not isinstance(resp, RoomCreateResponse):
+            raise RuntimeError(f"creating a DM failed: {getattr(resp, 'status_code', resp)}")
+        await self.session.wait_for_room(resp.room_id)
+        return str(resp.room_id)
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+class EchoBot:
+    """The baseline: joins every invite, greets, and answers each text with a notice.
+
+    As bare as an E2EE bot gets with matrix-nio: no store, no policy, no trust rules.
+    Each reply goes out from its own task so one slow send does not hold the others
+    back (the bridge also works rooms in parallel)."""
+
+    def __init__(self, session: MatrixSession) -> None:
+        self.session = session
+        self.failures = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        session.add_event_callback(self._on_invite, InviteMemberEvent)
+        session.add_event_callback(self._on_text, RoomMessageText)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                self.failures += 1
+                logger.error("echo bot task failed", exc_info=t.exception())
+
+        task.add_done_callback(done)
+
+    async def _on_invite(self, room: MatrixRoom, event: InviteMemberEvent) -> None:
+        if event.state_key == self.session.user_id and event.membership == "invite":
+            self._spawn(self._join(room.room_id))
+
+    async def _join(self, room_id: str) -> None:
+        await self.session.client.join(room_id)
+        await self.session.wait_for_room(room_id)
+        await self.session.send_text(room_id, ECHO_GREETING, notice=True)
+
+    async def _on_text(self, room: MatrixRoom, event: RoomMessageText) -> None:
+        if event.sender != self.session.user_id:
+            self._spawn(self._echo(room.room_id, event.body))
+
+    async def _echo(self, room_id: str, body: str) -> None:
+        await self.session.send_text(room_id, body, notice=True)
+
+    async def close(self) -> None:
+        await self.session.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.session.close()
+
+
+# ---------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Sample:
+    seconds: float | None  # None: no reply within the timeout
+    send_seconds: float  # the client's own part: encrypt + POST
+    # Reply's server timestamp minus the message's: what the bot (and the homeserver
+    # delivering to it) took, free of the load on the clients' process.
+    turnaround: float | None = None
+
+
+@dataclass
+class Series:
+    name: str
+    samples: list[Sample] = field(default_factory=list)
+
+    @property
+    def ok(self) -> list[float]:
+        return sorted(s.seconds for s in self.samples if s.seconds is not None)
+
+    @property
+    def lost(self) -> int:
+        return sum(1 for s in self.samples if s.seconds is None)
+
+    def pct(self, p: float) -> float | None:
+        return percentile(self.ok, p)
+
+    def send_p50(self) -> float | None:
+        return percentile(sorted(s.send_seconds for s in self.samples), 50)
+
+    def turnaround(self, p: float) -> float | None:
+        return percentile(sorted(s.turnaround for s in self.samples if s.turnaround is not None), p)
+
+
+def percentile(ordered: Sequence[float], p: float) -> float | None:
+    """Nearest-rank percentile of already sorted values (None when empty)."""
+    if not ordered:
+        return None
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+async def round_trip(
+    peer: Peer, room_id: str, bot_id: str, body: str, check: Check, timeout: float
+) -> Sample:
+    """Send ``body`` and time it until the bot's reply passing ``check`` is decrypted."""
+    cursor = len(peer.seen)
+    start = time.perf_counter()
+    try:
+        event_id = await asyncio.wait_for(peer.session.send_text(room_id, body), timeout)
+    except Exception as exc:
+        logger.error("a client could not send: %s", type(exc).__name__)
+        return Sample(None, time.perf_counter() - start)
+    sent = time.perf_counter() - start
+    hit = await peer.expect(room_id, bot_id, check, cursor, timeout)
+    if hit is None:
+        return Sample(None, sent)
+    # Our own event comes back through sync too, normally before the reply.
+    own = await peer.wait_for(lambda: peer.event(event_id) is not None, 5.0)
+    mine = peer.event(event_id) if own else None
+    turnaround = (hit.server_ts - mine.server_ts) / 1000 if mine is not None else None
+    return Sample(hit.at - start, sent, turnaround)
+
+
+# ---------------------------------------------------------------------------- the bench
+
+
+@dataclass
+class Expect:
+    """What the bot says, taken from the packaged policy (never hard-coded here)."""
+
+    policy: Policy
+
+    def lead(self, key: str, *params: str, lang: str = LANG) -> str:
+        """The text of ``key`` up to its first caller-supplied placeholder."""
+        rendered = self.policy.text(lang, key, **dict.fromkeys(params, _MARK))
+        return rendered.split(_MARK)[0].strip()
+
+    def contains(self, needle: str) -> Check:
+        return lambda body: needle in body
+
+    def greeting(self) -> Check:
+        return self.contains(self.lead("intake.welcome", "languages")[:40])
+
+    def crisis(self) -> Check:
+        lang = self.policy.service.default_language
+        return self.contains(self.policy.crisis_reply(lang, None)[:80])
+
+    def after_crisis(self) -> Check:
+        """The bot's other answer to the crisis message, which is also an (invalid)
+        answer to the language question: a hint or a nudge back to the intake."""
+        crisis = self.crisis()
+        return lambda body: not crisis(body)
+
+    def intake_steps(self, pseudonym: str) -> list[tuple[str, str, Check]]:
+        """(step name, client answer, check for the next question).
+
+        Each step draws one bot message, except the pseudonym: the questionnaire's
+        introduction comes first, then its first item (see :meth:`intake_replies`)."""
+        phq = self.policy.instruments["phq9"]
+        steps: list[tuple[str, str, Check]] = [
+            ("language -> consent", "1", self.contains(self.policy.consent[LANG].text[:60])),
+            ("consent -> age", "agree", self.contains(self.policy.text(LANG, "intake.age"))),
+            (
+                "age -> country",
+                "yes",
+                self.contains(self.policy.crisis.countries[0].label[LANG]),
+            ),
+            (
+                "country -> pseudonym",
+                "1",
+                self.contains(self.lead("intake.pseudonym", "max_len")[:40]),
+            ),
+            ("pseudonym -> PHQ-9 #1", pseudonym, self.contains(phq.items[0].text[LANG])),
+        ]
+        for i in range(SCREENING_ITEMS):
+            steps.append(
+                (f"PHQ-9 #{i + 1} -> #{i + 2}", "0", self.contains(phq.items[i + 1].text[LANG]))
+            )
+        return steps
+
+    def intake_replies(self) -> int:
+        """Bot messages the intake walk draws, all steps together."""
+        return len(self.intake_steps("x")) + 1
+
+    def page(self) -> Check:
+        return self.contains(self.lead("page.crisis", "room_link")[:30])
+
+
+@dataclass
+class BotSpec:
+    """Everything the bots need, as JSON-friendly values (handed to a child process)."""
+
+    base_url: str
+    root: str
+    bot_id: str
+    bot_password: str
+    echo_id: str
+    echo_password: str
+    counselor_ids: list[str]
+    capacity: int
+    cold_case_rooms: bool
+
+
+class LocalBots:
+    """The bridge and the echo bot, running in this process."""
+
+    def __init__(self, spec: BotSpec) -> None:
+        self.spec = spec
+        self.bridge: Bridge | None = None
+        self.echo: EchoBot | None = None
+
+    @property
+    def bot_id(self) -> str:
+        return self.spec.bot_id
+
+    @property
+    def echo_id(self) -> str:
+        return self.spec.echo_id
+
+    async def start(self) -> None:
+        spec, root = self.spec, Path(self.spec.root)
+        config = BridgeConfig(
+            homeserver_url=spec.base_url,
+            bot_user_id=spec.bot_id,
+            bot_password=spec.bot_password,
+            data_dir=root / "bridge",
+            policies_dir=None,
+            supervisors_room=None,
+            allowed_servers=(),
+        )
+        self.bridge = bridge = Bridge(config, Sealer(secrets.token_bytes(32)))
+        await bridge.start()
+        assert bridge.store is not None and bridge.engine is not None
+        for i, user_id in enumerate(spec.counselor_ids):
+            await bridge.store.add_counselor(
+                Counselor(
+                    user_id=user_id,
+                    name=f"Counselor {i + 1}",
+                    credentials="M.Psi., Psikolog",
+                    languages=("en", "id"),
+                    specialties=("anxiety", "stress"),
+                    capacity=spec.capacity,
+                    timezone="Asia/Jakarta",
+                    reply_windows=("09:00", "13:00", "19:00"),
+                    on_call=i == 0,
+                )
+            )
+        if not spec.cold_case_rooms:
+            # Steady state: counselors already have their case channel with the bot.
+            for c in await bridge.store.list_counselors():
+                await bridge.engine.case_room(c)
+
+        session = MatrixSession(
+            spec.base_url,
+            spec.echo_id,
+            root / "echo",
+            Sealer(secrets.token_bytes(32)),
+            device_name="echo",
+        )
+        self.echo = EchoBot(session)
+        await session.login(spec.echo_password)
+        await session.ensure_cross_signing(spec.echo_password)
+        await session.sync_once(0)
+        session.start()
+
+    async def case_rooms(self) -> int:
+        """Case channels the bridge has on record (one per counselor is right)."""
+        assert self.bridge is not None and self.bridge.store is not None
+        rows = await self.bridge.store.db.fetchall("SELECT room_id FROM rooms WHERE kind = 'case'")
+        return len(rows)
+
+    async def stop(self) -> None:
+        if self.echo is not None:
+            with contextlib.suppress(Exception):
+                await self.echo.close()
+        if self.bridge is not None:
+            await self.bridge.stop()
+
+
+class BotProcess:
+    """The same bots in a child process, as in production: their CPU is their own,
+    not shared with the fifty clients' decryption in this process.
+
+    Protocol over the child's stdin/stdout, one JSON object a line: the spec in,
+    ``{"ready": ...}`` out; ``stop`` in, ``{"case_rooms": N}`` out. The child also
+    stops when its stdin closes, so it never outlives this process."""
+
+    def __init__(self, spec: BotSpec, log_level: str) -> None:
+        self.spec = spec
+        self.log_level = log_level
+        self.proc: asyncio.subprocess.Process | None = None
+        self._case_rooms: int | None = None
+
+    @property
+    def bot_id(self) -> str:
+        return self.spec.bot_id
+
+    @property
+    def echo_id(self) -> str:
+        return self.spec.echo_id
+
+    async def _line(self, timeout: float) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdout is not None
+        raw = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        if not raw:
+            raise RuntimeError("the bot process exited early (its log is above)")
+        value: dict[str, Any] = json.loads(raw)
+        return value
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.bridge_latency",
+            "--serve-bots",
+            "--log-level",
+            self.log_level,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=str(REPO_ROOT),
+        )
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(asdict(self.spec)).encode() + b"\n")
+        await self.proc.stdin.drain()
+        reply = await self._line(120)
+        if not reply.get("ready"):
+            raise RuntimeError(f"the bot process failed to start: {reply.get('error')}")
+
+    async def case_rooms(self) -> int:
+        await self._stop_child()
+        return self._case_rooms if self._case_rooms is not None else -1
+
+    async def _stop_child(self) -> None:
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(b"stop\n")
+            await proc.stdin.drain()
+            self._case_rooms = int((await self._line(60)).get("case_rooms", -1))
+            await asyncio.wait_for(proc.wait(), 30)
+        except Exception:
+            logger.error("the bot process did not stop cleanly; killing it")
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+    async def stop(self) -> None:
+        await self._stop_child()
+
+
+async def serve_bots() -> int:
+    """Child side of :class:`BotProcess`: whatever happens, the bots are stopped."""
+    line = await asyncio.to_thread(sys.stdin.readline)
+    if not line:
+        return 1
+    bots = LocalBots(BotSpec(**json.loads(line)))
+    try:
+        try:
+            await bots.start()
+        except Exception as exc:
+            logger.exception("bots failed to start")
+            print(json.dumps({"ready": False, "error": type(exc).__name__}), flush=True)
+            return 1
+        print(json.dumps({"ready": True}), flush=True)
+        await asyncio.to_thread(sys.stdin.readline)  # "stop", or EOF if the parent is gone
+        count = await bots.case_rooms()
+    finally:
+        await bots.stop()
+    with contextlib.suppress(BrokenPipeError):
+        print(json.dumps({"case_rooms": count}), flush=True)
+    return 0
+
+
+Bots = LocalBots | BotProcess
+
+
+@dataclass
+class World:
+    hs: EmbeddedHomeserver
+    bots: Bots
+    counselors: list[Peer]
+    clients: list[Peer]
+    bridge_dm: dict[str, str] = field(default_factory=dict)  # client id -> room
+    echo_dm: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def bot_id(self) -> str:
+        return self.bots.bot_id
+
+    @property
+    def echo_id(self) -> str:
+        return self.bots.echo_id
+
+
+async def bounded(limit: int, coros: Sequence[Awaitable[Any]]) -> list[Any]:
+    """Run ``coros`` with at most ``limit`` at a time (set-up only, not measured)."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(c: Awaitable[Any]) -> Any:
+        async with gate:
+            return await c
+
+    return await asyncio.gather(*(one(c) for c in coros))
+
+
+async def register(hs: EmbeddedHomeserver, prefix: str) -> tuple[str, str]:
+    password = secrets.token_urlsafe(16)
+    user_id = await hs.register_user(f"{prefix}-{uuid.uuid4().hex[:8]}", password)
+    return user_id, password
+
+
+async def build(args: argparse.Namespace, root: Path, stack: contextlib.AsyncExitStack) -> World:
+    hs = EmbeddedHomeserver(root / "hs", port=free_port(), bcrypt_rounds=4)
+    stack.push_async_callback(hs.stop)
+    await hs.start()
+    base = hs.info.base_url
+    logger.info("synapse up in %.1fs at %s", hs.startup_seconds or 0.0, base)
+
+    bot_id, bot_pw = await register(hs, "counsel")
+    echo_id, echo_pw = await register(hs, "echo")
+    staff = await bounded(8, [register(hs, f"counselor{i}") for i in range(COUNSELORS)])
+    people = await bounded(8, [register(hs, f"client{i}") for i in range(args.clients)])
+
+    async def connect(creds: tuple[str, str], name: str, auto_join: bool) -> Peer:
+        peer = await Peer.connect(base, creds[0], creds[1], root / name, auto_join=auto_join)
+        stack.push_async_callback(peer.close)
+        return peer
+
+    # Counselors first: they join their case channel as soon as the bot opens it.
+    counselors = await bounded(4, [connect(c, f"counselor{i}", True) for i, c in enumerate(staff)])
+    spec = BotSpec(
+        base_url=base,
+        root=str(root / "bots"),
+        bot_id=bot_id,
+        bot_password=bot_pw,
+        echo_id=echo_id,
+        echo_password=echo_pw,
+        counselor_ids=[c.user_id for c in counselors],
+        capacity=max(5, args.clients),
+        cold_case_rooms=args.cold_case_rooms,
+    )
+    bots: Bots = LocalBots(spec) if args.in_process else BotProcess(spec, args.log_level)
+    stack.push_async_callback(bots.stop)
+    await bots.start()
+    logger.info("bridge and echo bot up (%s)", "in process" if args.in_process else "own process")
+
+    t = time.perf_counter()
+    clients = await bounded(8, [connect(c, f"client{i}", False) for i, c in enumerate(people)])
+    logger.info(
+        "%d clients signed in and cross-signed in %.1fs", len(clients), time.perf_counter() - t
+    )
+    return World(hs, bots, counselors, clients)
+
+
+async def open_dms(world: World, expect: Expect, timeout: float) -> None:
+    """Every client opens an encrypted DM with each bot and waits for its greeting."""
+
+    async def one(peer: Peer) -> None:
+        dm = await peer.open_dm(world.bot_id)
+        world.bridge_dm[peer.user_id] = dm
+        edm = await peer.open_dm(world.echo_id)
+        world.echo_dm[peer.user_id] = edm
+        if await peer.expect(dm, world.bot_id, expect.greeting(), 0, timeout) is None:
+            raise RuntimeError("the bridge never greeted a client")
+        if await peer.expect(edm, world.echo_id, lambda b: b == ECHO_GREETING, 0, timeout) is None:
+            raise RuntimeError("the echo bot never greeted a client")
+
+    t = time.perf_counter()
+    await bounded(10, [one(p) for p in world.clients])
+    logger.info("%d x 2 DMs open and greeted in %.1fs", len(world.clients), time.perf_counter() - t)
+
+
+async def measure(world: World, expect: Expect, timeout: float) -> dict[str, Series]:
+    out: dict[str, Series] = {}
+    clients = world.clients
+
+    # 1. Crisis phrase right after the greeting, all clients at once.
+    logger.info("crisis burst to the bridge")
+    crisis = Series("crisis auto-reply (bridge)")
+    cursors = {p.user_id: len(p.seen) for p in clients}
+    crisis.samples = await asyncio.gather(
+        *(
+            round_trip(
+                p, world.bridge_dm[p.user_id], world.bot_id, CRISIS_PHRASE, expect.crisis(), timeout
+            )
+            for p in clients
+        )
+    )
+    out["crisis"] = crisis
+    # The same message also answered the language question; let that reply land.
+    await asyncio.gather(
+        *(
+            p.expect(
+                world.bridge_dm[p.user_id],
+                world.bot_id,
+                expect.after_crisis(),
+                cursors[p.user_id],
+                min(timeout, 15.0),
+            )
+            for p in clients
+        )
+    )
+    # And the pages to the on-call counselor, so the echo burst starts on a quiet bridge.
+    await world.counselors[0].wait_for(lambda: count_pages(world, expect) >= len(clients), timeout)
+
+    # 2. The same burst against the bare echo bot.
+    logger.info("crisis burst to the echo bot")
+    echo_first = Series("first reply (bare echo bot)")
+    echo_first.samples = await asyncio.gather(
+        *(
+            round_trip(
+                p,
+                world.echo_dm[p.user_id],
+                world.echo_id,
+                CRISIS_PHRASE,
+                lambda b: b == CRISIS_PHRASE,
+                timeout,
+            )
+            for p in clients
+        )
+    )
+    out["echo_first"] = echo_first
+
+    # 3. Intake, each client at its own pace, all at the same time.
+    logger.info("intake walk")
+    by_step: dict[str, Series] = {}
+
+    async def walk(p: Peer, n: int) -> list[tuple[str, Sample]]:
+        got: list[tuple[str, Sample]] = []
+        for name, answer, check in expect.intake_steps(f"Bench{n:03d}"):
+            s = await round_trip(
+                p, world.bridge_dm[p.user_id], world.bot_id, answer, check, timeout
+            )
+            got.append((name, s))
+            if s.seconds is None:
+                break  # out of step with the bot: the rest would measure nothing
+        return got
+
+    intake = Series("intake step (bridge)")
+    for got in await asyncio.gather(*(walk(p, i) for i, p in enumerate(clients))):
+        for name, s in got:
+            by_step.setdefault(name, Series(name)).samples.append(s)
+            intake.samples.append(s)
+    out["intake"] = intake
+    for name, series in by_step.items():
+        out[f"step:{name}"] = series
+
+    # 4. The same number of back-and-forth turns with the echo bot.
+    logger.info("echo walk")
+    turns = len(expect.intake_steps("x"))
+
+    async def echo_walk(p: Peer) -> list[Sample]:
+        got: list[Sample] = []
+        for i in range(turns):
+            body = f"turn {i} {uuid.uuid4().hex[:6]}"
+            s = await round_trip(
+                p,
+                world.echo_dm[p.user_id],
+                world.echo_id,
+                body,
+                lambda b, body=body: b == body,
+                timeout,
+            )
+            got.append(s)
+            if s.seconds is None:
+                break
+        return got
+
+    echo_turns = Series("turn reply (bare echo bot)")
+    for got in await asyncio.gather(*(echo_walk(p) for p in clients)):
+        echo_turns.samples.extend(got)
+    out["echo_turns"] = echo_turns
+    return out
+
+
+def crisis_pages(world: World, expect: Expect) -> list[Seen]:
+    """Crisis pages the on-call counselor (the first one) has decrypted."""
+    page = expect.page()
+    return [s for s in world.counselors[0].seen if s.sender == world.bot_id and page(s.body)]
+
+
+def count_pages(world: World, expect: Expect) -> int:
+    return len(crisis_pages(world, expect))
+
+
+@dataclass
+class Checks:
+    lines: list[str]
+    problems: int
+
+
+async def integrity(world: World, expect: Expect, settle: float) -> Checks:
+    """Lost, duplicated or undecryptable messages, once nothing is in flight."""
+    # A short quiet period so late duplicates have a chance to show up.
+    await asyncio.sleep(settle)
+    lines: list[str] = []
+    problems = 0
+    n = len(world.clients)
+
+    counts: Counter[int] = Counter()
+    dup_clients = 0
+    crisis_counts: Counter[int] = Counter()
+    for p in world.clients:
+        msgs = p.bodies(world.bridge_dm[p.user_id], world.bot_id)
+        counts[len(msgs)] += 1
+        if len(msgs) != len(set(msgs)):
+            dup_clients += 1
+        crisis_counts[sum(1 for m in msgs if expect.crisis()(m))] += 1
+    want = 3 + expect.intake_replies()  # greeting, crisis reply, its follow-up, the walk
+    lines.append(
+        f"bot messages per client DM (want {want}): "
+        + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))
+    )
+    problems += sum(v for k, v in counts.items() if k != want)
+    lines.append(f"clients who got a bot message twice: {dup_clients}")
+    problems += dup_clients
+    lines.append(
+        "crisis replies per client (want 1): "
+        + ", ".join(f"{k} x{v}" for k, v in sorted(crisis_counts.items()))
+    )
+    problems += sum(v for k, v in crisis_counts.items() if k != 1)
+
+    pages = crisis_pages(world, expect)
+    page_rooms = {s.room_id for s in pages}
+    lines.append(
+        f"crisis pages to the on-call counselor: {len(pages)}/{n} in {len(page_rooms)} case room(s)"
+    )
+    problems += int(len(pages) != n) + int(len(page_rooms) > 1)
+    case_rooms = await world.bots.case_rooms()
+    lines.append(f"case rooms in the bridge database: {case_rooms} for {COUNSELORS} counselors")
+    problems += int(case_rooms != COUNSELORS)
+
+    echo_counts: Counter[int] = Counter(
+        len(p.bodies(world.echo_dm[p.user_id], world.echo_id)) for p in world.clients
+    )
+    echo_want = 2 + len(expect.intake_steps("x"))
+    lines.append(
+        f"echo bot messages per client DM (want {echo_want}): "
+        + ", ".join(f"{k} x{v}" for k, v in sorted(echo_counts.items()))
+    )
+    undecryptable = sum(len(p.undecryptable) for p in [*world.clients, *world.counselors])
+    lines.append(f"undecryptable events at clients and counselors: {undecryptable}")
+    problems += undecryptable
+    return Checks(lines, problems)
+
+
+def ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:9.0f}"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return "-" if a is None or not b else f"{a / b:9.2f}"
+
+
+def report(
+    series: dict[str, Series], checks: Checks, clients: int, where: str, timings: dict[str, float]
+) -> str:
+    """The table. Round trip: client clock, send to decrypted reply. Bot: server clock,
+    message to reply, which leaves out the load on the clients' own process."""
+    group = f"{'':<30}{'':>5}{'':>5}{'round trip (client clock)':^40}{'bot (server clock)':^20}"
+    head = (
+        f"{'measure':<30}{'n':>5}{'lost':>5}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}"
+        f"{'send p50':>10}{'p50 ms':>10}{'p95 ms':>10}"
+    )
+
+    def row(s: Series, label: str | None = None) -> str:
+        ok = s.ok
+        return (
+            f"{label or s.name:<30}{len(s.samples):>5}{s.lost:>5}{ms(s.pct(50)):>10}"
+            f"{ms(s.pct(95)):>10}{ms(ok[-1] if ok else None):>10}{ms(s.send_p50()):>10}"
+            f"{ms(s.turnaround(50)):>10}{ms(s.turnaround(95)):>10}"
+        )
+
+    def ratios(a: Series, b: Series) -> str:
+        return (
+            f"{'  ratio bridge / echo':<30}{'':>5}{'':>5}{ratio(a.pct(50), b.pct(50)):>10}"
+            f"{ratio(a.pct(95), b.pct(95)):>10}{'':>10}{'':>10}"
+            f"{ratio(a.turnaround(50), b.turnaround(50)):>10}"
+            f"{ratio(a.turnaround(95), b.turnaround(95)):>10}"
+        )
+
+    rule = "-" * len(head)
+    lines = [
+        f"bridge latency: {clients} concurrent E2EE clients, embedded Synapse, "
+        f"{os.cpu_count()} CPU(s); bridge and echo bot {where}",
+        rule,
+        group,
+        head,
+        rule,
+        row(series["crisis"]),
+        row(series["echo_first"]),
+        ratios(series["crisis"], series["echo_first"]),
+        "",
+        row(series["intake"]),
+        row(series["echo_turns"]),
+        ratios(series["intake"], series["echo_turns"]),
+        "",
+        "intake steps (bridge):",
+    ]
+    lines += [row(s, f"  {s.name}") for k, s in series.items() if k.startswith("step:")]
+    lines += [rule, "checks:"]
+    lines += [f"  {line}" for line in checks.lines]
+    lines.append(f"  problems: {checks.problems}")
+    lines.append("timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
+    return "\n".join(lines)
+
+
+async def run(args: argparse.Namespace) -> int:
+    policy = load_policy(None)
+    expect = Expect(policy)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="e2ecounsel-bench-", ignore_cleanup_errors=True) as d:
+        async with contextlib.AsyncExitStack() as stack:
+            world = await build(args, Path(d), stack)
+            await open_dms(world, expect, args.timeout)
+            timings["set-up"] = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            series = await measure(world, expect, args.timeout)
+            timings["measuring"] = time.perf_counter() - t1
+            checks = await integrity(world, expect, args.settle)
+            logger.info("stopping")
+        timings["total"] = time.perf_counter() - t0
+    where = "in the clients' process" if args.in_process else "in their own process"
+    print(report(series, checks, len(world.clients), where, timings))
+    return 1 if checks.problems else 0
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.bridge_latency",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--clients", type=int, default=50, help="concurrent clients (default 50)")
+    ap.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait for any one reply (default 60)"
+    )
+    ap.add_argument(
+        "--deadline",
+        type=float,
+        default=540.0,
+        help="seconds before the whole run is abandoned (default 540)",
+    )
+    ap.add_argument(
+        "--settle",
+        type=float,
+        default=3.0,
+        help="quiet seconds before counting messages (default 3)",
+    )
+    ap.add_argument(
+        "--cold-case-rooms",
+        action="store_true",
+        help="do not open the counselors' case channels before the crisis burst",
+    )
+    ap.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the bridge and the echo bot in the clients' process (default: their own)",
+    )
+    ap.add_argument("--serve-bots", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--log-level",
+        default="ERROR",
+        help="level for the bridge's and libraries' logs on stderr (default ERROR)",
+    )
+    return ap.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logger.setLevel(logging.INFO)
+    if args.serve_bots:
+        with contextlib.suppress(KeyboardInterrupt):
+            return asyncio.run(serve_bots())
+        return 130
+    try:
+        return asyncio.run(asyncio.wait_for(run(args), args.deadline))
+    except TimeoutError:
+        logger.error("abandoned after %.0fs (everything was stopped)", args.deadline)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
