@@ -145,6 +145,13 @@ class Bridge:
         )
         self.session.before_encrypt.append(self._apply_trust)
         await self.session.sync_once(0)
+        if self.supervisors_room and self.supervisors_room.startswith("#"):
+            # An alias is friendlier to write; events carry the room id.
+            resolved = await self.session.client.room_resolve_alias(self.supervisors_room)
+            room_id = getattr(resolved, "room_id", None)
+            if room_id is None:
+                logger.warning("supervisors' room alias does not resolve; pages go to counselors")
+            self.supervisors_room = self.engine.supervisors_room = room_id
         if self.supervisors_room:
             await self.store.set_room(self.supervisors_room, "supervisors", None)
             if self.supervisors_room not in self.session.client.rooms:

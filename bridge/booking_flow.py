@@ -156,6 +156,7 @@ async def reserve(
             room_link=rooms.room_link(eng.room_id or ""),
         ),
         reader=counselor.user_id,
+        about=client.user_id,
     )
     if engine.cadence is not None:
         cadence = engine.cadence

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from bridge import rooms
 from bridge.bookings import Booking, Bookings, parse_days_off
 from bridge.scheduler import DurableScheduler, Job, Message
-from bridge.store import Counselor, Engagement
+from bridge.store import ABOUT, Counselor, Engagement
 from e2ecounsel.domain.cadence import ReplyWindows, next_window
 
 if TYPE_CHECKING:
@@ -220,7 +220,7 @@ class Cadence:
             hours=self._fmt_hours(self.policy.service.sla_hours),
             room_link=rooms.room_link(eng.room_id),
         )
-        return [(job.target, notice(body))]
+        return [(job.target, {**notice(body), ABOUT: eng.client_id})]
 
     async def fire_sla_offer(self, job: Job, now: datetime) -> Sequence[Message]:
         eng = await self.store.get_engagement(int(job.payload["engagement"]))
@@ -310,6 +310,7 @@ class Cadence:
                 when=self.when(booking.starts_at, tz),
                 room_link=rooms.room_link(eng.room_id),
             ) + self._late(lang, job, now, tz)
+            return [(job.target, {**notice(body), ABOUT: eng.client_id})]
         return [(job.target, notice(body))]
 
     async def fire_booking_start(self, job: Job, now: datetime) -> Sequence[Message]:

@@ -31,7 +31,7 @@ from bridge.bookings import Bookings
 from bridge.cadence import Cadence, windows_of
 from bridge.inbox import InboxItem
 from bridge.render import Renderer
-from bridge.store import BridgeStore, ClientRecord, Counselor, Engagement
+from bridge.store import ABOUT, BridgeStore, ClientRecord, Counselor, Engagement
 from e2ecounsel.domain import intake, matching
 from e2ecounsel.domain.cadence import next_window
 from e2ecounsel.domain.crisis import CrisisDetector
@@ -91,13 +91,20 @@ class Effects:
         notice: bool = True,
         plaintext_ok: bool = False,
         reader: str | None = None,
+        about: str | None = None,
     ) -> None:
-        """Queue ``body`` for ``room_id``; with ``reader``, only once they have joined."""
+        """Queue ``body`` for ``room_id``; with ``reader``, only once they have joined.
+
+        ``about`` names the client a message in someone else's room concerns
+        (a brief), so that erasing the client redacts it there too.
+        """
         content: dict[str, Any] = {"msgtype": "m.notice" if notice else "m.text", "body": body}
         if plaintext_ok:
             content[PLAINTEXT_OK] = True
         if reader is not None:
             content[AWAIT_JOIN] = reader
+        if about is not None:
+            content[ABOUT] = about
         self.messages.append((room_id, content))
 
     def write(self, fn: Callable[[], Awaitable[Any]]) -> None:
@@ -269,11 +276,22 @@ class Engine:
         elif not finished and normalize_command(text)[0] in URGENT_WORDS:
             # `urgent` works from the first message on, not only after the intake.
             await self.cmd_urgent(fx, client, "", item)
+        elif finished and await self._returning(client, text):
+            # Their counseling ended: a new message starts a new intake (consent and
+            # screening again, as befits a new episode); commands still work.
+            fresh = replace(client, intake=None, pending=None)
+            await self._run_intake(fx, fresh, None, "", item)
         elif finished:
             await self.client_command(fx, client, text, item)
         else:
             await self._run_intake(fx, client, state if started else None, text, item)
         await self.commit(fx, item.event_id)
+
+    async def _returning(self, client: ClientRecord, text: str) -> bool:
+        """A former client writing something that is not a command or an answer."""
+        if client.pending is not None or normalize_command(text)[0] in CLIENT_COMMANDS:
+            return False
+        return await self.store.current_engagement(client.user_id) is None
 
     def _intake_state(self, client: ClientRecord) -> intake.IntakeState | None:
         if client.intake is None:
@@ -636,7 +654,7 @@ class Engine:
             brief = self.brief_text(client, counselor, room_id, risk)
         else:
             brief = self.render.text(clang, "brief.not_shared", room_link=link)
-        fx.say(case_room, brief, reader=counselor.user_id)
+        fx.say(case_room, brief, reader=counselor.user_id, about=client.user_id)
         if client.dm_room_id:
             fx.say(
                 client.dm_room_id, self.render.text(lang, note_key, counselor_name=counselor.name)
@@ -1114,11 +1132,13 @@ class Engine:
         fx.write(self._audit_fn(client.user_id, "client.erase"))
         fx.write(lambda: self.store.delete_client(client.user_id))
         fx.after.append(
-            lambda: self._redact_and_leave([r for r in room_ids if r], keep_last=item.room_id)
+            lambda: self._redact_and_leave(
+                [r for r in room_ids if r], keep_last=item.room_id, subject=client.user_id
+            )
         )
         fx.after.append(lambda: self.drain_waitlist(f"erase:{item.event_id}"))
 
-    async def _redact_and_leave(self, room_ids: list[str], *, keep_last: str) -> None:
+    async def _redact_and_leave(self, room_ids: list[str], *, keep_last: str, subject: str) -> None:
         """Redact the bot's messages in each room, forget the room, leave it.
 
         In ``keep_last`` (the DM) the newest message, the goodbye, stays
@@ -1126,6 +1146,11 @@ class Engine:
         """
         if self._flush is not None:
             await self._flush(None)  # the goodbye goes out before we leave
+        for room_id, event_id in await self.store.events_about(subject):
+            resp = await self.session.client.room_redact(room_id, event_id, reason="erasure")
+            if isinstance(resp, ErrorResponse):
+                logger.warning("redacting in %s failed: %s", room_id, resp.status_code)
+        await self.store.forget_about(subject)
         for room_id in room_ids:
             sent = await self.store.sent_events(room_id)
             if room_id == keep_last:
@@ -1233,6 +1258,9 @@ class Engine:
             fx.say(item.room_id, self.render.text(lang, "close.usage"))
             return
         fx.write(lambda: self.store.close_engagement(eng.id, outcome))
+        note = args.split(maxsplit=1)[1].strip() if len(args.split(maxsplit=1)) > 1 else ""
+        if note:
+            fx.write(lambda: self.store.set_close_note(eng.id, note))
         fx.write(self._audit_fn(counselor.user_id, "engagement.close", eng.id, detail=outcome))
         clang = self.lang_of(client)
         fx.say(

@@ -202,3 +202,14 @@ MIGRATIONS.add_sql(
     "outbox by room, for per-room flushing",
     "CREATE INDEX outbox_unsent_by_room ON outbox(room_id, created_at) WHERE sent_at IS NULL;",
 )
+
+MIGRATIONS.add_sql(
+    "who a queued message is about (erasure finds it); the counselor's closing note",
+    """
+    -- A keyed hash of the client a message is about (a brief, a booking note
+    -- in a counselor's case channel), so erasure can redact it there too.
+    ALTER TABLE outbox ADD COLUMN subject TEXT;
+    CREATE INDEX outbox_subject ON outbox(subject) WHERE subject IS NOT NULL;
+    ALTER TABLE engagements ADD COLUMN close_note BLOB;  -- sealed
+    """,
+)

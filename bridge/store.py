@@ -151,6 +151,10 @@ class Engagement:
     survey_score: int | None = None
 
 
+#: Content marker (removed before queueing): the user id a message is about.
+ABOUT = "org.e2ecounsel.about"
+
+
 @dataclass(frozen=True)
 class OutboxItem:
     """A message decided but maybe not yet sent; ``txn_id`` makes the send idempotent."""
@@ -301,13 +305,38 @@ class BridgeStore:
     # ------------------------------------------------------------------ outbox
 
     async def queue(self, room_id: str, content: dict[str, Any], txn_id: str) -> bool:
-        """Queue a send; True if queued, False if ``txn_id`` was queued before."""
+        """Queue a send; True if queued, False if ``txn_id`` was queued before.
+
+        A message about a client (``ABOUT`` in its content) is tagged with a
+        keyed hash of them, so erasing the client finds it in any room.
+        """
+        content = dict(content)
+        about = content.pop(ABOUT, None)
+        subject = self.actor_ref(str(about)) if about else None
         result = await self.db.execute(
-            "INSERT OR IGNORE INTO outbox (txn_id, room_id, content, created_at) "
-            "VALUES (?, ?, ?, ?)",
-            (txn_id, room_id, self._seal_json(content, "outbox.content"), self._now()),
+            "INSERT OR IGNORE INTO outbox (txn_id, room_id, content, created_at, subject) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (txn_id, room_id, self._seal_json(content, "outbox.content"), self._now(), subject),
         )
         return result.rowcount == 1
+
+    async def events_about(self, user_id: str) -> list[tuple[str, str]]:
+        """(room, event id) of every sent message about ``user_id``."""
+        rows = await self.db.fetchall(
+            "SELECT room_id, event_id FROM outbox WHERE subject = ? AND event_id != ''"
+            " AND event_id IS NOT NULL ORDER BY created_at, rowid",
+            (self.actor_ref(user_id),),
+        )
+        return [(str(r["room_id"]), str(r["event_id"])) for r in rows]
+
+    async def forget_about(self, user_id: str) -> None:
+        await self.db.execute("DELETE FROM outbox WHERE subject = ?", (self.actor_ref(user_id),))
+
+    async def set_close_note(self, engagement_id: int, note: str) -> None:
+        await self.db.execute(
+            "UPDATE engagements SET close_note = ? WHERE id = ?",
+            (self.db.seal(note, context="engagements.close_note"), engagement_id),
+        )
 
     async def unsent(self, room_id: str | None = None) -> list[OutboxItem]:
         """Queued sends not yet confirmed, oldest first (of one room, if given)."""

@@ -326,11 +326,21 @@ async def test_close_survey_and_the_freed_place_goes_to_the_waiting_list(
     raw = await store.db.fetchval("SELECT survey_comment FROM engagements WHERE id = ?", (eng.id,))
     assert comment.encode() not in bytes(raw), "the comment is stored sealed"
     assert (await store.get_client(first.user_id)).pending is None
+    # The closing note is kept, sealed.
+    note = await store.db.fetchval("SELECT close_note FROM engagements WHERE id = ?", (eng.id,))
+    assert b"thank you" not in bytes(note)
+    assert store.db.open_sealed(note, context="engagements.close_note") == "thank you"
 
     # Ana's place went to the client on the waiting list.
     await second_dm.expect(text("en", "waitlist.assigned", counselor_name="Ana"))
     later = await engagement(bot, second)
     assert later.status == "active" and later.counselor_id == staff.ana.session.user_id
+
+    # Coming back later starts a new intake; commands still answer as before.
+    await first.dm.send("status")
+    await first.dm.expect(text("en", "status.none"))
+    await first.dm.send("hello again")
+    await first.dm.expect(lambda b: "Welcome to" in b)
 
 
 async def test_session_commands_are_the_counselors_and_checked(
@@ -500,6 +510,14 @@ async def test_erase_asks_first_then_forgets_redacts_and_leaves(
         assert event.get("content") == {}, f"not redacted: {event.get('type')}"
     goodbye = bot_event_ids(client, seated.dm.room_id, bot.user_id)[-1]
     assert (await fetch_event(client, seated.dm.room_id, goodbye)).get("content") != {}
+    # The brief with the pseudonym, in the counselor's case channel, is redacted too.
+    case_room = (await store.get_counselor(staff.ana.session.user_id)).case_room_id
+    briefs = [
+        m.event_id for m in staff.ana.messages if m.room_id == case_room and "Canary42x" in m.body
+    ]
+    assert briefs, "the counselor had received the brief"
+    for event_id in briefs:
+        await until_redacted(staff.ana, case_room, event_id)
 
     # Nothing about the client is left in the bridge database but the audit trail.
     assert await store.get_client(user_id) is None
@@ -511,6 +529,14 @@ async def test_erase_asks_first_then_forgets_redacts_and_leaves(
     assert [a for a, _ in actions].count("client.erase") == 1
     assert all("Canary" not in detail for _, detail in actions)
     assert (await store.verify_audit()).ok
+
+
+async def until_redacted(who: Recorder, room_id: str, event_id: str) -> None:
+    for _ in range(100):
+        if (await fetch_event(who, room_id, event_id)).get("content") == {}:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the brief was not redacted")
 
 
 # ---------------------------------------------------------------------- supervisors
