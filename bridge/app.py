@@ -29,7 +29,7 @@ from nio import (
 
 from bridge.bookings import Bookings
 from bridge.cadence import Cadence
-from bridge.engine import AWAIT_JOIN, PLAINTEXT_OK, Engine
+from bridge.engine import AWAIT_JOIN, PLAINTEXT_OK, Engine, txn_id
 from bridge.inbox import Inbox, InboxItem
 from bridge.scheduler import DurableScheduler
 from bridge.store import BridgeStore
@@ -98,6 +98,7 @@ class Bridge:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._send_locks: dict[str, asyncio.Lock] = {}
+        self._told_unsigned: set[tuple[str, str]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self.session.add_event_callback(self._on_invite, InviteMemberEvent)
         self.session.add_event_callback(self._on_text, RoomMessageText)
@@ -182,6 +183,33 @@ class Bridge:
             logger.info(
                 "%d member(s) of %s have devices left out: not cross-signed", len(excluded), room_id
             )
+            devices = {d for d in report.excluded if d[0] in excluded} - self._told_unsigned
+            if devices:
+                self._told_unsigned |= devices
+                self.background(
+                    self._tell_unsigned({user for user, _ in devices}), name="trust:tell"
+                )
+
+    async def _tell_unsigned(self, users: set[str]) -> None:
+        """Tell clients in plain words that a device of theirs gets no keys, and why.
+
+        Their signed devices (if any) read it; the unsigned one shows an
+        undecryptable message, which is the hint Element users know.
+        """
+        assert self.store is not None and self.engine is not None
+        for user_id in users:
+            client = await self.store.get_client(user_id)
+            if client is None or client.dm_room_id is None:
+                continue
+            lang = self.engine.lang_of(client)
+            content = {
+                "msgtype": "m.notice",
+                "body": self.engine.render.text(lang, "trust.unsigned_device"),
+            }
+            cause = f"trust:{user_id}:{len(self._told_unsigned)}"
+            await self.store.queue(client.dm_room_id, content, txn_id(cause, 0))
+            await self.store.audit(user_id, "trust.device_excluded")
+            await self.flush({client.dm_room_id})
 
     def _on_identity_change(self, change: IdentityChange) -> None:
         # Content-free: who changed identity, never anything they said.
@@ -236,7 +264,12 @@ class Bridge:
     # ------------------------------------------------------------------ callbacks
 
     def _allowed(self, user_id: str) -> bool:
-        return self.config.may_start_intake(user_id)
+        """The bot's own server, and servers the config or the policy allow."""
+        if self.config.may_start_intake(user_id):
+            return True
+        server = user_id.partition(":")[2]
+        allowed = self.policy.service.allowed_servers
+        return bool(server) and ("*" in allowed or server in allowed)
 
     async def _on_invite(self, room: MatrixRoom, event: InviteMemberEvent) -> None:
         if event.state_key != self.session.user_id or event.membership != "invite":
