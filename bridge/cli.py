@@ -106,6 +106,15 @@ def banner(info: HomeserverInfo, status: BridgeStatus, root: Path) -> str:
             f"  bot device          {status.device_id}  (cross-signed: {signed})",
             f"  registration token  {info.registration_token}",
             f"  data dir            {root}",
+            *(
+                [
+                    f"  bot recovery key    {status.recovery_key}",
+                    "                      (shown once: keep it offline; it restores the bot's",
+                    "                      identity if its data dir is ever lost)",
+                ]
+                if status.recovery_key
+                else []
+            ),
             "",
             "Connect:",
             f"  Element:   sign up on {info.base_url} with the registration token,",
