@@ -455,6 +455,7 @@ class Engine:
             topics=frozenset([profile["topic"]]) if profile.get("topic") else frozenset(),
             preferred=None if preferred in (None, "auto") else str(preferred),
             crisis=crisis or bool(profile.get("crisis")),
+            prefer_on_call=self.policy.service.on_call.prefer_in_crisis,
         )
 
     async def _loads(self, exclude: Collection[str] = ()) -> list[matching.CounselorLoad]:

@@ -44,6 +44,9 @@ class MatchRequest:
     topics: frozenset[str] = frozenset()
     preferred: str | None = None
     crisis: bool = False
+    #: In a crisis, rank on-call counselors first (policy ``prefer_in_crisis``).
+    #: A crisis always puts the client first on the waiting list either way.
+    prefer_on_call: bool = True
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,8 @@ def _rank(
     load = c.caseload / c.capacity
     value = weights.specialty * overlap - weights.load * load
     # Sorted ascending: crisis on-call first, then the highest value, then the smallest id.
-    return (not (request.crisis and c.on_call), -value, c.id)
+    on_call_first = request.crisis and request.prefer_on_call and c.on_call
+    return (not on_call_first, -value, c.id)
 
 
 def match(

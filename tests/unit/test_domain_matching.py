@@ -206,3 +206,12 @@ def test_waitlist_assignment_never_exceeds_capacity(
         c = by_id[cid]
         assert c.available and c.caseload + extra <= c.capacity
     assert len({client for client, _ in pairs}) == len(pairs)
+
+
+def test_prefer_on_call_can_be_switched_off_by_policy() -> None:
+    on_call = CounselorLoad("@a:x", frozenset({"en"}), frozenset(), 5, 0, on_call=True)
+    specialist = CounselorLoad("@b:x", frozenset({"en"}), frozenset({"grief"}), 5, 0)
+    crisis = MatchRequest("en", frozenset({"grief"}), crisis=True)
+    assert match(crisis, [on_call, specialist]) == "@a:x"
+    no_pref = MatchRequest("en", frozenset({"grief"}), crisis=True, prefer_on_call=False)
+    assert match(no_pref, [on_call, specialist]) == "@b:x"
