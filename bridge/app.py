@@ -27,9 +27,11 @@ from nio import (
     RoomMessageText,
 )
 
+from bridge import supervision
 from bridge.bookings import Bookings
 from bridge.cadence import Cadence
-from bridge.engine import AWAIT_JOIN, PLAINTEXT_OK, Engine, txn_id
+from bridge.effects import AWAIT_JOIN, PLAINTEXT_OK, txn_id
+from bridge.engine import Engine
 from bridge.inbox import Inbox, InboxItem
 from bridge.scheduler import DurableScheduler
 from bridge.store import BridgeStore
@@ -254,7 +256,7 @@ class Bridge:
             try:
                 await self.flush()
                 assert self.engine is not None
-                await self.engine.rematch_orphans()
+                await supervision.rematch_orphans(self.engine)
                 await self.engine.drain_waitlist(f"tick:{datetime.now(UTC):%Y%m%d%H%M%S}")
             except asyncio.CancelledError:
                 raise

@@ -21,7 +21,8 @@ from bridge.store import ClientRecord, Counselor, Engagement, iso
 from e2ecounsel.domain.text import normalize_command
 
 if TYPE_CHECKING:
-    from bridge.engine import Effects, Engine
+    from bridge.effects import Effects
+    from bridge.engine import Engine
     from bridge.inbox import InboxItem
 
 OFFER_SIZE = 6

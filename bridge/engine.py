@@ -17,23 +17,27 @@ transaction id, so no message is ever sent twice.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from nio import ErrorResponse
 
-from bridge import booking_flow, rooms
+from bridge import booking_flow, client_commands, counselor_commands, rooms, supervision
 from bridge.bookings import Bookings
-from bridge.cadence import Cadence, windows_of
+from bridge.cadence import Cadence
+from bridge.effects import (
+    _NOT_STARTED,
+    URGENT_WORDS,
+    Effects,
+    txn_id,
+)
 from bridge.inbox import InboxItem
 from bridge.render import Renderer
-from bridge.store import ABOUT, BridgeStore, ClientRecord, Counselor, Engagement
+from bridge.store import BridgeStore, ClientRecord, Counselor, Engagement
 from e2ecounsel.domain import intake, matching
-from e2ecounsel.domain.cadence import next_window
 from e2ecounsel.domain.crisis import CrisisDetector
 from e2ecounsel.domain.replies import Reply
 from e2ecounsel.domain.screening import Band
@@ -42,73 +46,6 @@ from e2ecounsel.matrix import MatrixSession
 from e2ecounsel.policy import Policy
 
 logger = logging.getLogger(__name__)
-
-OUTCOMES = {
-    "resolved": "resolved",
-    "face-to-face": "face_to_face",
-    "continue": "continue",
-    "refer": "refer",
-}
-RISKS = ("high", "medium", "low")
-#: Outbox marker for the one message allowed in clear: "this room is not encrypted".
-PLAINTEXT_OK = "org.e2ecounsel.plaintext_ok"
-#: Outbox marker: hold this message (and the room's later ones) until this user has joined.
-#: Rooms the bot creates keep history from the join on, so a message sent while its reader
-#: is still only invited would never reach them.
-AWAIT_JOIN = "org.e2ecounsel.await_join"
-YES = frozenset({"yes", "y", "ya", "iya"})
-NO = frozenset({"no", "n", "tidak", "tdk", "cancel", "batal"})
-AUTO = frozenset({"auto", "automatic", "otomatis"})
-SKIP = frozenset({"skip", "lewati"})
-#: The crisis command works at every step, also in the middle of the intake.
-URGENT_WORDS = frozenset({"urgent", "darurat"})
-#: Commands that answer even while the bot waits for a reply to its question.
-ALWAYS_AVAILABLE = frozenset({"help", "bantuan", *URGENT_WORDS})
-#: Intake states after which a new message starts a new intake.
-_NOT_STARTED = frozenset({intake.Stage.DECLINED, intake.Stage.AGE_REFUSED})
-
-
-def txn_id(cause: str, index: int) -> str:
-    """Deterministic transaction id: the same cause always yields the same ids."""
-    digest = hashlib.sha256(f"{cause}\x00{index}".encode()).hexdigest()[:40]
-    return f"e2c.{digest}"
-
-
-@dataclass
-class Effects:
-    """What one handler decided: messages to queue and state writes to apply."""
-
-    cause: str
-    messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    writes: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
-    after: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
-
-    def say(
-        self,
-        room_id: str,
-        body: str,
-        *,
-        notice: bool = True,
-        plaintext_ok: bool = False,
-        reader: str | None = None,
-        about: str | None = None,
-    ) -> None:
-        """Queue ``body`` for ``room_id``; with ``reader``, only once they have joined.
-
-        ``about`` names the client a message in someone else's room concerns
-        (a brief), so that erasing the client redacts it there too.
-        """
-        content: dict[str, Any] = {"msgtype": "m.notice" if notice else "m.text", "body": body}
-        if plaintext_ok:
-            content[PLAINTEXT_OK] = True
-        if reader is not None:
-            content[AWAIT_JOIN] = reader
-        if about is not None:
-            content[ABOUT] = about
-        self.messages.append((room_id, content))
-
-    def write(self, fn: Callable[[], Awaitable[Any]]) -> None:
-        self.writes.append(fn)
 
 
 class Engine:
@@ -188,7 +125,7 @@ class Engine:
         if item.kind == "joined":
             await self.on_joined(item)
         elif item.room_id == self.supervisors_room:
-            await self.on_supervisor_message(item)
+            await supervision.on_supervisor_message(self, item)
         elif room_kind == "session":
             await self.on_session_message(item)
         elif room_kind == "case":
@@ -275,21 +212,24 @@ class Engine:
                 fx.say(item.room_id, self.render.text(lang, "status.intake"))
         elif not finished and normalize_command(text)[0] in URGENT_WORDS:
             # `urgent` works from the first message on, not only after the intake.
-            await self.cmd_urgent(fx, client, "", item)
+            await client_commands.cmd_urgent(self, fx, client, "", item)
         elif finished and await self._returning(client, text):
             # Their counseling ended: a new message starts a new intake (consent and
             # screening again, as befits a new episode); commands still work.
             fresh = replace(client, intake=None, pending=None)
             await self._run_intake(fx, fresh, None, "", item)
         elif finished:
-            await self.client_command(fx, client, text, item)
+            await client_commands.client_command(self, fx, client, text, item)
         else:
             await self._run_intake(fx, client, state if started else None, text, item)
         await self.commit(fx, item.event_id)
 
     async def _returning(self, client: ClientRecord, text: str) -> bool:
         """A former client writing something that is not a command or an answer."""
-        if client.pending is not None or normalize_command(text)[0] in CLIENT_COMMANDS:
+        if (
+            client.pending is not None
+            or normalize_command(text)[0] in client_commands.CLIENT_COMMANDS
+        ):
             return False
         return await self.store.current_engagement(client.user_id) is None
 
@@ -779,245 +719,6 @@ class Engine:
 
         return page
 
-    # ------------------------------------------------------------------ client commands
-
-    async def client_command(
-        self, fx: Effects, client: ClientRecord, text: str, item: InboxItem
-    ) -> None:
-        """A DM after the intake: the answer to an open question, or a command.
-
-        Anything else is most likely a client chatting with the bot as if it
-        were their counselor; the friendly list of commands (which also says
-        where to write to the counselor) is the right answer to both.
-        """
-        word, args = normalize_command(text)
-        if client.pending is not None and word not in ALWAYS_AVAILABLE:
-            await self.answer_pending(fx, client, client.pending, text, item)
-            return
-        handler = CLIENT_COMMANDS.get(word)
-        if handler is None:
-            fx.say(item.room_id, self.render.text(self.lang_of(client), "unknown_command"))
-            return
-        await handler(self, fx, client, args, item)
-
-    async def cmd_help(self, fx: Effects, client: ClientRecord, args: str, item: InboxItem) -> None:
-        fx.say(item.room_id, self.render.text(self.lang_of(client), "help.client"))
-
-    async def cmd_status(
-        self, fx: Effects, client: ClientRecord, args: str, item: InboxItem
-    ) -> None:
-        lang = self.lang_of(client)
-        eng = await self.store.current_engagement(client.user_id)
-        if eng is None:
-            fx.say(item.room_id, self.render.text(lang, "status.none"))
-            return
-        if eng.status == "waiting":
-            waiting = [e.client_id for e in await self.store.waiting()]
-            pos = waiting.index(client.user_id) + 1 if client.user_id in waiting else 1
-            fx.say(item.room_id, self.render.text(lang, "status.waitlisted", position=pos))
-            return
-        counselor = await self.store.get_counselor(eng.counselor_id or "")
-        if counselor is None:
-            fx.say(item.room_id, self.render.text(lang, "status.none"))
-            return
-        parts = [
-            self.render.text(
-                lang,
-                "status.active",
-                counselor_name=counselor.name,
-                credentials=counselor.credentials,
-            )
-        ]
-        when = await self.next_window_text(counselor, client)
-        key = "status.awaiting" if eng.awaiting_since else "status.not_awaiting"
-        parts.append(self.render.text(lang, key, next_window=when))
-        parts.append(await booking_flow.bookings_text(self, client))
-        fx.say(item.room_id, "\n".join(parts))
-
-    async def next_window_text(self, counselor: Counselor, client: ClientRecord) -> str:
-        """The counselor's next reply window, in the client's zone, days off honoured."""
-        days_off = ""
-        if self.bookings is not None:
-            _, days_off = await self.bookings.schedule_of(counselor.user_id)
-        try:
-            nxt = next_window(self.clock(), windows_of(counselor, days_off))
-        except ValueError:
-            return "?"
-        if nxt is None:
-            return "?"
-        return Cadence.when(nxt, booking_flow.client_zone(client, counselor))
-
-    async def cmd_counselors(
-        self, fx: Effects, client: ClientRecord, args: str, item: InboxItem
-    ) -> None:
-        lang = self.lang_of(client)
-        counselors = await self.store.list_counselors(active_only=True)
-        if not counselors:
-            fx.say(item.room_id, self.render.text(lang, "counselors.none"))
-            return
-        fx.say(
-            item.room_id,
-            self.render.text(
-                lang, "counselors.list", options=self.render.profiles(lang, counselors)
-            ),
-        )
-
-    async def cmd_urgent(
-        self, fx: Effects, client: ClientRecord, args: str, item: InboxItem
-    ) -> None:
-        await self.crisis_protocol(
-            fx, client, "command:urgent", reply_room=item.room_id, remember=True
-        )
-        fx.say(item.room_id, self.render.text(self.lang_of(client), "urgent.ack"))
-
-    async def cmd_language(
-        self, fx: Effects, client: ClientRecord, args: str, item: InboxItem
-    ) -> None:
-        lang = self.lang_of(client)
-        rec = replace(client, pending={"kind": "language"})
-        fx.write(lambda: self.store.save_client(rec))
-        fx.say(item.room_id, self.render.text(lang, "language.choose"))
-
-    async def cmd_erase(
-        self, fx: Effects, client: ClientRecord, args: str, item: InboxItem
-    ) -> None:
-        rec = replace(client, pending={"kind": "erase"})
-        fx.write(lambda: self.store.save_client(rec))
-        fx.say(item.room_id, self.render.text(self.lang_of(client), "erase.confirm"))
-
-    async def cmd_switch(
-        self, fx: Effects, client: ClientRecord, args: str, item: InboxItem
-    ) -> None:
-        lang = self.lang_of(client)
-        eng = await self.store.current_engagement(client.user_id)
-        if eng is None or eng.status != "active":
-            fx.say(item.room_id, self.render.text(lang, "switch.none"))
-            return
-        loads = await self._loads(exclude={eng.counselor_id or ""})
-        req = self._request(client)
-        offer = [c.id for c in loads if matching.eligible(req, c)]
-        if not offer:
-            fx.say(item.room_id, self.render.text(lang, "switch.none"))
-            return
-        counselors = {c.user_id: c for c in await self.store.list_counselors(active_only=True)}
-        rec = replace(client, pending={"kind": "switch", "offer": offer})
-        fx.write(lambda: self.store.save_client(rec))
-        fx.say(
-            item.room_id,
-            self.render.text(
-                lang,
-                "switch.choose",
-                options=self.render.profiles(lang, [counselors[i] for i in offer]),
-            ),
-        )
-
-    async def _best_other(self, client: ClientRecord) -> str | None:
-        """The counselor matching would pick for the client, other than their current one."""
-        eng = await self.store.current_engagement(client.user_id)
-        current = eng.counselor_id if eng and eng.counselor_id else ""
-        return matching.match(
-            self._request(client), await self._loads(exclude={current}), self._weights()
-        )
-
-    # ------------------------------------------------------------------ pending answers
-
-    async def answer_pending(
-        self, fx: Effects, client: ClientRecord, pending: dict[str, Any], text: str, item: InboxItem
-    ) -> None:
-        lang = self.lang_of(client)
-        room = item.room_id
-        answer = normalize_command(text)[0]
-        kind = pending.get("kind")
-        cleared = replace(client, pending=None)
-        if kind == "erase":
-            if answer in YES:
-                await self.erase(fx, client, item)
-            else:
-                fx.write(lambda: self.store.save_client(cleared))
-                fx.say(room, self.render.text(lang, "erase.cancelled"))
-        elif kind == "language":
-            langs = self.policy.languages
-            pick = int(answer) - 1 if answer.isdigit() else -1
-            if 0 <= pick < len(langs):
-                new = replace(cleared, language=langs[pick])
-                fx.write(lambda: self.store.save_client(new))
-                fx.say(room, self.render.text(langs[pick], "language.changed"))
-            else:
-                fx.say(room, self.render.text(lang, "language.invalid"))
-        elif kind == "switch":
-            offer = list(pending.get("offer", []))
-            if answer in NO:
-                fx.write(lambda: self.store.save_client(cleared))
-                fx.say(room, self.render.text(lang, "switch.cancelled"))
-                return
-            if answer in AUTO:
-                target_id = await self._best_other(client)
-            else:
-                pick = int(answer) - 1 if answer.isdigit() else -1
-                if not 0 <= pick < len(offer):
-                    fx.say(room, self.render.text(lang, "switch.invalid", count=len(offer)))
-                    return
-                target_id = offer[pick]
-            target = await self.store.get_counselor(target_id or "")
-            if target is None or not target.active:
-                fx.write(lambda: self.store.save_client(cleared))
-                fx.say(room, self.render.text(lang, "switch.none"))
-                return
-            rec = replace(client, pending={"kind": "switch_brief", "target": target.user_id})
-            fx.write(lambda: self.store.save_client(rec))
-            fx.say(room, self.render.text(lang, "switch.brief_consent", counselor_name=target.name))
-        elif kind == "switch_brief":
-            if answer not in YES and answer not in NO:
-                fx.say(room, self.render.text(lang, "switch.brief_invalid"))
-                return
-            fx.write(lambda: self.store.save_client(cleared))
-            chosen = str(pending.get("target"))
-            share = answer in YES
-            fx.after.append(
-                lambda: self.switch(
-                    cleared,
-                    chosen,
-                    share,
-                    cause=item.event_id,
-                    note_key="switch.done",
-                    old_notice_key="switch.counselor_notice",
-                )
-            )
-        elif kind == "book":
-            if answer.isdigit():
-                await booking_flow.reserve(self, fx, client, pending, int(answer), room)
-            else:
-                fx.write(lambda: self.store.save_client(cleared))
-                fx.say(room, self.render.text(lang, "booking.offer_closed"))
-        elif kind == "survey":
-            eng_id = int(pending.get("engagement", 0))
-            if pending.get("step") == "comment":
-                comment = None if answer in NO or answer in SKIP else text
-                fx.write(lambda: self.store.record_survey(eng_id, int(pending["score"]), comment))
-                fx.write(lambda: self.store.save_client(cleared))
-                fx.say(room, self.render.text(lang, "survey.thanks"))
-                return
-            if answer in ("1", "2", "3", "4", "5"):
-                rec = replace(
-                    client,
-                    pending={
-                        "kind": "survey",
-                        "engagement": eng_id,
-                        "score": int(answer),
-                        "step": "comment",
-                    },
-                )
-                fx.write(lambda: self.store.save_client(rec))
-                fx.say(room, self.render.text(lang, "survey.comment"))
-            elif answer in NO or answer in SKIP:
-                fx.write(lambda: self.store.save_client(cleared))
-                fx.say(room, self.render.text(lang, "survey.thanks"))
-            else:
-                fx.say(room, self.render.text(lang, "survey.invalid"))
-        else:
-            fx.write(lambda: self.store.save_client(cleared))
-            fx.say(room, self.render.text(lang, "unknown_command"))
-
     async def switch(
         self,
         client: ClientRecord,
@@ -1197,7 +898,7 @@ class Engine:
         if role == "client" and client is not None and self.crisis.detect(text):
             await self.crisis_protocol(fx, client, "phrase:session", reply_room=item.room_id)
         elif text.startswith("!"):
-            await self.counselor_command(fx, eng, client, item, text)
+            await counselor_commands.counselor_command(self, fx, eng, client, item, text)
         elif role == "client" and client is not None:
             await booking_flow.answer_in_session(self, fx, client, text, item.room_id)
         await self.commit(fx, item.event_id)
@@ -1210,300 +911,5 @@ class Engine:
 
         return plan
 
-    async def counselor_command(
-        self, fx: Effects, eng: Engagement, client: ClientRecord | None, item: InboxItem, text: str
-    ) -> None:
-        word, args = normalize_command(text)
-        handler = COUNSELOR_COMMANDS.get(word)
-        counselor = await self.store.get_counselor(item.sender)
-        if item.sender != eng.counselor_id or counselor is None or eng.status != "active":
-            if handler is not None:
-                lang = (
-                    self.counselor_lang(counselor)
-                    if counselor is not None and item.sender != eng.client_id
-                    else self.lang_of(client)
-                )
-                fx.say(item.room_id, self.render.text(lang, "not_allowed"))
-            return
-        if handler is None:
-            fx.say(
-                item.room_id,
-                self.render.text(self.counselor_lang(counselor), "unknown_command_counselor"),
-            )
-            return
-        await handler(self, fx, eng, client, counselor, args, item)
-
-    async def cmd_counselor_help(
-        self,
-        fx: Effects,
-        eng: Engagement,
-        client: ClientRecord | None,
-        counselor: Counselor,
-        args: str,
-        item: InboxItem,
-    ) -> None:
-        fx.say(item.room_id, self.render.text(self.counselor_lang(counselor), "help.counselor"))
-
-    async def cmd_close(
-        self,
-        fx: Effects,
-        eng: Engagement,
-        client: ClientRecord | None,
-        counselor: Counselor,
-        args: str,
-        item: InboxItem,
-    ) -> None:
-        lang = self.counselor_lang(counselor)
-        outcome = args.split(maxsplit=1)[0].lower() if args else ""
-        if outcome not in OUTCOMES:
-            fx.say(item.room_id, self.render.text(lang, "close.usage"))
-            return
-        fx.write(lambda: self.store.close_engagement(eng.id, outcome))
-        note = args.split(maxsplit=1)[1].strip() if len(args.split(maxsplit=1)) > 1 else ""
-        if note:
-            fx.write(lambda: self.store.set_close_note(eng.id, note))
-        fx.write(self._audit_fn(counselor.user_id, "engagement.close", eng.id, detail=outcome))
-        clang = self.lang_of(client)
-        fx.say(
-            item.room_id,
-            self.render.text(clang, f"close.{OUTCOMES[outcome]}", counselor_name=counselor.name),
-        )
-        fx.say(item.room_id, self.render.text(lang, "close.done", outcome=outcome))
-        if client is not None and client.dm_room_id:
-            rec = replace(client, pending={"kind": "survey", "engagement": eng.id})
-            fx.write(lambda: self.store.save_client(rec))
-            fx.say(client.dm_room_id, self.render.text(clang, "survey.ask"))
-        fx.after.append(lambda: self.drain_waitlist(f"close:{eng.id}"))
-
-    async def cmd_risk(
-        self,
-        fx: Effects,
-        eng: Engagement,
-        client: ClientRecord | None,
-        counselor: Counselor,
-        args: str,
-        item: InboxItem,
-    ) -> None:
-        lang = self.counselor_lang(counselor)
-        level = args.strip().lower()
-        if level not in RISKS:
-            fx.say(item.room_id, self.render.text(lang, "risk.usage"))
-            return
-        fx.write(lambda: self.store.set_risk(eng.id, level))
-        fx.write(self._audit_fn(counselor.user_id, "engagement.risk", eng.id, detail=level))
-        fx.say(
-            item.room_id,
-            self.render.text(lang, "risk.set", level=self.render.text(lang, f"risk.{level}")),
-        )
-
-    async def cmd_refer(
-        self,
-        fx: Effects,
-        eng: Engagement,
-        client: ClientRecord | None,
-        counselor: Counselor,
-        args: str,
-        item: InboxItem,
-    ) -> None:
-        lang = self.counselor_lang(counselor)
-        target_id = args.strip()
-        if not target_id.startswith("@") or client is None:
-            fx.say(item.room_id, self.render.text(lang, "refer.usage"))
-            return
-        if target_id == counselor.user_id:
-            fx.say(item.room_id, self.render.text(lang, "refer.same"))
-            return
-        target = await self.store.get_counselor(target_id)
-        if target is None or not target.active:
-            fx.say(item.room_id, self.render.text(lang, "refer.unknown"))
-            return
-        if not await self._has_room(target_id):
-            fx.say(item.room_id, self.render.text(lang, "refer.full", counselor_name=target.name))
-            return
-        fx.say(item.room_id, self.render.text(lang, "refer.done", counselor_name=target.name))
-        fx.write(self._audit_fn(counselor.user_id, "engagement.refer", eng.id))
-        fx.after.append(
-            lambda: self.switch(
-                client,
-                target_id,
-                eng.share_brief,
-                cause=item.event_id,
-                note_key="refer.client",
-                incoming_key="refer.incoming",
-            )
-        )
-
-    # ------------------------------------------------------------------ supervisors
-
-    async def on_supervisor_message(self, item: InboxItem) -> None:
-        fx = Effects(item.event_id)
-        lang = self.policy.service.default_language
-        if item.kind == "text" and item.sender != self.bot and item.body.startswith("!"):
-            word, args = normalize_command(clean_text(item.body, self.max_chars))
-            handler = SUPERVISOR_COMMANDS.get(word)
-            if handler is None:
-                fx.say(item.room_id, self.render.text(lang, "help.supervisor"))
-            else:
-                await handler(self, fx, args, item)
-        await self.commit(fx, item.event_id)
-
-    async def cmd_queue(self, fx: Effects, args: str, item: InboxItem) -> None:
-        lang = self.policy.service.default_language
-        now_ms = int(self.clock().timestamp() * 1000)
-        active = await self.store.active_engagements()
-        awaiting = [e for e in active if e.awaiting_since]
-        waiting = await self.store.waiting()
-        oldest = max((now_ms - (e.awaiting_since or now_ms) for e in awaiting), default=0)
-        oldest_wl = max(
-            (self.clock() - datetime.fromisoformat(e.opened_at) for e in waiting), default=None
-        )
-        fx.say(
-            item.room_id,
-            self.render.text(
-                lang,
-                "queue.summary",
-                awaiting=len(awaiting),
-                oldest_wait=_hours(oldest / 3_600_000),
-                waitlisted=len(waiting),
-                oldest_waitlist=_hours(oldest_wl.total_seconds() / 3600) if oldest_wl else "-",
-                high_risk=sum(1 for e in active + waiting if e.risk == "high"),
-            ),
-        )
-
-    async def cmd_oncall(self, fx: Effects, args: str, item: InboxItem) -> None:
-        lang = self.policy.service.default_language
-        names = [c.name for c in await self.store.list_counselors(active_only=True) if c.on_call]
-        if names:
-            fx.say(item.room_id, self.render.text(lang, "oncall.list", names=", ".join(names)))
-        else:
-            fx.say(item.room_id, self.render.text(lang, "oncall.none"))
-
-    async def cmd_reassign(self, fx: Effects, args: str, item: InboxItem) -> None:
-        lang = self.policy.service.default_language
-        parts = args.split()
-        if len(parts) != 2:
-            fx.say(item.room_id, self.render.text(lang, "reassign.usage"))
-            return
-        room_id, target_id = parts
-        eng = await self.store.engagement_by_room(room_id)
-        if eng is None or eng.status != "active":
-            fx.say(item.room_id, self.render.text(lang, "reassign.unknown_room"))
-            return
-        target = await self.store.get_counselor(target_id)
-        if target is None or not target.active:
-            fx.say(item.room_id, self.render.text(lang, "reassign.unknown_counselor"))
-            return
-        if eng.counselor_id == target_id:
-            fx.say(
-                item.room_id, self.render.text(lang, "reassign.done", counselor_name=target.name)
-            )
-            return
-        if not await self._has_room(target_id):
-            fx.say(
-                item.room_id, self.render.text(lang, "reassign.full", counselor_name=target.name)
-            )
-            return
-        client = await self.store.get_client(eng.client_id)
-        if client is None:
-            fx.say(item.room_id, self.render.text(lang, "reassign.unknown_room"))
-            return
-        fx.say(item.room_id, self.render.text(lang, "reassign.done", counselor_name=target.name))
-        fx.write(self._audit_fn(item.sender, "engagement.reassign", eng.id))
-        fx.after.append(
-            lambda: self.switch(
-                client,
-                target_id,
-                eng.share_brief,
-                cause=item.event_id,
-                note_key="counselor.rematched",
-                old_notice_key="sla.reassigned_previous",
-                incoming_key="sla.reassigned_counselor",
-            )
-        )
-
     async def _has_room(self, counselor_id: str) -> bool:
         return any(c.id == counselor_id and c.has_room for c in await self._loads())
-
-    # ------------------------------------------------------------------ roster upkeep
-
-    async def rematch_orphans(self) -> None:
-        """Re-match active clients whose counselor was removed from the roster.
-
-        Each client is told first, then moved like a switch (brief shared as
-        before); when nobody is free they go on the waiting list. The cause is
-        derived from the engagement, so a crash half-way repeats nothing.
-        """
-        active_ids = {c.user_id for c in await self.store.list_counselors(active_only=True)}
-        for eng in await self.store.active_engagements():
-            if eng.counselor_id is None or eng.counselor_id in active_ids:
-                continue
-            client = await self.store.get_client(eng.client_id)
-            if client is None:
-                continue
-            cause = f"rematch:{eng.id}"
-            fx = Effects(cause)
-            if client.dm_room_id:
-                fx.say(
-                    client.dm_room_id, self.render.text(self.lang_of(client), "counselor.removed")
-                )
-            await self.commit(fx, None)
-            await self.switch(
-                client,
-                None,
-                eng.share_brief,
-                cause=cause,
-                note_key="counselor.rematched",
-                waitlist_key="counselor.removed_waitlisted",
-            )
-
-
-def windows_zone(tz: str) -> Any:
-    from zoneinfo import ZoneInfo
-
-    return ZoneInfo(tz)
-
-
-def _hours(h: float) -> str:
-    whole = int(h)
-    return f"{whole} h {int((h - whole) * 60)} m"
-
-
-ClientHandler = Callable[[Engine, Effects, ClientRecord, str, InboxItem], Awaitable[None]]
-CLIENT_COMMANDS: dict[str, ClientHandler] = {
-    "help": Engine.cmd_help,
-    "bantuan": Engine.cmd_help,
-    "status": Engine.cmd_status,
-    "counselors": Engine.cmd_counselors,
-    "konselor": Engine.cmd_counselors,
-    "switch": Engine.cmd_switch,
-    "ganti": Engine.cmd_switch,
-    "urgent": Engine.cmd_urgent,
-    "darurat": Engine.cmd_urgent,
-    "erase": Engine.cmd_erase,
-    "hapus": Engine.cmd_erase,
-    "language": Engine.cmd_language,
-    "bahasa": Engine.cmd_language,
-    "book": booking_flow.cmd_book,
-    "pesan": booking_flow.cmd_book,
-    "bookings": booking_flow.cmd_bookings,
-    "jadwal": booking_flow.cmd_bookings,
-    "cancel": booking_flow.cmd_cancel,
-    "batal": booking_flow.cmd_cancel,
-}
-CounselorHandler = Callable[
-    [Engine, Effects, Engagement, "ClientRecord | None", Counselor, str, InboxItem],
-    Awaitable[None],
-]
-COUNSELOR_COMMANDS: dict[str, CounselorHandler] = {
-    "close": Engine.cmd_close,
-    "risk": Engine.cmd_risk,
-    "refer": Engine.cmd_refer,
-    "help": Engine.cmd_counselor_help,
-    "book": booking_flow.cmd_counselor_book,
-}
-SupervisorHandler = Callable[[Engine, Effects, str, InboxItem], Awaitable[None]]
-SUPERVISOR_COMMANDS: dict[str, SupervisorHandler] = {
-    "queue": Engine.cmd_queue,
-    "oncall": Engine.cmd_oncall,
-    "reassign": Engine.cmd_reassign,
-}

@@ -1,0 +1,79 @@
+"""What a handler decides, before it is committed: the Effects of one step, and the
+shared vocabulary (accepted words, outbox markers, transaction ids)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.store import ABOUT
+from e2ecounsel.domain import intake
+
+OUTCOMES = {
+    "resolved": "resolved",
+    "face-to-face": "face_to_face",
+    "continue": "continue",
+    "refer": "refer",
+}
+RISKS = ("high", "medium", "low")
+#: Outbox marker for the one message allowed in clear: "this room is not encrypted".
+PLAINTEXT_OK = "org.e2ecounsel.plaintext_ok"
+#: Outbox marker: hold this message (and the room's later ones) until this user has joined.
+#: Rooms the bot creates keep history from the join on, so a message sent while its reader
+#: is still only invited would never reach them.
+AWAIT_JOIN = "org.e2ecounsel.await_join"
+YES = frozenset({"yes", "y", "ya", "iya"})
+NO = frozenset({"no", "n", "tidak", "tdk", "cancel", "batal"})
+AUTO = frozenset({"auto", "automatic", "otomatis"})
+SKIP = frozenset({"skip", "lewati"})
+#: The crisis command works at every step, also in the middle of the intake.
+URGENT_WORDS = frozenset({"urgent", "darurat"})
+#: Commands that answer even while the bot waits for a reply to its question.
+ALWAYS_AVAILABLE = frozenset({"help", "bantuan", *URGENT_WORDS})
+#: Intake states after which a new message starts a new intake.
+_NOT_STARTED = frozenset({intake.Stage.DECLINED, intake.Stage.AGE_REFUSED})
+
+
+def txn_id(cause: str, index: int) -> str:
+    """Deterministic transaction id: the same cause always yields the same ids."""
+    digest = hashlib.sha256(f"{cause}\x00{index}".encode()).hexdigest()[:40]
+    return f"e2c.{digest}"
+
+
+@dataclass
+class Effects:
+    """What one handler decided: messages to queue and state writes to apply."""
+
+    cause: str
+    messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    writes: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+    after: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+
+    def say(
+        self,
+        room_id: str,
+        body: str,
+        *,
+        notice: bool = True,
+        plaintext_ok: bool = False,
+        reader: str | None = None,
+        about: str | None = None,
+    ) -> None:
+        """Queue ``body`` for ``room_id``; with ``reader``, only once they have joined.
+
+        ``about`` names the client a message in someone else's room concerns
+        (a brief), so that erasing the client redacts it there too.
+        """
+        content: dict[str, Any] = {"msgtype": "m.notice" if notice else "m.text", "body": body}
+        if plaintext_ok:
+            content[PLAINTEXT_OK] = True
+        if reader is not None:
+            content[AWAIT_JOIN] = reader
+        if about is not None:
+            content[ABOUT] = about
+        self.messages.append((room_id, content))
+
+    def write(self, fn: Callable[[], Awaitable[Any]]) -> None:
+        self.writes.append(fn)
