@@ -1,0 +1,172 @@
+"""Seeding a counselor's world on the real Synapse: a bot-like account that opens
+session rooms (same shape as the bridge's) and posts briefs into the case channel,
+real E2EE clients that write in them, and the counselor's TUI store.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from e2ecounsel.policy import load_policy
+from tests.integration.matrixkit import ENCRYPTION_STATE, Recorder, until
+from tui.app import CounselorApp
+from tui.connect import connect
+from tui.notes import FAST_FOR_TESTS
+from tui.settings import TuiSettings
+
+POLICY = load_policy(None)
+PASSPHRASE = "correct horse battery staple"
+
+
+def brief(pseudonym: str, room_id: str, risk: str = "low", lang: str = "en") -> str:
+    """The bridge's own brief text (same policy template)."""
+    return POLICY.text(
+        lang,
+        "brief.new",
+        pseudonym=pseudonym,
+        language=lang,
+        country="Indonesia",
+        topic="Stress",
+        risk=POLICY.text(lang, f"risk.{risk}"),
+        screening="PHQ-9: 7 (mild)\nGAD-7: skipped by the client",
+        room_link=f"https://matrix.to/#/{room_id}",
+    )
+
+
+async def account(homeserver, prefix: str) -> tuple[str, str]:
+    password = secrets.token_urlsafe(12)
+    user_id = await homeserver.register_user(f"{prefix}-{uuid.uuid4().hex[:8]}", password)
+    return user_id, password
+
+
+async def recorder(homeserver, tmp_path: Path, prefix: str) -> Recorder:
+    user_id, password = await account(homeserver, prefix)
+    return await Recorder.connect(
+        homeserver.info.base_url,
+        user_id,
+        password,
+        tmp_path / "peers" / prefix / uuid.uuid4().hex[:6],
+        secrets.token_bytes(32),
+    )
+
+
+@dataclass
+class World:
+    homeserver: object
+    tmp_path: Path
+    bot: Recorder
+    counselor_id: str
+    counselor_password: str
+    settings: TuiSettings
+    case_room: str = ""
+    clients: dict[str, Recorder] = field(default_factory=dict)  # room id -> client
+
+    @property
+    def base_url(self) -> str:
+        return self.homeserver.info.base_url  # type: ignore[attr-defined]
+
+    async def connect_counselor(self, passphrase: str = PASSPHRASE):
+        """The TUI's own sign-in path (argon2id with test limits)."""
+        return await connect(
+            self.settings,
+            homeserver=self.base_url,
+            user_id=self.counselor_id,
+            passphrase=passphrase,
+            password=self.counselor_password,
+        )
+
+    async def open_case_room(self) -> str:
+        resp = await self.bot.session.client.room_create(
+            name="Case channel",
+            invite=[self.counselor_id],
+            is_direct=True,
+            initial_state=[ENCRYPTION_STATE],
+            power_level_override={
+                "users": {self.counselor_id: 50},
+                "state_default": 100,
+                "invite": 100,
+                "kick": 100,
+            },
+        )
+        self.case_room = resp.room_id
+        await self.bot.session.wait_for_room(self.case_room)
+        await until(
+            lambda: self.bot.joined(self.case_room, self.counselor_id),
+            what="counselor joins the case channel",
+        )
+        return self.case_room
+
+    async def add_client(self, pseudonym: str, *, risk: str = "low", lang: str = "en") -> str:
+        """A session room like the bridge's, joined by both, and the brief posted."""
+        client = await recorder(self.homeserver, self.tmp_path, "client")
+        client_id = client.session.user_id
+        resp = await self.bot.session.client.room_create(
+            name="Counseling session",
+            invite=[self.counselor_id, client_id],
+            initial_state=[ENCRYPTION_STATE],
+            power_level_override={
+                # As the bridge does: the creator (bot) is not listed (room v12).
+                "users": {self.counselor_id: 50, client_id: 0},
+                "state_default": 100,
+                "invite": 100,
+                "kick": 100,
+            },
+        )
+        room_id = resp.room_id
+        await self.bot.session.wait_for_room(room_id)
+        await until(
+            lambda: (
+                self.bot.joined(room_id, self.counselor_id) and self.bot.joined(room_id, client_id)
+            ),
+            what="counselor and client join the session room",
+        )
+        self.clients[room_id] = client
+        await self.bot.session.send_text(
+            self.case_room, brief(pseudonym, room_id, risk, lang), notice=True
+        )
+        return room_id
+
+    async def close(self) -> None:
+        for c in self.clients.values():
+            await c.close()
+        await self.bot.close()
+
+
+async def make_world(homeserver, tmp_path: Path) -> World:
+    bot = await recorder(homeserver, tmp_path, "counsel")
+    counselor_id, password = await account(homeserver, "dewi")
+    settings = TuiSettings(
+        data_dir=tmp_path / "tui-data",
+        config_dir=tmp_path / "tui-config",
+        bot_user_id=bot.session.user_id,
+        kdf=FAST_FOR_TESTS,
+    )
+    return World(homeserver, tmp_path, bot, counselor_id, password, settings)
+
+
+async def wait_app(pilot, condition, *, timeout: float = 30.0, what: str = "app state") -> None:
+    """Poll an app condition, letting the app process messages in between."""
+    try:
+        await until(condition, timeout=timeout, what=what)
+    except AssertionError:
+        app = pilot.app
+        link = app.link
+        state = [
+            (e.room_id[:8], e.pseudonym, e.risk, e.awaiting_since_ms, len(e.messages))
+            for e in (link.entries.values() if link else [])
+        ]
+        raise AssertionError(
+            f"{what}: queue {queue_ids(app)}; session rooms "
+            f"{sorted(r[:8] for r in link.session_rooms) if link else None}; entries {state}"
+        ) from None
+    await pilot.pause()
+
+
+def queue_ids(app: CounselorApp) -> list[str]:
+    from textual.widgets import OptionList
+
+    ql = app.query_one("#queue", OptionList)
+    return [ql.get_option_at_index(i).id or "" for i in range(ql.option_count)]

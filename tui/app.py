@@ -1,0 +1,843 @@
+"""``e2ecounsel tui``: the counselor's queue, conversation and client card.
+
+Layout: the queue on the left (high risk, then longest awaiting), the thread and
+a composer in the centre, the client card with the brief and private notes on
+the right; a status line on top, the main keys in the footer.
+
+Everything a client or the case channel wrote is untrusted: it is cleaned of
+terminal control sequences when it enters the model (:mod:`tui.link`) and shown
+through :class:`rich.text.Text`, never parsed as markup.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Footer, OptionList, Static, TextArea
+from textual.widgets.option_list import Option
+
+from e2ecounsel.errors import E2ECounselError
+from e2ecounsel.matrix import ConnectionState, MatrixSession
+from e2ecounsel.policy import Policy, load_policy
+from tui.briefs import CaseReader
+from tui.connect import Connected, SignInFailed, connect
+from tui.link import MatrixLink
+from tui.messages import ConnectionChanged, Problem, QueueChanged, SendFinished, TrustChecked
+from tui.notes import NoteBook
+from tui.queue import ClientEntry, ReplyRound, format_wait, order, round_number
+from tui.screens import (
+    ChoiceScreen,
+    ConfirmScreen,
+    FormScreen,
+    HelpScreen,
+    NoticeScreen,
+    SignInScreen,
+    SnippetScreen,
+)
+from tui.settings import TuiSettings
+from tui.snippets import Snippet, load_snippets
+
+logger = logging.getLogger(__name__)
+
+RISK_STYLE = {"high": "bold white on red", "medium": "black on yellow", "low": "dim"}
+STATE_TEXT = {
+    ConnectionState.STARTING: ("… connecting", "yellow"),
+    ConnectionState.ONLINE: ("● online", "green"),
+    ConnectionState.RECONNECTING: ("⟳ reconnecting…", "bold yellow"),
+    ConnectionState.STOPPED: ("■ offline: sign in again", "bold red"),
+}
+OUTCOMES = {
+    "resolved": "Resolved",
+    "face-to-face": "Move to face-to-face",
+    "continue": "Continue online",
+    "refer": "Refer to another professional",
+}
+
+_MAIN_ACTIONS = {
+    "round",
+    "next",
+    "snippets",
+    "close_case",
+    "risk",
+    "refer",
+    "export_keys",
+    "import_keys",
+    "send",
+    "focus_notes",
+}
+
+QUEUE_KEYS = [
+    ("↑ / ↓", "move through the queue (the thread and card follow)"),
+    ("enter", "reply to the highlighted client (focus the composer)"),
+    ("tab", "move between queue, composer and notes"),
+]
+
+
+class CounselorApp(App[None]):
+    """The counselor's app. Build it with :func:`make_app`."""
+
+    TITLE = "e2ecounsel"
+    CSS = """
+    #status { dock: top; height: 1; background: $panel; padding: 0 1; }
+    #queue-pane { width: 38; border-right: solid $primary; }
+    #queue { height: 1fr; border: none; }
+    #thread-pane { width: 1fr; }
+    #thread-title { height: 1; padding: 0 1; background: $boost; }
+    #thread { height: 1fr; padding: 0 1; }
+    #composer { height: 7; border: round $primary; }
+    #card-pane { width: 42; border-left: solid $primary; }
+    #card-scroll { height: 1fr; padding: 0 1; }
+    #notes-title { height: 1; padding: 0 1; background: $boost; }
+    #notes { height: 10; border: round $secondary; }
+    .pane-title { height: 1; padding: 0 1; background: $boost; text-style: bold; }
+    """
+    # F-keys are priority bindings: the composer and notes (TextArea) use F6/F7
+    # for selection otherwise. Actions check they run on the main screen.
+    BINDINGS = [
+        Binding("f1", "help", "Help"),
+        Binding("ctrl+s", "send", "Send/save", priority=True),
+        Binding("f2", "round", "Round", priority=True),
+        Binding("f3", "next", "Next", priority=True),
+        Binding("f4", "snippets", "Snippets", priority=True),
+        Binding("f5", "close_case", "Close", priority=True),
+        Binding("f6", "risk", "Risk", priority=True),
+        Binding("f7", "refer", "Refer", priority=True),
+        Binding("f8", "export_keys", "Export keys", show=False, priority=True),
+        Binding("f9", "import_keys", "Import keys", show=False, priority=True),
+        Binding("ctrl+n", "focus_notes", "Notes", show=False),
+        Binding("escape", "focus_queue", "Queue", show=False),
+    ]
+
+    def __init__(
+        self,
+        settings: TuiSettings,
+        session: MatrixSession | None = None,
+        notes: NoteBook | None = None,
+        *,
+        policy: Policy | None = None,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.session = session
+        self.notes = notes
+        self.policy = policy or load_policy(settings.policies_dir)
+        self.now = now
+        self.link: MatrixLink | None = None
+        self.current: str | None = None
+        self.round: ReplyRound | None = None
+        self.status_note = ""
+        self.queue_ready = False
+        self.history_loaded = False
+        self._owns_session = session is None
+        self._dirty: set[str] = set()
+        self._refresh_posted = False
+        self._notes_room: str | None = None
+        self._snippets: list[Snippet] | None = None
+        self._first_sync_ok = False
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Main-screen actions do nothing while a dialog or the sign-in is open."""
+        if action in _MAIN_ACTIONS and len(self.screen_stack) > 1:
+            return False
+        return True
+
+    # ------------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="status")
+        with Horizontal(id="main"):
+            with Vertical(id="queue-pane"):
+                yield Static("Queue", classes="pane-title", id="queue-title")
+                yield OptionList(id="queue")
+            with Vertical(id="thread-pane"):
+                yield Static("", id="thread-title")
+                with VerticalScroll(id="thread"):
+                    yield Static("", id="thread-body")
+                yield TextArea(id="composer", soft_wrap=True, show_line_numbers=False)
+            with Vertical(id="card-pane"):
+                yield Static("Client", classes="pane-title")
+                with VerticalScroll(id="card-scroll"):
+                    yield Static("", id="card")
+                yield Static("Private notes (never sent)", id="notes-title")
+                yield TextArea(id="notes", soft_wrap=True, show_line_numbers=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#composer", TextArea).border_title = "Reply · ctrl+s sends"
+        self._render_status()
+        self.set_interval(30, self._tick)
+        if self.session is not None and self.notes is not None:
+            self._start_link()
+        else:
+            self.push_screen(SignInScreen(self.settings))
+
+    async def on_unmount(self) -> None:
+        self._save_notes()
+        if self.session is not None and self._state_listener in self.session.state_listeners:
+            self.session.state_listeners.remove(self._state_listener)
+        if self._owns_session and self.session is not None:
+            await self.session.close()
+
+    # ------------------------------------------------------------------ sign-in
+
+    @work(exclusive=True, exit_on_error=False, group="connect")
+    async def sign_in(
+        self,
+        homeserver: str,
+        user_id: str,
+        passphrase: str,
+        password: str | None,
+        recovery_key: str | None,
+    ) -> None:
+        """Run by the sign-in screen; reports back with a message either way."""
+        screen = self.screen
+        try:
+            done = await connect(
+                self.settings,
+                homeserver=homeserver,
+                user_id=user_id,
+                passphrase=passphrase,
+                password=password,
+                recovery_key=recovery_key,
+            )
+        except SignInFailed as exc:
+            screen.post_message(Problem(str(exc)))
+            return
+        except E2ECounselError as exc:
+            logger.warning("sign-in failed: %s", type(exc).__name__)
+            screen.post_message(Problem("Could not sign in. Check the details and try again."))
+            return
+        self._connected(done)
+
+    def _connected(self, done: Connected) -> None:
+        self.session = done.session
+        self.notes = done.notes
+        self._owns_session = True
+        if isinstance(self.screen, SignInScreen):
+            self.pop_screen()
+        if done.recovery_key:
+            self.push_screen(
+                NoticeScreen(
+                    "Your recovery key",
+                    "Write this down and keep it safe. With it you can verify a new machine "
+                    "or read your history there:\n\n" + done.recovery_key,
+                )
+            )
+        if done.warning:
+            self.status_note = done.warning
+        self._start_link()
+
+    # ------------------------------------------------------------------ Matrix
+
+    def _start_link(self) -> None:
+        assert self.session is not None
+        self.link = MatrixLink(
+            self.session,
+            CaseReader(self.policy),
+            bot_id=self.settings.bot_for(self.session.user_id),
+            trust_file=self.session.store_dir / "identities.json",
+            on_change=self._model_changed,
+        )
+        self.session.state_listeners.append(self._state_listener)
+        self._run_link()
+
+    @work(exclusive=True, exit_on_error=False, group="link")
+    async def _run_link(self) -> None:
+        assert self.session is not None and self.link is not None
+        self.link.attach()
+        try:
+            await self.session.sync_once(0)
+            # The loop reports ONLINE only after its first long poll returns,
+            # which in a quiet account takes up to 30 s; this sync proves it now.
+            self._first_sync_ok = True
+        except Exception as exc:  # the sync loop below keeps retrying
+            logger.warning("first sync failed: %s", type(exc).__name__)
+        self.link.scan_rooms()
+        self.session.start()
+        self.queue_ready = True
+        self._refresh_queue()
+        self._render_status()
+        await self.link.load_history()
+        self.history_loaded = True
+        self._refresh_queue()
+
+    def _state_listener(self, state: ConnectionState) -> None:
+        self.post_message(ConnectionChanged(state))
+
+    def _model_changed(self, rooms: set[str]) -> None:
+        self._dirty |= rooms
+        if not self._refresh_posted:
+            self._refresh_posted = True
+            self.post_message(QueueChanged(frozenset(rooms)))
+
+    def on_queue_changed(self, message: QueueChanged) -> None:
+        self._refresh_posted = False
+        dirty, self._dirty = self._dirty, set()
+        self._refresh_queue()
+        if self.current is not None and self.current in dirty:
+            self._render_thread()
+            self._render_card()
+
+    def on_connection_changed(self, message: ConnectionChanged) -> None:
+        if self.is_running:
+            self._render_status()
+
+    def on_problem(self, message: Problem) -> None:
+        self.status_note = message.text
+        self._render_status()
+
+    def _tick(self) -> None:
+        self._refresh_queue()
+        self._render_status()
+
+    # ------------------------------------------------------------------ queue
+
+    def queue_entries(self) -> list[ClientEntry]:
+        """The queue as shown, in order (tests and the round read it)."""
+        if self.link is None:
+            return []
+        return order(self.link.active_entries())
+
+    def _queue_line(self, e: ClientEntry, now_ms: int) -> Text:
+        line = Text(no_wrap=True, overflow="ellipsis")
+        line.append(f" {e.risk.upper()[:4]:<4} ", style=RISK_STYLE.get(e.risk, ""))
+        line.append(" ")
+        line.append(e.pseudonym[:18], style="bold" if e.unread else "")
+        since = e.awaiting_since_ms
+        if since is not None:
+            line.append(f"  {format_wait(now_ms - since)}", style="yellow")
+        if e.unread:
+            line.append(f"  ({e.unread})", style="bold cyan")
+        if e.next_booking:
+            line.append(f"\n       next: {e.next_booking}", style="dim")
+        return line
+
+    def _refresh_queue(self) -> None:
+        if self.link is None:
+            return
+        ql = self.query_one("#queue", OptionList)
+        now_ms = int(self.now() * 1000)
+        entries = self.queue_entries()
+        keep = self.current
+        ql.set_options(Option(self._queue_line(e, now_ms), id=e.room_id) for e in entries)
+        awaiting = sum(1 for e in entries if e.awaiting)
+        self.query_one("#queue-title", Static).update(
+            Text(f"Queue · {len(entries)} clients · {awaiting} awaiting")
+        )
+        if keep is not None and keep in {e.room_id for e in entries}:
+            with ql.prevent(OptionList.OptionHighlighted):
+                ql.highlighted = ql.get_option_index(keep)
+        elif entries and self.current is None:
+            ql.highlighted = 0
+
+    @on(OptionList.OptionHighlighted, "#queue")
+    def _highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        # A highlight posted before the list was rebuilt is stale: ignore it.
+        if event.option_list.highlighted_option is not event.option:
+            return
+        if event.option.id is not None:
+            self.open_room(event.option.id)
+
+    @on(OptionList.OptionSelected, "#queue")
+    def _selected(self, event: OptionList.OptionSelected) -> None:
+        if event.option.id is not None:
+            self.open_room(event.option.id, focus_composer=True)
+
+    def open_room(self, room_id: str, *, focus_composer: bool = False) -> None:
+        """Show a client's thread and card; with ``focus_composer`` the counselor
+        is replying, so the thread counts as read."""
+        if self.link is None:
+            return
+        if room_id != self.current:
+            self._save_notes()
+            self.current = room_id
+            self._load_notes()
+            self._render_thread()
+            self._render_card()
+            self._check_trust(room_id)
+        if focus_composer:
+            self.link.entry(room_id).mark_read()
+            self.query_one("#composer", TextArea).focus()
+            self._refresh_queue()
+
+    # ------------------------------------------------------------------ thread
+
+    def _stamp(self, ts_ms: int) -> str:
+        when = datetime.fromtimestamp(ts_ms / 1000)
+        today = datetime.fromtimestamp(self.now()).date()
+        return when.strftime("%H:%M") if when.date() == today else when.strftime("%a %d %b %H:%M")
+
+    def thread_text(self) -> Text:
+        """The current thread as the widget shows it (literal text, styled by sender)."""
+        out = Text()
+        if self.link is None or self.current is None:
+            return out
+        entry = self.link.entry(self.current)
+        trust = self.link.trust_info.get(self.current)
+        for m in entry.messages:
+            if out:
+                out.append("\n")
+            out.append(f"{self._stamp(m.ts_ms)} ", style="dim")
+            if m.kind == "counselor":
+                out.append("You", style="bold green")
+            elif m.kind == "bot":
+                out.append("Service bot", style="italic magenta")
+            elif m.kind == "client":
+                out.append(entry.pseudonym if entry.brief else "Client", style="bold cyan")
+            else:
+                out.append(m.sender, style="bold")
+            if (
+                m.kind == "client"
+                and not m.undecryptable
+                and trust is not None
+                and trust.checked
+                and not self.link.is_trusted(m)
+            ):
+                out.append(" ⚠ unverified device", style="bold yellow")
+            out.append("\n")
+            if m.undecryptable:
+                out.append(
+                    "  ⚠ This message could not be decrypted (no key for it on this device).",
+                    style="bold red",
+                )
+            else:
+                style = "italic magenta" if m.kind == "bot" else ""
+                for i, line in enumerate(m.body.split("\n")):
+                    if i:
+                        out.append("\n")
+                    out.append("  " + line, style=style)
+        return out
+
+    def _render_thread(self) -> None:
+        title = self.query_one("#thread-title", Static)
+        body = self.query_one("#thread-body", Static)
+        if self.link is None or self.current is None:
+            title.update("")
+            body.update("")
+            return
+        entry = self.link.entry(self.current)
+        title.update(Text.assemble(("Conversation with ", "bold"), (entry.pseudonym, "bold cyan")))
+        body.update(self.thread_text())
+        self.query_one("#thread", VerticalScroll).scroll_end(animate=False)
+
+    # ------------------------------------------------------------------ card
+
+    def card_text(self) -> Text:
+        out = Text()
+        if self.link is None or self.current is None:
+            return out
+        e = self.link.entry(self.current)
+        trust = self.link.trust_info.get(self.current)
+        out.append(e.pseudonym + "\n", style="bold cyan")
+        if e.client_id:
+            out.append(e.client_id + "\n", style="dim")
+        out.append("Risk: ")
+        out.append(f" {e.risk} ", style=RISK_STYLE.get(e.risk, ""))
+        out.append("\n")
+        since = e.awaiting_since_ms
+        if since is not None and not e.closed:
+            out.append(f"Awaiting a reply for {format_wait(int(self.now() * 1000) - since)}\n")
+        if trust is not None and trust.identity_changed:
+            out.append(
+                "⚠ This client's identity (security key) changed. If unexpected, check "
+                "with them before sharing anything sensitive.\n",
+                style="bold red",
+            )
+        if trust is not None and trust.unsigned_devices:
+            out.append(
+                f"⚠ {len(trust.unsigned_devices)} device(s) of this client are not "
+                "verified by them: they get no keys until the client verifies them.\n",
+                style="bold yellow",
+            )
+        b = e.brief
+        out.append("\nBrief\n", style="bold underline")
+        if b is None:
+            out.append("No brief in the case channel (yet, or the client did not share it).\n")
+        else:
+            out.append(f"Language: {b.language}\nCountry: {b.country}\nTopic: {b.topic}\n")
+            out.append(f"Risk at intake: {b.risk}\n")
+            if b.received_ms:
+                out.append(f"Brief received: {self._stamp(b.received_ms)}\n")
+            if b.screening:
+                out.append("Screening:\n")
+                for line in b.screening:
+                    out.append(f"  {line}\n")
+        out.append("\nBookings\n", style="bold underline")
+        if e.bookings:
+            for when in e.bookings:
+                out.append(f"  {when}\n")
+        else:
+            out.append("  none\n")
+        return out
+
+    def _render_card(self) -> None:
+        self.query_one("#card", Static).update(self.card_text())
+
+    @work(exclusive=True, exit_on_error=False, group="trust")
+    async def _check_trust(self, room_id: str) -> None:
+        if self.link is None:
+            return
+        try:
+            await self.link.check_trust(room_id)
+        except E2ECounselError as exc:
+            logger.warning("trust check failed: %s", type(exc).__name__)
+            return
+        self.post_message(TrustChecked(room_id))
+
+    def on_trust_checked(self, message: TrustChecked) -> None:
+        if message.room_id == self.current:
+            self._render_card()
+            self._render_thread()
+
+    # ------------------------------------------------------------------ notes
+
+    def _load_notes(self) -> None:
+        area = self.query_one("#notes", TextArea)
+        self._notes_room = self.current
+        area.load_text(self.notes.get(self.current) if self.notes and self.current else "")
+
+    def _save_notes(self) -> None:
+        if self.notes is None or self._notes_room is None:
+            return
+        try:
+            text = self.query_one("#notes", TextArea).text
+        except Exception:  # the widget is already gone at shutdown
+            return
+        try:
+            self.notes.set(self._notes_room, text)
+        except OSError:
+            logger.warning("notes could not be saved")
+            self.status_note = "Your notes could not be saved (disk full or read-only?)."
+            self._render_status()
+
+    def action_focus_notes(self) -> None:
+        self.query_one("#notes", TextArea).focus()
+
+    def action_focus_queue(self) -> None:
+        self.query_one("#queue", OptionList).focus()
+
+    # ------------------------------------------------------------------ status
+
+    def status_text(self) -> Text:
+        state = self.session.state if self.session is not None else ConnectionState.STARTING
+        if state is ConnectionState.STARTING and self._first_sync_ok:
+            state = ConnectionState.ONLINE
+        label, style = STATE_TEXT[state]
+        out = Text()
+        out.append(label, style=style)
+        if self.session is not None:
+            out.append(f"  {self.session.user_id}", style="dim")
+        if self.round is not None:
+            out.append("  ·  " + self.round.label(), style="bold")
+        if self.status_note:
+            out.append("  ·  " + self.status_note)
+        return out
+
+    def _render_status(self) -> None:
+        self.query_one("#status", Static).update(self.status_text())
+
+    def notify_status(self, text: str) -> None:
+        self.status_note = text
+        self._render_status()
+
+    # ------------------------------------------------------------------ sending
+
+    def action_send(self) -> None:
+        focused = self.focused
+        if focused is not None and focused.id == "notes":
+            self._save_notes()
+            self.notify_status("Notes saved (sealed on this machine).")
+            return
+        composer = self.query_one("#composer", TextArea)
+        body = composer.text.strip()
+        if not body:
+            return
+        if self.current is None:
+            self.notify_status("Choose a client in the queue first.")
+            return
+        composer.disabled = True
+        self.notify_status("Sending…")
+        self._send(self.current, body, from_composer=True)
+
+    @work(group="send", exit_on_error=False)
+    async def _send(self, room_id: str, body: str, *, from_composer: bool = False) -> None:
+        assert self.link is not None
+        try:
+            await self.link.send(room_id, body)
+        except E2ECounselError as exc:
+            logger.warning("send failed: %s", type(exc).__name__)
+            self.post_message(
+                SendFinished(
+                    room_id,
+                    False,
+                    "Not sent: the homeserver did not "
+                    "take the message. It is still in the composer.",
+                )
+            )
+            return
+        except Exception:
+            logger.exception("send failed")
+            self.post_message(SendFinished(room_id, False, "Not sent; please try again."))
+            return
+        self.post_message(SendFinished(room_id, True, "composer" if from_composer else ""))
+
+    def on_send_finished(self, message: SendFinished) -> None:
+        composer = self.query_one("#composer", TextArea)
+        if message.error == "composer" or not message.ok:
+            composer.disabled = False
+        if not message.ok:
+            self.notify_status(message.error)
+            return
+        if message.error == "composer":
+            composer.load_text("")
+        if self.link is not None:
+            self.link.entry(message.room_id).mark_read()
+        self.notify_status("Sent.")
+        if message.error == "composer" and self.round is not None:
+            if self.round.current == message.room_id:
+                self._round_next()
+
+    # ------------------------------------------------------------------ reply round
+
+    def action_round(self) -> None:
+        if self.link is None:
+            return
+        now = datetime.fromtimestamp(self.now())
+        windows = self.settings.reply_windows
+        self.round = ReplyRound.start(
+            self.link.active_entries(), round_number(now, windows), max(len(windows), 1)
+        )
+        if self.round.finished:
+            self.notify_status("Nobody is waiting for a reply.")
+        else:
+            self.status_note = ""
+            self._open_round_current()
+        self._render_status()
+
+    def action_next(self) -> None:
+        if self.round is None:
+            self.notify_status("Start a reply round with F2.")
+            return
+        self._round_next()
+
+    def _round_next(self) -> None:
+        assert self.round is not None
+        self.round.advance()
+        if self.round.finished:
+            self.notify_status("Round done: everyone waiting has a reply.")
+        else:
+            self._open_round_current()
+        self._render_status()
+
+    def _open_round_current(self) -> None:
+        assert self.round is not None
+        room = self.round.current
+        if room is None:
+            return
+        self.open_room(room, focus_composer=True)
+        ql = self.query_one("#queue", OptionList)
+        try:
+            with ql.prevent(OptionList.OptionHighlighted):
+                ql.highlighted = ql.get_option_index(room)
+        except Exception:  # OptionDoesNotExist: the client left the queue meanwhile
+            pass
+
+    # ------------------------------------------------------------------ actions
+
+    def _need_room(self) -> ClientEntry | None:
+        if self.link is None or self.current is None:
+            self.notify_status("Choose a client in the queue first.")
+            return None
+        return self.link.entry(self.current)
+
+    def _command(self, room_id: str, body: str) -> None:
+        self.notify_status("Sending…")
+        self._send(room_id, body)
+
+    def action_close_case(self) -> None:
+        entry = self._need_room()
+        if entry is None:
+            return
+        room = entry.room_id
+
+        def chosen(outcome: str | None) -> None:
+            if outcome is None:
+                return
+
+            def confirmed(yes: bool | None) -> None:
+                if yes:
+                    self._command(room, f"!close {outcome}")
+
+            self.push_screen(
+                ConfirmScreen(
+                    Text.assemble(
+                        "Close the counseling with ",
+                        (entry.pseudonym, "bold"),
+                        f" as “{OUTCOMES[outcome]}”? The client gets the closing message "
+                        "and a short survey. This cannot be undone here.",
+                    )
+                ),
+                confirmed,
+            )
+
+        self.push_screen(ChoiceScreen("Close with which outcome?", OUTCOMES), chosen)
+
+    def action_risk(self) -> None:
+        entry = self._need_room()
+        if entry is None:
+            return
+        room = entry.room_id
+
+        def chosen(level: str | None) -> None:
+            if level is not None:
+                self._command(room, f"!risk {level}")
+
+        self.push_screen(
+            ChoiceScreen("Set the risk level", {"high": "High", "medium": "Medium", "low": "Low"}),
+            chosen,
+        )
+
+    def action_refer(self) -> None:
+        entry = self._need_room()
+        if entry is None:
+            return
+        room = entry.room_id
+
+        def entered(values: dict[str, str] | None) -> None:
+            if not values:
+                return
+            target = values["mxid"].strip()
+            if not (target.startswith("@") and ":" in target):
+                self.notify_status("A Matrix ID looks like @name:server.")
+                return
+
+            def confirmed(yes: bool | None) -> None:
+                if yes:
+                    self._command(room, f"!refer {target}")
+
+            self.push_screen(
+                ConfirmScreen(
+                    Text.assemble(
+                        "Hand ",
+                        (entry.pseudonym, "bold"),
+                        " over to ",
+                        (target, "bold"),
+                        "? You will be removed from the room.",
+                    )
+                ),
+                confirmed,
+            )
+
+        self.push_screen(
+            FormScreen("Refer to a colleague", [("mxid", "Colleague's Matrix ID", False)]),
+            entered,
+        )
+
+    # ------------------------------------------------------------------ snippets
+
+    def snippets(self) -> list[Snippet]:
+        if self._snippets is None:
+            try:
+                self._snippets = load_snippets(self.settings.snippets_file)
+            except E2ECounselError as exc:
+                self.notify_status(str(exc))
+                self._snippets = []
+        return self._snippets
+
+    def action_snippets(self) -> None:
+        items = self.snippets()
+        if not items:
+            self.notify_status(f"No snippets yet: add them to {self.settings.snippets_file}")
+            return
+        lang = ""
+        if self.link is not None and self.current is not None:
+            brief = self.link.entry(self.current).brief
+            lang = brief.language if brief else ""
+
+        def chosen(text: str | None) -> None:
+            if text:
+                composer = self.query_one("#composer", TextArea)
+                composer.insert(text)
+                composer.focus()
+
+        self.push_screen(SnippetScreen(items, lang), chosen)
+
+    # ------------------------------------------------------------------ keys
+
+    def action_export_keys(self) -> None:
+        self._keys_form("export")
+
+    def action_import_keys(self) -> None:
+        self._keys_form("import")
+
+    def _keys_form(self, what: str) -> None:
+        if self.session is None:
+            return
+        title = "Export room keys (Element format)" if what == "export" else "Import room keys"
+
+        def entered(values: dict[str, str] | None) -> None:
+            if values and values["path"] and values["passphrase"]:
+                self._keys(what, Path(values["path"]).expanduser(), values["passphrase"])
+
+        self.push_screen(
+            FormScreen(
+                title,
+                [("path", "File", False), ("passphrase", "Passphrase for the file", True)],
+            ),
+            entered,
+        )
+
+    @work(exclusive=True, exit_on_error=False, group="keys")
+    async def _keys(self, what: str, path: Path, passphrase: str) -> None:
+        assert self.session is not None
+        client = self.session.client
+        try:
+            if what == "export":
+                await client.export_keys(str(path), passphrase)
+                self.post_message(Problem(f"Room keys exported to {path}."))
+            else:
+                await client.import_keys(str(path), passphrase)
+                self.post_message(Problem("Room keys imported; older messages will now open."))
+                if self.link is not None:
+                    await self.link.load_history()
+        except Exception as exc:  # nio raises its own EncryptionError/OSError here
+            logger.warning("key %s failed: %s", what, type(exc).__name__)
+            self.post_message(
+                Problem(
+                    "Key export failed: check the file location."
+                    if what == "export"
+                    else "Key import failed: wrong passphrase or not a key file."
+                )
+            )
+
+    # ------------------------------------------------------------------ help
+
+    def action_help(self) -> None:
+        rows = list(QUEUE_KEYS)
+        for b in self.BINDINGS:
+            assert isinstance(b, Binding)
+            rows.append((b.key, b.description))
+        rows.append(("ctrl+q", "quit"))
+        self.push_screen(HelpScreen(rows))
+
+
+def make_app(
+    settings: TuiSettings,
+    session: MatrixSession | None = None,
+    notes: NoteBook | None = None,
+    *,
+    policy: Policy | None = None,
+    now: Callable[[], float] = time.time,
+) -> CounselorApp:
+    """Build the app with its services. Without a session it opens on sign-in."""
+    return CounselorApp(settings, session, notes, policy=policy, now=now)
