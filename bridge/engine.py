@@ -536,6 +536,7 @@ class Engine:
             screening="\n".join(lines),
             risk=self.render.text(lang, f"risk.{risk}"),
             room_link=rooms.room_link(room_id),
+            consent_date=(client.consented_at or "?")[:10],
         )
 
     async def assign(

@@ -111,6 +111,7 @@ class CounselorApp(App[None]):
         Binding("f5", "close_case", "Close", priority=True),
         Binding("f6", "risk", "Risk", priority=True),
         Binding("f7", "refer", "Refer", priority=True),
+        Binding("f10", "offer_slots", "Offer slots", priority=True),
         Binding("f8", "export_keys", "Export keys", show=False, priority=True),
         Binding("f9", "import_keys", "Import keys", show=False, priority=True),
         Binding("ctrl+n", "focus_notes", "Notes", show=False),
@@ -466,6 +467,8 @@ class CounselorApp(App[None]):
         else:
             out.append(f"Language: {b.language}\nCountry: {b.country}\nTopic: {b.topic}\n")
             out.append(f"Risk at intake: {b.risk}\n")
+            if b.consent_date:
+                out.append(f"Consent given: {b.consent_date}\n")
             if b.received_ms:
                 out.append(f"Brief received: {self._stamp(b.received_ms)}\n")
             if b.screening:
@@ -742,6 +745,13 @@ class CounselorApp(App[None]):
             FormScreen("Refer to a colleague", [("mxid", "Colleague's Matrix ID", False)]),
             entered,
         )
+
+    def action_offer_slots(self) -> None:
+        """Ask the bot to offer the client free live-session times in the room."""
+        entry = self._need_room()
+        if entry is None:
+            return
+        self._command(entry.room_id, "!book")
 
     # ------------------------------------------------------------------ snippets
 

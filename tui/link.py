@@ -232,6 +232,7 @@ class MatrixLink:
                 language=clean_text(f.get("language", ""), 20),
                 country=clean_text(f.get("country", ""), 80),
                 topic=clean_text(f.get("topic", ""), 120),
+                consent_date=clean_text(f.get("consent_date", ""), 40),
                 risk=risk,
                 screening=screening_lines(clean_text(f.get("screening", ""), 2000)),
                 received_ms=ts_ms,

@@ -43,6 +43,7 @@ class Brief:
     country: str = ""
     topic: str = ""
     risk: str = ""
+    consent_date: str = ""
     screening: tuple[str, ...] = ()
     received_ms: int = 0
 

@@ -305,6 +305,7 @@ class MatrixSession:
         if not isinstance(resp, SyncResponse):
             check(resp, "sync")
         self._resume_token = None
+        self._set_state(ConnectionState.ONLINE)
         await self._after_sync(resp)
         return resp
 

@@ -74,6 +74,7 @@ async def test_queue_order_reply_and_layout(world):
             assert queue_ids(app)[:3] == [risky, early, late]
             card = str(app.query_one("#card", Static).content)
             assert "Risky" in card and "PHQ-9: 7 (mild)" in card
+            assert "Consent given: 2026-11-20" in card
     finally:
         await done.session.close()
 
@@ -135,7 +136,7 @@ async def test_actions_snippets_and_help(world):
             # Help lists every key.
             await pilot.press("f1")
             help_text = str(app.screen.query_one("#help-text", Static).content)
-            for key in ("ctrl+s", "f2", "f3", "f4", "f5", "f6", "f7", "f8", "f9", "enter"):
+            for key in ("ctrl+s", "f2", "f3", "f4", "f5", "f6", "f7", "f8", "f9", "f10", "enter"):
                 assert key in help_text
             await pilot.press("escape")
 
@@ -146,6 +147,11 @@ async def test_actions_snippets_and_help(world):
             await pilot.pause()
             await until(lambda: "!risk high" in bot.bodies(room), what="!risk at the bot")
             await wait_app(pilot, lambda: app.link.entry(room).risk == "high", what="risk badge")
+
+            # Offer live-session slots: the bot gets `!book` in the room.
+            await pilot.press("f10")
+            await pilot.pause()
+            await until(lambda: "!book" in bot.bodies(room), what="!book at the bot")
 
             # Close: outcome, then a confirmation; "no" sends nothing.
             await pilot.press("f5", "enter")

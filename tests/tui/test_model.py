@@ -79,11 +79,13 @@ def test_case_reader_reads_the_bridge_texts_in_every_language(lang):
         risk=POLICY.text(lang, "risk.high"),
         screening="PHQ-9: 5\nGAD-7: 3",
         room_link="https://matrix.to/#/!abc:srv",
+        consent_date="2026-11-20",
     )
     fact = reader.read(body)
     assert fact is not None and fact.kind == "brief.new" and fact.room_id == "!abc:srv"
     assert fact.fields["pseudonym"] == "[red]Rain"
     assert reader.risk_level(fact.fields["risk"]) == "high"
+    assert fact.fields["consent_date"] == "2026-11-20"
     page = reader.read(POLICY.text(lang, "page.crisis", room_link="https://matrix.to/#/!p:srv"))
     assert page is not None and page.kind == "page.crisis" and page.room_id == "!p:srv"
     assert reader.read("just chatting about https://matrix.to/#/!abc:srv") is None

@@ -33,6 +33,7 @@ def brief(pseudonym: str, room_id: str, risk: str = "low", lang: str = "en") -> 
         risk=POLICY.text(lang, f"risk.{risk}"),
         screening="PHQ-9: 7 (mild)\nGAD-7: skipped by the client",
         room_link=f"https://matrix.to/#/{room_id}",
+        consent_date="2026-11-20",
     )
 
 
