@@ -154,8 +154,8 @@ async def cmd_switch(
     if eng is None or eng.status != "active":
         fx.say(item.room_id, engine.render.text(lang, "switch.none"))
         return
-    loads = await engine._loads(exclude={eng.counselor_id or ""})
-    req = engine._request(client)
+    loads = await engine.counselor_loads(exclude={eng.counselor_id or ""})
+    req = engine.match_request(client)
     offer = [c.id for c in loads if matching.eligible(req, c)]
     if not offer:
         fx.say(item.room_id, engine.render.text(lang, "switch.none"))
@@ -178,7 +178,9 @@ async def _best_other(engine: Engine, client: ClientRecord) -> str | None:
     eng = await engine.store.current_engagement(client.user_id)
     current = eng.counselor_id if eng and eng.counselor_id else ""
     return matching.match(
-        engine._request(client), await engine._loads(exclude={current}), engine._weights()
+        engine.match_request(client),
+        await engine.counselor_loads(exclude={current}),
+        engine.match_weights(),
     )
 
 

@@ -82,7 +82,7 @@ async def cmd_close(
     note = args.split(maxsplit=1)[1].strip() if len(args.split(maxsplit=1)) > 1 else ""
     if note:
         fx.write(lambda: engine.store.set_close_note(eng.id, note))
-    fx.write(engine._audit_fn(counselor.user_id, "engagement.close", eng.id, detail=outcome))
+    fx.write(engine.audit_fn(counselor.user_id, "engagement.close", eng.id, detail=outcome))
     clang = engine.lang_of(client)
     fx.say(
         item.room_id,
@@ -111,7 +111,7 @@ async def cmd_risk(
         fx.say(item.room_id, engine.render.text(lang, "risk.usage"))
         return
     fx.write(lambda: engine.store.set_risk(eng.id, level))
-    fx.write(engine._audit_fn(counselor.user_id, "engagement.risk", eng.id, detail=level))
+    fx.write(engine.audit_fn(counselor.user_id, "engagement.risk", eng.id, detail=level))
     fx.say(
         item.room_id,
         engine.render.text(lang, "risk.set", level=engine.render.text(lang, f"risk.{level}")),
@@ -139,11 +139,11 @@ async def cmd_refer(
     if target is None or not target.active:
         fx.say(item.room_id, engine.render.text(lang, "refer.unknown"))
         return
-    if not await engine._has_room(target_id):
+    if not await engine.has_room(target_id):
         fx.say(item.room_id, engine.render.text(lang, "refer.full", counselor_name=target.name))
         return
     fx.say(item.room_id, engine.render.text(lang, "refer.done", counselor_name=target.name))
-    fx.write(engine._audit_fn(counselor.user_id, "engagement.refer", eng.id))
+    fx.write(engine.audit_fn(counselor.user_id, "engagement.refer", eng.id))
     fx.after.append(
         lambda: engine.switch(
             client,

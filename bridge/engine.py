@@ -386,7 +386,7 @@ class Engine:
 
     # ------------------------------------------------------------------ matching
 
-    def _request(self, client: ClientRecord, crisis: bool = False) -> matching.MatchRequest:
+    def match_request(self, client: ClientRecord, crisis: bool = False) -> matching.MatchRequest:
         """What matching needs; a crisis (now or during the intake) prefers on-call counselors."""
         profile = client.profile
         preferred = profile.get("preferred")
@@ -398,7 +398,7 @@ class Engine:
             prefer_on_call=self.policy.service.on_call.prefer_in_crisis,
         )
 
-    async def _loads(self, exclude: Collection[str] = ()) -> list[matching.CounselorLoad]:
+    async def counselor_loads(self, exclude: Collection[str] = ()) -> list[matching.CounselorLoad]:
         counselors = await self.store.list_counselors(active_only=True)
         loads = await self.store.caseloads(
             dormant_after_days=self.policy.service.dormant_after_days
@@ -429,13 +429,15 @@ class Engine:
                 await self.audit(client.user_id, "engagement.open", existing.id)
             if existing.status != "waiting":
                 return
-            chosen = matching.match(self._request(client), await self._loads(), self._weights())
+            chosen = matching.match(
+                self.match_request(client), await self.counselor_loads(), self.match_weights()
+            )
             if chosen is None:
                 await self._tell_waitlisted(client, cause)
                 return
             await self.assign(existing, client, chosen, cause=cause)
 
-    def _weights(self) -> matching.MatchWeights:
+    def match_weights(self) -> matching.MatchWeights:
         w = self.policy.service.matching
         return matching.MatchWeights(specialty=w.specialty, load=w.load)
 
@@ -625,10 +627,12 @@ class Engine:
                     matching.WaitingClient(
                         e.client_id,
                         datetime.fromisoformat(e.opened_at),
-                        self._request(c, crisis=e.crisis),
+                        self.match_request(c, crisis=e.crisis),
                     )
                 )
-            pairs = matching.assign_from_waitlist(wl, await self._loads(), self._weights())
+            pairs = matching.assign_from_waitlist(
+                wl, await self.counselor_loads(), self.match_weights()
+            )
             for client_id, counselor_id in pairs:
                 c, e = clients[client_id]
                 await self.assign(
@@ -752,10 +756,12 @@ class Engine:
             old_counselor, old_room = eng.counselor_id, eng.room_id
             if target_id == old_counselor:
                 return
-            loads = await self._loads(exclude={old_counselor})
-            request = self._request(client, eng.crisis)
+            loads = await self.counselor_loads(exclude={old_counselor})
+            request = self.match_request(client, eng.crisis)
             if target_id is None or not any(c.id == target_id and c.has_room for c in loads):
-                target_id = matching.match(replace(request, preferred=None), loads, self._weights())
+                target_id = matching.match(
+                    replace(request, preferred=None), loads, self.match_weights()
+                )
             async with self.store.transaction():
                 await self.store.close_engagement(eng.id, None)
                 await self.audit(client.user_id, "engagement.switch", eng.id)
@@ -912,5 +918,5 @@ class Engine:
 
         return plan
 
-    async def _has_room(self, counselor_id: str) -> bool:
-        return any(c.id == counselor_id and c.has_room for c in await self._loads())
+    async def has_room(self, counselor_id: str) -> bool:
+        return any(c.id == counselor_id and c.has_room for c in await self.counselor_loads())

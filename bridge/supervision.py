@@ -86,7 +86,7 @@ async def cmd_reassign(engine: Engine, fx: Effects, args: str, item: InboxItem) 
     if eng.counselor_id == target_id:
         fx.say(item.room_id, engine.render.text(lang, "reassign.done", counselor_name=target.name))
         return
-    if not await engine._has_room(target_id):
+    if not await engine.has_room(target_id):
         fx.say(item.room_id, engine.render.text(lang, "reassign.full", counselor_name=target.name))
         return
     client = await engine.store.get_client(eng.client_id)
@@ -94,7 +94,7 @@ async def cmd_reassign(engine: Engine, fx: Effects, args: str, item: InboxItem) 
         fx.say(item.room_id, engine.render.text(lang, "reassign.unknown_room"))
         return
     fx.say(item.room_id, engine.render.text(lang, "reassign.done", counselor_name=target.name))
-    fx.write(engine._audit_fn(item.sender, "engagement.reassign", eng.id))
+    fx.write(engine.audit_fn(item.sender, "engagement.reassign", eng.id))
     fx.after.append(
         lambda: engine.switch(
             client,

@@ -7,6 +7,7 @@ hope (Complement's ``MustSyncUntil``).
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,20 @@ ENCRYPTION_STATE = {
     "state_key": "",
     "content": {"algorithm": "m.megolm.v1.aes-sha2"},
 }
+
+
+def files_containing(folder: Path, needle: bytes) -> list[str]:
+    """Every file under ``folder`` whose bytes contain ``needle`` (a canary check)."""
+    hits = []
+    for dirpath, _dirs, files in os.walk(folder):
+        for name in files:
+            path = Path(dirpath) / name
+            try:
+                if needle in path.read_bytes():
+                    hits.append(str(path))
+            except OSError:
+                continue
+    return hits
 
 
 async def until(

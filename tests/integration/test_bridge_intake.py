@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import urllib.request
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -20,7 +18,7 @@ from tests.integration.bridgekit import (
     person,
     text,
 )
-from tests.integration.matrixkit import until
+from tests.integration.matrixkit import files_containing, until
 
 PHQ = POLICY.instruments["phq9"]
 GAD = POLICY.instruments["gad7"]
@@ -89,19 +87,6 @@ def room_state(homeserver, token: str, room_id: str) -> list[dict]:
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback
         return json.load(resp)
-
-
-def files_containing(folder: Path, needle: bytes) -> list[str]:
-    hits = []
-    for dirpath, _dirs, files in os.walk(folder):
-        for name in files:
-            path = Path(dirpath) / name
-            try:
-                if needle in path.read_bytes():
-                    hits.append(str(path))
-            except OSError:
-                pass
-    return hits
 
 
 async def test_intake_in_english_opens_a_private_session_room(

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 import uuid
-from pathlib import Path
 
 import pytest
 
 from e2ecounsel.matrix import ConnectionState
-from tests.integration.matrixkit import Recorder, until
+from tests.integration.matrixkit import Recorder, files_containing, until
 
 N = 200
 
@@ -35,19 +33,6 @@ def all_logs():
     yield cap
     root.removeHandler(cap)
     root.setLevel(old)
-
-
-def _files_containing(folder: Path, needle: bytes) -> list[str]:
-    hits = []
-    for dirpath, _dirs, files in os.walk(folder):
-        for name in files:
-            path = Path(dirpath) / name
-            try:
-                if needle in path.read_bytes():
-                    hits.append(str(path))
-            except OSError:
-                continue
-    return hits
 
 
 async def test_exchange_restart_and_new_device(homeserver, user_factory, tmp_path, all_logs):
@@ -129,10 +114,10 @@ async def test_exchange_restart_and_new_device(homeserver, user_factory, tmp_pat
                 await rec.close()
 
     needle = canary.encode()
-    assert _files_containing(homeserver.info.data_dir, needle) == []
+    assert files_containing(homeserver.info.data_dir, needle) == []
     assert not [line for line in all_logs.lines if canary in line]
     # Our own stores hold no plaintext either (crypto store and sync state).
-    assert _files_containing(tmp_path, needle) == []
+    assert files_containing(tmp_path, needle) == []
 
 
 async def test_sync_survives_homeserver_restart(fresh_homeserver, tmp_path):
