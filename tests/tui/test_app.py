@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import html
+import secrets
 
 import pytest
+from nio import RoomMessageText
 from textual.widgets import OptionList, Static, TextArea
 
+from e2ecounsel.matrix import MatrixSession
+from e2ecounsel.sealing import Sealer
 from tests.integration.matrixkit import until
 from tests.tui.world import make_world, queue_ids, wait_app
 from tui.app import make_app
@@ -294,3 +298,47 @@ async def test_homeserver_restart_shows_reconnecting_then_recovers(fresh_homeser
     finally:
         await done.session.close()
         await w.close()
+
+
+async def test_key_export_opens_history_on_a_new_device(world, tmp_path):
+    """F8 exports room keys in Element's format; imported on a new device, old messages open."""
+    app, done = await seeded_app(world)
+    key_file = tmp_path / "keys.txt"
+    try:
+        async with app.run_test(size=(120, 36)) as pilot:
+            await world.open_case_room()
+            room = await world.add_client("Keys")
+            await world.clients[room].session.send_text(room, "an old message")
+            await wait_app(
+                pilot, lambda: len(app.link.entry(room).messages) == 1, what="message arrives"
+            )
+            await pilot.press("f8")
+            await pilot.press(*str(key_file), "enter", *"file passphrase", "enter")
+            await until(lambda: key_file.exists() and key_file.stat().st_size > 0, what="export")
+            assert key_file.read_text().startswith("-----BEGIN MEGOLM SESSION DATA-----")
+    finally:
+        await done.session.close()
+
+    # A new machine: a fresh device of the same counselor, without the keys.
+    fresh = MatrixSession(
+        world.base_url,
+        world.counselor_id,
+        tmp_path / "new-machine",
+        Sealer(secrets.token_bytes(32)),
+    )
+    await fresh.login(world.counselor_password)
+    try:
+        await fresh.sync_once(0)
+        await fresh.wait_for_room(room)
+
+        async def readable() -> list[str]:
+            resp = await fresh.client.room_messages(room, start="", limit=50)
+            return [e.body for e in resp.chunk if isinstance(e, RoomMessageText)]
+
+        assert "an old message" not in await readable()
+        with pytest.raises(Exception):  # noqa: B017 - nio raises its own error type here
+            await fresh.client.import_keys(str(key_file), "wrong passphrase")
+        await fresh.client.import_keys(str(key_file), "file passphrase")
+        assert "an old message" in await readable()
+    finally:
+        await fresh.close()
