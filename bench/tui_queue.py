@@ -9,7 +9,7 @@ for each into the case channel; a client writes in each), then measures:
 * keystroke → render: moving through the queue (each move opens that client's
   thread and card), and Enter to start replying.
 
-Run: /tmp/venv/bin/python bench/tui_queue.py [--rooms 300]
+Run: python bench/tui_queue.py [--rooms 300]
 Not a timed test: it prints figures.
 """
 
