@@ -1,0 +1,275 @@
+"""The intake conversation in a client's DM: greeting, the state machine of
+:mod:`e2ecounsel.domain.intake`, persisting each step, and handing a finished intake
+to matching. A crisis phrase is never taken as an answer."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from bridge import client_commands
+from bridge.effects import (
+    _NOT_STARTED,
+    URGENT_WORDS,
+    Effects,
+)
+from bridge.inbox import InboxItem
+from bridge.store import ClientRecord, Counselor
+from e2ecounsel.domain import intake
+from e2ecounsel.domain.replies import Reply
+from e2ecounsel.domain.screening import Band
+from e2ecounsel.domain.text import clean_text, normalize_command
+
+if TYPE_CHECKING:
+    from bridge.engine import Engine
+
+logger = logging.getLogger(__name__)
+
+
+async def on_joined(engine: Engine, item: InboxItem) -> None:
+    """The bot joined a DM: greet, or explain why it will not talk here."""
+    fx = Effects(item.event_id)
+    lang = engine.policy.service.default_language
+    if not item.encrypted:
+        fx.say(item.room_id, engine.render.text(lang, "intake.unencrypted"), plaintext_ok=True)
+        await engine.commit(fx, item.event_id)
+        return
+    client = await engine.store.get_client(item.sender)
+    fx.write(lambda: engine.store.set_room(item.room_id, "dm", item.sender))
+    if client is None or client.intake is None:
+        step = intake.start(intake_context(engine, ()))
+        new = new_client(engine, item.sender, item.room_id, client)
+        new = replace(new, intake=step.state.to_dict())
+        fx.write(lambda: engine.store.save_client(new))
+        for reply in step.replies:
+            fx.say(item.room_id, engine.render.reply(lang, reply))
+    else:
+        rec = replace(client, dm_room_id=item.room_id)
+        fx.write(lambda: engine.store.save_client(rec))
+    await engine.commit(fx, item.event_id)
+
+
+def new_client(engine: Engine, user_id: str, dm: str, old: ClientRecord | None) -> ClientRecord:
+    return ClientRecord(
+        user_id=user_id,
+        dm_room_id=dm,
+        language=old.language if old else None,
+        consent_version=None,
+        consented_at=None,
+        intake=None,
+        profile={},
+        pending=None,
+        created_at=engine.clock().isoformat(),
+    )
+
+
+async def on_dm_message(engine: Engine, item: InboxItem) -> None:
+    """A message in a client's DM: crisis first, then the intake or a command.
+
+    A crisis phrase is never taken as an answer or a command: the client
+    gets the crisis reply (and, mid-intake, a pointer back to the open
+    question) and the intake stays where it was, so "I want to kill myself"
+    can never become a pseudonym.
+    """
+    fx = Effects(item.event_id)
+    client = await engine.store.get_client(item.sender)
+    lang = engine.lang_of(client)
+    if not item.encrypted:
+        fx.say(item.room_id, engine.render.text(lang, "intake.unencrypted"), plaintext_ok=True)
+        await engine.commit(fx, item.event_id)
+        return
+    if item.kind == "undecryptable":
+        fx.say(item.room_id, engine.render.text(lang, "trust.unsigned_device"))
+        await engine.commit(fx, item.event_id)
+        return
+    if len(item.body) > engine.max_chars:
+        fx.say(item.room_id, engine.render.text(lang, "message_too_long"))
+        await engine.commit(fx, item.event_id)
+        return
+    text = clean_text(item.body, engine.max_chars)
+    if client is None or client.dm_room_id is None:
+        client = (
+            new_client(engine, item.sender, item.room_id, client)
+            if client is None
+            else replace(client, dm_room_id=item.room_id)
+        )
+        fx.write(lambda: engine.store.set_room(item.room_id, "dm", item.sender))
+    state = intake_state(engine, client)
+    finished = state is not None and state.step is intake.Stage.DONE
+    started = state is not None and state.step not in _NOT_STARTED
+    if engine.crisis.detect(text):
+        await engine.crisis_protocol(
+            fx, client, "phrase:dm", reply_room=item.room_id, remember=True
+        )
+        if started and not finished:
+            fx.say(item.room_id, engine.render.text(lang, "status.intake"))
+    elif not finished and normalize_command(text)[0] in URGENT_WORDS:
+        # `urgent` works from the first message on, not only after the intake.
+        await client_commands.cmd_urgent(engine, fx, client, "", item)
+    elif finished and await returning(engine, client, text):
+        # Their counseling ended: a new message starts a new intake (consent and
+        # screening again, as befits a new episode); commands still work.
+        fresh = replace(client, intake=None, pending=None)
+        await run_intake(engine, fx, fresh, None, "", item)
+    elif finished:
+        await client_commands.client_command(engine, fx, client, text, item)
+    else:
+        await run_intake(engine, fx, client, state if started else None, text, item)
+    await engine.commit(fx, item.event_id)
+
+
+async def returning(engine: Engine, client: ClientRecord, text: str) -> bool:
+    """A former client writing something that is not a command or an answer."""
+    if client.pending is not None or normalize_command(text)[0] in client_commands.CLIENT_COMMANDS:
+        return False
+    return await engine.store.current_engagement(client.user_id) is None
+
+
+def intake_state(engine: Engine, client: ClientRecord) -> intake.IntakeState | None:
+    if client.intake is None:
+        return None
+    try:
+        return intake.IntakeState.from_dict(client.intake)
+    except intake.InvalidState:
+        logger.warning("stored intake state unreadable; restarting intake")
+        return None
+
+
+def intake_context(engine: Engine, offer: tuple[str, ...]) -> intake.IntakeContext:
+    p = engine.policy
+    specs = []
+    for inst_id in p.service.screening:
+        inst = p.instruments[inst_id]
+        specs.append(
+            intake.InstrumentSpec(
+                id=inst.id,
+                item_count=len(inst.items),
+                critical=dict(inst.critical_items),
+                bands=tuple(Band(b.severity, b.lo, b.hi) for b in inst.bands),
+                max_answer=inst.max_answer,
+            )
+        )
+    return intake.IntakeContext(
+        languages=p.languages,
+        min_age=p.service.min_age,
+        instruments=tuple(specs),
+        countries=tuple(c.code for c in p.crisis.countries),
+        topics=tuple(t.id for t in p.service.topics),
+        counselor_options=offer,
+        max_chars=engine.max_chars,
+        consent_version="",  # set per language below
+    )
+
+
+async def counselor_offer(
+    engine: Engine, language: str | None
+) -> tuple[tuple[str, ...], dict[str, Counselor]]:
+    counselors = await engine.store.list_counselors(active_only=True)
+    loads = await engine.store.caseloads(
+        dormant_after_days=engine.policy.service.dormant_after_days
+    )
+    open_ = [
+        c
+        for c in counselors
+        if loads.get(c.user_id, 0) < c.capacity and (language is None or language in c.languages)
+    ]
+    return tuple(c.user_id for c in open_), {c.user_id: c for c in counselors}
+
+
+async def run_intake(
+    engine: Engine,
+    fx: Effects,
+    client: ClientRecord,
+    state: intake.IntakeState | None,
+    text: str,
+    item: InboxItem,
+) -> None:
+    lang_now = state.language if state and state.language else None
+    offer, known = await counselor_offer(engine, lang_now)
+    ctx = intake_context(engine, offer)
+    version_lang = lang_now or engine.policy.service.default_language
+    ctx = replace(ctx, consent_version=engine.policy.consent[version_lang].version)
+    if state is None:
+        step = intake.start(ctx)
+        if text and normalize_command(text)[0] not in ("", "start", "help", "mulai"):
+            # A first message picks the language if it is "1"/"2"; otherwise greet.
+            probe = intake.advance(step.state, text, ctx)
+            if probe.state.step is not intake.Stage.LANGUAGE:
+                step = probe
+    else:
+        if intake.needs_reconsent(state, ctx.consent_version) and state.step not in (
+            intake.Stage.LANGUAGE,
+            intake.Stage.CONSENT,
+            intake.Stage.RECONSENT,
+        ):
+            step = intake.begin_reconsent(state, ctx)
+        else:
+            step = intake.advance(state, text, ctx)
+    new_state = step.state
+    lang = engine.policy.language(new_state.language or client.language)
+    if new_state.language and new_state.consent_version is None:
+        # The consent version depends on the language just chosen.
+        ctx = replace(ctx, consent_version=engine.policy.consent[lang].version)
+        if step.replies and step.replies[-1].key == "intake.consent":
+            step = replace(
+                step,
+                replies=(
+                    *step.replies[:-1],
+                    Reply("intake.consent", {"version": ctx.consent_version}),
+                ),
+            )
+    country = new_state.country
+    crisis_first = [e for e in step.events if isinstance(e, intake.CrisisDetected)]
+    profile = dict(client.profile)
+    record = replace(client, language=new_state.language or client.language)
+    for crisis_event in crisis_first:
+        await engine.crisis_protocol(fx, record, crisis_event.reason, reply_room=item.room_id)
+        profile["crisis"] = True
+    for reply in step.replies:
+        fx.say(item.room_id, engine.render.reply(lang, reply, country=country, counselors=known))
+    declined = False
+    complete = False
+    for event in step.events:
+        if isinstance(event, intake.ConsentGiven):
+            record = replace(
+                record, consent_version=event.version, consented_at=engine.clock().isoformat()
+            )
+            fx.write(engine._audit_fn(client.user_id, "consent.given", detail=event.version[:16]))
+        elif isinstance(event, intake.ConsentDeclined):
+            declined = True
+            fx.write(engine._audit_fn(client.user_id, "consent.declined"))
+        elif isinstance(event, intake.AgeRefused):
+            declined = True
+            fx.write(engine._audit_fn(client.user_id, "intake.age_refused"))
+        elif isinstance(event, intake.InstrumentScored):
+            scores = dict(profile.get("scores", {}))
+            scores[event.instrument] = {"score": event.score, "severity": event.severity}
+            profile["scores"] = scores
+        elif isinstance(event, intake.IntakeComplete):
+            complete = True
+    if declined:
+        # Nothing stays about a person who said no, only the audit line.
+        fx.write(lambda: engine.store.delete_client(client.user_id))
+        return
+    profile.update(
+        {
+            "pseudonym": new_state.pseudonym,
+            "country": new_state.country,
+            "topic": new_state.topic,
+            "preferred": new_state.counselor,
+            "answers": [list(a) if a is not None else None for a in new_state.answers],
+        }
+    )
+    if new_state.crisis:
+        profile["crisis"] = True
+    record = replace(
+        record,
+        intake=new_state.to_dict(),
+        profile=profile,
+        dm_room_id=record.dm_room_id or item.room_id,
+    )
+    fx.write(lambda: engine.store.save_client(record))
+    if complete:
+        fx.write(engine._audit_fn(client.user_id, "intake.complete"))
+        fx.after.append(lambda: engine.place_client(record, cause=f"place:{item.event_id}"))
