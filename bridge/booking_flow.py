@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from bridge import rooms
 from bridge.bookings import SlotTaken
-from bridge.cadence import COUNTRY_ZONES, Cadence
+from bridge.cadence import Cadence, client_zone
 from bridge.store import ClientRecord, Counselor, Engagement, iso
 from e2ecounsel.domain.text import normalize_command
 
@@ -26,11 +26,6 @@ if TYPE_CHECKING:
     from bridge.inbox import InboxItem
 
 OFFER_SIZE = 6
-
-
-def client_zone(client: ClientRecord | None, counselor: Counselor) -> ZoneInfo:
-    country = str((client.profile if client else {}).get("country") or "")
-    return ZoneInfo(COUNTRY_ZONES.get(country, counselor.timezone))
 
 
 async def _active(engine: Engine, client: ClientRecord) -> tuple[Engagement, Counselor] | None:

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from bridge import rooms
 from bridge.bookings import Booking, Bookings, parse_days_off
 from bridge.scheduler import DurableScheduler, Job, Message
-from bridge.store import ABOUT, Counselor, Engagement
+from bridge.store import ABOUT, ClientRecord, Counselor, Engagement
 from e2ecounsel.domain.cadence import ReplyWindows, next_window
 
 if TYPE_CHECKING:
@@ -38,6 +38,12 @@ COUNTRY_ZONES = {
     "NL": "Europe/Amsterdam",
     "DE": "Europe/Berlin",
 }
+
+
+def client_zone(client: ClientRecord | None, counselor: Counselor) -> ZoneInfo:
+    """The zone to show a client times in: from their country, else the counselor's."""
+    country = str((client.profile if client else {}).get("country") or "")
+    return ZoneInfo(COUNTRY_ZONES.get(country, counselor.timezone))
 
 
 def notice(body: str) -> dict[str, Any]:
@@ -184,9 +190,6 @@ class Cadence:
         client = await self.store.get_client(eng.client_id)
         return str((client.profile or {}).get("pseudonym") or "?") if client else "?"
 
-    def client_zone(self, profile: dict[str, Any], fallback: str) -> ZoneInfo:
-        return ZoneInfo(COUNTRY_ZONES.get(str(profile.get("country") or ""), fallback))
-
     @staticmethod
     def when(dt: datetime, tz: ZoneInfo) -> str:
         local = dt.astimezone(tz)
@@ -205,13 +208,23 @@ class Cadence:
 
     # ------------------------------------------------------------------ handlers
 
-    async def fire_sla_remind(self, job: Job, now: datetime) -> Sequence[Message]:
+    async def _still_waiting(self, job: Job) -> tuple[Engagement, Counselor] | None:
+        """The engagement of an SLA job if its client still waits since the same message;
+        None when they were answered, or the engagement was closed or erased meanwhile."""
         eng = await self.store.get_engagement(int(job.payload["engagement"]))
         if eng is None or eng.status != "active" or eng.awaiting_since != job.payload["since"]:
-            return []  # answered, closed or erased meanwhile
+            return None
         counselor = await self.store.get_counselor(eng.counselor_id or "")
         if counselor is None or eng.room_id is None:
+            return None
+        return eng, counselor
+
+    async def fire_sla_remind(self, job: Job, now: datetime) -> Sequence[Message]:
+        waiting = await self._still_waiting(job)
+        if waiting is None:
             return []
+        eng, counselor = waiting
+        assert eng.room_id is not None
         lang = self.engine.counselor_lang(counselor)
         body = self.render.text(
             lang,
@@ -223,21 +236,21 @@ class Cadence:
         return [(job.target, {**notice(body), ABOUT: eng.client_id})]
 
     async def fire_sla_offer(self, job: Job, now: datetime) -> Sequence[Message]:
-        eng = await self.store.get_engagement(int(job.payload["engagement"]))
-        if eng is None or eng.status != "active" or eng.awaiting_since != job.payload["since"]:
+        waiting = await self._still_waiting(job)
+        if waiting is None:
             return []
+        eng, _ = waiting
         client = await self.store.get_client(eng.client_id)
         lang = self.engine.lang_of(client)
         hours = self._fmt_hours(self.policy.service.reassign_hours)
         return [(job.target, notice(self.render.text(lang, "sla.offer_switch", hours=hours)))]
 
     async def fire_sla_escalate(self, job: Job, now: datetime) -> Sequence[Message]:
-        eng = await self.store.get_engagement(int(job.payload["engagement"]))
-        if eng is None or eng.status != "active" or eng.awaiting_since != job.payload["since"]:
+        waiting = await self._still_waiting(job)
+        if waiting is None:
             return []
-        counselor = await self.store.get_counselor(eng.counselor_id or "")
-        if counselor is None or eng.room_id is None:
-            return []
+        eng, counselor = waiting
+        assert eng.room_id is not None
         body = self.render.text(
             self.policy.service.default_language,
             "sla.escalation",
@@ -291,7 +304,7 @@ class Cadence:
         if job.payload["side"] == "client":
             client = await self.store.get_client(eng.client_id)
             lang = self.engine.lang_of(client)
-            tz = self.client_zone(client.profile if client else {}, counselor.timezone)
+            tz = client_zone(client, counselor)
             body = self.render.text(
                 lang,
                 "reminder.client",

@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from bridge import booking_flow
-from bridge.cadence import Cadence, windows_of
+from bridge.cadence import Cadence, client_zone, windows_of
 from bridge.effects import (
     ALWAYS_AVAILABLE,
     AUTO,
@@ -101,7 +101,7 @@ async def next_window_text(engine: Engine, counselor: Counselor, client: ClientR
         return "?"
     if nxt is None:
         return "?"
-    return Cadence.when(nxt, booking_flow.client_zone(client, counselor))
+    return Cadence.when(nxt, client_zone(client, counselor))
 
 
 async def cmd_counselors(
