@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.store import ABOUT
+from e2ecounsel.casechannel import CaseEvent, attach
 from e2ecounsel.domain import intake
 
 OUTCOMES = {
@@ -60,11 +61,13 @@ class Effects:
         plaintext_ok: bool = False,
         reader: str | None = None,
         about: str | None = None,
+        case: CaseEvent | None = None,
     ) -> None:
         """Queue ``body`` for ``room_id``; with ``reader``, only once they have joined.
 
         ``about`` names the client a message in someone else's room concerns
-        (a brief), so that erasing the client redacts it there too.
+        (a brief), so that erasing the client redacts it there too. ``case`` is the
+        machine-readable fact a case-channel message carries for the counselor app.
         """
         content: dict[str, Any] = {"msgtype": "m.notice" if notice else "m.text", "body": body}
         if plaintext_ok:
@@ -73,6 +76,8 @@ class Effects:
             content[AWAIT_JOIN] = reader
         if about is not None:
             content[ABOUT] = about
+        if case is not None:
+            attach(content, case)
         self.messages.append((room_id, content))
 
     def write(self, fn: Callable[[], Awaitable[Any]]) -> None:
