@@ -18,7 +18,6 @@ from bridge.inbox import InboxItem
 from bridge.store import ClientRecord, Counselor
 from e2ecounsel.domain import intake
 from e2ecounsel.domain.replies import Reply
-from e2ecounsel.domain.screening import Band
 from e2ecounsel.domain.text import clean_text, normalize_command
 
 if TYPE_CHECKING:
@@ -138,18 +137,7 @@ def intake_state(engine: Engine, client: ClientRecord) -> intake.IntakeState | N
 
 def intake_context(engine: Engine, offer: tuple[str, ...]) -> intake.IntakeContext:
     p = engine.policy
-    specs = []
-    for inst_id in p.service.screening:
-        inst = p.instruments[inst_id]
-        specs.append(
-            intake.InstrumentSpec(
-                id=inst.id,
-                item_count=len(inst.items),
-                critical=dict(inst.critical_items),
-                bands=tuple(Band(b.severity, b.lo, b.hi) for b in inst.bands),
-                max_answer=inst.max_answer,
-            )
-        )
+    specs = [p.instruments[inst_id].spec() for inst_id in p.service.screening]
     return intake.IntakeContext(
         languages=p.languages,
         min_age=p.service.min_age,

@@ -34,9 +34,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, cast
 
+from e2ecounsel.domain import screening
+from e2ecounsel.domain.intake import InstrumentSpec
 from e2ecounsel.errors import PolicyError
 
 log = logging.getLogger(__name__)
+
+#: Set to 1 to make a missing text or parameter an error instead of a logged warning.
+STRICT_TEXTS_ENV = "E2ECOUNSEL_STRICT_TEXTS"
 
 TrustMode = Literal["cross-signed-only", "permissive"]
 MisfireMode = Literal["fire-late", "summarize"]
@@ -327,7 +332,6 @@ class OnCallPolicy:
 
     page_on_crisis: bool
     page_supervisors_on_crisis: bool
-    page_on_escalation: bool
     prefer_in_crisis: bool
 
 
@@ -458,21 +462,15 @@ class Instrument:
         """The highest possible total."""
         return max(self.scale) * len(self.items)
 
-    def score(self, answers: Sequence[int]) -> int:
-        """Total score of a complete set of answers; ValueError if any is invalid."""
-        if len(answers) != len(self.items):
-            raise ValueError(f"{self.id}: expected {len(self.items)} answers, got {len(answers)}")
-        for value in answers:
-            if isinstance(value, bool) or value not in self.scale:
-                raise ValueError(f"{self.id}: answer {value!r} is not on the scale")
-        return sum(answers)
-
-    def severity(self, score: int) -> Band:
-        """The band a total score falls in; ValueError outside 0..max_score."""
-        for band in self.bands:
-            if band.contains(score):
-                return band
-        raise ValueError(f"{self.id}: score {score} is outside 0..{self.max_score}")
+    def spec(self) -> InstrumentSpec:
+        """The instrument as the intake scores it (item texts stay here)."""
+        return InstrumentSpec(
+            id=self.id,
+            item_count=len(self.items),
+            critical=dict(self.critical_items),
+            bands=tuple(screening.Band(b.severity, b.lo, b.hi) for b in self.bands),
+            max_answer=self.max_answer,
+        )
 
     def is_critical(self, index: int, answer: int) -> bool:
         """Whether ``answer`` to the 0-based item ``index`` is a crisis signal."""
@@ -579,8 +577,10 @@ class Policy:
     """The whole validated policy.
 
     ``strict`` decides what :meth:`text` does with a missing message or parameter:
-    raise (tests) or log the key and render what it can (production, where a slightly
-    odd text beats a client getting no answer). ``None`` means strict while pytest runs.
+    raise, or log the key and render what it can (production, where a slightly odd text
+    beats a client getting no answer). ``None`` means: strict when the environment sets
+    ``E2ECOUNSEL_STRICT_TEXTS=1`` (the test suite does, and so may an operator trying a
+    changed policy on a staging server).
     """
 
     root: Path
@@ -639,7 +639,9 @@ class Policy:
         return self.crisis.crisis_line(self.language(lang), country)
 
     def _fault(self, msg: str, key: str) -> None:
-        strict = self.strict if self.strict is not None else "PYTEST_CURRENT_TEST" in os.environ
+        strict = self.strict
+        if strict is None:
+            strict = os.environ.get(STRICT_TEXTS_ENV) == "1"
         if strict:
             raise PolicyError(msg, key=key)
         log.warning("policy text problem for key %s; rendering what is available", key)
@@ -1074,7 +1076,7 @@ class _Loader:
             sup.error("room", "must be a room id (!abc:server) or alias (#name:server), or empty")
 
         onc = root.table("on_call")
-        flags = ("page_on_crisis", "page_supervisors_on_crisis", "page_on_escalation")
+        flags = ("page_on_crisis", "page_supervisors_on_crisis")
         onc.check_keys((*flags, "prefer_in_crisis"), (*flags, "prefer_in_crisis"))
         on_call = OnCallPolicy(*(onc.flag(n) for n in (*flags, "prefer_in_crisis")))
 
@@ -1514,7 +1516,7 @@ def _placeholder_service(languages: tuple[str, ...]) -> ServicePolicy:
         retention=RetentionPolicy(1, MappingProxyType({})),
         matching=MatchingWeights(0, 0, 0, 0),
         supervisors_room="",
-        on_call=OnCallPolicy(False, False, False, False),
+        on_call=OnCallPolicy(False, False, False),
         max_message_chars=4000,
         trust_mode="cross-signed-only",
         misfire=MisfirePolicy(0, "fire-late"),
