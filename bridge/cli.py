@@ -16,9 +16,27 @@ from pathlib import Path
 
 from bridge.app import Bridge, BridgeStatus
 from bridge.bookings import Bookings, parse_days_off
-from bridge.roster import parse_counselor_args, parse_mxid, parse_on_off
-from bridge.store import BridgeStore
-from e2ecounsel.cli import command, data_dir, data_dir_arg, setup_logging, wait_for_signal
+from bridge.roster import (
+    parse_capacity,
+    parse_credentials,
+    parse_languages,
+    parse_mxid,
+    parse_name,
+    parse_on_off,
+    parse_reply_windows,
+    parse_specialties,
+    parse_timezone,
+)
+from bridge.store import BridgeStore, Counselor
+from e2ecounsel.cli import (
+    account_problem,
+    check_all,
+    command,
+    data_dir,
+    data_dir_arg,
+    setup_logging,
+    wait_for_signal,
+)
 from e2ecounsel.config import BridgeConfig, load_config, write_config
 from e2ecounsel.domain.booking import parse_weekly
 from e2ecounsel.errors import CommandError
@@ -282,6 +300,11 @@ def _counselor_add_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="replace the profile of a counselor already on the roster",
     )
+    p.add_argument(
+        "--no-account-check",
+        action="store_true",
+        help="do not ask the homeserver whether the account exists (offline set-up)",
+    )
     _store_args(p)
 
 
@@ -289,19 +312,25 @@ def _counselor_add_args(p: argparse.ArgumentParser) -> None:
 async def cmd_counselor_add(args: argparse.Namespace) -> int:
     root, policies_dir = _where(args)
     policy = load_policy(policies_dir)
-    counselor = parse_counselor_args(
-        args.user_id,
-        name=args.name,
-        credentials=args.credentials,
-        languages=args.languages,
-        specialties=args.specialties,
-        capacity=args.capacity,
-        timezone=args.timezone,
-        reply_windows=args.reply_windows,
-        on_call=args.on_call,
-        known_languages=policy.languages,
-        known_specialties=[s.id for s in policy.service.specialties],
+    specialties = [s.id for s in policy.service.specialties]
+    # Every flag is checked before one complaint is made: all of them are reported at once.
+    checked = check_all(
+        {
+            "user_id": lambda: parse_mxid(args.user_id),
+            "name": lambda: parse_name(args.name),
+            "credentials": lambda: parse_credentials(args.credentials),
+            "languages": lambda: parse_languages(args.languages, policy.languages),
+            "specialties": lambda: parse_specialties(args.specialties, specialties),
+            "capacity": lambda: parse_capacity(args.capacity),
+            "timezone": lambda: parse_timezone(args.timezone),
+            "reply_windows": lambda: parse_reply_windows(args.reply_windows),
+        }
     )
+    counselor = Counselor(**checked, on_call=args.on_call, active=True)
+    if not args.no_account_check:
+        problem = await account_problem(root, _homeserver_url(args, root), counselor.user_id)
+        if problem is not None:
+            raise CommandError(f"{problem}; nothing was changed")
     store = await BridgeStore.open_data_dir(root, create=True)
     try:
         async with store.transaction():
@@ -333,6 +362,12 @@ async def cmd_counselor_add(args: argparse.Namespace) -> int:
         f"reply windows {','.join(counselor.reply_windows)} ({counselor.timezone})"
     )
     return 0
+
+
+def _homeserver_url(args: argparse.Namespace, root: Path) -> str | None:
+    """The homeserver the bridge of this command's data dir or config talks to, if known."""
+    config = args.config if args.config is not None else root / "bridge.toml"
+    return load_config(config).homeserver_url if config.is_file() else None
 
 
 def _counselor_list_args(p: argparse.ArgumentParser) -> None:

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequenc
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from e2ecounsel import __version__
 from e2ecounsel.errors import CommandError, E2ECounselError
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 Runner = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
 
@@ -118,12 +117,12 @@ def setup_logging(level: str, log_file: Path | None) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def check_all(checks: Mapping[str, Callable[[], T]]) -> dict[str, T]:
+def check_all(checks: Mapping[str, Callable[[], Any]]) -> dict[str, Any]:
     """Run every check and return the values, or one CommandError naming every problem.
 
     An operator who typed three bad flags learns of all three at once, not one per attempt.
     """
-    values: dict[str, T] = {}
+    values: dict[str, Any] = {}
     problems: list[str] = []
     for name, check in checks.items():
         try:
@@ -178,6 +177,46 @@ async def embedded_homeserver(root: Path) -> AsyncIterator[EmbeddedHomeserver]:
     finally:
         if started_here:
             await hs.stop()
+
+
+async def account_problem(root: Path, homeserver_url: str | None, user_id: str) -> str | None:
+    """Why ``user_id`` cannot be given work (no account, deactivated, …), or None if it can.
+
+    With the embedded homeserver of ``root`` the admin API answers exactly (its profile
+    look-ups are limited to people who share a room, so they cannot tell a missing account from
+    a stranger). Elsewhere a public profile look-up on ``homeserver_url`` answers; when that
+    server does not say, the problem says so instead of guessing.
+    """
+    from e2ecounsel.homeserver import lookup_profile
+
+    if (root / "synapse" / "homeserver.yaml").is_file():
+        async with embedded_homeserver(root) as hs:
+            server = hs.info.server_name
+            if user_id.partition(":")[2] != server:
+                return (
+                    f"{user_id} is not an account of this homeserver ({server}), which does "
+                    "not federate: they could never join a session room"
+                )
+            state = await hs.account_state(user_id)
+        if state is None:
+            return (
+                f"{user_id} has no account on {hs.info.base_url}; check the spelling, or "
+                "create it first: e2ecounsel user add NAME"
+            )
+        if state == "deactivated":
+            return f"{user_id} is deactivated on {hs.info.base_url}"
+        return None
+    if homeserver_url is None:
+        return (
+            f"cannot check that {user_id} exists: no homeserver is known for {root} "
+            "(run `e2ecounsel up` first, or give --config)"
+        )
+    found = await lookup_profile(homeserver_url, user_id)
+    if found is None:
+        return f"cannot check that {user_id} exists: {homeserver_url} does not say"
+    if not found:
+        return f"{user_id} has no account (no profile on {homeserver_url}); check the spelling"
+    return None
 
 
 @command("user add", "add an account on the embedded homeserver")(_user_add_args)

@@ -843,6 +843,22 @@ def _synapse_environment() -> dict[str, str]:
 # -- helpers -----------------------------------------------------------------------------------
 
 
+async def lookup_profile(base_url: str, user_id: str, *, token: str | None = None) -> bool | None:
+    """Whether ``user_id`` has a profile on the homeserver at ``base_url``; None if it won't say.
+
+    ``GET /_matrix/client/v3/profile/{userId}``: 200 means the account exists, 404 that it does
+    not. Servers that limit profile look-ups answer 401 or 403 for both, hence None.
+    """
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    url = f"{base_url.rstrip('/')}/_matrix/client/v3/profile/{quote(user_id, safe='')}"
+    status, _ = await _request(None, "GET", url, headers=headers)
+    if status == 200:
+        return True
+    if status == 404:
+        return False
+    return None
+
+
 async def _request(
     http: aiohttp.ClientSession | None,
     method: str,
