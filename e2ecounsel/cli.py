@@ -331,6 +331,22 @@ async def cmd_token_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- doctor
+
+
+def _doctor_args(p: argparse.ArgumentParser) -> None:
+    data_dir_arg(p)
+
+
+@command("doctor", "check a running installation and say what to fix")(_doctor_args)
+async def cmd_doctor(args: argparse.Namespace) -> int:
+    from e2ecounsel.doctor import diagnose, report
+
+    text, healthy = report(await diagnose(data_dir(args)))
+    print(text)
+    return 0 if healthy else 1
+
+
 # ---------------------------------------------------------------------- policy check
 
 

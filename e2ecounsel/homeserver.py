@@ -654,7 +654,7 @@ class EmbeddedHomeserver:
         """A new random token valid for ``uses`` sign-ups until ``expires_ms`` (Unix ms)."""
         if uses < 1:
             raise HomeserverError("a registration token needs at least one use")
-        body = await self._admin_call(
+        body = await self.admin_call(
             "POST",
             "/_synapse/admin/v1/registration_tokens/new",
             json_body={"length": length, "uses_allowed": uses, "expiry_time": expires_ms},
@@ -665,7 +665,7 @@ class EmbeddedHomeserver:
 
     async def registration_tokens(self) -> list[RegistrationToken]:
         """Every registration token Synapse knows, valid or not, oldest first."""
-        body = await self._admin_call(
+        body = await self.admin_call(
             "GET", "/_synapse/admin/v1/registration_tokens", what="list registration tokens"
         )
         tokens = body.get("registration_tokens")
@@ -676,7 +676,7 @@ class EmbeddedHomeserver:
     async def revoke_registration_token(self, token: str) -> bool:
         """Delete ``token``; False when there is no such token."""
         try:
-            await self._admin_call(
+            await self.admin_call(
                 "DELETE",
                 f"/_synapse/admin/v1/registration_tokens/{quote(token, safe='')}",
                 what="revoke the registration token",
@@ -689,7 +689,7 @@ class EmbeddedHomeserver:
     async def account_state(self, user_id: str) -> str | None:
         """``"active"``, ``"deactivated"``, or None when the account does not exist here."""
         try:
-            body = await self._admin_call(
+            body = await self.admin_call(
                 "GET",
                 f"/_synapse/admin/v2/users/{quote(user_id, safe='')}",
                 what="look the account up",
@@ -698,7 +698,7 @@ class EmbeddedHomeserver:
             return None
         return "deactivated" if body.get("deactivated") else "active"
 
-    async def _admin_call(
+    async def admin_call(
         self,
         method: str,
         path: str,
@@ -706,7 +706,8 @@ class EmbeddedHomeserver:
         what: str,
         json_body: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """One admin API request, signed in for just this call (see the module docstring)."""
+        """One admin (or client) API request as the internal admin account, signed in for just
+        this call (see the module docstring). Raises HomeserverError unless the answer is 200."""
         if self._info is None:
             await asyncio.to_thread(self.ensure_config)
         http, base = self._client()
@@ -717,8 +718,7 @@ class EmbeddedHomeserver:
                 http, method, f"{base}{path}", headers=headers, json_body=json_body
             )
         finally:
-            with contextlib.suppress(HomeserverError):
-                await _request(http, "POST", f"{base}/_matrix/client/v3/logout", headers=headers)
+            await self._logout(access_token)
         if status == 200:
             return body
         if status == 404 and body.get("errcode") == "M_NOT_FOUND":
@@ -738,6 +738,11 @@ class EmbeddedHomeserver:
         saved = await asyncio.to_thread(self._load_admin, path)
         if saved is None:
             saved = await self._create_admin(path)
+        elif "access_token" in saved:
+            # Written by an older version: that token never expires. Sign it out, forget it.
+            await self._logout(saved.pop("access_token"))
+            await asyncio.to_thread(self._save_admin, path, saved)
+            log.info("Signed out the saved admin token of an older version")
         status, body = await _request(
             http,
             "POST",
@@ -774,15 +779,21 @@ class EmbeddedHomeserver:
         access_token = body.get("access_token")
         if isinstance(access_token, str):
             # Registration signs the account in; that session is not needed.
-            http, base = self._client()
-            with contextlib.suppress(HomeserverError):
-                await _request(
-                    http,
-                    "POST",
-                    f"{base}/_matrix/client/v3/logout",
-                    headers={"Authorization": f"Bearer {access_token}"},
-                )
+            await self._logout(access_token)
         return creds
+
+    async def _logout(self, access_token: str) -> None:
+        """End the session of ``access_token`` (and delete its device); a failure only logs."""
+        http, base = self._client()
+        try:
+            await _request(
+                http,
+                "POST",
+                f"{base}/_matrix/client/v3/logout",
+                headers={"Authorization": f"Bearer {access_token}"},
+            )
+        except HomeserverError:
+            log.warning("Could not sign out an admin session; it stays valid until revoked")
 
     def _load_admin(self, path: Path) -> dict[str, str] | None:
         if not path.exists():
@@ -796,7 +807,7 @@ class EmbeddedHomeserver:
             raise self._corrupt(
                 path, "it lacks the admin credentials (delete it to make a new one)"
             )
-        return {k: data[k] for k in keys}
+        return {k: data[k] for k in (*keys, "access_token") if isinstance(data.get(k), str)}
 
     def _save_admin(self, path: Path, creds: Mapping[str, str]) -> None:
         self._write_text(path, json.dumps(dict(creds), indent=2) + "\n", mode=0o600)

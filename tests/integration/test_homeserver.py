@@ -323,3 +323,21 @@ async def test_missing_synapse_says_which_extra_to_install(
     with pytest.raises(HomeserverError, match=r"pip install 'e2ecounsel\[local\]'"):
         await server.start()
     assert not server.running
+
+
+async def test_a_saved_admin_token_of_an_older_version_is_signed_out(
+    homeserver: EmbeddedHomeserver,
+) -> None:
+    base = homeserver.info.base_url
+    path = homeserver.info.data_dir / "admin.json"
+    await homeserver.registration_tokens()
+    saved = json.loads(path.read_text())
+    status, body = await _login(base, saved["user_id"], saved["password"])
+    assert status == 200, body
+    old = body["access_token"]
+    path.write_text(json.dumps({**saved, "access_token": old}))
+
+    await homeserver.registration_tokens()
+    assert set(json.loads(path.read_text())) == {"user_id", "password"}
+    status, _ = await _call("GET", f"{base}/_matrix/client/v3/account/whoami", token=old)
+    assert status == 401
