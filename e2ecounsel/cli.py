@@ -221,6 +221,14 @@ async def account_problem(root: Path, homeserver_url: str | None, user_id: str) 
 
 @command("user add", "add an account on the embedded homeserver")(_user_add_args)
 async def cmd_user_add(args: argparse.Namespace) -> int:
+    from e2ecounsel.homeserver import MIN_PASSWORD_LENGTH
+
+    if args.password is not None and len(args.password) < MIN_PASSWORD_LENGTH:
+        # The shared-secret registration skips Synapse's password policy; apply it here.
+        raise CommandError(
+            f"--password: at least {MIN_PASSWORD_LENGTH} characters, or leave it out to get a "
+            "generated one"
+        )
     password = args.password or secrets.token_urlsafe(16)
     async with embedded_homeserver(data_dir(args)) as hs:
         user_id = await hs.register_user(args.username, password, admin=args.admin)

@@ -23,13 +23,12 @@ import yaml
 
 from e2ecounsel.config import BridgeConfig, load_config
 from e2ecounsel.errors import E2ECounselError, HomeserverError
-from e2ecounsel.homeserver import EmbeddedHomeserver
+from e2ecounsel.homeserver import MIN_PASSWORD_LENGTH, EmbeddedHomeserver
 from e2ecounsel.matrix.crosssigning import UserIdentity
 from e2ecounsel.policy import load_policy
 from e2ecounsel.sealing import KEY_ENV, KEY_FILE_ENV, placement_of_sealing_key
 
 Level = Literal["ok", "warn", "fail"]
-MIN_PASSWORD_LENGTH: Final = 10
 _BRIDGE_DB: Final = "bridge.db"
 
 

@@ -62,6 +62,7 @@ from e2ecounsel.errors import HomeserverError
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT: Final = 8008
+MIN_PASSWORD_LENGTH: Final = 10
 HOST: Final = "127.0.0.1"
 _CONFIG_NAME: Final = "homeserver.yaml"
 _DB_NAME: Final = "homeserver.db"
@@ -425,6 +426,7 @@ class EmbeddedHomeserver:
             form_secret=q("secrets/form_secret"),
             bcrypt_rounds=int(self._bcrypt_rounds),
             x_forwarded="true" if self._behind_proxy else "false",
+            min_password_length=MIN_PASSWORD_LENGTH,
         )
 
     def _render_log_config(self) -> str:
@@ -997,7 +999,7 @@ bcrypt_rounds: {bcrypt_rounds}
 password_config:
   policy:
     enabled: true
-    minimum_length: 10
+    minimum_length: {min_password_length}
     require_digit: false
     require_symbol: false
     require_lowercase: false

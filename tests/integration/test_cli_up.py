@@ -163,6 +163,10 @@ async def test_policy_check_and_user_add(tmp_path: Path):
     )
     assert code == 0, err
     assert "created @dewi:" in out
+    code, out, err = await run_cli(
+        "user", "add", "adi", "--password", "short", "--data-dir", str(data)
+    )
+    assert code == 1 and "at least 10 characters" in err and "created" not in out
     code, out, err = await run_cli("user", "add", "dewi", "--data-dir", str(data))
     assert code == 1 and "Traceback" not in err
     assert len([line for line in err.splitlines() if line.strip()]) == 1
