@@ -146,6 +146,7 @@ class Bridge:
             known_identities=self.data_dir / "bot" / "identities.json",
             on_identity_change=self._on_identity_change,
         )
+        self.session.use_trust(self.trust)
         self.session.before_encrypt.append(self._apply_trust)
         await self.session.sync_once(0)
         if self.supervisors_room and self.supervisors_room.startswith("#"):
