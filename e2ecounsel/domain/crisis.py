@@ -492,8 +492,8 @@ class CrisisDetector:
         for end in range(1, n + 1):
             for begin in range(max(0, end - 20), end):
                 head = best[begin]
-                if head is None:
-                    continue
+                if head is None or (end - begin == 1 and begin > 0):
+                    continue  # a one-letter word ("i") only leads
                 piece = squeeze(raw[begin:end])
                 if piece in self._vocab:
                     candidate = [*head, piece]
