@@ -37,6 +37,7 @@ from types import MappingProxyType
 from typing import Literal, cast
 
 from e2ecounsel.domain import crisis as triage
+from e2ecounsel.domain import crisis_corpus
 from e2ecounsel.errors import PolicyError
 
 log = logging.getLogger(__name__)
@@ -681,9 +682,49 @@ def load_policy(path: Path | None = None, *, strict: bool | None = None) -> Poli
     return _Loader(root, strict).load()
 
 
+#: ``policy check`` fails when the crisis rules catch fewer of the tuning corpus's at-risk
+#: lines than this, in any language.
+MIN_CORPUS_RECALL = 0.95
+#: The labelled messages shipped in ``crisis/``: the part the rules are tuned on, and the
+#: held-out part they are judged on.
+CRISIS_CORPUS = "crisis/corpus.tsv"
+CRISIS_HELDOUT = "crisis/heldout.tsv"
+
+
 def check_policy(path: Path | None = None) -> list[str]:
-    """Validate a policy folder; return its warnings, raise PolicyInvalid on errors."""
-    return load_policy(path).warnings()
+    """Validate a policy folder and run its crisis corpus; return its warnings, raise
+    PolicyInvalid on errors (a recall below :data:`MIN_CORPUS_RECALL` is one)."""
+    policy = load_policy(path)
+    problems: list[str] = []
+    report = crisis_corpus_report(policy, CRISIS_CORPUS, problems)
+    if report is not None:
+        for lang, figures in sorted(report.by_lang.items()):
+            if figures.recall < MIN_CORPUS_RECALL:
+                problems.append(
+                    f"{CRISIS_CORPUS}: the crisis rules catch {figures.recall:.3f} of the "
+                    f"at-risk '{lang}' lines, below {MIN_CORPUS_RECALL}; "
+                    f"`e2ecounsel policy crisis-test {policy.root / CRISIS_CORPUS}` lists "
+                    "the misses"
+                )
+    if problems:
+        raise PolicyInvalid(problems, policy.root)
+    return policy.warnings()
+
+
+def crisis_corpus_report(
+    policy: Policy, rel: str, problems: list[str]
+) -> crisis_corpus.Report | None:
+    """The crisis rules judged on the corpus file ``rel`` of the policy folder (``None`` when
+    the folder has none); an unreadable file is added to ``problems``."""
+    path = policy.root / rel
+    if not path.is_file():
+        return None
+    try:
+        samples = crisis_corpus.parse_corpus(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, crisis_corpus.CorpusError) as exc:
+        problems.append(f"{rel}: {exc}")
+        return None
+    return crisis_corpus.evaluate(policy.crisis.detector(), samples)
 
 
 def template_params(template: str) -> set[str]:
