@@ -46,7 +46,6 @@ from bridge.inbox import InboxItem
 from bridge.render import Renderer
 from bridge.store import BridgeStore, ClientRecord, Counselor, Engagement
 from e2ecounsel.domain import matching
-from e2ecounsel.domain.crisis import CrisisDetector
 from e2ecounsel.domain.text import clean_text
 from e2ecounsel.matrix import MatrixSession
 from e2ecounsel.policy import Policy
@@ -75,7 +74,7 @@ class Engine:
         self.render = Renderer(policy)
         self.supervisors_room = supervisors_room
         self.clock = clock
-        self.crisis = CrisisDetector(policy.crisis.phrases)
+        self.crisis = policy.crisis.detector()
         self._mark_done = mark_done
         self._flush = flush
         self._match_lock = asyncio.Lock()

@@ -364,14 +364,68 @@ def _policy_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-@command("policy check", "validate a policies folder")(_policy_args)
+@command("policy check", "validate a policies folder and run its crisis corpus")(_policy_args)
 async def cmd_policy_check(args: argparse.Namespace) -> int:
-    from e2ecounsel.policy import check_policy
+    from e2ecounsel.domain.crisis_corpus import summary_lines
+    from e2ecounsel.policy import (
+        CRISIS_CORPUS,
+        CRISIS_HELDOUT,
+        check_policy,
+        crisis_corpus_report,
+        load_policy,
+    )
 
     warnings = check_policy(args.dir)
     for w in warnings:
         print(f"warning: {w}")
+    policy = load_policy(args.dir)
+    for rel in (CRISIS_CORPUS, CRISIS_HELDOUT):
+        report = crisis_corpus_report(policy, rel, [])
+        if report is not None:
+            print(f"{rel}:")
+            for line in summary_lines(report):
+                print(f"  {line}")
     print("policies OK" + (f" ({len(warnings)} warning(s))" if warnings else ""))
+    return 0
+
+
+def _crisis_test_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", type=Path, help="lines label<TAB>lang<TAB>text (1 = at risk)")
+    p.add_argument(
+        "--policies", type=Path, default=None, help="policies folder (default: packaged)"
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per judged line")
+
+
+@command("policy crisis-test", "run the crisis triage over labelled messages")(_crisis_test_args)
+async def cmd_policy_crisis_test(args: argparse.Namespace) -> int:
+    import json
+
+    from e2ecounsel.domain.crisis_corpus import CorpusError, evaluate, parse_corpus, summary_lines
+    from e2ecounsel.errors import PolicyError
+    from e2ecounsel.policy import load_policy
+
+    policy = load_policy(args.policies)
+    try:
+        samples = parse_corpus(args.file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"cannot be read ({exc.__class__.__name__})", file=args.file) from None
+    except CorpusError as exc:
+        raise PolicyError(str(exc), file=args.file) from None
+    report = evaluate(policy.crisis.detector(), samples)
+    if args.json:
+        for judged in report.judged:
+            s = judged.sample
+            fields = {"label": s.label, "lang": s.lang, "text": s.text}
+            print(json.dumps({**fields, "decision": judged.outcome.value}, ensure_ascii=False))
+        return 0
+    for title, rows in (("missed", report.misses), ("full protocol", report.false_protocols)):
+        for judged in rows:
+            s = judged.sample
+            why = f" [{judged.reason}]" if judged.reason else ""
+            print(f"{title}: line {s.line} ({s.lang}, {judged.outcome.value}{why}): {s.text}")
+    for line in summary_lines(report):
+        print(line)
     return 0
 
 

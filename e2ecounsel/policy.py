@@ -11,6 +11,8 @@ Layout::
 
     service.toml               service rules (cadence, SLA, retention, matching, trust, ...)
     crisis.toml                crisis phrases, crisis reply, resources per country
+    crisis/<lang>.toml         crisis triage rules (patterns, word classes, context words)
+    crisis/*.tsv               labelled messages the rules are tested against
     screening/<id>.toml        screening instruments (PHQ-9, GAD-7)
     <lang>/consent.md          informed consent text, one per language
     <lang>/messages.toml       every text the bot shows, one per language
@@ -34,7 +36,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, cast
 
-from e2ecounsel.domain import screening
+from e2ecounsel.domain import crisis as triage
+from e2ecounsel.domain import crisis_corpus, screening
 from e2ecounsel.domain.intake import InstrumentSpec
 from e2ecounsel.errors import PolicyError
 
@@ -520,6 +523,11 @@ class CrisisPolicy:
     phrases: Mapping[str, tuple[str, ...]]
     reply: Mapping[str, str]
     countries: tuple[Country, ...]
+    rules: Mapping[str, triage.LanguageRules] = field(default_factory=dict)
+
+    def detector(self) -> triage.CrisisDetector:
+        """The phrases and triage rules compiled into one detector (do it once per policy)."""
+        return triage.CrisisDetector(self.phrases, self.rules)
 
     @property
     def all_phrases(self) -> tuple[str, ...]:
@@ -675,9 +683,49 @@ def load_policy(path: Path | None = None, *, strict: bool | None = None) -> Poli
     return _Loader(root, strict).load()
 
 
+#: ``policy check`` fails when the crisis rules catch fewer of the tuning corpus's at-risk
+#: lines than this, in any language.
+MIN_CORPUS_RECALL = 0.95
+#: The labelled messages shipped in ``crisis/``: the part the rules are tuned on, and the
+#: held-out part they are judged on.
+CRISIS_CORPUS = "crisis/corpus.tsv"
+CRISIS_HELDOUT = "crisis/heldout.tsv"
+
+
 def check_policy(path: Path | None = None) -> list[str]:
-    """Validate a policy folder; return its warnings, raise PolicyInvalid on errors."""
-    return load_policy(path).warnings()
+    """Validate a policy folder and run its crisis corpus; return its warnings, raise
+    PolicyInvalid on errors (a recall below :data:`MIN_CORPUS_RECALL` is one)."""
+    policy = load_policy(path)
+    problems: list[str] = []
+    report = crisis_corpus_report(policy, CRISIS_CORPUS, problems)
+    if report is not None:
+        for lang, figures in sorted(report.by_lang.items()):
+            if figures.recall < MIN_CORPUS_RECALL:
+                problems.append(
+                    f"{CRISIS_CORPUS}: the crisis rules catch {figures.recall:.3f} of the "
+                    f"at-risk '{lang}' lines, below {MIN_CORPUS_RECALL}; "
+                    f"`e2ecounsel policy crisis-test {policy.root / CRISIS_CORPUS}` lists "
+                    "the misses"
+                )
+    if problems:
+        raise PolicyInvalid(problems, policy.root)
+    return policy.warnings()
+
+
+def crisis_corpus_report(
+    policy: Policy, rel: str, problems: list[str]
+) -> crisis_corpus.Report | None:
+    """The crisis rules judged on the corpus file ``rel`` of the policy folder (``None`` when
+    the folder has none); an unreadable file is added to ``problems``."""
+    path = policy.root / rel
+    if not path.is_file():
+        return None
+    try:
+        samples = crisis_corpus.parse_corpus(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, crisis_corpus.CorpusError) as exc:
+        problems.append(f"{rel}: {exc}")
+        return None
+    return crisis_corpus.evaluate(policy.crisis.detector(), samples)
 
 
 def template_params(template: str) -> set[str]:
@@ -1480,7 +1528,79 @@ class _Loader:
             phrases=MappingProxyType(phrases),
             reply=MappingProxyType(reply),
             countries=tuple(countries),
+            rules=MappingProxyType(self.load_triage(languages)),
         )
+
+    def load_triage(self, languages: Sequence[str]) -> dict[str, triage.LanguageRules]:
+        """``crisis/<lang>.toml`` for every language that has one (a folder without them
+        keeps only the word-for-word phrases of ``crisis.toml``)."""
+        found: dict[str, triage.LanguageRules] = {}
+        for lang in languages:
+            path = self.root / "crisis" / f"{lang}.toml"
+            if not path.is_file():
+                self.notes.append(
+                    f"crisis/{lang}.toml is missing: only the phrases in crisis.toml are matched"
+                )
+                continue
+            rules = self._load_triage_file(lang, path)
+            if rules is not None:
+                found[lang] = rules
+        return found
+
+    def _load_triage_file(self, lang: str, path: Path) -> triage.LanguageRules | None:
+        f = self.file(f"crisis/{lang}.toml")
+        data = f.parse(path)
+        if data is None:
+            return None
+        root = _Table(f, data)
+        root.check_keys(("idioms", "words", "context", "rules"), ("rules",))
+        words = root.table("words", required=False)
+        classes: dict[str, tuple[str, ...]] = {}
+        for name in words.data:
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+                words.error(name, "a word class name is lower-case letters, digits and _")
+            classes[name] = self._single_words(words, name)
+        context = root.table("context", required=False)
+        context.check_keys(triage.CONTEXT_KEYS)
+        ctx = {key: self._single_words(context, key) for key in triage.CONTEXT_KEYS}
+        for i, idiom in enumerate(root.texts("idioms", ())):
+            try:
+                triage.parse_pattern(idiom, classes)
+            except ValueError as exc:
+                root.error(f"idioms[{i}]", str(exc))
+        specs: list[tuple[str, str, str]] = []
+        seen: set[str] = set()
+        for rule in root.tables("rules"):
+            rule.check_keys(("id", "pattern", "outcome"), ("id", "pattern", "outcome"))
+            rule_id = rule.text("id")
+            if rule_id and not re.fullmatch(r"[a-z0-9][a-z0-9-]*", rule_id):
+                rule.error("id", f"{rule_id!r}: use lower-case letters, digits and '-'")
+            if rule_id in seen:
+                rule.error("id", f"{rule_id!r} is used twice")
+            seen.add(rule_id)
+            outcome = rule.choice("outcome", ("protocol", "check"))
+            pattern = rule.text("pattern")
+            try:
+                triage.parse_pattern(pattern, classes)
+            except ValueError as exc:
+                rule.error("pattern", str(exc))
+                continue
+            specs.append((rule_id, pattern, outcome))
+        if self.problems:
+            return None
+        try:
+            return triage.build_rules(lang, classes, ctx, specs, root.texts("idioms", ()))
+        except ValueError as exc:
+            root.error("", str(exc))
+            return None
+
+    @staticmethod
+    def _single_words(table: _Table, name: str) -> tuple[str, ...]:
+        found = table.texts(name, ())
+        for i, word in enumerate(found):
+            if len(triage.words(word)) != 1:
+                table.error(f"{name}[{i}]", f"{word!r} must be one word")
+        return tuple(w for w in found if len(triage.words(w)) == 1)
 
     # ------------------------------------------------------------ cross-checks
 
