@@ -23,7 +23,7 @@ import yaml
 
 from e2ecounsel.config import BridgeConfig, load_config
 from e2ecounsel.errors import E2ECounselError, HomeserverError
-from e2ecounsel.homeserver import MIN_PASSWORD_LENGTH, EmbeddedHomeserver
+from e2ecounsel.homeserver import MIN_PASSWORD_LENGTH, EmbeddedHomeserver, request_json
 from e2ecounsel.matrix.crosssigning import UserIdentity
 from e2ecounsel.policy import load_policy
 from e2ecounsel.sealing import KEY_ENV, KEY_FILE_ENV, placement_of_sealing_key
@@ -77,6 +77,7 @@ async def diagnose(root: Path) -> list[Finding]:
         )
         return findings
     findings.append(_ok("homeserver", f"answers on {hs.info.base_url}"))
+    findings += await _check_admin_listener(hs)
     findings += _check_registration_config(hs)
     findings += await _check_tokens(hs)
     findings += await _check_bot_signed(hs, config.bot_user_id)
@@ -123,6 +124,23 @@ def _check_bot_password(config: BridgeConfig, path: Path) -> list[Finding]:
     ]
 
 
+async def _check_admin_listener(hs: EmbeddedHomeserver) -> list[Finding]:
+    url = f"{hs.info.base_url}/_synapse/admin/v1/server_version"
+    status, _ = await request_json("GET", url)
+    if status == 200 or hs.info.admin_url == hs.info.base_url:
+        return [
+            Finding(
+                "fail",
+                "admin API",
+                f"served on the client listener {hs.info.base_url} (a configuration of an "
+                "older version)",
+                f"stop e2ecounsel, move {hs.config_path} away and run `e2ecounsel up` again "
+                "(with the same --port): it writes the new layout; accounts and rooms stay",
+            )
+        ]
+    return [_ok("admin API", f"only on the loopback listener {hs.info.admin_url}")]
+
+
 def _check_registration_config(hs: EmbeddedHomeserver) -> list[Finding]:
     config = yaml.safe_load(hs.config_path.read_text(encoding="utf-8")) or {}
     findings: list[Finding] = []
@@ -154,6 +172,16 @@ def _check_registration_config(hs: EmbeddedHomeserver) -> list[Finding]:
         )
     else:
         findings.append(_ok("password policy", f"at least {length} characters"))
+    stale = hs.config_path.with_name("registration_token")
+    if stale.exists():
+        findings.append(
+            Finding(
+                "warn",
+                "registration tokens",
+                f"{stale} holds a token saved by an older version",
+                "revoke it (e2ecounsel token revoke TOKEN) and delete the file",
+            )
+        )
     log_config = hs.config_path.with_name("log.config")
     if "RedactRegistrationTokens" not in log_config.read_text(encoding="utf-8"):
         findings.append(

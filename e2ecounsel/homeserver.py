@@ -22,9 +22,10 @@ through an internal admin account registered with the shared secret. Each token 
 and an expiry; none is stored on disk. The admin account keeps no access token: every admin call
 signs in, does its work and signs out again, so no long-lived admin token exists anywhere.
 
-Synapse serves its admin API (``/_synapse/admin``) with the client API on the same listener;
-it cannot be split off. The listener binds to loopback only, so only this machine reaches the
-admin API; a reverse proxy in front must forward ``/_matrix`` and ``/_synapse/client`` only.
+Synapse mounts its admin API (``/_synapse/admin``) with every client API listener. The client
+listener here replaces that path with a 404 (``e2ecounsel.synapse_side``); a second listener,
+loopback only and never to be exposed, serves the admin API to e2ecounsel's own tools. Both
+bind to 127.0.0.1; a reverse proxy in front forwards to the client listener only.
 """
 
 from __future__ import annotations
@@ -127,6 +128,8 @@ class HomeserverInfo:
     base_url: str
     server_name: str
     data_dir: Path
+    admin_url: str
+    """Where the admin API answers: a second loopback listener, never to be exposed."""
     behind_proxy: bool = False
 
 
@@ -249,11 +252,16 @@ class EmbeddedHomeserver:
         if self.config_path.exists():
             server_name, port, config = self._load_existing_config()
             self._apply_behind_proxy()
+            # A configuration of an older version has one listener, serving the admin API too.
+            admin_port = _listener_port(config, 1) or port
         else:
             server_name = self._requested_server_name or "localhost"
             port = self._requested_port or DEFAULT_PORT
+            admin_port = free_port()
             self._write_text(self._root / "log.config", self._render_log_config(), mode=0o600)
-            self._write_text(self.config_path, self._render_config(server_name, port), mode=0o600)
+            self._write_text(
+                self.config_path, self._render_config(server_name, port, admin_port), mode=0o600
+            )
             log.info("Wrote a new homeserver configuration to %s", self.config_path)
 
         if not (self._root / "log.config").exists():
@@ -276,6 +284,7 @@ class EmbeddedHomeserver:
             base_url=f"http://{HOST}:{port}",
             server_name=server_name,
             data_dir=self._root,
+            admin_url=f"http://{HOST}:{admin_port}",
             behind_proxy=self._behind_proxy,
         )
         return self._info
@@ -407,7 +416,7 @@ class EmbeddedHomeserver:
         except OSError as exc:
             raise HomeserverError(f"cannot write {path}: {exc.strerror}") from exc
 
-    def _render_config(self, server_name: str, port: int) -> str:
+    def _render_config(self, server_name: str, port: int, admin_port: int) -> str:
         def q(value: object) -> str:
             # JSON strings are valid YAML double-quoted scalars: paths with spaces stay intact.
             return json.dumps(str(value))
@@ -417,6 +426,7 @@ class EmbeddedHomeserver:
             public_baseurl=q(f"http://{HOST}:{port}/"),
             host=q(HOST),
             port=port,
+            admin_port=admin_port,
             database=q(_DB_NAME),
             log_config=q("log.config"),
             media_store=q("media_store"),
@@ -485,6 +495,12 @@ class EmbeddedHomeserver:
         if taken:
             raise HomeserverError(
                 f"port {port} on {HOST} is already in use; stop what uses it or pass --port N"
+            )
+        admin_port = int(info.admin_url.rsplit(":", 1)[1])
+        if admin_port != port and port_in_use(admin_port):
+            raise HomeserverError(
+                f"port {admin_port} on {HOST} (the admin listener) is already in use; stop what "
+                f"uses it, or change the second `port:` in {self.config_path}"
             )
         db = self._db_path
         if db is not None and db.exists() and db.stat().st_size > 0:
@@ -607,7 +623,7 @@ class EmbeddedHomeserver:
     async def _shared_secret_register(
         self, localpart: str, password: str, *, admin: bool
     ) -> dict[str, Any]:
-        http, base = self._client()
+        http, base = self._client(admin=True)
         if self._shared_secret is None:
             raise HomeserverError("the embedded homeserver is not configured yet; call start()")
         url = f"{base}/_synapse/admin/v1/register"
@@ -639,14 +655,15 @@ class EmbeddedHomeserver:
             f"the homeserver refused to create the account: {_describe(status, body)}"
         )
 
-    def _client(self) -> tuple[aiohttp.ClientSession | None, str]:
+    def _client(self, *, admin: bool = False) -> tuple[aiohttp.ClientSession | None, str]:
         """Our session while we run Synapse; None (a one-shot session per request) otherwise.
 
         The latter serves a Synapse started by another process from the same data directory,
-        e.g. `e2ecounsel user add` while `e2ecounsel up` runs.
+        e.g. `e2ecounsel user add` while `e2ecounsel up` runs. ``admin`` picks the listener
+        that serves the admin API.
         """
         http = self._http if self.running else None
-        return http, self.info.base_url
+        return http, self.info.admin_url if admin else self.info.base_url
 
     # -- registration tokens and accounts, through the admin API ------------------------------
 
@@ -712,7 +729,7 @@ class EmbeddedHomeserver:
         this call (see the module docstring). Raises HomeserverError unless the answer is 200."""
         if self._info is None:
             await asyncio.to_thread(self.ensure_config)
-        http, base = self._client()
+        http, base = self._client(admin=True)
         access_token = await self._admin_login()
         headers = {"Authorization": f"Bearer {access_token}"}
         try:
@@ -735,7 +752,7 @@ class EmbeddedHomeserver:
         secret beside it (which mints admin accounts), so the file adds no new power; what it
         no longer holds is a token that never expires.
         """
-        http, base = self._client()
+        http, base = self._client(admin=True)
         path = self._root / _ADMIN_FILE
         saved = await asyncio.to_thread(self._load_admin, path)
         if saved is None:
@@ -786,7 +803,7 @@ class EmbeddedHomeserver:
 
     async def _logout(self, access_token: str) -> None:
         """End the session of ``access_token`` (and delete its device); a failure only logs."""
-        http, base = self._client()
+        http, base = self._client(admin=True)
         try:
             await _request(
                 http,
@@ -895,17 +912,24 @@ async def _request(
         raise HomeserverError(f"cannot reach the homeserver: {type(exc).__name__}") from exc
 
 
+async def request_json(method: str, url: str) -> tuple[int, dict[str, Any]]:
+    """One JSON request on a session of its own; HomeserverError when nothing answers."""
+    return await _request(None, method, url)
+
+
 def _describe(status: int, body: Mapping[str, Any]) -> str:
     errcode = body.get("errcode") or f"HTTP {status}"
     error = body.get("error")
     return f"{errcode} ({error})" if error else str(errcode)
 
 
-def _listener_port(config: Mapping[str, Any]) -> int | None:
+def _listener_port(config: Mapping[str, Any], index: int = 0) -> int | None:
     listeners = config.get("listeners")
-    if not isinstance(listeners, list) or not listeners or not isinstance(listeners[0], dict):
+    if not isinstance(listeners, list) or len(listeners) <= index:
         return None
-    port = listeners[0].get("port")
+    if not isinstance(listeners[index], dict):
+        return None
+    port = listeners[index].get("port")
     return port if isinstance(port, int) and 0 < port < 65536 else None
 
 
@@ -968,6 +992,19 @@ listeners:
     # Only behind a reverse proxy (`e2ecounsel up --behind-proxy`): otherwise a client could
     # claim any address in X-Forwarded-For. e2ecounsel rewrites this line at every start.
     x_forwarded: {x_forwarded}
+    resources:
+      - names: [client]
+        compress: false
+    # Synapse serves its admin API with the client API; this takes it off this listener.
+    additional_resources:
+      "/_synapse/admin":
+        module: e2ecounsel.synapse_side.AdminApiNotServedHere
+  # The admin API, for e2ecounsel's own tools (accounts, tokens, doctor). Loopback only; never
+  # expose or proxy this port.
+  - port: {admin_port}
+    bind_addresses: [{host}]
+    type: http
+    tls: false
     resources:
       - names: [client]
         compress: false
@@ -1093,7 +1130,7 @@ formatters:
 
 filters:
   redact:
-    (): e2ecounsel.homeserver_logging.RedactRegistrationTokens
+    (): e2ecounsel.synapse_side.RedactRegistrationTokens
 
 handlers:
   file:

@@ -11,6 +11,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import yaml
+
 from e2ecounsel.homeserver import free_port
 
 
@@ -89,11 +91,14 @@ async def test_up_starts_healthy_and_reuses_everything(tmp_path: Path):
         "--port",
         str(port),
         "--exit-when-ready",
+        "--behind-proxy",
         env={"E2ECOUNSEL_SEALING_KEY_FILE": str(outside)},
     )
     assert code == 0, err3
     assert field(out3, "bot device") == device
     assert "WARNING" not in out3 and "(cross-signed: yes)" in out3
+    homeserver_yaml = (data / "synapse" / "homeserver.yaml").read_text()
+    assert yaml.safe_load(homeserver_yaml)["listeners"][0]["x_forwarded"] is True
 
 
 async def test_token_commands(tmp_path: Path):

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from e2ecounsel.errors import HomeserverError
-from e2ecounsel.homeserver import EmbeddedHomeserver, UserExistsError, free_port
+from e2ecounsel.homeserver import EmbeddedHomeserver, UserExistsError, free_port, lookup_profile
 from tests.conftest import MakeUser
 
 
@@ -217,16 +217,30 @@ async def test_admin_account_keeps_no_token(homeserver: EmbeddedHomeserver) -> N
     await _call("POST", f"{homeserver.info.base_url}/_matrix/client/v3/logout", token=token)
 
 
+async def test_admin_api_only_on_its_own_listener(homeserver: EmbeddedHomeserver) -> None:
+    info = homeserver.info
+    assert info.admin_url != info.base_url and info.admin_url.startswith("http://127.0.0.1:")
+    for path in ("/_synapse/admin/v1/register", "/_synapse/admin/v1/server_version"):
+        status, body = await _call("GET", f"{info.base_url}{path}")
+        assert (status, body.get("errcode")) == (404, "M_UNRECOGNIZED"), (path, body)
+    # The client API itself is untouched on the client listener.
+    status, body = await _call("GET", f"{info.base_url}/_matrix/client/versions")
+    assert status == 200 and body["versions"]
+    status, body = await _call("GET", f"{info.admin_url}/_synapse/admin/v1/register")
+    assert status == 200 and body["nonce"]
+
+
 async def test_version_names_no_commit_and_federation_is_not_served(
     homeserver: EmbeddedHomeserver,
 ) -> None:
-    base = homeserver.info.base_url
-    status, body = await _call("GET", f"{base}/_synapse/admin/v1/server_version")
+    status, body = await _call(
+        "GET", f"{homeserver.info.admin_url}/_synapse/admin/v1/server_version"
+    )
     assert status == 200
     assert body["server_version"] == importlib.metadata.version("matrix-synapse")
     async with (
         aiohttp.ClientSession() as http,
-        http.get(f"{base}/_matrix/federation/v1/version") as resp,
+        http.get(f"{homeserver.info.base_url}/_matrix/federation/v1/version") as resp,
     ):
         assert resp.status == 404
         assert "(" not in resp.headers.get("Server", "")
@@ -341,3 +355,18 @@ async def test_a_saved_admin_token_of_an_older_version_is_signed_out(
     assert set(json.loads(path.read_text())) == {"user_id", "password"}
     status, _ = await _call("GET", f"{base}/_matrix/client/v3/account/whoami", token=old)
     assert status == 401
+
+
+async def test_profile_look_up_says_only_what_the_server_says(
+    homeserver: EmbeddedHomeserver, user_factory: MakeUser
+) -> None:
+    base = homeserver.info.base_url
+    user_id, password = await user_factory("profile")
+    status, body = await _login(base, user_id, password)
+    assert status == 200, body
+    token = body["access_token"]
+    assert await lookup_profile(base, user_id, token=token) is True
+    # This server wants a sign-in and a shared room for profiles: it cannot tell a stranger
+    # from a missing account, so the answer is "unknown", never "exists".
+    assert await lookup_profile(base, "@nobody-at-all:localhost", token=token) is None
+    assert await lookup_profile(base, user_id) is None

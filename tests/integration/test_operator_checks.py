@@ -139,6 +139,7 @@ async def test_doctor_names_each_problem_and_passes_once_fixed(install: Install)
     assert found["homeserver"] == [
         f"OK answers on {load_config(install.root / 'bridge.toml').homeserver_url}"
     ]
+    assert found["admin API"][0].startswith("OK only on the loopback listener http://127.0.0.1:")
     assert found["sealing key"][0].startswith("OK")
     assert found["bot password"][0].startswith("OK")
     assert found["registration"][0].startswith("OK")

@@ -9,7 +9,7 @@ import aiosqlite
 import pytest
 
 from e2ecounsel.cli import setup_logging
-from e2ecounsel.homeserver_logging import RedactRegistrationTokens, redact
+from e2ecounsel.synapse_side import RedactRegistrationTokens, redact
 
 
 @pytest.fixture

@@ -1,6 +1,9 @@
-"""A logging filter that the embedded Synapse loads to keep registration tokens out of its log.
+"""Code the embedded Synapse loads into its own process (named in its configuration files).
 
-Synapse logs a token sign-up at INFO twice: the access log line of
+It depends on nothing but the standard library and Twisted (which Synapse brings).
+
+``RedactRegistrationTokens`` keeps registration tokens out of Synapse's log. Synapse logs a
+token sign-up at INFO twice: the access log line of
 ``GET /_matrix/client/v1/register/m.login.registration_token/validity?token=…`` carries the
 token in the query string (Synapse redacts only ``access_token`` and ``client_secret``), and
 ``synapse.handlers.auth`` writes ``Auth completed with creds: {'m.login.registration_token':
@@ -14,7 +17,10 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Final
+from typing import Any, Final
+
+from twisted.web.resource import Resource
+from twisted.web.server import Request
 
 REDACTED: Final = "<redacted>"
 
@@ -45,3 +51,17 @@ class RedactRegistrationTokens(logging.Filter):
             record.msg = cleaned
             record.args = None
         return True
+
+
+class AdminApiNotServedHere(Resource):
+    """Answers every ``/_synapse/admin/…`` request on the client listener as an unknown path."""
+
+    isLeaf = True
+
+    def __init__(self, config: Any, module_api: Any) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+
+    def render(self, request: Request) -> bytes:
+        request.setResponseCode(404)
+        request.setHeader(b"Content-Type", b"application/json")  # type: ignore[no-untyped-call]
+        return b'{"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"}'
