@@ -8,7 +8,7 @@ import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from bridge import client_commands
+from bridge import client_commands, crisis_triage
 from bridge.effects import (
     _NOT_STARTED,
     URGENT_WORDS,
@@ -98,12 +98,14 @@ async def on_dm_message(engine: Engine, item: InboxItem) -> None:
     state = intake_state(engine, client)
     finished = state is not None and state.step is intake.Stage.DONE
     started = state is not None and state.step not in _NOT_STARTED
-    if engine.crisis.detect(text):
-        await engine.crisis_protocol(
-            fx, client, "phrase:dm", reply_room=item.room_id, remember=True
-        )
-        if started and not finished and state is not None:
-            pause_intake(engine, fx, client, state, item)
+    screened = await crisis_triage.screen(
+        engine, fx, client, text, room=item.room_id, where="dm", remember=True
+    )
+    if screened is not None:
+        if started and not finished and state is not None and screened.kind != "check":
+            pause_intake(
+                engine, fx, screened.client, state, item, protocol=screened.kind == "protocol"
+            )
     elif not finished and normalize_command(text)[0] in URGENT_WORDS:
         # `urgent` works from the first message on, not only after the intake.
         await client_commands.cmd_urgent(engine, fx, client, "", item)
@@ -120,11 +122,18 @@ async def on_dm_message(engine: Engine, item: InboxItem) -> None:
 
 
 def pause_intake(
-    engine: Engine, fx: Effects, client: ClientRecord, state: intake.IntakeState, item: InboxItem
+    engine: Engine,
+    fx: Effects,
+    client: ClientRecord,
+    state: intake.IntakeState,
+    item: InboxItem,
+    *,
+    protocol: bool,
 ) -> None:
-    """After a crisis message mid-intake the questions wait: the client is told a counselor is
-    being asked to come and chooses to go on now or later (a paused intake stays paused)."""
-    step = intake.pause(state)
+    """After a crisis protocol mid-intake the questions wait: the client is told a
+    counselor is being asked to come and chooses to go on now or later (a paused intake stays
+    paused). Otherwise the client is pointed back to the open question."""
+    step = intake.pause(state) if protocol else intake.Step(state)
     lang = engine.policy.language(state.language or client.language)
     if step.state == state:
         if state.step is not intake.Stage.PAUSED:  # before consent: point back to the question

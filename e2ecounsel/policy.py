@@ -215,6 +215,11 @@ _CATALOG: dict[str, tuple[str, ...]] = {
     "brief.screening_skipped": ("instrument_title",),
     "brief.critical": ("instrument_title", "item", "answer"),
     "brief.not_shared": ("room_link",),
+    # Crisis triage: the check question, its "no", short acknowledgements while in a crisis
+    "crisis.check": (),
+    "crisis.check_no": ("crisis_line",),
+    "crisis.ack": ("crisis_line",),
+    "flag.check_no": ("room_link",),
     # Pages (content-free) and supervisors
     "page.crisis": ("room_link",),
     "page.urgent": ("room_link",),
@@ -288,6 +293,8 @@ _REQUIRED_PARAMS: dict[str, frozenset[str]] = {
     "intake.matched": frozenset({"counselor_name"}),
     "session.intro": frozenset({"counselor_name", "credentials", "crisis_line"}),
     "page.crisis": frozenset({"room_link"}),
+    "crisis.ack": frozenset({"crisis_line"}),
+    "flag.check_no": frozenset({"room_link"}),
     "page.urgent": frozenset({"room_link"}),
     "counselors.list": frozenset({"options"}),
     "switch.choose": frozenset({"options"}),
@@ -554,6 +561,10 @@ class CrisisPolicy:
     rules: Mapping[str, triage.LanguageRules] = field(default_factory=dict)
     #: When an operator last checked the resources (``last_checked`` in crisis.toml).
     last_checked: date | None = None
+    #: How long an answer counts as the answer to the check question.
+    check_window: timedelta = timedelta(hours=2)
+    #: How long after a full crisis protocol further messages only get an acknowledgement.
+    repeat_window: timedelta = timedelta(hours=4)
 
     def detector(self) -> triage.CrisisDetector:
         """The phrases and triage rules compiled into one detector (do it once per policy)."""
@@ -1483,9 +1494,13 @@ class _Loader:
             return empty
         root = _Table(f, data)
         root.check_keys(
-            ("phrases", "reply", "countries", "last_checked"),
+            ("phrases", "reply", "countries", "last_checked", "triage"),
             ("phrases", "reply", "countries", "last_checked"),
         )
+        timing = root.table("triage", required=False)
+        timing.check_keys(("check_minutes", "repeat_minutes"))
+        check_minutes = timing.integer("check_minutes", 1, 7 * 24 * 60, 120)
+        repeat_minutes = timing.integer("repeat_minutes", 0, 7 * 24 * 60, 240)
         last_checked = data.get("last_checked")
         if "last_checked" in data and (
             not isinstance(last_checked, date) or isinstance(last_checked, datetime)
@@ -1578,6 +1593,8 @@ class _Loader:
             countries=tuple(countries),
             rules=MappingProxyType(self.load_triage(languages)),
             last_checked=last_checked if isinstance(last_checked, date) else None,
+            check_window=timedelta(minutes=check_minutes),
+            repeat_window=timedelta(minutes=repeat_minutes),
         )
 
     def load_triage(self, languages: Sequence[str]) -> dict[str, triage.LanguageRules]:

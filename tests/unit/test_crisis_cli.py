@@ -180,3 +180,16 @@ def test_a_wrong_zone_is_reported(folder: Path) -> None:
     edit(folder / "crisis.toml", 'zone = "Asia/Makassar"', 'zone = "Asia/Makasar"')
     found = "\n".join(problems(folder))
     assert "countries[0].zones[1].zone" in found and "is not a time zone id" in found
+
+
+def test_check_and_repeat_windows_come_from_the_policy(folder: Path) -> None:
+    crisis = load_policy().crisis
+    assert (crisis.check_window.total_seconds(), crisis.repeat_window.total_seconds()) == (
+        120 * 60,
+        240 * 60,
+    )
+    edit(folder / "crisis.toml", "check_minutes = 120", "check_minutes = 0")
+    edit(folder / "crisis.toml", "repeat_minutes = 240", "repeat_minute = 240")
+    found = "\n".join(problems(folder))
+    assert "triage.check_minutes" in found and "between 1 and" in found
+    assert "triage.repeat_minute" in found and "did you mean 'repeat_minutes'" in found
