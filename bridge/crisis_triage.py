@@ -17,6 +17,7 @@ the protocol last ran, and the last flag. Nothing here logs or pages the client'
 from __future__ import annotations
 
 import logging
+import re
 import unicodedata
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -28,7 +29,6 @@ from bridge.store import ClientRecord
 from e2ecounsel.casechannel import CaseEvent
 from e2ecounsel.domain.crisis import Outcome
 from e2ecounsel.domain.intake import DEFAULT_VOCABULARY
-from e2ecounsel.domain.text import normalize_command
 
 if TYPE_CHECKING:
     from bridge.engine import Engine
@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 CHECK_ASKED = "crisis_check_at"
 PROTOCOL_AT = "crisis_protocol_at"
 FLAG = "crisis_flag"
+
+_WORDS = re.compile(r"[^\W_]+")
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,11 @@ def _within(profile: dict[str, object], key: str, now: datetime, window: timedel
 
 
 def _answer(text: str) -> str | None:
-    word, rest = normalize_command(text)
-    word = unicodedata.normalize("NFKC", f"{word} {rest}".casefold()).strip(" .!?,")
+    """``yes`` or ``no`` when the message starts with one ("Yes, I am", "tidak kok")."""
+    words = _WORDS.findall(unicodedata.normalize("NFKC", text).casefold())
+    if not words:
+        return None
+    word = words[0]
     for meaning in ("yes", "no"):
         if word in DEFAULT_VOCABULARY[meaning]:
             return meaning
@@ -98,11 +103,12 @@ async def screen(
         answer = _answer(text)
         if answer is not None:
             profile.pop(CHECK_ASKED, None)
+            answered = replace(client, profile=profile)
             if answer == "yes":
-                return await _protocol(
-                    engine, fx, replace(client, profile=profile), "check:yes", room, remember
-                )
-            declined = await _declined(engine, fx, replace(client, profile=profile), room, lang)
+                return await _protocol(engine, fx, answered, "check:yes", room, remember)
+            if engine.crisis.triage(text).outcome is Outcome.PROTOCOL:  # "no, I want to die"
+                return await _protocol(engine, fx, answered, f"phrase:{where}", room, remember)
+            declined = await _declined(engine, fx, answered, room, lang)
             return Screened(declined, "answered")
     found = engine.crisis.triage(text)
     if found.outcome is Outcome.PROTOCOL:

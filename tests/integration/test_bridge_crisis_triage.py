@@ -48,7 +48,7 @@ async def test_check_then_yes_starts_the_protocol(bot, staff, ana):
     eng = await engagement(bot, client)
     assert eng.risk != "high" and not eng.crisis  # nobody paged for a question
 
-    await seated.room.send("Yes.")
+    await seated.room.send("Yes, I am.")
     assert await next_message(seated.room) == CRISIS_REPLY
     page = text("en", "page.crisis", room_link=link(seated.room.room_id))
     await case.expect(page)
