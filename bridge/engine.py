@@ -288,6 +288,8 @@ class Engine:
                         answer=got[item_index],
                     )
                 )
+        if p.get(crisis_triage.FLAG) == "check:no":
+            lines.append(self.render.text(lang, "brief.check_no"))
         topic = self.policy.service.topic(str(p.get("topic") or ""))
         country = self.policy.crisis.country(p.get("country"))
         return self.render.text(

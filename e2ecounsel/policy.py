@@ -215,6 +215,7 @@ _CATALOG: dict[str, tuple[str, ...]] = {
     "brief.screening_skipped": ("instrument_title",),
     "brief.critical": ("instrument_title", "item", "answer"),
     "brief.not_shared": ("room_link",),
+    "brief.check_no": (),
     # Crisis triage: the check question, its "no", short acknowledgements while in a crisis
     "crisis.check": (),
     "crisis.check_no": ("crisis_line",),

@@ -187,8 +187,10 @@ async def walk_intake(
     phq: list[str] | None = None,
     gad: list[str] | None = None,
     topic: int = 1,
+    greeted: bool = False,
 ) -> None:
-    """Drive an intake up to the counselor choice (``phq``/``gad`` default: skip both)."""
+    """Drive an intake up to the counselor choice (``phq``/``gad`` default: skip both);
+    ``greeted``: the welcome was already read."""
     phq_inst = POLICY.instruments["phq9"]
     gad_inst = POLICY.instruments["gad7"]
 
@@ -196,7 +198,8 @@ async def walk_intake(
         await chat.send(send)
         await chat.expect(want)
 
-    await chat.expect(lambda b: "Welcome to" in b)
+    if not greeted:
+        await chat.expect(lambda b: "Welcome to" in b)
     await step("1" if lang == "en" else "2", lambda b: POLICY.consent[lang].text[:60] in b)
     await step("agree" if lang == "en" else "setuju", text(lang, "intake.age", min_age=18))
     first_country = POLICY.crisis.countries[0].label[lang]

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.bridgekit import POLICY, Chat, next_message, seat_client, text
+from tests.integration.bridgekit import (
+    POLICY,
+    Chat,
+    next_message,
+    open_dm,
+    seat_client,
+    text,
+    walk_intake,
+)
 from tests.integration.test_bridge_lifecycle import (
     COUNTRY,
     CRISIS_REPLY,
@@ -94,3 +102,24 @@ async def test_urgent_is_never_taken_as_an_answer_to_the_check(bot, staff, ana):
     await case.expect(text("en", "page.urgent", room_link=link(seated.room.room_id)))
     sup = Chat(staff.supervisor, bot.supervisors_room, bot.user_id)
     await sup.expect(text("en", "page.urgent", room_link=link(seated.room.room_id)))
+
+
+async def test_a_no_before_any_counselor_reaches_the_brief(
+    bot, staff, homeserver, user_factory, tmp_path, clients
+):
+    await hire(bot, staff.ana, "Ana")
+    client = await new_client(homeserver, user_factory, tmp_path, clients)
+    dm = await open_dm(client, bot.user_id)
+    await dm.expect(lambda b: "Welcome to" in b)
+    await dm.send(POSSIBLE)
+    assert await next_message(dm) == text("en", "crisis.check")
+    await dm.send("No")
+    line = POLICY.crisis_line("en", None)  # no country known yet
+    assert await next_message(dm) == text("en", "crisis.check_no", crisis_line=line)
+    assert await next_message(dm) == text("en", "status.intake")  # back to the question
+
+    await walk_intake(dm, greeted=True)
+    await dm.send("auto")
+    await dm.expect(text("en", "intake.matched", counselor_name="Ana"))
+    case = await case_channel(bot, staff.ana)
+    await case.expect(lambda b: text("en", "brief.check_no") in b)
