@@ -357,8 +357,13 @@ class Expect:
                 "yes",
                 self.contains(self.policy.crisis.countries[0].label[LANG]),
             ),
+        ]
+        zones = self.policy.crisis.countries[0].zones
+        if len(zones) > 1:  # the first country spans several time zones: which one
+            steps.append(("country -> zone", "1", self.contains(zones[0].label[LANG])))
+        steps += [
             (
-                "country -> pseudonym",
+                "country -> pseudonym" if len(zones) < 2 else "zone -> pseudonym",
                 "1",
                 self.contains(self.lead("intake.pseudonym", "max_len")[:40]),
             ),

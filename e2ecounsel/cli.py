@@ -366,6 +366,8 @@ def _policy_args(p: argparse.ArgumentParser) -> None:
 
 @command("policy check", "validate a policies folder and run its crisis corpus")(_policy_args)
 async def cmd_policy_check(args: argparse.Namespace) -> int:
+    from datetime import date
+
     from e2ecounsel.domain.crisis_corpus import summary_lines
     from e2ecounsel.policy import (
         CRISIS_CORPUS,
@@ -379,6 +381,11 @@ async def cmd_policy_check(args: argparse.Namespace) -> int:
     for w in warnings:
         print(f"warning: {w}")
     policy = load_policy(args.dir)
+    checked = policy.crisis.last_checked
+    if checked is not None:
+        age = (date.today() - checked).days
+        stale = " - more than a year ago, check them again" if age > 365 else ""
+        print(f"crisis resources last checked on {checked.isoformat()}{stale}")
     for rel in (CRISIS_CORPUS, CRISIS_HELDOUT):
         report = crisis_corpus_report(policy, rel, [])
         if report is not None:

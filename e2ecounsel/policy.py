@@ -31,13 +31,14 @@ import string
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, cast
 
 from e2ecounsel.domain import crisis as triage
 from e2ecounsel.domain import crisis_corpus, screening
+from e2ecounsel.domain.cadence import zone as cadence_zone
 from e2ecounsel.domain.intake import InstrumentSpec
 from e2ecounsel.errors import PolicyError
 
@@ -100,6 +101,11 @@ _CATALOG: dict[str, tuple[str, ...]] = {
     "intake.age_refused": ("crisis_line", "min_age"),
     "intake.country": ("options", "count"),
     "intake.country_invalid": ("count",),
+    "intake.zone": ("options", "count"),
+    "intake.zone_invalid": ("count",),
+    "intake.paused": (),
+    "intake.pause_later": (),
+    "intake.pause_waiting": (),
     "intake.pseudonym": ("max_len",),
     "intake.pseudonym_invalid": ("max_len",),
     "intake.screening_intro": (
@@ -213,6 +219,12 @@ _CATALOG: dict[str, tuple[str, ...]] = {
     "brief.screening_skipped": ("instrument_title",),
     "brief.critical": ("instrument_title", "item", "answer"),
     "brief.not_shared": ("room_link",),
+    "brief.check_no": (),
+    # Crisis triage: the check question, its "no", short acknowledgements while in a crisis
+    "crisis.check": (),
+    "crisis.check_no": ("crisis_line",),
+    "crisis.ack": ("crisis_line",),
+    "flag.check_no": ("room_link",),
     # Pages (content-free) and supervisors
     "page.crisis": ("room_link",),
     "page.urgent": ("room_link",),
@@ -278,6 +290,7 @@ _REQUIRED_PARAMS: dict[str, frozenset[str]] = {
     "intake.consent_declined": frozenset({"crisis_line"}),
     "intake.age_refused": frozenset({"crisis_line"}),
     "intake.country": frozenset({"options"}),
+    "intake.zone": frozenset({"options"}),
     "intake.screening_item": frozenset({"question"}),
     "intake.topic": frozenset({"options"}),
     "intake.counselor": frozenset({"options"}),
@@ -285,6 +298,8 @@ _REQUIRED_PARAMS: dict[str, frozenset[str]] = {
     "intake.matched": frozenset({"counselor_name"}),
     "session.intro": frozenset({"counselor_name", "credentials", "crisis_line"}),
     "page.crisis": frozenset({"room_link"}),
+    "crisis.ack": frozenset({"crisis_line"}),
+    "flag.check_no": frozenset({"room_link"}),
     "page.urgent": frozenset({"room_link"}),
     "counselors.list": frozenset({"options"}),
     "switch.choose": frozenset({"options"}),
@@ -508,12 +523,30 @@ class Resource:
 
 
 @dataclass(frozen=True)
+class Zone:
+    """One of a country's time zones, as the intake offers it (``zone`` is an IANA id)."""
+
+    zone: str
+    label: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class Country:
-    """A country offered in intake, with the crisis resources shown to its clients."""
+    """A country offered in intake, with the crisis resources shown to its clients.
+
+    ``zones`` lists the time zones to choose from when the country has more than one.
+    """
 
     code: str
     label: Mapping[str, str]
     resources: tuple[Resource, ...]
+    zones: tuple[Zone, ...] = ()
+
+    def zone_label(self, lang: str, zone: str) -> str:
+        for z in self.zones:
+            if z.zone == zone:
+                return z.label.get(lang, zone)
+        return zone
 
 
 @dataclass(frozen=True)
@@ -524,6 +557,12 @@ class CrisisPolicy:
     reply: Mapping[str, str]
     countries: tuple[Country, ...]
     rules: Mapping[str, triage.LanguageRules] = field(default_factory=dict)
+    #: When an operator last checked the resources (``last_checked`` in crisis.toml).
+    last_checked: date | None = None
+    #: How long an answer counts as the answer to the check question.
+    check_window: timedelta = timedelta(hours=2)
+    #: How long after a full crisis protocol further messages only get an acknowledgement.
+    repeat_window: timedelta = timedelta(hours=4)
 
     def detector(self) -> triage.CrisisDetector:
         """The phrases and triage rules compiled into one detector (do it once per policy)."""
@@ -1456,7 +1495,20 @@ class _Loader:
         if data is None:
             return empty
         root = _Table(f, data)
-        root.check_keys(("phrases", "reply", "countries"), ("phrases", "reply", "countries"))
+        root.check_keys(
+            ("phrases", "reply", "countries", "last_checked", "triage"),
+            ("phrases", "reply", "countries", "last_checked"),
+        )
+        timing = root.table("triage", required=False)
+        timing.check_keys(("check_minutes", "repeat_minutes"))
+        check_minutes = timing.integer("check_minutes", 1, 7 * 24 * 60, 120)
+        repeat_minutes = timing.integer("repeat_minutes", 0, 7 * 24 * 60, 240)
+        last_checked = data.get("last_checked")
+        if "last_checked" in data and (
+            not isinstance(last_checked, date) or isinstance(last_checked, datetime)
+        ):
+            root.error("last_checked", "must be a date like 2026-12-01 (no quotes)")
+            last_checked = None
 
         ph = root.table("phrases")
         ph.check_keys(languages, languages)
@@ -1498,7 +1550,9 @@ class _Loader:
 
         countries: list[Country] = []
         for entry in root.tables("countries"):
-            entry.check_keys(("code", "label", "resources"), ("code", "label", "resources"))
+            entry.check_keys(
+                ("code", "label", "resources", "zones"), ("code", "label", "resources")
+            )
             code = entry.text("code")
             if code and code != FALLBACK_COUNTRY and not _COUNTRY_RE.match(code):
                 entry.error("code", f"{code!r} must be a two-letter code like 'ID', or 'other'")
@@ -1512,7 +1566,18 @@ class _Loader:
             if "resources" in entry.data and not resources:
                 entry.error("resources", "must list at least one resource")
             label = entry.per_language("label", languages)
-            countries.append(Country(code, MappingProxyType(label), tuple(resources)))
+            zones: list[Zone] = []
+            for z in entry.tables("zones") if "zones" in entry.data else []:
+                z.check_keys(("zone", "label"), ("zone", "label"))
+                name = z.text("zone")
+                try:
+                    cadence_zone(name)
+                except ValueError:
+                    z.error("zone", f"{name!r} is not a time zone id like 'Asia/Jakarta'")
+                zones.append(Zone(name, MappingProxyType(z.per_language("label", languages))))
+            if len({z.zone for z in zones}) != len(zones):
+                entry.error("zones", "lists a time zone twice")
+            countries.append(Country(code, MappingProxyType(label), tuple(resources), tuple(zones)))
         codes = [c.code for c in countries]
         for code in {c for c in codes if codes.count(c) > 1}:
             root.error("countries", f"country {code!r} is listed twice")
@@ -1529,6 +1594,9 @@ class _Loader:
             reply=MappingProxyType(reply),
             countries=tuple(countries),
             rules=MappingProxyType(self.load_triage(languages)),
+            last_checked=last_checked if isinstance(last_checked, date) else None,
+            check_window=timedelta(minutes=check_minutes),
+            repeat_window=timedelta(minutes=repeat_minutes),
         )
 
     def load_triage(self, languages: Sequence[str]) -> dict[str, triage.LanguageRules]:

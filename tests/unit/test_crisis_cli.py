@@ -1,5 +1,6 @@
-"""Operators' crisis tooling: ``policy crisis-test``, ``policy check`` on the corpus, and
-mistakes in ``crisis/<lang>.toml`` reported with file, key and line."""
+"""Operators' crisis tooling: ``policy crisis-test``, ``policy check`` on the corpus,
+mistakes in ``crisis/<lang>.toml`` reported with file, key and line, and the reviewed
+crisis resources (zones, last check)."""
 
 from __future__ import annotations
 
@@ -144,3 +145,51 @@ def test_a_folder_without_rules_loads_with_a_warning_but_fails_its_corpus(folder
     assert any("crisis/id.toml is missing" in w for w in load_policy(folder).warnings())
     with pytest.raises(PolicyInvalid, match="'id' lines, below 0.95"):
         check_policy(folder)
+
+
+def test_indonesia_lists_its_three_zones_and_more_than_one_number() -> None:
+    policy = load_policy()
+    indonesia = policy.crisis.country("ID")
+    assert [z.zone for z in indonesia.zones] == ["Asia/Jakarta", "Asia/Makassar", "Asia/Jayapura"]
+    assert indonesia.zone_label("id", "Asia/Makassar").startswith("WITA")
+    assert indonesia.zone_label("en", "Asia/Tokyo") == "Asia/Tokyo"
+    line = policy.crisis_line("id", "ID")
+    assert all(number in line for number in ("119 ext. 8", "119", "110", "112"))
+    assert policy.crisis.country("MY").zones == ()
+
+
+def test_no_resource_claims_to_be_free_from_any_phone() -> None:
+    policy = load_policy()
+    for country in policy.crisis.countries:
+        for res in country.resources:
+            for note in res.note.values():
+                assert "any phone" not in note and "telepon mana pun" not in note
+
+
+def test_last_checked_is_a_date_and_shown_by_policy_check(
+    capsys: pytest.CaptureFixture[str], folder: Path
+) -> None:
+    assert load_policy().crisis.last_checked is not None
+    code, out, _ = run(capsys, "policy", "check", str(folder))
+    assert code == 0 and "crisis resources last checked on 2026-12-01" in out
+    edit(folder / "crisis.toml", "last_checked = 2026-12-01", 'last_checked = "recently"')
+    assert any("last_checked" in p and "must be a date" in p for p in problems(folder))
+
+
+def test_a_wrong_zone_is_reported(folder: Path) -> None:
+    edit(folder / "crisis.toml", 'zone = "Asia/Makassar"', 'zone = "Asia/Makasar"')
+    found = "\n".join(problems(folder))
+    assert "countries[0].zones[1].zone" in found and "is not a time zone id" in found
+
+
+def test_check_and_repeat_windows_come_from_the_policy(folder: Path) -> None:
+    crisis = load_policy().crisis
+    assert (crisis.check_window.total_seconds(), crisis.repeat_window.total_seconds()) == (
+        120 * 60,
+        240 * 60,
+    )
+    edit(folder / "crisis.toml", "check_minutes = 120", "check_minutes = 0")
+    edit(folder / "crisis.toml", "repeat_minutes = 240", "repeat_minute = 240")
+    found = "\n".join(problems(folder))
+    assert "triage.check_minutes" in found and "between 1 and" in found
+    assert "triage.repeat_minute" in found and "did you mean 'repeat_minutes'" in found
