@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 SYNC_FILTER = {
     "room": {
         "state": {"lazy_load_members": True},
-        "timeline": {"limit": 50},
+        "timeline": {"limit": 10},  # a longer gap is back-filled by the session
     },
     "presence": {"types": []},
 }
@@ -88,6 +88,7 @@ class Bridge:
             sealer,
             device_name=config.device_name,
             sync_filter=SYNC_FILTER,
+            resume_lazily=True,
         )
         self.supervisors_room = (
             config.supervisors_room or self.policy.service.supervisors_room or None
