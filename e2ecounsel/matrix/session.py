@@ -343,9 +343,10 @@ class MatrixSession:
         are marked for a new lookup; users in ``device_lists.left`` are
         forgotten. Our own account gets its own rule: the homeserver names it in
         many syncs without anything changing, so its devices are looked up again
-        in the background upkeep only, never on the send path (the policy then
-        compares what comes back). Sends look up stale users through the policy,
-        in the same request that refreshes nio's device store.
+        in the background upkeep only, never on the send path; device key objects
+        that come back unchanged cost no new signature check (the policy keeps
+        its verdicts per key object). Sends look up stale users through the
+        policy, in the same request that refreshes nio's device store.
         """
         self._trust = policy
         policy.follow_changes()
@@ -400,7 +401,7 @@ class MatrixSession:
                 logger.exception("connection state listener failed")
 
     async def sync_once(self, timeout_ms: int = 0) -> SyncResponse:
-        """One sync round: fetch, run callbacks, key upkeep, then save the token."""
+        """One sync round: fetch, run callbacks, save the token, then key upkeep."""
         resp = await self._sync_round(timeout_ms)
         await self._key_upkeep()
         self._synced.set()
@@ -633,10 +634,11 @@ class MatrixSession:
             for room_id, info in resp.rooms.join.items()
             if room_id not in self.client.rooms and not _own_join(info, me)
         ]
+        # A room we just joined has no gap: what came before the join is not ours.
         gaps = [
             (room_id, info)
             for room_id, info in resp.rooms.join.items()
-            if info.timeline.limited and info.timeline.prev_batch
+            if info.timeline.limited and info.timeline.prev_batch and not _own_join(info, me)
         ]
         gate = asyncio.Semaphore(8)
 
