@@ -35,9 +35,8 @@ from pathlib import Path
 
 from nio import AsyncClient, AsyncClientConfig, LoginResponse, RoomCreateResponse
 
-from bench.bridge_latency import ENCRYPTION_STATE, bounded, register
+from bench.bridge_latency import ENCRYPTION_STATE, bounded, bridge_config, register
 from bridge.app import Bridge
-from e2ecounsel.config import BridgeConfig
 from e2ecounsel.homeserver import EmbeddedHomeserver, free_port
 from e2ecounsel.sealing import Sealer
 
@@ -104,15 +103,7 @@ class BridgeStarts:
     """The bridge on its data dir; ``restart`` times a start until ready."""
 
     def __init__(self, base: str, user_id: str, password: str, data_dir: Path) -> None:
-        self.config = BridgeConfig(
-            homeserver_url=base,
-            bot_user_id=user_id,
-            bot_password=password,
-            data_dir=data_dir,
-            policies_dir=None,
-            supervisors_room=None,
-            allowed_servers=(),
-        )
+        self.config = bridge_config(base, user_id, password, data_dir)
         self.sealer = Sealer(secrets.token_bytes(32))
 
     async def restart(self, *, lazily: bool) -> tuple[float, int]:
