@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 SYNC_FILTER = {
     "room": {
         "state": {"lazy_load_members": True},
-        "timeline": {"limit": 10},  # a longer gap is back-filled by the session
+        "timeline": {"limit": 50},
     },
     "presence": {"types": []},
 }
