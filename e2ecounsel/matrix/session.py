@@ -354,7 +354,8 @@ class MatrixSession:
     async def _on_sync_received(self, resp: SyncResponse) -> None:
         if self.resume_lazily and self._since:
             await self._complete_lazily(resp, self._since)
-        changed = set(resp.device_list.changed) | _joined_users(resp)
+        joined = _joined_users(resp)
+        changed = set(resp.device_list.changed) | joined
         left = set(resp.device_list.left)
         me = self.user_id
         if me in changed:
@@ -362,8 +363,9 @@ class MatrixSession:
             self._own_devices_changed = True
         olm = self.client.olm
         if olm is not None:
-            # What nio does after the callbacks, done before them.
-            olm.add_changed_users((changed | left) & olm.tracked_users)
+            # What nio does after the callbacks (new members, changed devices), done
+            # before them: a send from a callback then queries them first.
+            olm.add_changed_users(((changed | left) & olm.tracked_users) | (joined - {me}))
         if self._trust is not None:
             self._trust.devices_changed(changed)
             self._trust.forget(left - {me})
@@ -758,7 +760,11 @@ class MatrixSession:
             await self._trust.ensure_fresh(self.client, users, volatile=invited)
         olm = self.client.olm
         me = {self.user_id} if olm is not None and self.user_id in olm.tracked_users else set()
-        if (users - me) & self.client.users_for_key_query:
+        # A query already under way may have been asked before these users were due:
+        # then the next one is awaited too.
+        for _ in range(3):
+            if not (users - me) & self.client.users_for_key_query:
+                return
             await self._nio_keys_query()
 
     async def _claim_missing(self, room_id: str) -> None:
