@@ -398,6 +398,19 @@ class BotSpec:
     cold_case_rooms: bool
 
 
+def bridge_config(base_url: str, bot_id: str, password: str, data_dir: Path) -> BridgeConfig:
+    """The bridge's settings for a bench: packaged policies, no supervisors' room."""
+    return BridgeConfig(
+        homeserver_url=base_url,
+        bot_user_id=bot_id,
+        bot_password=password,
+        data_dir=data_dir,
+        policies_dir=None,
+        supervisors_room=None,
+        allowed_servers=(),
+    )
+
+
 class LocalBots:
     """The bridge and the echo bot, running in this process."""
 
@@ -416,15 +429,7 @@ class LocalBots:
 
     async def start(self) -> None:
         spec, root = self.spec, Path(self.spec.root)
-        config = BridgeConfig(
-            homeserver_url=spec.base_url,
-            bot_user_id=spec.bot_id,
-            bot_password=spec.bot_password,
-            data_dir=root / "bridge",
-            policies_dir=None,
-            supervisors_room=None,
-            allowed_servers=(),
-        )
+        config = bridge_config(spec.base_url, spec.bot_id, spec.bot_password, root / "bridge")
         self.bridge = bridge = Bridge(config, Sealer(secrets.token_bytes(32)))
         await bridge.start()
         assert bridge.store is not None and bridge.engine is not None

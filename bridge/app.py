@@ -88,6 +88,7 @@ class Bridge:
             sealer,
             device_name=config.device_name,
             sync_filter=SYNC_FILTER,
+            resume_lazily=True,
         )
         self.supervisors_room = (
             config.supervisors_room or self.policy.service.supervisors_room or None

@@ -20,6 +20,13 @@ What this adds on top of nio, and why:
   and retry; the loop resumes from the saved sync token. The token is saved
   only *after* the callbacks for a batch have run (nio saves it before), so a
   crash while handling a batch replays that batch instead of losing it.
+* **Restart without a full-state sync** (``resume_lazily``). nio keeps rooms
+  in memory only, so by default the first sync after a restart asks for the
+  full state of every room. A lazy session resumes from the saved token with
+  deltas only: nio's store already knows which rooms are encrypted, a room's
+  state is fetched when it first shows activity or is sent to, and a room whose
+  timeline came back ``limited`` (a gap) is back-filled from ``/messages`` up to
+  the previous token, so no event is missed.
 * **Callbacks never raise into the loop.** An exception in a nio callback
   ends ``sync``; every callback registered here is wrapped, and failures are
   logged with ids only, never content.
@@ -38,6 +45,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import aiohttp
 from nio import (
@@ -51,7 +59,9 @@ from nio import (
     KeysUploadError,
     LoginResponse,
     MatrixRoom,
+    MessageDirection,
     RoomMemberEvent,
+    RoomMessagesResponse,
     RoomSendResponse,
     SyncResponse,
     ToDeviceEvent,
@@ -74,6 +84,7 @@ BeforeEncrypt = Callable[[str], Awaitable[None]]
 _LOGIN_FILE = "login.sealed"
 _SYNC_TOKEN_FILE = "sync_token"
 _LOGIN_CONTEXT = "matrix.login"
+_BACKFILL_PAGES = 20  # of 100 events: a gap longer than that is logged, not chased
 
 # Errors worth retrying: the homeserver is restarting, overloaded or away.
 _RETRY_STATUS = {"M_LIMIT_EXCEEDED", "M_UNKNOWN"}
@@ -111,9 +122,10 @@ class _Client(AsyncClient):  # type: ignore[misc]  # nio ships no type hints
 
     nio marks changed device lists only after every event callback of the batch
     ran; a send started from a callback would not know yet that a device changed.
+    A lazy session also completes the answer there (room state, gaps).
     """
 
-    on_sync: Callable[[SyncResponse], None] | None = None
+    on_sync: Callable[[SyncResponse], Awaitable[None]] | None = None
 
     async def receive_response(self, response: Any) -> None:
         if (
@@ -121,8 +133,19 @@ class _Client(AsyncClient):  # type: ignore[misc]  # nio ships no type hints
             and self.on_sync is not None
             and response.next_batch != self.next_batch
         ):
-            self.on_sync(response)
+            await self.on_sync(response)
         await super().receive_response(response)
+
+
+def _own_join(info: Any, me: str) -> bool:
+    """True if this sync batch has us joining the room (its state then comes with it)."""
+    return any(
+        isinstance(e, RoomMemberEvent)
+        and e.state_key == me
+        and e.membership == "join"
+        and e.prev_membership != "join"
+        for e in [*info.state, *info.timeline.events]
+    )
 
 
 def _joined_users(resp: SyncResponse) -> set[str]:
@@ -157,6 +180,8 @@ class MatrixSession:
 
     ``store_dir`` holds the sealed login, the sync token and nio's crypto store.
     The clock (``sleep``) is injectable so tests can drive back-off.
+    ``resume_lazily``: restart without a full-state sync (see the module doc);
+    ``client.rooms`` then holds only the rooms seen active or sent to.
     """
 
     def __init__(
@@ -170,6 +195,7 @@ class MatrixSession:
         sync_filter: Mapping[str, Any] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         max_backoff: float = 30.0,
+        resume_lazily: bool = False,
     ) -> None:
         self.homeserver = homeserver.rstrip("/")
         self.user_id = user_id
@@ -179,6 +205,9 @@ class MatrixSession:
         self._sleep = sleep
         self._max_backoff = max_backoff
         self._sync_filter = dict(sync_filter) if sync_filter else None
+        self.resume_lazily = resume_lazily
+        self._since: str | None = None  # the token of the sync under way
+        self._room_loads: dict[str, asyncio.Task[MatrixRoom | None]] = {}
         store_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(store_dir, 0o700)
         config = AsyncClientConfig(
@@ -314,15 +343,19 @@ class MatrixSession:
         are marked for a new lookup; users in ``device_lists.left`` are
         forgotten. Our own account gets its own rule: the homeserver names it in
         many syncs without anything changing, so its devices are looked up again
-        in the background upkeep only, never on the send path (the policy then
-        compares what comes back). Sends look up stale users through the policy,
-        in the same request that refreshes nio's device store.
+        in the background upkeep only, never on the send path; device key objects
+        that come back unchanged cost no new signature check (the policy keeps
+        its verdicts per key object). Sends look up stale users through the
+        policy, in the same request that refreshes nio's device store.
         """
         self._trust = policy
         policy.follow_changes()
 
-    def _on_sync_received(self, resp: SyncResponse) -> None:
-        changed = set(resp.device_list.changed) | _joined_users(resp)
+    async def _on_sync_received(self, resp: SyncResponse) -> None:
+        if self.resume_lazily and self._since:
+            await self._complete_lazily(resp, self._since)
+        joined = _joined_users(resp)
+        changed = set(resp.device_list.changed) | joined
         left = set(resp.device_list.left)
         me = self.user_id
         if me in changed:
@@ -330,8 +363,9 @@ class MatrixSession:
             self._own_devices_changed = True
         olm = self.client.olm
         if olm is not None:
-            # What nio does after the callbacks, done before them.
-            olm.add_changed_users((changed | left) & olm.tracked_users)
+            # What nio does after the callbacks (new members, changed devices), done
+            # before them: a send from a callback then queries them first.
+            olm.add_changed_users(((changed | left) & olm.tracked_users) | (joined - {me}))
         if self._trust is not None:
             self._trust.devices_changed(changed)
             self._trust.forget(left - {me})
@@ -343,11 +377,12 @@ class MatrixSession:
         if path.exists():
             token = path.read_text(encoding="utf-8").strip()
             if token:
-                # nio keeps rooms in memory only: the first sync after a restart
-                # must carry full state, or known rooms stay unknown until
-                # something changes in them. The token is passed as ``since``
-                # rather than set as nio's ``next_batch``: nio ignores a response
-                # whose token equals its own, which a quiet full-state resync is.
+                # nio keeps rooms in memory only: unless rooms are loaded lazily,
+                # the first sync after a restart must carry full state, or known
+                # rooms stay unknown until something changes in them. The token
+                # is passed as ``since`` rather than set as nio's ``next_batch``:
+                # nio ignores a response whose token equals its own, which a
+                # quiet resync is.
                 self._resume_token = token
 
     def _save_sync_token(self, token: str) -> None:
@@ -368,7 +403,7 @@ class MatrixSession:
                 logger.exception("connection state listener failed")
 
     async def sync_once(self, timeout_ms: int = 0) -> SyncResponse:
-        """One sync round: fetch, run callbacks, key upkeep, then save the token."""
+        """One sync round: fetch, run callbacks, save the token, then key upkeep."""
         resp = await self._sync_round(timeout_ms)
         await self._key_upkeep()
         self._synced.set()
@@ -376,11 +411,12 @@ class MatrixSession:
 
     async def _sync_round(self, timeout_ms: int) -> SyncResponse:
         resume = self._resume_token
+        self._since = resume or self.client.next_batch
         resp = await self.client.sync(
             timeout=0 if resume else timeout_ms,
             sync_filter=self._sync_filter,
             since=resume,
-            full_state=bool(resume),
+            full_state=bool(resume) and not self.resume_lazily,
         )
         if not isinstance(resp, SyncResponse):
             check(resp, "sync")
@@ -590,6 +626,101 @@ class MatrixSession:
             lock = self._room_locks[room_id] = asyncio.Lock()
         return lock
 
+    # ------------------------------------------------------------------ lazy rooms
+
+    async def _complete_lazily(self, resp: SyncResponse, since: str) -> None:
+        """Before nio sees a delta: the state of rooms new to it, and the events of gaps."""
+        me = self.user_id
+        unknown = [
+            room_id
+            for room_id, info in resp.rooms.join.items()
+            if room_id not in self.client.rooms and not _own_join(info, me)
+        ]
+        # A room we just joined has no gap: what came before the join is not ours.
+        gaps = [
+            (room_id, info)
+            for room_id, info in resp.rooms.join.items()
+            if info.timeline.limited and info.timeline.prev_batch and not _own_join(info, me)
+        ]
+        gate = asyncio.Semaphore(8)
+
+        async def bounded(work: Awaitable[Any]) -> Any:
+            async with gate:
+                return await work
+
+        await asyncio.gather(
+            *(bounded(self.load_room(r)) for r in unknown),
+            *(bounded(self._backfill(r, info, since)) for r, info in gaps),
+        )
+
+    async def load_room(self, room_id: str) -> MatrixRoom | None:
+        """The room as nio would have it after a full-state sync, fetched now.
+
+        None if we are not in it (or the homeserver does not say). Concurrent
+        calls for one room share one request.
+        """
+        room = self.client.rooms.get(room_id)
+        if room is not None:
+            return room
+        task = self._room_loads.get(room_id)
+        if task is None:
+            task = self._room_loads[room_id] = asyncio.ensure_future(self._fetch_room(room_id))
+            task.add_done_callback(lambda _t: self._room_loads.pop(room_id, None))
+        return await asyncio.shield(task)
+
+    async def _fetch_room(self, room_id: str) -> MatrixRoom | None:
+        status, body = await self.raw("GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/state")
+        if status != 200 or not isinstance(body, list):
+            logger.info("state of %s not readable (HTTP %s)", room_id, status)
+            return None
+        existing = self.client.rooms.get(room_id)
+        if existing is not None:  # the sync brought it meanwhile
+            return existing
+        room = MatrixRoom(room_id, self.user_id, room_id in self.client.encrypted_rooms)
+        for raw_event in body:
+            if not isinstance(raw_event, dict):
+                continue
+            event = Event.parse_event(raw_event)
+            if isinstance(event, RoomMemberEvent):
+                room.handle_membership(event)
+            elif isinstance(event, Event):
+                room.handle_event(event)
+        room.members_synced = True  # the state holds every member
+        if room.encrypted:
+            self.client.encrypted_rooms.add(room_id)
+            if self.client.olm is not None:
+                self.client.olm.update_tracked_users(room)
+        self.client.rooms[room_id] = room
+        return room
+
+    async def _backfill(self, room_id: str, info: Any, since: str) -> None:
+        """Put the events a limited timeline left out back in front of it, oldest first."""
+        missed: list[Any] = []
+        token = info.timeline.prev_batch
+        for _ in range(_BACKFILL_PAGES):
+            start = token
+
+            async def page(start: str = start) -> Any:
+                return await self.client.room_messages(
+                    room_id, start=start, end=since, direction=MessageDirection.back, limit=100
+                )
+
+            resp = await self._retry(page, "back-fill")
+            if not isinstance(resp, RoomMessagesResponse):
+                logger.warning("back-fill of %s failed: %s", room_id, resp.status_code)
+                break
+            missed.extend(resp.chunk)
+            if not resp.chunk or not resp.end or resp.end == token:
+                break
+            token = resp.end
+        else:
+            logger.warning("back-fill of %s stopped after %d pages", room_id, _BACKFILL_PAGES)
+        if missed:
+            seen = {getattr(e, "event_id", None) for e in info.timeline.events}
+            older = [e for e in reversed(missed) if getattr(e, "event_id", None) not in seen]
+            info.timeline.events[:0] = older
+            logger.info("back-filled %d event(s) of a gap in %s", len(older), room_id)
+
     async def wait_for_room(self, room_id: str, timeout: float = 30.0) -> MatrixRoom:
         """Wait until a room we joined shows up in the sync state."""
         loop = asyncio.get_running_loop()
@@ -629,7 +760,11 @@ class MatrixSession:
             await self._trust.ensure_fresh(self.client, users, volatile=invited)
         olm = self.client.olm
         me = {self.user_id} if olm is not None and self.user_id in olm.tracked_users else set()
-        if (users - me) & self.client.users_for_key_query:
+        # A query already under way may have been asked before these users were due:
+        # then the next one is awaited too.
+        for _ in range(3):
+            if not (users - me) & self.client.users_for_key_query:
+                return
             await self._nio_keys_query()
 
     async def _claim_missing(self, room_id: str) -> None:
@@ -673,7 +808,11 @@ class MatrixSession:
         repeated transaction id with the first event id instead of sending
         twice.
         """
-        room = self.client.rooms.get(room_id) or await self.wait_for_room(room_id)
+        room = self.client.rooms.get(room_id)
+        if room is None and self.resume_lazily:
+            room = await self.load_room(room_id)
+        if room is None:
+            room = await self.wait_for_room(room_id)
         if not room.encrypted and not allow_plaintext:
             # A room we just created may show our join before its encryption
             # state; nio would then send in the clear. Wait for the state.

@@ -80,9 +80,15 @@ class Recorder:
         *,
         start: bool = True,
         cross_sign: bool = True,
+        **session_options: Any,
     ) -> Recorder:
-        """Sign in like a current client would: with its device cross-signed."""
-        session = MatrixSession(base_url, user_id, store, Sealer(key), device_name="test device")
+        """Sign in like a current client would: with its device cross-signed.
+
+        ``session_options`` go to :class:`MatrixSession` (``resume_lazily``, ``sync_filter``).
+        """
+        session = MatrixSession(
+            base_url, user_id, store, Sealer(key), device_name="test device", **session_options
+        )
         rec = cls(session)
         session.add_event_callback(rec._on_text, (RoomMessageText, RoomMessageNotice))
         session.add_event_callback(rec._on_undecryptable, MegolmEvent)

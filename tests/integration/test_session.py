@@ -158,3 +158,53 @@ async def test_sync_survives_homeserver_restart(fresh_homeserver, tmp_path):
     finally:
         await carol.close()
         await dave.close()
+
+
+async def test_lazy_restart_skips_full_state_and_fills_gaps(homeserver, user_factory, tmp_path):
+    """A lazy restart asks for deltas only: a quiet room stays unloaded until it is sent
+    to, and a room whose timeline has a gap gets its missed events back, in order."""
+    base = homeserver.info.base_url
+    (bot_id, bot_pw), (peer_id, peer_pw) = await user_factory("lazy"), await user_factory("peer")
+    lazy = {
+        "resume_lazily": True,
+        "sync_filter": {"room": {"timeline": {"limit": 2}, "state": {"lazy_load_members": True}}},
+    }
+    bot = await Recorder.connect(
+        base, bot_id, bot_pw, tmp_path / "bot", b"l" * 32, cross_sign=False, **lazy
+    )
+    peer = await Recorder.connect(
+        base, peer_id, peer_pw, tmp_path / "peer", b"p" * 32, cross_sign=False
+    )
+    try:
+        busy = await peer.create_encrypted_room([bot_id])
+        quiet = await peer.create_encrypted_room([bot_id])
+        await until(
+            lambda: peer.joined(busy, bot_id) and peer.joined(quiet, bot_id), what="bot joins"
+        )
+        await peer.session.send_text(busy, "before")
+        await until(lambda: bot.bodies(busy) == ["before"], what="bot reads the first message")
+        await bot.close()
+
+        missed = [f"while down {i}" for i in range(7)]
+        for body in missed:
+            await peer.session.send_text(busy, body)
+        bot = await Recorder.connect(
+            base, bot_id, None, tmp_path / "bot", b"l" * 32, cross_sign=False, **lazy
+        )
+        # The first sync after the restart delivered all seven, though its limit is two.
+        assert bot.bodies(busy, sender=peer_id) == missed
+        assert bot.undecryptable == []
+        rooms = bot.session.client.rooms
+        assert quiet not in rooms, "a quiet room came with the first sync: full state?"
+        assert rooms[busy].encrypted and peer_id in rooms[busy].users
+
+        await bot.session.send_text(quiet, "to the quiet room")
+        await until(
+            lambda: peer.bodies(quiet, sender=bot_id) == ["to the quiet room"],
+            what="the peer reads what the bot sent to the quiet room",
+        )
+        assert bot.session.client.rooms[quiet].encrypted
+        assert peer.undecryptable == []
+    finally:
+        await bot.close()
+        await peer.close()
