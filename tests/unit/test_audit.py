@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +12,7 @@ from bridge import audit
 from bridge.store import BridgeStore
 from e2ecounsel.cli import main
 from e2ecounsel.sealing import Sealer
+from e2ecounsel.store import IntegrityError
 
 KEY = bytes(range(2, 34))
 CLIENT = "@melati:example.org"
@@ -139,9 +139,9 @@ async def test_rewritten_chain_without_the_key_is_found(store: BridgeStore) -> N
 
 async def test_code_cannot_change_or_delete_lines(store: BridgeStore) -> None:
     await fill(store, 2)
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+    with pytest.raises(IntegrityError, match="append-only"):
         await store.db.execute("UPDATE audit SET detail = '' WHERE seq = 1")
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+    with pytest.raises(IntegrityError, match="append-only"):
         await store.db.execute("DELETE FROM audit")
     assert (await store.verify_audit()).ok
 
