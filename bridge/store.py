@@ -236,9 +236,12 @@ class BridgeStore:
 
     @classmethod
     async def open(
-        cls, path: Path, sealer: Sealer, *, clock: Callable[[], datetime] = utcnow
+        cls, path: Path | str, sealer: Sealer, *, clock: Callable[[], datetime] = utcnow
     ) -> BridgeStore:
-        """Open (creating and migrating when needed) the bridge database at ``path``."""
+        """Open (creating and migrating when needed) the bridge database.
+
+        ``path`` is an SQLite file or a ``postgresql://`` URL.
+        """
         db = await Database.open(path, MIGRATIONS, sealer=sealer)
         return cls(db, sealer, clock=clock)
 
@@ -507,7 +510,7 @@ class BridgeStore:
         """The roster ordered by id (a stable order for matching and display)."""
         rows = await self.db.fetchall(
             f"SELECT {_COUNSELOR_COLUMNS} FROM counselors "
-            "WHERE active = 1 OR NOT :active_only ORDER BY user_id",
+            "WHERE active = 1 OR :active_only = 0 ORDER BY user_id",
             {"active_only": int(active_only)},
         )
         return [_counselor(r) for r in rows]

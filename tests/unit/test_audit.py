@@ -12,7 +12,8 @@ from bridge import audit
 from bridge.store import BridgeStore
 from e2ecounsel.cli import main
 from e2ecounsel.sealing import Sealer
-from e2ecounsel.store import IntegrityError
+from e2ecounsel.store import POSTGRESQL, IntegrityError
+from tests.pgkit import Target
 
 KEY = bytes(range(2, 34))
 CLIENT = "@melati:example.org"
@@ -26,9 +27,9 @@ def _no_key_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[BridgeStore]:
+async def store(database_target: Target) -> AsyncIterator[BridgeStore]:
     s = await BridgeStore.open(
-        tmp_path / "bridge.db", Sealer(KEY), clock=lambda: datetime(2025, 1, 1, tzinfo=UTC)
+        database_target, Sealer(KEY), clock=lambda: datetime(2025, 1, 1, tzinfo=UTC)
     )
     try:
         yield s
@@ -46,8 +47,9 @@ async def fill(store: BridgeStore, count: int = ROWS) -> None:
 
 async def unguard(store: BridgeStore) -> None:
     """What someone editing the file would do first: drop the append-only guards."""
-    await store.db.execute("DROP TRIGGER audit_no_update")
-    await store.db.execute("DROP TRIGGER audit_no_delete")
+    on_table = " ON audit" if store.db.dialect == POSTGRESQL else ""
+    await store.db.execute(f"DROP TRIGGER audit_no_update{on_table}")
+    await store.db.execute(f"DROP TRIGGER audit_no_delete{on_table}")
 
 
 async def test_intact_chain_verifies(store: BridgeStore) -> None:

@@ -105,7 +105,7 @@ def _query(target: Target, sql: str) -> list[tuple[object, ...]]:
 
 def sqlite_tables(target: Target) -> set[str]:
     if isinstance(target, str):
-        sql = "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        sql = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
     else:
         sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
     return {str(name) for (name,) in _query(target, sql)}
@@ -208,7 +208,10 @@ async def test_upgrade_applies_only_new_steps(target: Target) -> None:
 
 def _columns(target: Target, table: str) -> set[str]:
     if isinstance(target, str):
-        sql = f"SELECT column_name FROM information_schema.columns WHERE table_name = '{table}'"
+        sql = (
+            "SELECT column_name FROM information_schema.columns "
+            f"WHERE table_schema = current_schema() AND table_name = '{table}'"
+        )
         return {str(name) for (name,) in _query(target, sql)}
     return {str(row[1]) for row in _query(target, f"PRAGMA table_info({table})")}
 
