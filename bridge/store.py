@@ -65,9 +65,9 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
-def _prepare_data_dir(root: Path, create: bool) -> bytes:
+def _prepare_data_dir(root: Path, create: bool, database: str | Path | None) -> bytes:
     """The sealing key of ``root``, creating the folder and key when ``create``."""
-    if not create and not (root / DB_FILE).is_file():
+    if not create and database is None and not (root / DB_FILE).is_file():
         raise StorageError(
             f"no bridge database in {root}; check --data-dir or --config "
             "(the database appears with the first `counselor add` or `up`)"
@@ -247,15 +247,22 @@ class BridgeStore:
 
     @classmethod
     async def open_data_dir(
-        cls, root: Path, *, create: bool = True, clock: Callable[[], datetime] = utcnow
+        cls,
+        root: Path,
+        *,
+        create: bool = True,
+        clock: Callable[[], datetime] = utcnow,
+        database: str | Path | None = None,
     ) -> BridgeStore:
         """Open ``root/bridge.db`` sealed with the key in ``root/sealing.key`` (or the env).
 
-        With ``create=False`` a missing database is a :class:`StorageError`
+        ``database`` (the config's setting) replaces ``root/bridge.db``. With
+        ``create=False`` a missing SQLite file is a :class:`StorageError`
         instead of a new empty one (commands that only read or change rows).
         """
-        key = await asyncio.to_thread(_prepare_data_dir, root, create)
-        return await cls.open(root / DB_FILE, Sealer(key), clock=clock)
+        key = await asyncio.to_thread(_prepare_data_dir, root, create, database)
+        target = database if database is not None else root / DB_FILE
+        return await cls.open(target, Sealer(key), clock=clock)
 
     async def close(self) -> None:
         await self.db.close()
