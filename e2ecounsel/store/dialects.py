@@ -106,9 +106,8 @@ def to_pyformat(sql: str) -> str:
             return "%s"
         if match.group("named"):
             return f"%({match.group('named')[1:]})s"
-        if match.group("percent"):
-            return "%%"
-        return match.group(0)
+        # psycopg reads every '%', even inside literals and comments.
+        return match.group(0).replace("%", "%%")
 
     return _TOKEN_RE.sub(replace, sql)
 
