@@ -8,7 +8,9 @@ root). Without the binaries the PostgreSQL cases are skipped, except under
 
 ``database_target`` is parametrised over both back-ends and gives what
 :meth:`Database.open` takes: a fresh SQLite path, or the URL of a new, empty
-PostgreSQL schema of its own.
+PostgreSQL schema of its own. ``bridge_database`` is for the bridge's journeys:
+``None`` (the data dir's SQLite file), or a PostgreSQL URL when
+``E2ECOUNSEL_TEST_DATABASE=postgresql``.
 """
 
 from __future__ import annotations
@@ -147,3 +149,15 @@ def database_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable
 def database_target(database_factory: Callable[[], Target]) -> Target:
     """A new, empty database on each back-end."""
     return database_factory()
+
+
+@pytest.fixture
+def bridge_database(request: pytest.FixtureRequest) -> str | None:
+    """The store of a journey's bridge: the SQLite default, or PostgreSQL when asked by env."""
+    backend = os.environ.get(BACKEND_ENV, "sqlite")
+    if backend not in BACKENDS:
+        raise pytest.UsageError(f"{BACKEND_ENV} must be one of {', '.join(BACKENDS)}")
+    if backend == "sqlite":
+        return None
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    return cluster.new_database()

@@ -9,6 +9,7 @@ import pytest
 from e2ecounsel.errors import StorageError
 from e2ecounsel.store import POSTGRESQL, SQLITE, Database, IntegrityError, MigrationRegistry
 from e2ecounsel.store.dialects import postgres_ddl, redact_url, to_pyformat
+from tests import pgkit
 from tests.pgkit import Target
 
 # ------------------------------------------------------------------ rewriting rules
@@ -165,3 +166,15 @@ async def test_unreachable_server_is_a_storage_error_without_the_password() -> N
         await Database.open(url, REGISTRY)
     assert "cannot connect to database postgresql://e2e:***@127.0.0.1:1/nowhere" in str(err.value)
     assert "hunter2" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("ci", "outcome"), [("true", pytest.fail.Exception), ("", pytest.skip.Exception)]
+)
+def test_missing_postgresql_fails_under_ci_and_skips_elsewhere(
+    monkeypatch: pytest.MonkeyPatch, ci: str, outcome: type[BaseException]
+) -> None:
+    monkeypatch.setattr(pgkit, "_bin_dir", lambda: None)
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="initdb/pg_ctl not found"):
+        pgkit.start_cluster()
