@@ -289,7 +289,12 @@ class _PostgresDriver:
         return self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
 
     async def begin(self) -> None:
+        # SQLite's BEGIN IMMEDIATE lets one writer at a time into the database,
+        # whatever the process (the bridge, a roster command); code relies on it
+        # (the audit chain reads its head, then appends). The same on PostgreSQL:
+        # every transaction first takes one advisory lock, held until its end.
         await self._conn.execute("BEGIN")
+        await self._conn.execute("SELECT pg_advisory_xact_lock(%s)", [_WRITER_LOCK])
 
     async def commit(self) -> None:
         await self._conn.execute("COMMIT")
@@ -352,6 +357,9 @@ class _PostgresDriver:
 
 
 _Driver = _SqliteDriver | _PostgresDriver
+
+#: The advisory lock key of e2ecounsel's writers (any constant; "e2ecouns" in ASCII).
+_WRITER_LOCK = 0x6532_6563_6F75_6E73
 
 
 @lru_cache(maxsize=512)

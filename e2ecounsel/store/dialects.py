@@ -32,6 +32,7 @@ PostgreSQL aborts the whole transaction when one statement fails, SQLite only
 the statement. So that code may catch an :class:`IntegrityError` inside a
 transaction and go on (as it does on SQLite), the PostgreSQL back-end runs each
 ``INSERT``/``UPDATE``/``DELETE`` inside a transaction under its own savepoint.
+Transactions are serialised across processes on both (see ``_PostgresDriver.begin``).
 """
 
 from __future__ import annotations

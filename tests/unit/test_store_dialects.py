@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -178,3 +179,38 @@ def test_missing_postgresql_fails_under_ci_and_skips_elsewhere(
     monkeypatch.setenv("CI", ci)
     with pytest.raises(outcome, match="initdb/pg_ctl not found"):
         pgkit.start_cluster()
+
+
+async def test_one_writer_at_a_time_across_connections(database_target: Target) -> None:
+    """Like SQLite's write lock: a second process's transaction waits for the first."""
+    first = await Database.open(database_target, REGISTRY)
+    second = await Database.open(database_target, REGISTRY)
+    holding = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with first.transaction():
+            await first.execute("INSERT INTO seen (name) VALUES ('first')")
+            holding.set()
+            await release.wait()
+
+    async def follow() -> list[str]:
+        async with second.transaction():
+            rows = await second.fetchall("SELECT name FROM seen")
+            await second.execute("INSERT INTO seen (name) VALUES ('second')")
+        return [r["name"] for r in rows]
+
+    try:
+        holder = asyncio.create_task(hold())
+        await asyncio.wait_for(holding.wait(), timeout=5)
+        follower = asyncio.create_task(follow())
+        done, _ = await asyncio.wait({follower}, timeout=0.5)
+        release.set()
+        await asyncio.wait_for(holder, timeout=5)
+        seen = await asyncio.wait_for(follower, timeout=10)
+        assert not done, "a second writer ran while the first transaction was open"
+        assert seen == ["first"]  # it started after the first one committed
+    finally:
+        release.set()
+        await first.close()
+        await second.close()
