@@ -435,8 +435,9 @@ class Database:
     async def _migrate(self, registry: MigrationRegistry) -> None:
         where = self.location
         try:
-            await self._run(_SCHEMA_TABLE)
-            row = await self._one("SELECT MAX(version) FROM schema_version")
+            async with self.transaction():  # one process at a time creates the table
+                await self._run(_SCHEMA_TABLE)
+                row = await self._one("SELECT MAX(version) FROM schema_version")
         except Exception as exc:
             error = self._driver.storage_error(exc)
             if error is None:
@@ -453,6 +454,11 @@ class Database:
         for step in registry.pending(current):
             try:
                 async with self.transaction():
+                    if await self._applied(step.version):
+                        # Another process (a second bridge, a roster command) started
+                        # at the same time and applied it while this one waited.
+                        self._version = step.version
+                        continue
                     await step.apply(self)
                     if not self._driver.in_transaction:
                         raise StorageError(
@@ -486,6 +492,10 @@ class Database:
                 step.version,
                 step.description,
             )
+
+    async def _applied(self, version: int) -> bool:
+        row = await self._one("SELECT 1 FROM schema_version WHERE version = ?", (version,))
+        return row is not None
 
     async def close(self) -> None:
         """Wait for the transaction in progress, then close. Safe to call twice."""

@@ -517,3 +517,18 @@ async def test_open_creates_the_data_folder_privately(tmp_path: Path) -> None:
     assert path.is_file()
     assert stat.S_IMODE(path.parent.stat().st_mode) & 0o077 == 0
     assert os.access(path, os.R_OK | os.W_OK)
+
+
+async def test_two_processes_opening_at_once_apply_each_step_once(target: Target) -> None:
+    applied: list[int] = []
+    first, second = await asyncio.gather(
+        Database.open(target, make_registry(3, applied)),
+        Database.open(target, make_registry(3, applied)),
+    )
+    try:
+        assert first.schema_version == second.schema_version == 3
+    finally:
+        await first.close()
+        await second.close()
+    assert sorted(applied) == [1, 2, 3]
+    assert sqlite_versions(target) == [1, 2, 3]
