@@ -67,9 +67,11 @@ def iso(moment: datetime) -> str:
 
 def _prepare_data_dir(root: Path, create: bool, database: str | Path | None) -> bytes:
     """The sealing key of ``root``, creating the folder and key when ``create``."""
-    if not create and database is None and not (root / DB_FILE).is_file():
+    target = root / DB_FILE if database is None else database
+    if not create and isinstance(target, Path) and not target.is_file():
+        where = f"in {root}" if database is None else f"at {target}"
         raise StorageError(
-            f"no bridge database in {root}; check --data-dir or --config "
+            f"no bridge database {where}; check --data-dir or --config "
             "(the database appears with the first `counselor add` or `up`)"
         )
     root.mkdir(parents=True, exist_ok=True)
