@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, overload
 from urllib.parse import urlsplit, urlunsplit
 
@@ -170,9 +171,13 @@ class PgRow(tuple[Any, ...]):
         return list(self._names)
 
 
+@lru_cache(maxsize=512)
+def _row_type(names: tuple[str, ...]) -> type[PgRow]:
+    return type("PgRow", (PgRow,), {"_names": names, "__slots__": ()})
+
+
 def pg_row_factory(cursor: psycopg.AsyncCursor[Any]) -> Any:
-    names = tuple(col.name for col in cursor.description or ())
-    row_type = type("PgRow", (PgRow,), {"_names": names, "__slots__": ()})
+    row_type = _row_type(tuple(col.name for col in cursor.description or ()))
 
     def make(values: Sequence[Any]) -> PgRow:
         row: PgRow = row_type(values)
