@@ -26,7 +26,15 @@ makes up the few differences. The rules a statement must follow:
   PostgreSQL). What cannot be shared (a trigger body) goes to the
   ``per_dialect`` part of a migration.
 * Booleans are stored as ``0``/``1`` in integer columns on both; a Python
-  ``bool`` parameter is sent to PostgreSQL as an integer.
+  ``bool`` parameter is sent to PostgreSQL as an integer. A comparison is a
+  boolean on PostgreSQL, not a number: no ``SUM(status != 'closed')`` (count
+  with ``COUNT(CASE WHEN … THEN 1 END)``), no ``NOT ?`` (write ``? = 0``).
+* PostgreSQL must know each parameter's type: where nothing in the statement
+  fixes it (``? IS NULL``), write ``CAST(? AS TEXT)`` / ``CAST(? AS BIGINT)``.
+* Blob literals (``x'00'``) and SQLite functions (``hex()``, ``IFNULL``,
+  ``datetime()``) are not shared: pass bytes as parameters, use ``COALESCE``.
+  Text sorts byte-wise on SQLite and by the database's collation on
+  PostgreSQL; create the database with ``LC_COLLATE=C`` for the same order.
 
 PostgreSQL aborts the whole transaction when one statement fails, SQLite only
 the statement. So that code may catch an :class:`IntegrityError` inside a
