@@ -84,6 +84,14 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"PostgreSQL tests skipped: {reason}; apt-get install postgresql")
 
 
+def _run(argv: list[str], root: Path) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        log = root / "log"
+        tail = log.read_text(errors="replace")[-2000:] if log.is_file() else ""
+        pytest.fail(f"PostgreSQL test cluster: {' '.join(argv)} failed:\n{done.stderr}{tail}")
+
+
 def start_cluster() -> tuple[PgCluster, list[str], Path]:
     bin_dir = _bin_dir()
     if bin_dir is None or not (bin_dir / "pg_ctl").exists():
@@ -100,21 +108,17 @@ def start_cluster() -> tuple[PgCluster, list[str], Path]:
         prefix = ["runuser", "-u", "postgres", "--"]
     cluster = PgCluster(root=root, port=_free_port())
     data = root / "data"
-    run = {"check": True, "capture_output": True, "text": True}
-    subprocess.run(
+    _run(
         [*prefix, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", cluster.user]
         + ["-E", "UTF8", "--locale=C", "--no-sync"],
-        **run,  # type: ignore[call-overload]
+        root,
     )
     options = (
         f"-k {root} -h 127.0.0.1 -p {cluster.port} "
         "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     )
     ctl = [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data)]
-    subprocess.run(
-        [*ctl, "-o", options, "-l", str(root / "log"), "-w", "start"],
-        **run,  # type: ignore[call-overload]
-    )
+    _run([*ctl, "-o", options, "-l", str(root / "log"), "-w", "start"], root)
     with psycopg.connect(cluster.admin_url, autocommit=True) as conn:
         conn.execute("CREATE DATABASE test")
     return cluster, ctl, root
