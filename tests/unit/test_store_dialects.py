@@ -214,3 +214,26 @@ async def test_one_writer_at_a_time_across_connections(database_target: Target) 
         release.set()
         await first.close()
         await second.close()
+
+
+async def test_a_write_cancelled_mid_statement_leaves_postgresql_usable(
+    pg_cluster: pgkit.PgCluster,
+) -> None:
+    db = await Database.open(pg_cluster.new_database(), REGISTRY)
+    try:
+
+        async def slow_write() -> None:
+            async with db.transaction():
+                await db.execute("INSERT INTO seen (name) VALUES ('kept?')")
+                await db.execute("INSERT INTO seen (name) SELECT 'slow' FROM pg_sleep(5)")
+
+        task = asyncio.create_task(slow_write())
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=10)
+        assert await db.fetchval("SELECT COUNT(*) FROM seen") == 0
+        await db.execute("INSERT INTO seen (name) VALUES ('after')")
+        assert await db.fetchval("SELECT name FROM seen") == "after"
+    finally:
+        await db.close()
