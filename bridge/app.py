@@ -121,7 +121,7 @@ class Bridge:
 
     async def start(self) -> BridgeStatus:
         """Open the store, sign in (or restore), finish what a crash left, start syncing."""
-        self.store = await BridgeStore.open(self.data_dir / "bridge.db", self.sealer)
+        self.store = await BridgeStore.open(self.config.database_target, self.sealer)
         self.inbox = Inbox(self.store.db)
         self.engine = Engine(
             self.session,

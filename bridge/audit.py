@@ -160,8 +160,8 @@ async def lines(
     """
     rows = await db.fetchall(
         "SELECT seq, at, actor, action, engagement_id, detail FROM audit "
-        "WHERE (:actor IS NULL OR actor = :actor) "
-        "AND (:eng IS NULL OR engagement_id = :eng) ORDER BY seq",
+        "WHERE (CAST(:actor AS TEXT) IS NULL OR actor = :actor) "
+        "AND (CAST(:eng AS BIGINT) IS NULL OR engagement_id = :eng) ORDER BY seq",
         {"actor": actor, "eng": engagement_id},
     )
     return [

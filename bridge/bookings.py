@@ -8,13 +8,13 @@ slot both try to insert; exactly one insert succeeds, the other gets
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bridge.store import BridgeStore, iso
 from e2ecounsel.domain.booking import WeeklyAvailability, parse_weekly, slots
 from e2ecounsel.errors import StorageError
+from e2ecounsel.store import IntegrityError, Row
 
 DAY_CODES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -100,14 +100,14 @@ class Bookings:
     ) -> Booking:
         """Reserve a slot; :class:`SlotTaken` if someone holds it already."""
         try:
-            result = await self.db.execute(
+            booking_id = await self.db.fetchval(
                 "INSERT INTO bookings (engagement_id, counselor_id, starts_at, minutes, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?) RETURNING id",
                 (engagement_id, counselor_id, iso(starts_at), minutes, iso(now)),
             )
-        except sqlite3.IntegrityError as exc:
+        except IntegrityError as exc:
             raise SlotTaken("that slot was just taken") from exc
-        booking = await self.get(int(result.lastrowid or 0))
+        booking = await self.get(int(booking_id))
         assert booking is not None
         return booking
 
@@ -132,7 +132,7 @@ class Bookings:
         return bool(result.rowcount)
 
 
-def _booking(row: sqlite3.Row) -> Booking:
+def _booking(row: Row) -> Booking:
     return Booking(
         row["id"],
         row["engagement_id"],

@@ -374,7 +374,7 @@ class Cadence:
         purged = 0
         rows = await self.store.db.fetchall(
             "SELECT client_id, MAX(closed_at) AS last_closed FROM engagements GROUP BY client_id"
-            " HAVING SUM(status != 'closed') = 0"
+            " HAVING COUNT(CASE WHEN status != 'closed' THEN 1 END) = 0"
         )
         for row in rows:
             client = await self.store.get_client(row["client_id"])

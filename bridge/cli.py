@@ -275,6 +275,14 @@ def _where(args: argparse.Namespace) -> tuple[Path, Path | None]:
     return root, policies
 
 
+def _database(args: argparse.Namespace) -> str | Path | None:
+    """The ``database`` setting of the config :func:`_where` reads; None: ``bridge.db``."""
+    if args.config is not None:
+        return load_config(args.config).database
+    written = data_dir(args) / "bridge.toml"
+    return load_config(written).database if written.is_file() else None
+
+
 def _counselor_add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "user_id", metavar="MXID", help="the counselor's Matrix id, e.g. @dewi:example.org"
@@ -331,7 +339,7 @@ async def cmd_counselor_add(args: argparse.Namespace) -> int:
         problem = await account_problem(root, _homeserver_url(args, root), counselor.user_id)
         if problem is not None:
             raise CommandError(f"{problem}; nothing was changed")
-    store = await BridgeStore.open_data_dir(root, create=True)
+    store = await BridgeStore.open_data_dir(root, create=True, database=_database(args))
     try:
         async with store.transaction():
             existing = await store.get_counselor(counselor.user_id)
@@ -379,7 +387,7 @@ def _counselor_list_args(p: argparse.ArgumentParser) -> None:
 async def cmd_counselor_list(args: argparse.Namespace) -> int:
     root, policies_dir = _where(args)
     policy = load_policy(policies_dir)
-    store = await BridgeStore.open_data_dir(root, create=False)
+    store = await BridgeStore.open_data_dir(root, create=False, database=_database(args))
     try:
         roster = await store.list_counselors(active_only=not args.all)
         loads = await store.caseloads(dormant_after_days=policy.service.dormant_after_days)
@@ -427,7 +435,7 @@ async def _require_active(store: BridgeStore, user_id: str) -> int:
 async def cmd_counselor_remove(args: argparse.Namespace) -> int:
     user_id = parse_mxid(args.user_id)
     root, _ = _where(args)
-    store = await BridgeStore.open_data_dir(root, create=False)
+    store = await BridgeStore.open_data_dir(root, create=False, database=_database(args))
     try:
         async with store.transaction():
             clients = await _require_active(store, user_id)
@@ -464,7 +472,7 @@ async def cmd_counselor_schedule(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CommandError(f"--days-off: {exc}") from None
     root, _ = _where(args)
-    store = await BridgeStore.open_data_dir(root, create=False)
+    store = await BridgeStore.open_data_dir(root, create=False, database=_database(args))
     try:
         counselor = await store.get_counselor(user_id)
         if counselor is None:
@@ -495,7 +503,7 @@ async def cmd_counselor_on_call(args: argparse.Namespace) -> int:
     user_id = parse_mxid(args.user_id)
     on = parse_on_off(args.state)
     root, _ = _where(args)
-    store = await BridgeStore.open_data_dir(root, create=False)
+    store = await BridgeStore.open_data_dir(root, create=False, database=_database(args))
     try:
         async with store.transaction():
             await _require_active(store, user_id)
@@ -518,7 +526,7 @@ def _audit_verify_args(p: argparse.ArgumentParser) -> None:
 @command("audit verify", "check that no audit line was changed or removed")(_audit_verify_args)
 async def cmd_audit_verify(args: argparse.Namespace) -> int:
     root, _ = _where(args)
-    store = await BridgeStore.open_data_dir(root, create=False)
+    store = await BridgeStore.open_data_dir(root, create=False, database=_database(args))
     try:
         report = await store.verify_audit()
     finally:

@@ -40,9 +40,9 @@ class Inbox:
             json.dumps({"body": item.body, "encrypted": item.encrypted}), context=_CONTEXT
         )
         result = await self.db.execute(
-            "INSERT OR IGNORE INTO inbox"
+            "INSERT INTO inbox"
             " (event_id, room_id, sender, ts, kind, payload, received_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (
                 item.event_id,
                 item.room_id,

@@ -115,8 +115,8 @@ class DurableScheduler:
         """Add a job unless one with ``key`` exists; True when it was added."""
         sealed = self.db.seal(json.dumps(payload or {}), context=_PAYLOAD)
         result = await self.db.execute(
-            "INSERT OR IGNORE INTO jobs (key, kind, due_at, target, payload, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO jobs (key, kind, due_at, target, payload, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (key, kind, iso(due), target, sealed, iso(self.clock())),
         )
         added = bool(result.rowcount)

@@ -121,24 +121,38 @@ MIGRATIONS.add_sql(
         hash TEXT NOT NULL
     );
 
-    -- The bridge only ever appends to the audit trail. These guards stop a
-    -- mistaken UPDATE or DELETE in code; someone editing the file directly is
-    -- caught by `e2ecounsel audit verify` instead.
-    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
-    BEGIN
-        SELECT RAISE(ABORT, 'the audit trail is append-only');
-    END;
-    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
-    BEGIN
-        SELECT RAISE(ABORT, 'the audit trail is append-only');
-    END;
-
     CREATE INDEX engagements_waiting ON engagements(crisis DESC, opened_at)
         WHERE status = 'waiting';
     CREATE INDEX rooms_by_user ON rooms(user_id);
     CREATE INDEX outbox_sent ON outbox(sent_at) WHERE sent_at IS NOT NULL;
     CREATE INDEX handled_events_at ON handled_events(handled_at);
     """,
+    # The bridge only ever appends to the audit trail. These guards stop a
+    # mistaken UPDATE or DELETE in code; someone editing the database directly
+    # is caught by `e2ecounsel audit verify` instead.
+    per_dialect={
+        "sqlite": """
+        CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+        BEGIN
+            SELECT RAISE(ABORT, 'the audit trail is append-only');
+        END;
+        CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+        BEGIN
+            SELECT RAISE(ABORT, 'the audit trail is append-only');
+        END;
+        """,
+        "postgresql": """
+        CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            RAISE EXCEPTION 'the audit trail is append-only'
+                USING ERRCODE = 'integrity_constraint_violation';
+        END $$;
+        CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+            FOR EACH ROW EXECUTE FUNCTION audit_append_only();
+        CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+            FOR EACH ROW EXECUTE FUNCTION audit_append_only();
+        """,
+    },
 )
 
 # The durable inbox (bridge/inbox.py): events received but not yet handled.

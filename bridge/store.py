@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -30,7 +29,7 @@ from bridge.audit import AuditLine, AuditReport
 from bridge.schema import MIGRATIONS
 from e2ecounsel.errors import StorageError
 from e2ecounsel.sealing import Sealer, load_or_create_key
-from e2ecounsel.store import Database
+from e2ecounsel.store import Database, IntegrityError, Row
 
 RoomKind = Literal["dm", "session", "case", "supervisors"]
 
@@ -66,11 +65,13 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
-def _prepare_data_dir(root: Path, create: bool) -> bytes:
+def _prepare_data_dir(root: Path, create: bool, database: str | Path | None) -> bytes:
     """The sealing key of ``root``, creating the folder and key when ``create``."""
-    if not create and not (root / DB_FILE).is_file():
+    target = root / DB_FILE if database is None else database
+    if not create and isinstance(target, Path) and not target.is_file():
+        where = f"in {root}" if database is None else f"at {target}"
         raise StorageError(
-            f"no bridge database in {root}; check --data-dir or --config "
+            f"no bridge database {where}; check --data-dir or --config "
             "(the database appears with the first `counselor add` or `up`)"
         )
     root.mkdir(parents=True, exist_ok=True)
@@ -81,9 +82,9 @@ class DuplicateError(StorageError):
     """A row that must be unique exists already (a counselor, an open engagement)."""
 
 
-def _refused(exc: sqlite3.IntegrityError, duplicate: str, other: str) -> StorageError:
-    """Turn a constraint failure into our error; SQLite's text names only the constraint."""
-    if "UNIQUE" in str(exc):
+def _refused(exc: IntegrityError, duplicate: str, other: str) -> StorageError:
+    """Turn a constraint failure into our error; the database's text names only the constraint."""
+    if exc.unique:
         return DuplicateError(duplicate)
     return StorageError(f"{other} ({exc})")
 
@@ -172,7 +173,7 @@ def _split(text: str) -> tuple[str, ...]:
     return tuple(part for part in text.split(",") if part)
 
 
-def _engagement(row: sqlite3.Row) -> Engagement:
+def _engagement(row: Row) -> Engagement:
     return Engagement(
         id=int(row["id"]),
         client_id=str(row["client_id"]),
@@ -193,7 +194,7 @@ def _engagement(row: sqlite3.Row) -> Engagement:
     )
 
 
-def _counselor(row: sqlite3.Row) -> Counselor:
+def _counselor(row: Row) -> Counselor:
     return Counselor(
         user_id=str(row["user_id"]),
         name=str(row["name"]),
@@ -237,23 +238,33 @@ class BridgeStore:
 
     @classmethod
     async def open(
-        cls, path: Path, sealer: Sealer, *, clock: Callable[[], datetime] = utcnow
+        cls, path: Path | str, sealer: Sealer, *, clock: Callable[[], datetime] = utcnow
     ) -> BridgeStore:
-        """Open (creating and migrating when needed) the bridge database at ``path``."""
+        """Open (creating and migrating when needed) the bridge database.
+
+        ``path`` is an SQLite file or a ``postgresql://`` URL.
+        """
         db = await Database.open(path, MIGRATIONS, sealer=sealer)
         return cls(db, sealer, clock=clock)
 
     @classmethod
     async def open_data_dir(
-        cls, root: Path, *, create: bool = True, clock: Callable[[], datetime] = utcnow
+        cls,
+        root: Path,
+        *,
+        create: bool = True,
+        clock: Callable[[], datetime] = utcnow,
+        database: str | Path | None = None,
     ) -> BridgeStore:
         """Open ``root/bridge.db`` sealed with the key in ``root/sealing.key`` (or the env).
 
-        With ``create=False`` a missing database is a :class:`StorageError`
+        ``database`` (the config's setting) replaces ``root/bridge.db``. With
+        ``create=False`` a missing SQLite file is a :class:`StorageError`
         instead of a new empty one (commands that only read or change rows).
         """
-        key = await asyncio.to_thread(_prepare_data_dir, root, create)
-        return await cls.open(root / DB_FILE, Sealer(key), clock=clock)
+        key = await asyncio.to_thread(_prepare_data_dir, root, create, database)
+        target = database if database is not None else root / DB_FILE
+        return await cls.open(target, Sealer(key), clock=clock)
 
     async def close(self) -> None:
         await self.db.close()
@@ -289,7 +300,8 @@ class BridgeStore:
     async def mark_handled(self, event_id: str) -> bool:
         """Record ``event_id``; True if it was new (False: someone handled it already)."""
         result = await self.db.execute(
-            "INSERT OR IGNORE INTO handled_events (event_id, handled_at) VALUES (?, ?)",
+            "INSERT INTO handled_events (event_id, handled_at) VALUES (?, ?) "
+            "ON CONFLICT DO NOTHING",
             (event_id, self._now()),
         )
         return result.rowcount == 1
@@ -314,8 +326,8 @@ class BridgeStore:
         about = content.pop(ABOUT, None)
         subject = self.actor_ref(str(about)) if about else None
         result = await self.db.execute(
-            "INSERT OR IGNORE INTO outbox (txn_id, room_id, content, created_at, subject) "
-            "VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO outbox (txn_id, room_id, content, created_at, subject) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (txn_id, room_id, self._seal_json(content, "outbox.content"), self._now(), subject),
         )
         return result.rowcount == 1
@@ -391,7 +403,7 @@ class BridgeStore:
 
     # ------------------------------------------------------------------ clients
 
-    def _client(self, row: sqlite3.Row) -> ClientRecord:
+    def _client(self, row: Row) -> ClientRecord:
         return ClientRecord(
             user_id=str(row["user_id"]),
             dm_room_id=row["dm_room_id"],
@@ -440,7 +452,7 @@ class BridgeStore:
                     "created": created_at,
                 },
             )
-        except sqlite3.IntegrityError as exc:
+        except IntegrityError as exc:
             raise _refused(
                 exc, "another client already uses this direct chat room", "client not saved"
             ) from exc
@@ -475,7 +487,7 @@ class BridgeStore:
                 ":timezone, :reply_windows, :on_call, :active, :case_room_id, :added_at)",
                 params,
             )
-        except sqlite3.IntegrityError as exc:
+        except IntegrityError as exc:
             raise _refused(
                 exc, f"{c.user_id} is already on the roster", f"{c.user_id} not added"
             ) from exc
@@ -507,7 +519,7 @@ class BridgeStore:
         """The roster ordered by id (a stable order for matching and display)."""
         rows = await self.db.fetchall(
             f"SELECT {_COUNSELOR_COLUMNS} FROM counselors "
-            "WHERE active = 1 OR NOT :active_only ORDER BY user_id",
+            "WHERE active = 1 OR :active_only = 0 ORDER BY user_id",
             {"active_only": int(active_only)},
         )
         return [_counselor(r) for r in rows]
@@ -551,18 +563,18 @@ class BridgeStore:
         """A new ``waiting`` engagement; :class:`DuplicateError` if one is open already."""
         async with self.db.transaction():
             try:
-                result = await self.db.execute(
+                new_id = await self.db.fetchval(
                     "INSERT INTO engagements (client_id, status, crisis, share_brief, opened_at) "
-                    "VALUES (?, 'waiting', ?, ?, ?)",
+                    "VALUES (?, 'waiting', ?, ?, ?) RETURNING id",
                     (client_id, int(crisis), int(share_brief), self._now()),
                 )
-            except sqlite3.IntegrityError as exc:
+            except IntegrityError as exc:
                 raise _refused(
                     exc,
                     "this client already has an open engagement",
                     "engagement not opened: the client is not stored",
                 ) from exc
-            found = await self._engagement_where("id = ?", (result.lastrowid,))
+            found = await self._engagement_where("id = ?", (new_id,))
         assert found is not None
         return found
 
@@ -686,15 +698,16 @@ class BridgeStore:
                 "WHEN last_counselor_ts IS NOT NULL AND :ts <= last_counselor_ts "
                 "THEN awaiting_since "
                 "WHEN awaiting_since IS NULL THEN :ts "
-                "ELSE MIN(awaiting_since, :ts) END, "
-                "last_client_ts = MAX(COALESCE(last_client_ts, :ts), :ts) "
+                "WHEN awaiting_since < :ts THEN awaiting_since ELSE :ts END, "
+                "last_client_ts = CASE WHEN last_client_ts > :ts THEN last_client_ts ELSE :ts END "
                 "WHERE room_id = :room AND status != 'closed'"
             )
         elif role == "counselor":
             sql = (
                 "UPDATE engagements SET "
                 "awaiting_since = CASE WHEN awaiting_since > :ts THEN awaiting_since END, "
-                "last_counselor_ts = MAX(COALESCE(last_counselor_ts, :ts), :ts) "
+                "last_counselor_ts = CASE WHEN last_counselor_ts > :ts "
+                "THEN last_counselor_ts ELSE :ts END "
                 "WHERE room_id = :room AND status != 'closed'"
             )
         else:

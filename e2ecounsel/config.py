@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 PASSWORD_ENV = "E2ECOUNSEL_BOT_PASSWORD"
 DEFAULT_DEVICE_NAME = "e2ecounsel bridge"
 DEFAULT_DATA_DIR = "data"
+DATABASE_FILE = "bridge.db"
+_POSTGRES_SCHEMES = ("postgresql", "postgres")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 ANY_SERVER = "*"
 
@@ -36,7 +38,7 @@ ANY_SERVER = "*"
 SCHEMA: dict[str, tuple[str, ...]] = {
     "homeserver": ("url",),
     "bot": ("user_id", "password", "device_name"),
-    "paths": ("data_dir", "policies_dir"),
+    "paths": ("data_dir", "policies_dir", "database"),
     "bridge": ("supervisors_room", "allowed_servers"),
     "logging": ("level",),
 }
@@ -71,6 +73,13 @@ class BridgeConfig:
     allowed_servers: tuple[str, ...]
     device_name: str = DEFAULT_DEVICE_NAME
     log_level: str = "INFO"
+    #: A ``postgresql://`` URL or an SQLite file; ``None``: ``data_dir/bridge.db``.
+    database: str | Path | None = None
+
+    @property
+    def database_target(self) -> str | Path:
+        """What the bridge opens its store with (see :meth:`e2ecounsel.store.Database.open`)."""
+        return self.database if self.database is not None else self.data_dir / DATABASE_FILE
 
     @property
     def bot_server(self) -> str:
@@ -119,6 +128,9 @@ device_name = "e2ecounsel bridge"
 data_dir = "data"
 # Your edited copy of the policies; leave it out to use the packaged ones.
 # policies_dir = "policies"
+# The bridge's database: an SQLite file (default: bridge.db in data_dir) or
+# PostgreSQL. Give the password in ~/.pgpass or PGPASSWORD, not here.
+# database = "postgresql://e2ecounsel@db.example.com/e2ecounsel"
 
 [bridge]
 # Room ID (not an alias) of the supervisors' room: crisis pages and
@@ -250,6 +262,8 @@ def _parse(text: str, *, file: Path, base: Path, env: Mapping[str, str]) -> Brid
                 "line to use the packaged policies",
             )
 
+    database = _database(r, r.string("paths", "database"), base)
+
     room = r.string("bridge", "supervisors_room")
     if room is not None:
         _check_room_id(r, room)
@@ -271,7 +285,29 @@ def _parse(text: str, *, file: Path, base: Path, env: Mapping[str, str]) -> Brid
         allowed_servers=servers,
         device_name=device_name,
         log_level=level,
+        database=database,
     )
+
+
+def _database(r: _Reader, value: str | None, base: Path) -> str | Path | None:
+    """The ``paths.database`` setting: a ``postgresql://`` URL or an SQLite file path."""
+    if value is None:
+        return None
+    scheme, sep, _ = value.partition("://")
+    if not sep:
+        return _path(r, "paths.database", value, base)
+    if scheme.lower() not in _POSTGRES_SCHEMES:
+        raise r.error(
+            "paths.database",
+            f"unknown database type {scheme!r}; use postgresql://user@host/dbname "
+            "or the path of an SQLite file",
+        )
+    parts = urlsplit(value)
+    if not parts.path.strip("/") and "dbname=" not in parts.query:
+        raise r.error("paths.database", "name the database: postgresql://user@host/dbname")
+    if parts.password is not None:
+        log.warning("paths.database holds a password; put it in ~/.pgpass or PGPASSWORD instead")
+    return value
 
 
 def _toml_error(message: str) -> str:
@@ -475,6 +511,10 @@ def _render(cfg: BridgeConfig, base: Path) -> str:
     ]
     if cfg.policies_dir is not None:
         lines.append(f"policies_dir = {_toml_str(_rel(cfg.policies_dir, base))}")
+    if isinstance(cfg.database, Path):
+        lines.append(f"database = {_toml_str(_rel(cfg.database, base))}")
+    elif cfg.database is not None:
+        lines.append(f"database = {_toml_str(cfg.database)}")
     lines += ["", "[bridge]"]
     if cfg.supervisors_room is not None:
         lines.append(f"supervisors_room = {_toml_str(cfg.supervisors_room)}")

@@ -19,6 +19,9 @@ import pytest_asyncio
 from e2ecounsel.homeserver import EmbeddedHomeserver, free_port
 from e2ecounsel.policy import STRICT_TEXTS_ENV
 
+# The throw-away PostgreSQL cluster and the back-end-parametrised database fixtures.
+pytest_plugins = ["tests.pgkit"]
+
 # A missing policy text or parameter fails the test instead of rendering leniently.
 os.environ[STRICT_TEXTS_ENV] = "1"
 

@@ -1,4 +1,11 @@
-"""The SQLite database behind the bridge and the TUI, through aiosqlite.
+"""The database behind the bridge and the TUI: SQLite (aiosqlite) or PostgreSQL (psycopg 3).
+
+:meth:`Database.open` takes a path (SQLite) or a ``postgresql://`` URL and
+gives the same API on both: ``execute``/``fetchone``/``fetchall``/``fetchval``,
+``transaction()``, sealed columns, registered migrations, rows that answer by
+position and by name (:class:`~e2ecounsel.store.dialects.Row`) and one
+:class:`IntegrityError` for a refused constraint. How one SQL text serves both
+dialects is described in :mod:`e2ecounsel.store.dialects`.
 
 One :class:`Database` holds one connection. aiosqlite runs that connection on
 its own thread and executes calls in the order they were queued, so all that is
@@ -7,10 +14,11 @@ left to guard against is two coroutines interleaving statements: an
 from another task waits until the transaction in progress is over (otherwise it
 would silently become part of it, and be committed or rolled back with it).
 
-The connection runs in autocommit mode (``isolation_level=None``); transactions
-are explicit ``BEGIN IMMEDIATE`` … ``COMMIT``/``ROLLBACK`` so a writer takes the
-write lock up front instead of failing half-way with ``SQLITE_BUSY``. A nested
-:meth:`Database.transaction` in the same task becomes a ``SAVEPOINT``.
+The connection runs in autocommit mode; transactions are explicit ``BEGIN``
+… ``COMMIT``/``ROLLBACK`` (on SQLite ``BEGIN IMMEDIATE``, so a writer takes the
+write lock up front instead of failing half-way with ``SQLITE_BUSY``). A nested
+:meth:`Database.transaction` in the same task becomes a ``SAVEPOINT``. The
+``PRAGMAS`` apply to SQLite only.
 """
 
 from __future__ import annotations
@@ -19,22 +27,35 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
 import aiosqlite
+import psycopg
+from psycopg.types.numeric import Int8Dumper
 
 from e2ecounsel.errors import SealingError, StorageError
 from e2ecounsel.sealing import Sealer
+from e2ecounsel.store.dialects import (
+    POSTGRESQL,
+    SQLITE,
+    Params,
+    Row,
+    is_dml,
+    is_postgres_url,
+    pg_row_factory,
+    postgres_ddl,
+    redact_url,
+    to_pyformat,
+)
 from e2ecounsel.store.migrations import MigrationRegistry
 
 log = logging.getLogger(__name__)
-
-Params: TypeAlias = Sequence[Any] | Mapping[str, Any]
 
 #: Applied to every connection, in this order.
 PRAGMAS: tuple[tuple[str, str], ...] = (
@@ -57,10 +78,22 @@ CREATE TABLE IF NOT EXISTS schema_version (
 
 @dataclass(frozen=True)
 class ExecResult:
-    """What a data-changing statement did."""
+    """What a data-changing statement did. ``lastrowid`` is always ``None`` on PostgreSQL."""
 
     rowcount: int
     lastrowid: int | None
+
+
+class IntegrityError(Exception):
+    """The database refused a write: a UNIQUE, CHECK, NOT NULL or foreign key constraint.
+
+    ``unique`` tells a duplicate apart from the other refusals. Raised by both
+    back-ends in place of their own exception (chained as ``__cause__``).
+    """
+
+    def __init__(self, message: str, *, unique: bool) -> None:
+        super().__init__(message)
+        self.unique = unique
 
 
 def split_sql(script: str) -> list[str]:
@@ -139,15 +172,228 @@ def _storage_error(path: Path, exc: sqlite3.Error) -> StorageError:
     return StorageError(f"cannot use database {path}: {exc}")
 
 
+class _SqliteDriver:
+    """One aiosqlite connection."""
+
+    dialect = SQLITE
+
+    def __init__(self, path: Path, conn: aiosqlite.Connection) -> None:
+        self.path: Path | None = path
+        self.location = str(path)
+        self._conn = conn
+
+    @classmethod
+    async def connect(cls, path: Path) -> _SqliteDriver:
+        await asyncio.to_thread(_prepare_file, path)
+        try:
+            conn = await aiosqlite.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise _storage_error(path, exc) from exc
+        conn.row_factory = sqlite3.Row
+        return cls(path, conn)
+
+    async def configure(self) -> None:
+        try:
+            for name, value in PRAGMAS:
+                await self.run(f"PRAGMA {name}={value}")
+            row = await self.one("PRAGMA journal_mode")
+        except sqlite3.Error as exc:
+            raise _storage_error(Path(self.location), exc) from exc
+        if row is None or str(row[0]).lower() != "wal":
+            # Some file systems (network mounts) cannot do WAL; SQLite then keeps
+            # its rollback journal, which is slower but still safe.
+            log.warning("database %s: WAL journal mode not available", self.location)
+
+    def storage_error(self, exc: Exception) -> StorageError | None:
+        if isinstance(exc, sqlite3.Error):
+            return _storage_error(Path(self.location), exc)
+        return None
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.in_transaction
+
+    async def begin(self) -> None:
+        await self.run("BEGIN IMMEDIATE")
+
+    async def commit(self) -> None:
+        await self._conn.commit()
+
+    async def rollback(self) -> None:
+        await self._conn.rollback()
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def run(self, sql: str, params: Params = ()) -> ExecResult:
+        with _integrity(sqlite3.IntegrityError):
+            async with self._conn.execute(sql, params) as cur:
+                return ExecResult(cur.rowcount, cur.lastrowid)
+
+    async def many(self, sql: str, rows: Sequence[Params]) -> ExecResult:
+        with _integrity(sqlite3.IntegrityError):
+            async with self._conn.executemany(sql, rows) as cur:
+                return ExecResult(cur.rowcount, cur.lastrowid)
+
+    async def one(self, sql: str, params: Params = ()) -> Row | None:
+        with _integrity(sqlite3.IntegrityError):
+            async with self._conn.execute(sql, params) as cur:
+                row: sqlite3.Row | None = await cur.fetchone()
+                return row
+
+    async def all(self, sql: str, params: Params = ()) -> list[Row]:
+        with _integrity(sqlite3.IntegrityError):
+            async with self._conn.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+
+    async def script(self, script: str, *, native: bool) -> None:
+        for statement in split_sql(script):
+            await self.run(statement)
+
+
+class _PostgresDriver:
+    """One psycopg connection in autocommit mode; see :mod:`e2ecounsel.store.dialects`."""
+
+    dialect = POSTGRESQL
+    path: Path | None = None
+
+    def __init__(self, url: str, conn: psycopg.AsyncConnection[Any]) -> None:
+        self.location = redact_url(url)
+        self._conn = conn
+
+    @classmethod
+    async def connect(cls, url: str) -> _PostgresDriver:
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                url, autocommit=True, prepare_threshold=None, row_factory=pg_row_factory
+            )
+        except psycopg.Error as exc:
+            raise StorageError(
+                f"cannot connect to database {redact_url(url)}: {_first_line(exc)}; "
+                "check the database setting and that PostgreSQL is running"
+            ) from exc
+        # Our flags are 0/1 integer columns, as in SQLite.
+        conn.adapters.register_dumper(bool, Int8Dumper)
+        return cls(url, conn)
+
+    async def configure(self) -> None:
+        return None
+
+    def storage_error(self, exc: Exception) -> StorageError | None:
+        if isinstance(exc, psycopg.Error):
+            return StorageError(f"cannot use database {self.location}: {_first_line(exc)}")
+        return None
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
+    async def begin(self) -> None:
+        # SQLite's BEGIN IMMEDIATE lets one writer at a time into the database,
+        # whatever the process (the bridge, a roster command); code relies on it
+        # (the audit chain reads its head, then appends). The same on PostgreSQL:
+        # every transaction first takes one advisory lock, held until its end.
+        await self._conn.execute("BEGIN")
+        await self._conn.execute("SELECT pg_advisory_xact_lock(%s)", [_WRITER_LOCK])
+
+    async def commit(self) -> None:
+        await self._conn.execute("COMMIT")
+
+    async def rollback(self) -> None:
+        await self._conn.execute("ROLLBACK")
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    @asynccontextmanager
+    async def _statement(self, sql: str) -> AsyncIterator[None]:
+        # A failed statement must not abort the caller's transaction (see the module
+        # docstring of e2ecounsel.store.dialects).
+        guard = self.in_transaction and is_dml(sql)
+        if guard:
+            await self._conn.execute("SAVEPOINT e2ecounsel_statement")
+        try:
+            with _integrity(psycopg.IntegrityError):
+                yield
+        except BaseException:
+            if guard and not self._conn.closed:
+                await self._conn.execute("ROLLBACK TO SAVEPOINT e2ecounsel_statement")
+                await self._conn.execute("RELEASE SAVEPOINT e2ecounsel_statement")
+            raise
+        if guard:
+            await self._conn.execute("RELEASE SAVEPOINT e2ecounsel_statement")
+
+    async def run(self, sql: str, params: Params = ()) -> ExecResult:
+        async with self._statement(sql):
+            cur = await self._conn.execute(_pg_sql(sql), _pg_params(params))
+            return ExecResult(cur.rowcount, None)
+
+    async def many(self, sql: str, rows: Sequence[Params]) -> ExecResult:
+        async with self._statement(sql):
+            cur = self._conn.cursor()
+            await cur.executemany(_pg_sql(sql), [_pg_params(p) for p in rows])
+            return ExecResult(cur.rowcount, None)
+
+    async def one(self, sql: str, params: Params = ()) -> Row | None:
+        async with self._statement(sql):
+            cur = await self._conn.execute(_pg_sql(sql), _pg_params(params))
+            row: Row | None = await cur.fetchone()
+            return row
+
+    async def all(self, sql: str, params: Params = ()) -> list[Row]:
+        async with self._statement(sql):
+            cur = await self._conn.execute(_pg_sql(sql), _pg_params(params))
+            rows: list[Row] = await cur.fetchall()
+            return rows
+
+    async def script(self, script: str, *, native: bool) -> None:
+        if native:
+            # Written for PostgreSQL (dollar-quoted bodies): one simple query.
+            with _integrity(psycopg.IntegrityError):
+                await self._conn.execute(script.encode())
+            return
+        for statement in split_sql(script):
+            await self.run(statement)
+
+
+_Driver = _SqliteDriver | _PostgresDriver
+
+#: The advisory lock key of e2ecounsel's writers (any constant; "e2ecouns" in ASCII).
+_WRITER_LOCK = 0x6532_6563_6F75_6E73
+
+
+@lru_cache(maxsize=512)
+def _pg_sql(sql: str) -> str:
+    return to_pyformat(postgres_ddl(sql))
+
+
+def _pg_params(params: Params) -> list[Any] | dict[str, Any]:
+    if isinstance(params, Mapping):
+        return dict(params)
+    return list(params)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+@contextmanager
+def _integrity(kind: type[Exception]) -> Iterator[None]:
+    try:
+        yield
+    except kind as exc:
+        unique = isinstance(exc, psycopg.errors.UniqueViolation) or "UNIQUE" in str(exc)
+        raise IntegrityError(_first_line(exc), unique=unique) from exc
+
+
 class Database:
-    """An open SQLite database with its schema up to date.
+    """An open database (SQLite or PostgreSQL) with its schema up to date.
 
     Create it with :meth:`open`; do not call the constructor directly.
     """
 
-    def __init__(self, path: Path, conn: aiosqlite.Connection, sealer: Sealer | None) -> None:
-        self._path = path
-        self._conn = conn
+    def __init__(self, driver: _Driver, sealer: Sealer | None) -> None:
+        self._driver = driver
         self._sealer = sealer
         self._lock = asyncio.Lock()
         self._owner: asyncio.Task[Any] | None = None
@@ -160,54 +406,47 @@ class Database:
 
     @classmethod
     async def open(
-        cls, path: Path, registry: MigrationRegistry, *, sealer: Sealer | None = None
+        cls, target: Path | str, registry: MigrationRegistry, *, sealer: Sealer | None = None
     ) -> Database:
-        """Open (or create) the database at ``path`` and apply pending migrations.
+        """Open (or create) the database and apply pending migrations.
 
-        Raises :class:`StorageError` if the file is not an SQLite database, if
-        its schema is newer than ``registry`` knows (an older e2ecounsel must not
-        write to it), or if a migration fails (that migration leaves nothing
-        behind; earlier ones stay applied).
+        ``target`` is a ``postgresql://user@host/db`` URL or the path of an
+        SQLite file. Raises :class:`StorageError` if the file is not an SQLite
+        database or the server cannot be reached, if its schema is newer than
+        ``registry`` knows (an older e2ecounsel must not write to it), or if a
+        migration fails (that migration leaves nothing behind; earlier ones
+        stay applied).
         """
-        path = Path(path)
-        await asyncio.to_thread(_prepare_file, path)
+        driver: _Driver
+        if is_postgres_url(target):
+            driver = await _PostgresDriver.connect(str(target))
+        else:
+            driver = await _SqliteDriver.connect(Path(target))
+        db = cls(driver, sealer)
         try:
-            conn = await aiosqlite.connect(path, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise _storage_error(path, exc) from exc
-        conn.row_factory = sqlite3.Row
-        db = cls(path, conn, sealer)
-        try:
-            await db._configure()
+            await driver.configure()
             await db._migrate(registry)
         except BaseException:
-            await db._conn.close()
+            await driver.close()
             db._closed = True
             raise
         return db
 
-    async def _configure(self) -> None:
-        try:
-            for name, value in PRAGMAS:
-                await self._run(f"PRAGMA {name}={value}")
-            row = await self._one("PRAGMA journal_mode")
-        except sqlite3.Error as exc:
-            raise _storage_error(self._path, exc) from exc
-        if row is None or str(row[0]).lower() != "wal":
-            # Some file systems (network mounts) cannot do WAL; SQLite then keeps
-            # its rollback journal, which is slower but still safe.
-            log.warning("database %s: WAL journal mode not available", self._path)
-
     async def _migrate(self, registry: MigrationRegistry) -> None:
+        where = self.location
         try:
-            await self._run(_SCHEMA_TABLE)
-            row = await self._one("SELECT MAX(version) FROM schema_version")
-        except sqlite3.Error as exc:
-            raise _storage_error(self._path, exc) from exc
+            async with self.transaction():  # one process at a time creates the table
+                await self._run(_SCHEMA_TABLE)
+                row = await self._one("SELECT MAX(version) FROM schema_version")
+        except Exception as exc:
+            error = self._driver.storage_error(exc)
+            if error is None:
+                raise
+            raise error from exc
         current = int(row[0]) if row is not None and row[0] is not None else 0
         if current > registry.latest:
             raise StorageError(
-                f"database {self._path} has schema version {current} but this e2ecounsel "
+                f"database {where} has schema version {current} but this e2ecounsel "
                 f"knows only up to {registry.latest}; upgrade e2ecounsel or restore a "
                 "matching backup"
             )
@@ -215,10 +454,15 @@ class Database:
         for step in registry.pending(current):
             try:
                 async with self.transaction():
+                    if await self._applied(step.version):
+                        # Another process (a second bridge, a roster command) started
+                        # at the same time and applied it while this one waited.
+                        self._version = step.version
+                        continue
                     await step.apply(self)
-                    if not self._conn.in_transaction:
+                    if not self._driver.in_transaction:
                         raise StorageError(
-                            f"database {self._path}: upgrade step {step.version} "
+                            f"database {where}: upgrade step {step.version} "
                             f"({step.description}) ended its own transaction; "
                             "this is a bug in e2ecounsel"
                         )
@@ -232,22 +476,26 @@ class Database:
             except Exception as exc:
                 log.exception(
                     "database %s: upgrade step %d (%s) failed",
-                    self._path,
+                    where,
                     step.version,
                     step.description,
                 )
                 raise StorageError(
-                    f"database {self._path}: upgrade step {step.version} "
+                    f"database {where}: upgrade step {step.version} "
                     f"({step.description}) failed and was rolled back; see the log, "
                     "then restore a backup or report the problem"
                 ) from exc
             self._version = step.version
             log.info(
                 "database %s: applied upgrade step %d (%s)",
-                self._path,
+                where,
                 step.version,
                 step.description,
             )
+
+    async def _applied(self, version: int) -> bool:
+        row = await self._one("SELECT 1 FROM schema_version WHERE version = ?", (version,))
+        return row is not None
 
     async def close(self) -> None:
         """Wait for the transaction in progress, then close. Safe to call twice."""
@@ -259,13 +507,24 @@ class Database:
             if self._closed:
                 return
             self._closed = True
-            await self._conn.close()
+            await self._driver.close()
 
     # ------------------------------------------------------------ properties
 
     @property
-    def path(self) -> Path:
-        return self._path
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self._driver.dialect
+
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file; ``None`` on PostgreSQL."""
+        return self._driver.path
+
+    @property
+    def location(self) -> str:
+        """The path or the URL (without password), for messages."""
+        return self._driver.location
 
     @property
     def schema_version(self) -> int:
@@ -291,23 +550,24 @@ class Database:
     async def executemany(self, sql: str, rows: Sequence[Params]) -> ExecResult:
         """Run one statement once per parameter set, atomically."""
         async with self.transaction():
-            async with self._conn.executemany(sql, rows) as cur:
-                return ExecResult(cur.rowcount, cur.lastrowid)
+            return await self._driver.many(sql, rows)
 
-    async def execute_script(self, script: str) -> None:
-        """Run several statements atomically (see :func:`split_sql`)."""
+    async def execute_script(self, script: str, *, native: bool = False) -> None:
+        """Run several statements atomically (see :func:`split_sql`).
+
+        ``native=True``: the script is written for this database's own dialect
+        (a trigger body); it is run as it is.
+        """
         async with self.transaction():
-            for statement in split_sql(script):
-                await self._run(statement)
+            await self._driver.script(script, native=native)
 
-    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
         async with self._access():
             return await self._one(sql, params)
 
-    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         async with self._access():
-            async with self._conn.execute(sql, params) as cur:
-                return list(await cur.fetchall())
+            return await self._driver.all(sql, params)
 
     async def fetchval(self, sql: str, params: Params = ()) -> Any:
         """The first column of the first row, or ``None`` when there is no row."""
@@ -332,9 +592,9 @@ class Database:
         async with self._lock:
             self._check_open()
             if self._dirty:
-                await self._conn.rollback()
+                await self._driver.rollback()
                 self._dirty = False
-            await self._run("BEGIN IMMEDIATE")
+            await self._driver.begin()
             self._owner = asyncio.current_task()
             try:
                 yield self
@@ -343,7 +603,7 @@ class Database:
                 raise
             else:
                 try:
-                    await self._conn.commit()
+                    await self._driver.commit()
                 except BaseException:
                     # A failed COMMIT (a deferred constraint, a full disk) leaves
                     # the transaction open; end it before anyone else goes on.
@@ -379,14 +639,14 @@ class Database:
     def _require_sealer(self) -> Sealer:
         if self._sealer is None:
             raise StorageError(
-                f"database {self._path} was opened without a sealing key; "
+                f"database {self.location} was opened without a sealing key; "
                 "sealed columns cannot be used"
             )
         return self._sealer
 
     def _check_open(self) -> None:
         if self._closed:
-            raise StorageError(f"database {self._path} is closed")
+            raise StorageError(f"database {self.location} is closed")
 
     def _in_own_transaction(self) -> bool:
         return self._owner is not None and self._owner is asyncio.current_task()
@@ -419,24 +679,21 @@ class Database:
 
     async def _rollback(self) -> None:
         try:
-            await self._conn.rollback()
+            await self._driver.rollback()
         except asyncio.CancelledError:
-            # aiosqlite still runs the queued ROLLBACK; make sure the next
-            # transaction starts clean even so.
+            # The queued ROLLBACK may still run; make sure the next transaction
+            # starts clean even so.
             self._dirty = True
             raise
         except Exception:
             self._dirty = True
-            log.warning("database %s: rollback failed; retrying before next use", self._path)
+            log.warning("database %s: rollback failed; retrying before next use", self.location)
 
     async def _run(self, sql: str, params: Params = ()) -> ExecResult:
-        async with self._conn.execute(sql, params) as cur:
-            return ExecResult(cur.rowcount, cur.lastrowid)
+        return await self._driver.run(sql, params)
 
-    async def _one(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
-        async with self._conn.execute(sql, params) as cur:
-            row: sqlite3.Row | None = await cur.fetchone()
-            return row
+    async def _one(self, sql: str, params: Params = ()) -> Row | None:
+        return await self._driver.one(sql, params)
 
 
 def _check_context(context: str) -> str:

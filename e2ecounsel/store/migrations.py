@@ -10,9 +10,11 @@ yet, each in its own transaction together with its version row.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
+
+from e2ecounsel.store.dialects import DIALECTS
 
 if TYPE_CHECKING:
     from e2ecounsel.store.database import Database
@@ -59,11 +61,24 @@ class MigrationRegistry:
 
         return decorator
 
-    def add_sql(self, description: str, sql: str) -> None:
-        """Register a step that runs an SQL script (several statements allowed)."""
+    def add_sql(
+        self, description: str, sql: str, *, per_dialect: Mapping[str, str] | None = None
+    ) -> None:
+        """Register a step that runs an SQL script (several statements allowed).
+
+        ``sql`` is written for both dialects (see :mod:`e2ecounsel.store.dialects`).
+        What cannot be (a trigger) goes in ``per_dialect``: one script per
+        dialect name, written in that dialect and run as it is after ``sql``.
+        Give every dialect its script, or the step would differ between them.
+        """
+        extra = dict(per_dialect or {})
+        if extra and set(extra) != set(DIALECTS):
+            raise ValueError(f"per_dialect needs a script for each of {', '.join(DIALECTS)}")
 
         async def apply(db: Database) -> None:
             await db.execute_script(sql)
+            if extra:
+                await db.execute_script(extra[db.dialect], native=True)
 
         self._append(description, apply)
 

@@ -38,6 +38,7 @@ class BotEnv:
     bridge: Bridge | None = None
     clock: Callable[[], datetime] | None = None
     stores: list[Path] = field(default_factory=list)
+    database: str | None = None  # a postgresql:// URL; None: bridge.db in the data dir
 
     def config(self) -> BridgeConfig:
         info = self.homeserver.info  # type: ignore[attr-defined]
@@ -49,6 +50,7 @@ class BotEnv:
             policies_dir=None,
             supervisors_room=self.supervisors_room,
             allowed_servers=(),
+            database=self.database,
         )
 
     async def start(self) -> Bridge:
@@ -69,11 +71,12 @@ class BotEnv:
         return await self.start()
 
 
-async def make_bot(homeserver, tmp_path: Path) -> BotEnv:
+async def make_bot(homeserver, tmp_path: Path, database: str | None = None) -> BotEnv:
     localpart = f"counsel-{uuid.uuid4().hex[:8]}"
     password = secrets.token_urlsafe(12)
     user_id = await homeserver.register_user(localpart, password)
-    return BotEnv(homeserver, tmp_path / "bridge", user_id, password, secrets.token_bytes(32))
+    key = secrets.token_bytes(32)
+    return BotEnv(homeserver, tmp_path / "bridge", user_id, password, key, database=database)
 
 
 async def person(homeserver, user_factory, tmp_path: Path, prefix: str) -> Recorder:

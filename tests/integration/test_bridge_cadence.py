@@ -62,8 +62,10 @@ async def people(homeserver, user_factory, tmp_path) -> AsyncIterator[dict[str, 
 
 
 @pytest.fixture
-async def clocked_bot(homeserver, tmp_path, people) -> AsyncIterator[tuple[BotEnv, Clock]]:
-    env = await make_bot(homeserver, tmp_path)
+async def clocked_bot(
+    homeserver, tmp_path, people, bridge_database
+) -> AsyncIterator[tuple[BotEnv, Clock]]:
+    env = await make_bot(homeserver, tmp_path, bridge_database)
     env.supervisors_room = await supervisors_room(people["supervisor"], env.user_id)
     clock = Clock()
     env.clock = clock

@@ -25,8 +25,8 @@ GAD = POLICY.instruments["gad7"]
 
 
 @pytest.fixture
-async def bot(homeserver, tmp_path):
-    env = await make_bot(homeserver, tmp_path)
+async def bot(homeserver, tmp_path, bridge_database):
+    env = await make_bot(homeserver, tmp_path, bridge_database)
     await env.start()
     yield env
     await env.stop()

@@ -77,8 +77,8 @@ async def staff(homeserver, user_factory, tmp_path_factory) -> AsyncIterator[Sta
 
 
 @pytest.fixture
-async def bot(homeserver, tmp_path, staff) -> AsyncIterator[BotEnv]:
-    env = await make_bot(homeserver, tmp_path)
+async def bot(homeserver, tmp_path, staff, bridge_database) -> AsyncIterator[BotEnv]:
+    env = await make_bot(homeserver, tmp_path, bridge_database)
     env.supervisors_room = await supervisors_room(staff.supervisor, env.user_id)
     await env.start()
     await until(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +12,8 @@ from bridge import audit
 from bridge.store import BridgeStore
 from e2ecounsel.cli import main
 from e2ecounsel.sealing import Sealer
+from e2ecounsel.store import POSTGRESQL, IntegrityError
+from tests.pgkit import Target
 
 KEY = bytes(range(2, 34))
 CLIENT = "@melati:example.org"
@@ -26,9 +27,9 @@ def _no_key_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[BridgeStore]:
+async def store(database_target: Target) -> AsyncIterator[BridgeStore]:
     s = await BridgeStore.open(
-        tmp_path / "bridge.db", Sealer(KEY), clock=lambda: datetime(2025, 1, 1, tzinfo=UTC)
+        database_target, Sealer(KEY), clock=lambda: datetime(2025, 1, 1, tzinfo=UTC)
     )
     try:
         yield s
@@ -46,8 +47,9 @@ async def fill(store: BridgeStore, count: int = ROWS) -> None:
 
 async def unguard(store: BridgeStore) -> None:
     """What someone editing the file would do first: drop the append-only guards."""
-    await store.db.execute("DROP TRIGGER audit_no_update")
-    await store.db.execute("DROP TRIGGER audit_no_delete")
+    on_table = " ON audit" if store.db.dialect == POSTGRESQL else ""
+    await store.db.execute(f"DROP TRIGGER audit_no_update{on_table}")
+    await store.db.execute(f"DROP TRIGGER audit_no_delete{on_table}")
 
 
 async def test_intact_chain_verifies(store: BridgeStore) -> None:
@@ -139,9 +141,9 @@ async def test_rewritten_chain_without_the_key_is_found(store: BridgeStore) -> N
 
 async def test_code_cannot_change_or_delete_lines(store: BridgeStore) -> None:
     await fill(store, 2)
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+    with pytest.raises(IntegrityError, match="append-only"):
         await store.db.execute("UPDATE audit SET detail = '' WHERE seq = 1")
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+    with pytest.raises(IntegrityError, match="append-only"):
         await store.db.execute("DELETE FROM audit")
     assert (await store.verify_audit()).ok
 

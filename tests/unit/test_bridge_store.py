@@ -1,4 +1,4 @@
-"""The bridge's data access over a real SQLite file: every method, the constraints, sealing."""
+"""The bridge's data access over real SQLite and PostgreSQL: every method, constraints, sealing."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from bridge.store import (
 )
 from e2ecounsel.errors import StorageError
 from e2ecounsel.sealing import Sealer
+from tests.pgkit import Target
 
 KEY = bytes(range(1, 33))
 CANARY = "canary-Zq81-sealed-only"
@@ -67,8 +68,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def store(tmp_path: Path, clock: Clock) -> AsyncIterator[BridgeStore]:
-    s = await BridgeStore.open(tmp_path / "bridge.db", Sealer(KEY), clock=clock)
+async def store(database_target: Target, clock: Clock) -> AsyncIterator[BridgeStore]:
+    s = await BridgeStore.open(database_target, Sealer(KEY), clock=clock)
     try:
         yield s
     finally:
@@ -213,7 +214,7 @@ async def test_counselor_roster(store: BridgeStore) -> None:
 
 
 async def test_capacity_must_be_positive(store: BridgeStore) -> None:
-    with pytest.raises(StorageError, match="CHECK"):
+    with pytest.raises(StorageError, match="(?i)check"):
         await store.add_counselor(counselor(capacity=0))
     assert await store.list_counselors(active_only=False) == []
 

@@ -404,3 +404,61 @@ def test_readable_file_with_password_is_warned_about(
         load_config(path, env={})
     assert f"chmod 600 {path}" in caplog.text
     assert "s3cret" not in caplog.text
+
+
+def test_database_defaults_to_the_data_dirs_sqlite_file(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, VALID), env={})
+    assert cfg.database is None
+    assert cfg.database_target == tmp_path / "state" / "bridge.db"
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        (
+            "postgresql://e2e@db.counsel.test/e2ecounsel",
+            "postgresql://e2e@db.counsel.test/e2ecounsel",
+        ),
+        (
+            "postgres://e2e@/e2ecounsel?host=/run/postgresql",
+            "postgres://e2e@/e2ecounsel?host=/run/postgresql",
+        ),
+        ("store/bridge.sqlite", "PATH"),
+    ],
+)
+def test_database_setting_is_a_postgres_url_or_a_path(
+    tmp_path: Path, setting: str, expected: str
+) -> None:
+    text = VALID.replace('data_dir = "state"', f'data_dir = "state"\ndatabase = "{setting}"')
+    cfg = load_config(write(tmp_path, text), env={})
+    want = tmp_path / "store" / "bridge.sqlite" if expected == "PATH" else expected
+    assert cfg.database == want
+    assert cfg.database_target == want
+    path = tmp_path / "again.toml"
+    write_config(path, cfg)
+    assert load_config(path, env={}).database_target == want
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("mysql://e2e@db/e2ecounsel", "unknown database type 'mysql'"),
+        ("postgresql://e2e@db.counsel.test", "name the database"),
+    ],
+)
+def test_bad_database_setting_is_named(tmp_path: Path, setting: str, message: str) -> None:
+    text = VALID.replace('data_dir = "state"', f'data_dir = "state"\ndatabase = "{setting}"')
+    err = error_of(write(tmp_path, text))
+    assert err.key == "paths.database"
+    assert message in str(err)
+
+
+def test_database_password_in_the_file_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = "postgresql://e2e:hunter2@db.counsel.test/e2ecounsel"
+    text = VALID.replace('data_dir = "state"', f'data_dir = "state"\ndatabase = "{url}"')
+    cfg = load_config(write(tmp_path, text), env={})
+    assert cfg.database == url
+    assert "~/.pgpass" in caplog.text
+    assert "hunter2" not in caplog.text

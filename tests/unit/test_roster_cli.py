@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -14,8 +15,10 @@ from bridge.roster import (
     parse_reply_windows,
     parse_timezone,
 )
+from bridge.store import BridgeStore
 from e2ecounsel.cli import main
 from e2ecounsel.errors import CommandError
+from tests.pgkit import Target
 
 DEWI = "@dewi:example.org"
 ADI = "@adi:example.org"
@@ -151,6 +154,34 @@ def test_config_file_points_at_the_data_dir(
     assert not (tmp_path / "unused").exists()
     code, out, _ = run(capsys, "counselor", "list", "--config", str(config))
     assert code == 0 and DEWI in table(out)
+
+
+def test_roster_commands_use_the_configured_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], database_target: Target
+) -> None:
+    config = tmp_path / "bridge.toml"
+    config.write_text(
+        '[homeserver]\nurl = "http://127.0.0.1:8448"\n'
+        '[bot]\nuser_id = "@counsel:localhost"\n'
+        f'[paths]\ndata_dir = "state"\ndatabase = "{database_target}"\n',
+        encoding="utf-8",
+    )
+    argv = add_args(tmp_path / "unused")[:-2] + ["--config", str(config)]
+    assert run(capsys, *argv)[0] == 0
+    assert not (tmp_path / "state" / "bridge.db").exists()
+    code, out, _ = run(capsys, "counselor", "list", "--config", str(config))
+    assert code == 0 and DEWI in table(out)
+
+    async def stored() -> list[str]:
+        store = await BridgeStore.open_data_dir(
+            tmp_path / "state", create=False, database=database_target
+        )
+        try:
+            return [c.user_id for c in await store.list_counselors()]
+        finally:
+            await store.close()
+
+    assert asyncio.run(stored()) == [DEWI]
 
 
 BAD_VALUES = [

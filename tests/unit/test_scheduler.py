@@ -28,8 +28,8 @@ class Clock:
 
 
 @pytest.fixture
-async def store(tmp_path):
-    s = await BridgeStore.open(tmp_path / "bridge.db", Sealer(b"k" * 32))
+async def store(database_target):
+    s = await BridgeStore.open(database_target, Sealer(b"k" * 32))
     yield s
     await s.close()
 

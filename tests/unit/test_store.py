@@ -1,4 +1,8 @@
-"""The store over a real SQLite file: migrations, pragmas, transactions, sealed columns."""
+"""The store over a real SQLite file and a real PostgreSQL: migrations, transactions, sealing.
+
+Tests taking ``target`` (or ``db``) run on both back-ends; the others are about
+the SQLite file itself (pragmas, file modes, a damaged file).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,16 @@ import asyncio
 import os
 import sqlite3
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from e2ecounsel.errors import SealingError, StorageError
 from e2ecounsel.sealing import Sealer
-from e2ecounsel.store import Database, MigrationRegistry, split_sql
+from e2ecounsel.store import Database, IntegrityError, MigrationRegistry, split_sql
+from tests.pgkit import Target
 
 KEY = bytes(range(32))
 CANARY = "canary-Kj7Qz9-plaintext"
@@ -64,7 +70,21 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def db(db_path: Path) -> AsyncIterator[Database]:
+def target(database_target: Target) -> Target:
+    return database_target
+
+
+@pytest.fixture
+async def db(target: Target) -> AsyncIterator[Database]:
+    database = await Database.open(target, make_registry(3), sealer=Sealer(KEY))
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+@pytest.fixture
+async def sqlite_db(db_path: Path) -> AsyncIterator[Database]:
     database = await Database.open(db_path, make_registry(3), sealer=Sealer(KEY))
     try:
         yield database
@@ -72,12 +92,23 @@ async def db(db_path: Path) -> AsyncIterator[Database]:
         await database.close()
 
 
-def sqlite_tables(path: Path) -> set[str]:
-    """Table names read with the plain sqlite3 module, independent of the store."""
-    with sqlite3.connect(path) as conn:
-        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+def _query(target: Target, sql: str) -> list[tuple[object, ...]]:
+    """Rows read with the plain sqlite3 module or psycopg, independent of the store."""
+    if isinstance(target, str):
+        with psycopg.connect(target) as pg:
+            return list(pg.execute(sql).fetchall())
+    with sqlite3.connect(target) as conn:
+        rows = conn.execute(sql).fetchall()
     conn.close()
-    return {name for (name,) in rows}
+    return rows
+
+
+def sqlite_tables(target: Target) -> set[str]:
+    if isinstance(target, str):
+        sql = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+    else:
+        sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+    return {str(name) for (name,) in _query(target, sql)}
 
 
 def file_bytes(path: Path) -> bytes:
@@ -88,11 +119,9 @@ def file_mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def sqlite_versions(path: Path) -> list[int]:
-    with sqlite3.connect(path) as conn:
-        rows = conn.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
-    conn.close()
-    return [v for (v,) in rows]
+def sqlite_versions(target: Target) -> list[int]:
+    rows = _query(target, "SELECT version FROM schema_version ORDER BY version")
+    return [int(str(v)) for (v,) in rows]
 
 
 # ------------------------------------------------------------------ registry
@@ -106,7 +135,7 @@ def test_registry_numbers_steps_in_order() -> None:
     async def first(db: Database) -> None:
         return None
 
-    registry.add_sql("second", "CREATE TABLE t (x);")
+    registry.add_sql("second", "CREATE TABLE t (x INTEGER);")
     assert registry.latest == 2
     assert [(m.version, m.description) for m in registry] == [(1, "first"), (2, "second")]
     assert registry.migrations[0].apply is first  # the decorator returns the function
@@ -136,9 +165,9 @@ def test_split_sql_keeps_literals_comments_and_triggers_whole() -> None:
 # ------------------------------------------------------------------ migrations
 
 
-async def test_fresh_database_gets_every_migration(db_path: Path) -> None:
+async def test_fresh_database_gets_every_migration(target: Target) -> None:
     applied: list[int] = []
-    database = await Database.open(db_path, make_registry(3, applied))
+    database = await Database.open(target, make_registry(3, applied))
     try:
         assert database.schema_version == 3
         rows = await database.fetchall(
@@ -153,38 +182,41 @@ async def test_fresh_database_gets_every_migration(db_path: Path) -> None:
     finally:
         await database.close()
     assert applied == [1, 2, 3]
-    assert {"engagement", "booking", "schema_version"} <= sqlite_tables(db_path)
+    assert {"engagement", "booking", "schema_version"} <= sqlite_tables(target)
 
 
-async def test_upgrade_applies_only_new_steps(db_path: Path) -> None:
+async def test_upgrade_applies_only_new_steps(target: Target) -> None:
     applied: list[int] = []
-    database = await Database.open(db_path, make_registry(2, applied))
+    database = await Database.open(target, make_registry(2, applied))
     assert database.schema_version == 2
     await database.close()
     assert applied == [1, 2]
-    assert "risk" not in _columns(db_path, "engagement")
+    assert "risk" not in _columns(target, "engagement")
 
     applied.clear()
-    database = await Database.open(db_path, make_registry(3, applied))
+    database = await Database.open(target, make_registry(3, applied))
     await database.close()
     assert applied == [3]
-    assert sqlite_versions(db_path) == [1, 2, 3]
-    assert "risk" in _columns(db_path, "engagement")
+    assert sqlite_versions(target) == [1, 2, 3]
+    assert "risk" in _columns(target, "engagement")
 
     applied.clear()
-    database = await Database.open(db_path, make_registry(3, applied))
+    database = await Database.open(target, make_registry(3, applied))
     await database.close()
     assert applied == []  # reopening an up-to-date database changes nothing
 
 
-def _columns(path: Path, table: str) -> set[str]:
-    with sqlite3.connect(path) as conn:
-        rows = conn.execute(f"PRAGMA table_info({table})").fetchall()
-    conn.close()
-    return {row[1] for row in rows}
+def _columns(target: Target, table: str) -> set[str]:
+    if isinstance(target, str):
+        sql = (
+            "SELECT column_name FROM information_schema.columns "
+            f"WHERE table_schema = current_schema() AND table_name = '{table}'"
+        )
+        return {str(name) for (name,) in _query(target, sql)}
+    return {str(row[1]) for row in _query(target, f"PRAGMA table_info({table})")}
 
 
-async def test_failing_migration_leaves_nothing_behind(db_path: Path) -> None:
+async def test_failing_migration_leaves_nothing_behind(target: Target) -> None:
     registry = make_registry(2)
     registry.add_sql(
         "broken step",
@@ -195,63 +227,59 @@ async def test_failing_migration_leaves_nothing_behind(db_path: Path) -> None:
         """,
     )
     with pytest.raises(StorageError) as err:
-        await Database.open(db_path, registry)
+        await Database.open(target, registry)
     message = str(err.value)
-    assert str(db_path) in message
+    assert str(target) in message
     assert "upgrade step 3 (broken step) failed and was rolled back" in message
-    assert "half_done" not in sqlite_tables(db_path)
-    assert sqlite_versions(db_path) == [1, 2]  # earlier steps stay applied
+    assert "half_done" not in sqlite_tables(target)
+    assert sqlite_versions(target) == [1, 2]  # earlier steps stay applied
 
     # After the fix ships, the step runs normally.
     fixed = make_registry(2)
     fixed.add_sql("fixed step", "CREATE TABLE half_done (x INTEGER);")
-    database = await Database.open(db_path, fixed)
+    database = await Database.open(target, fixed)
     assert database.schema_version == 3
     await database.close()
 
 
-async def test_failing_python_migration_rolls_back_its_writes(db_path: Path) -> None:
+async def test_failing_python_migration_rolls_back_its_writes(target: Target) -> None:
     registry = make_registry(1)
 
     @registry.register("data step that fails half-way")
     async def step(db: Database) -> None:
-        await db.execute("INSERT INTO engagement (pseudonym) VALUES (x'00')")
+        await db.execute("INSERT INTO engagement (pseudonym) VALUES (?)", (b"\x00",))
         raise ValueError("boom")
 
     with pytest.raises(StorageError, match="upgrade step 2"):
-        await Database.open(db_path, registry)
-    with sqlite3.connect(db_path) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM engagement").fetchone() == (0,)
-    conn.close()
-    assert sqlite_versions(db_path) == [1]
+        await Database.open(target, registry)
+    assert _query(target, "SELECT COUNT(*) FROM engagement") == [(0,)]
+    assert sqlite_versions(target) == [1]
 
 
-async def test_migration_that_commits_by_itself_is_refused(db_path: Path) -> None:
+async def test_migration_that_commits_by_itself_is_refused(target: Target) -> None:
     registry = MigrationRegistry()
 
     @registry.register("commits on its own")
     async def step(db: Database) -> None:
-        await db.execute("CREATE TABLE t (x)")
+        await db.execute("CREATE TABLE t (x INTEGER)")
         await db.execute("COMMIT")
 
     with pytest.raises(StorageError, match="ended its own transaction"):
-        await Database.open(db_path, registry)
-    assert sqlite_versions(db_path) == []
+        await Database.open(target, registry)
+    assert sqlite_versions(target) == []
 
 
-async def test_database_newer_than_code_is_refused(db_path: Path) -> None:
-    database = await Database.open(db_path, make_registry(3))
+async def test_database_newer_than_code_is_refused(target: Target) -> None:
+    database = await Database.open(target, make_registry(3))
     await database.close()
-    before = file_bytes(db_path)
 
     with pytest.raises(StorageError) as err:
-        await Database.open(db_path, make_registry(2))
+        await Database.open(target, make_registry(2))
     assert str(err.value) == (
-        f"database {db_path} has schema version 3 but this e2ecounsel knows only up to 2; "
+        f"database {target} has schema version 3 but this e2ecounsel knows only up to 2; "
         "upgrade e2ecounsel or restore a matching backup"
     )
-    assert file_bytes(db_path) == before
-    assert sqlite_versions(db_path) == [1, 2, 3]
+    assert sqlite_versions(target) == [1, 2, 3]
 
 
 def _put(path: Path, content: bytes) -> None:
@@ -285,7 +313,9 @@ async def test_folder_in_place_of_the_file_is_refused(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ connection
 
 
-async def test_pragmas_are_in_effect(db: Database) -> None:
+async def test_pragmas_are_in_effect(sqlite_db: Database) -> None:
+    db = sqlite_db
+    assert db.dialect == "sqlite"
     assert await db.fetchval("PRAGMA foreign_keys") == 1
     assert await db.fetchval("PRAGMA journal_mode") == "wal"
     assert await db.fetchval("PRAGMA synchronous") == 1  # NORMAL
@@ -293,32 +323,36 @@ async def test_pragmas_are_in_effect(db: Database) -> None:
 
 
 async def test_foreign_keys_and_unique_constraints_are_enforced(db: Database) -> None:
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(IntegrityError) as refused:
         await db.execute(
             "INSERT INTO booking (engagement_id, starts_at) VALUES (?, ?)", (999, "2030-01-01")
         )
+    assert not refused.value.unique
+    new_id = await db.fetchval(
+        "INSERT INTO engagement (pseudonym) VALUES (?) RETURNING id",
+        (db.seal("a", context="e.p"),),
+    )
+    assert isinstance(new_id, int)
     result = await db.execute(
-        "INSERT INTO engagement (pseudonym) VALUES (?)", (db.seal("a", context="e.p"),)
-    )
-    assert result.rowcount == 1 and result.lastrowid is not None
-    await db.execute(
         "INSERT INTO booking (engagement_id, starts_at) VALUES (?, ?)",
-        (result.lastrowid, "2030-01-01T09:00"),
+        (new_id, "2030-01-01T09:00"),
     )
-    with pytest.raises(sqlite3.IntegrityError):
+    assert result.rowcount == 1
+    with pytest.raises(IntegrityError) as duplicate:
         await db.execute(
             "INSERT INTO booking (engagement_id, starts_at) VALUES (?, ?)",
-            (result.lastrowid, "2030-01-01T09:00"),
+            (new_id, "2030-01-01T09:00"),
         )
+    assert duplicate.value.unique
     assert await db.fetchval("SELECT COUNT(*) FROM booking") == 1
 
 
-async def test_database_file_is_private(db: Database, db_path: Path) -> None:
+async def test_database_file_is_private(sqlite_db: Database, db_path: Path) -> None:
     assert file_mode(db_path) == 0o600
 
 
-async def test_close_is_idempotent_and_final(db_path: Path) -> None:
-    database = await Database.open(db_path, make_registry(1))
+async def test_close_is_idempotent_and_final(target: Target) -> None:
+    database = await Database.open(target, make_registry(1))
     await database.close()
     await database.close()
     with pytest.raises(StorageError, match="closed"):
@@ -336,13 +370,13 @@ async def _count(db: Database) -> int:
 
 async def test_transaction_commits_or_rolls_back_as_a_whole(db: Database) -> None:
     async with db.transaction():
-        await db.execute("INSERT INTO engagement (pseudonym) VALUES (x'01')")
-        await db.execute("INSERT INTO engagement (pseudonym) VALUES (x'02')")
+        await db.execute("INSERT INTO engagement (pseudonym) VALUES (?)", (b"\x01",))
+        await db.execute("INSERT INTO engagement (pseudonym) VALUES (?)", (b"\x02",))
     assert await _count(db) == 2
 
     with pytest.raises(RuntimeError, match="stop"):
         async with db.transaction():
-            await db.execute("INSERT INTO engagement (pseudonym) VALUES (x'03')")
+            await db.execute("INSERT INTO engagement (pseudonym) VALUES (?)", (b"\x03",))
             assert await _count(db) == 3  # visible inside the transaction
             raise RuntimeError("stop")
     assert await _count(db) == 2
@@ -350,15 +384,15 @@ async def test_transaction_commits_or_rolls_back_as_a_whole(db: Database) -> Non
 
 async def test_nested_transaction_is_a_savepoint(db: Database) -> None:
     async with db.transaction():
-        await db.execute("INSERT INTO engagement (pseudonym) VALUES (x'01')")
+        await db.execute("INSERT INTO engagement (pseudonym) VALUES (?)", (b"\x01",))
         with pytest.raises(KeyError):
             async with db.transaction():
-                await db.execute("INSERT INTO engagement (pseudonym) VALUES (x'02')")
+                await db.execute("INSERT INTO engagement (pseudonym) VALUES (?)", (b"\x02",))
                 raise KeyError("inner")
         async with db.transaction():
-            await db.execute("INSERT INTO engagement (pseudonym) VALUES (x'03')")
-    rows = await db.fetchall("SELECT hex(pseudonym) AS p FROM engagement ORDER BY id")
-    assert [r["p"] for r in rows] == ["01", "03"]
+            await db.execute("INSERT INTO engagement (pseudonym) VALUES (?)", (b"\x03",))
+    rows = await db.fetchall("SELECT pseudonym AS p FROM engagement ORDER BY id")
+    assert [bytes(r["p"]) for r in rows] == [b"\x01", b"\x03"]
 
 
 async def test_other_tasks_wait_for_an_open_transaction(db: Database) -> None:
@@ -367,14 +401,14 @@ async def test_other_tasks_wait_for_an_open_transaction(db: Database) -> None:
 
     async def writer() -> None:
         async with db.transaction():
-            await db.execute("INSERT INTO engagement (pseudonym) VALUES (x'aa')")
+            await db.execute("INSERT INTO engagement (pseudonym) VALUES (?)", (b"\xaa",))
             inserted.set()
             await finish.wait()
             raise RuntimeError("abandon")
 
     async def reader() -> list[str]:
-        rows = await db.fetchall("SELECT hex(pseudonym) AS p FROM engagement")
-        return [r["p"] for r in rows]
+        rows = await db.fetchall("SELECT pseudonym AS p FROM engagement")
+        return [bytes(r["p"]).hex() for r in rows]
 
     writing = asyncio.create_task(writer())
     await asyncio.wait_for(inserted.wait(), timeout=5)
@@ -407,7 +441,7 @@ async def test_cancelled_transaction_rolls_back(db: Database) -> None:
 
     async def writer() -> None:
         async with db.transaction():
-            await db.execute("INSERT INTO engagement (pseudonym) VALUES (x'bb')")
+            await db.execute("INSERT INTO engagement (pseudonym) VALUES (?)", (b"\xbb",))
             inserted.set()
             await asyncio.Event().wait()
 
@@ -418,7 +452,7 @@ async def test_cancelled_transaction_rolls_back(db: Database) -> None:
         await task
     assert await _count(db) == 0
     async with db.transaction():  # the connection is usable again
-        await db.execute("INSERT INTO engagement (pseudonym) VALUES (x'cc')")
+        await db.execute("INSERT INTO engagement (pseudonym) VALUES (?)", (b"\xcc",))
     assert await _count(db) == 1
 
 
@@ -426,8 +460,9 @@ async def test_cancelled_transaction_rolls_back(db: Database) -> None:
 
 
 async def test_sealed_column_round_trip_and_no_plaintext_on_disk(
-    db: Database, db_path: Path
+    sqlite_db: Database, db_path: Path
 ) -> None:
+    db = sqlite_db
     sealed = db.seal(CANARY, context="engagement.pseudonym")
     await db.execute("INSERT INTO engagement (pseudonym) VALUES (?)", (sealed,))
     blob = await db.fetchval("SELECT pseudonym FROM engagement")
@@ -447,11 +482,13 @@ def _all_bytes(path: Path) -> bytes:
     return b"".join(p.read_bytes() for p in path.parent.iterdir() if p.name.startswith(path.name))
 
 
-async def test_sealed_bytes_and_other_key(db: Database, db_path: Path) -> None:
+async def test_sealed_bytes_and_other_key(
+    db: Database, database_factory: Callable[[], Target]
+) -> None:
     sealed = db.seal(b"\x00\x01 raw", context="note.body")
     assert db.open_sealed_bytes(sealed, context="note.body") == b"\x00\x01 raw"
     other = await Database.open(
-        db_path.with_name("other.db"), make_registry(1), sealer=Sealer(bytes(range(1, 33)))
+        database_factory(), make_registry(1), sealer=Sealer(bytes(range(1, 33)))
     )
     try:
         with pytest.raises(SealingError, match="wrong sealing key"):
@@ -460,10 +497,12 @@ async def test_sealed_bytes_and_other_key(db: Database, db_path: Path) -> None:
         await other.close()
 
 
-async def test_sealing_needs_a_key_and_a_context(db_path: Path, db: Database) -> None:
+async def test_sealing_needs_a_key_and_a_context(
+    db: Database, database_factory: Callable[[], Target]
+) -> None:
     with pytest.raises(SealingError, match="context"):
         db.seal("x", context="")
-    plain = await Database.open(db_path.with_name("plain.db"), make_registry(1))
+    plain = await Database.open(database_factory(), make_registry(1))
     try:
         with pytest.raises(StorageError, match="without a sealing key"):
             plain.seal("x", context="engagement.pseudonym")
@@ -478,3 +517,18 @@ async def test_open_creates_the_data_folder_privately(tmp_path: Path) -> None:
     assert path.is_file()
     assert stat.S_IMODE(path.parent.stat().st_mode) & 0o077 == 0
     assert os.access(path, os.R_OK | os.W_OK)
+
+
+async def test_two_processes_opening_at_once_apply_each_step_once(target: Target) -> None:
+    applied: list[int] = []
+    first, second = await asyncio.gather(
+        Database.open(target, make_registry(3, applied)),
+        Database.open(target, make_registry(3, applied)),
+    )
+    try:
+        assert first.schema_version == second.schema_version == 3
+    finally:
+        await first.close()
+        await second.close()
+    assert sorted(applied) == [1, 2, 3]
+    assert sqlite_versions(target) == [1, 2, 3]
