@@ -16,7 +16,7 @@ from e2ecounsel.domain.crisis import (
     parse_pattern,
     words,
 )
-from e2ecounsel.domain.crisis_corpus import CorpusError, evaluate, parse_corpus
+from e2ecounsel.domain.crisis_corpus import CorpusError, Report, Sample, evaluate, parse_corpus
 from e2ecounsel.policy import default_policy_dir, load_policy
 
 PHRASES = {
@@ -35,6 +35,7 @@ CONTEXT = {
     "third_party": ["she", "he", "friend", "dia"],
     "topic": ["thesis", "film", "berita"],
     "filler": ["aja", "to"],
+    "typo": ["want", "mati"],
 }
 RULES = [
     ("want-die", "@want ~3 @die", "protocol"),
@@ -43,8 +44,9 @@ RULES = [
     ("bunuh-diri", "bunuh ~1 diri", "check"),
     ("overdose", "overdosis|overdose", "protocol"),
     ("gak-mau-hidup", "@neg ~1 @want ~2 hidup", "protocol"),
+    ("jump-bridge", "jump %2 bridge", "protocol"),
 ]
-IDIOMS = ["mati lampu|gaya|kutu", "dying of ~1 laughter|laughing"]
+IDIOMS = ["mati lampu|gaya|kutu", "dying of ~1 laughter|laughing", "ngakak ~1 sampe ~2 mati"]
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +79,7 @@ def outcome(d: CrisisDetector, text: str) -> Outcome:
         ("I don't", ["i", "do", "not"]),
         ("I can't", ["i", "canot"]),  # squeezed like every word
         ("ki\u00adll\u200bme", ["kil", "me"]),  # soft hyphen dropped, zero width space splits
+        ("b*nuh s.uicide", ["b", "nuh", "s", "uicide"]),  # only the detector reads masks
     ],
 )
 def test_folding(text: str, expected: list[str]) -> None:
@@ -98,6 +101,13 @@ def test_folding(text: str, expected: list[str]) -> None:
         "aku pengen mati",
         "Overdoss",  # one typo in a long word
         "overdoiss",  # letters swapped
+        "i wnat to die",  # a short key word with two letters swapped
+        "aku pengen mtai",
+        "i w*nt to die",  # masked letters
+        "i want to d.ie",
+        "i want to die. ok",
+        "jump off the bridge",  # a "%" gap: either order
+        "on the bridge i will jump",
     ],
 )
 def test_each_folding_feature_reaches_the_protocol(detector: CrisisDetector, text: str) -> None:
@@ -110,6 +120,11 @@ def test_each_folding_feature_reaches_the_protocol(detector: CrisisDetector, tex
         "i want to go out tonight and maybe we die laughing",  # gap too long, idiom
         "I want to diet",  # a short word is not fuzzy-matched
         "wand to die",  # nor is one of four letters
+        "i wnta to die",  # only neighbouring letters swap, only in the typo words
+        "i want to ide",
+        "i want to d**e",  # three letters shown at least
+        "ngakak sampe pengen mati",  # an idiom with a gap
+        "bridge over the river jump",  # the gap holds in both orders
         "mati lampu lagi, pengen mati gaya",  # idioms are masked
         "I'm dying of laughter",
         "pembunuh dirinya",
@@ -207,6 +222,8 @@ def test_empty_and_duplicate_phrases_ignored() -> None:
         ("@nope die", "unknown word class"),
         ("su* die", "too short"),
         ("don't", "one word"),
+        ("jump %2", "cannot end"),
+        ("a %2 b %2 c", "one '%'"),
     ],
 )
 def test_bad_patterns_are_explained(source: str, message: str) -> None:
@@ -245,44 +262,55 @@ def test_the_shipped_rules_stay_fast_on_long_messages() -> None:
 
 
 CORPUS = default_policy_dir() / "crisis"
+#: The files the rules are tuned on, and the one kept aside to judge them.
+TUNING = ("corpus.tsv", "heldout.tsv")
+HELDOUT = "heldout2.tsv"
 
 
-def _report(name: str):  # type: ignore[no-untyped-def]
-    detector = load_policy(strict=True).crisis.detector()
-    return evaluate(detector, parse_corpus((CORPUS / name).read_text(encoding="utf-8")))
+def _samples(*names: str) -> list[Sample]:
+    return [s for name in names for s in parse_corpus((CORPUS / name).read_text("utf-8"))]
+
+
+def _report(*names: str) -> Report:
+    return evaluate(load_policy(strict=True).crisis.detector(), _samples(*names))
 
 
 def test_the_corpus_is_big_enough_and_balanced() -> None:
-    samples = [
-        s
-        for name in ("corpus.tsv", "heldout.tsv")
-        for s in parse_corpus((CORPUS / name).read_text())
-    ]
-    assert len(samples) >= 300
+    samples = _samples(*TUNING, HELDOUT)
+    assert len(samples) >= 440
     for lang in ("en", "id"):
         for label in (0, 1):
-            assert sum(s.lang == lang and s.label == label for s in samples) >= 60
+            assert sum(s.lang == lang and s.label == label for s in samples) >= 100
+
+
+def test_the_heldout_part_is_not_in_the_tuning_part() -> None:
+    tuning = {(s.lang, " ".join(words(s.text))) for s in _samples(*TUNING)}
+    heldout = _samples(HELDOUT)
+    assert len(heldout) >= 140
+    assert not [s.text for s in heldout if (s.lang, " ".join(words(s.text))) in tuning]
 
 
 @pytest.mark.parametrize("lang", ["en", "id"])
 def test_tuning_part_recall_and_false_protocol(lang: str) -> None:
-    figures = _report("corpus.tsv").by_lang[lang]
+    figures = _report(*TUNING).by_lang[lang]
     assert figures.recall >= 0.97
     assert figures.false_protocol_rate <= 0.05
     assert figures.checked == figures.expected_checks
 
 
-# The held-out part was written before the rules and never used to tune them: these are the
-# figures on messages the rules have not seen, held so they cannot silently get worse.
-HELDOUT_FLOOR = {"en": (0.89, 0.05), "id": (0.94, 0.05)}
+# The held-out part was written before this version of the rules and never used to tune them:
+# these are the figures on messages the rules have not seen (recall, false-protocol rate), held
+# at their measured level so they cannot silently get worse. They are below the tuning part's.
+HELDOUT_FLOOR = {"en": (0.655, 0.03), "id": (0.825, 0.03)}
 
 
 @pytest.mark.parametrize("lang", ["en", "id"])
 def test_heldout_part_recall_and_false_protocol(lang: str) -> None:
-    figures = _report("heldout.tsv").by_lang[lang]
+    figures = _report(HELDOUT).by_lang[lang]
     recall, false_protocol = HELDOUT_FLOOR[lang]
     assert figures.recall >= recall
     assert figures.false_protocol_rate <= false_protocol
+    assert figures.checked == figures.expected_checks
 
 
 def test_corpus_lines_are_checked() -> None:
@@ -295,4 +323,4 @@ def test_corpus_lines_are_checked() -> None:
 
 
 def test_packaged_corpus_files_exist() -> None:
-    assert Path(CORPUS / "corpus.tsv").is_file() and Path(CORPUS / "heldout.tsv").is_file()
+    assert all(Path(CORPUS / name).is_file() for name in (*TUNING, HELDOUT))
