@@ -26,6 +26,9 @@ text) and extend the rules for what their clients write. How a message is read:
    said *she* wants to die", with no first person after them) lowers it to check; a topic
    handled on purpose (a thesis, the news, a film) turns a bare mention (a check rule) into
    none.
+6. **A second opinion** (optional, ``crisis_model``): when no rule matched at all, a small
+   statistical model trained on the labelled lines may still ask for a check (reason
+   ``model:<lang>``; the features that weighed most in ``evidence``), never for the protocol.
 
 Everything here is pure and deterministic: the same rules and text give the same answer.
 """
@@ -38,6 +41,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
+from typing import Protocol
 
 # Letters and digits; underscores and everything else separate words. A ``*`` or ``.`` between
 # letters may mask one ("b*nuh", "s.uicide"): such a token is kept whole and read by the detector.
@@ -82,14 +86,24 @@ _RANK = {Outcome.NONE: 0, Outcome.CHECK: 1, Outcome.PROTOCOL: 2}
 @dataclass(frozen=True)
 class Triage:
     """The decision for one message. ``reason`` is a rule id plus the context that changed it
-    (``"id.want-die+negated"``): content-free, safe to log and audit."""
+    (``"id.want-die+negated"``) or ``model:<lang>``: content-free, safe to log and audit.
+    ``evidence`` names the model's features that weighed most (``w:pills``): pieces of the
+    message, for an operator testing the triage, never for a log line."""
 
     outcome: Outcome
     reason: str | None = None
     lang: str | None = None
+    evidence: tuple[str, ...] = ()
 
 
 NO_RISK = Triage(Outcome.NONE)
+
+
+class SecondOpinion(Protocol):
+    """What the detector asks when no rule matched: ``(language, features that weighed most)``
+    for a check, or ``None`` (``crisis_model.CrisisModel``)."""
+
+    def opinion(self, text: str) -> tuple[str, tuple[str, ...]] | None: ...
 
 
 # ------------------------------------------------------------------------------------ folding
@@ -373,14 +387,17 @@ class CrisisDetector:
 
     ``phrases_by_lang`` are exact phrases (``crisis.toml``'s ``[phrases]``) that call for the
     protocol word for word; ``rules_by_lang`` the triage rules. Every language's rules apply to
-    every message: clients do not always write in the language they chose.
+    every message: clients do not always write in the language they chose. ``model`` is asked
+    about a message no rule matched; it can raise ``none`` to ``check``, nothing more.
     """
 
     def __init__(
         self,
         phrases_by_lang: Mapping[str, Iterable[str]],
         rules_by_lang: Mapping[str, LanguageRules] | None = None,
+        model: SecondOpinion | None = None,
     ) -> None:
+        self._model = model
         rules: list[tuple[Rule, str]] = []
         seen: set[Pattern] = set()
         for lang, phrases in phrases_by_lang.items():
@@ -449,6 +466,11 @@ class CrisisDetector:
                 best = found
             if best.outcome is Outcome.PROTOCOL:
                 break
+        if best.reason is None and self._model is not None:
+            opinion = self._model.opinion(text)
+            if opinion is not None:
+                lang, evidence = opinion
+                return Triage(Outcome.CHECK, f"model:{lang}", lang, evidence)
         return best
 
     def find(self, text: str) -> str | None:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from e2ecounsel.domain.crisis import CrisisDetector, Outcome
+from e2ecounsel.domain.crisis_model import Example
 
 _EXPECT = re.compile(r"#\s*expect:\s*(\S+)\s*$")
 
@@ -63,8 +64,17 @@ def parse_corpus(source: str) -> list[Sample]:
     return samples
 
 
+def training_examples(samples: Iterable[Sample]) -> tuple[Example, ...]:
+    """Labelled lines as the statistical model learns them: a line needs a check when it is at
+    risk or marked ``# expect: check``."""
+    return tuple(Example(s.lang, s.text, s.label == 1 or s.expect_check) for s in samples)
+
+
 @dataclass(frozen=True)
 class Judged:
+    """A sample's outcome; ``reason`` is the triage's reason and, for the model, its evidence
+    (this report is for operators, not for logs)."""
+
     sample: Sample
     outcome: Outcome
     reason: str | None
@@ -131,7 +141,8 @@ def evaluate(detector: CrisisDetector, samples: Iterable[Sample]) -> Report:
     report = Report()
     for sample in samples:
         found = detector.triage(sample.text)
-        judged = Judged(sample, found.outcome, found.reason)
+        reason = " ".join(r for r in (found.reason, *found.evidence) if r) or None
+        judged = Judged(sample, found.outcome, reason)
         report.judged.append(judged)
         report.by_lang.setdefault(sample.lang, Figures()).add(judged)
         report.total.add(judged)

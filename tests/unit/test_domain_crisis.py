@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from e2ecounsel.domain import crisis_model
 from e2ecounsel.domain.crisis import (
     CrisisDetector,
     LanguageRules,
@@ -16,8 +20,16 @@ from e2ecounsel.domain.crisis import (
     parse_pattern,
     words,
 )
-from e2ecounsel.domain.crisis_corpus import CorpusError, Report, Sample, evaluate, parse_corpus
-from e2ecounsel.policy import default_policy_dir, load_policy
+from e2ecounsel.domain.crisis_corpus import (
+    CorpusError,
+    Report,
+    Sample,
+    evaluate,
+    parse_corpus,
+    training_examples,
+)
+from e2ecounsel.domain.crisis_model import CrisisModel, Example
+from e2ecounsel.policy import CRISIS_HELDOUT, CRISIS_TUNING, default_policy_dir, load_policy
 
 PHRASES = {
     "en": ["kill myself", "end my life", "suicide", "want to die"],
@@ -271,8 +283,9 @@ def _samples(*names: str) -> list[Sample]:
     return [s for name in names for s in parse_corpus((CORPUS / name).read_text("utf-8"))]
 
 
-def _report(*names: str) -> Report:
-    return evaluate(load_policy(strict=True).crisis.detector(), _samples(*names))
+def _report(*names: str, with_model: bool = True) -> Report:
+    detector = load_policy(strict=True).crisis.detector(with_model)
+    return evaluate(detector, _samples(*names))
 
 
 def test_the_corpus_is_big_enough_and_balanced() -> None:
@@ -290,27 +303,38 @@ def test_the_heldout_part_is_not_in_the_tuning_part() -> None:
     assert not [s.text for s in heldout if (s.lang, " ".join(words(s.text))) in tuning]
 
 
+# The model is trained on the tuning part, so there the rules are judged alone (the model only
+# adds checks: the figures with it are at least these).
+@pytest.mark.parametrize("with_model", [False, True])
 @pytest.mark.parametrize("lang", ["en", "id"])
-def test_tuning_part_recall_and_false_protocol(lang: str) -> None:
-    figures = _report(*TUNING).by_lang[lang]
+def test_tuning_part_recall_and_false_protocol(lang: str, with_model: bool) -> None:
+    figures = _report(*TUNING, with_model=with_model).by_lang[lang]
     assert figures.recall >= 0.97
     assert figures.false_protocol_rate <= 0.05
     assert figures.checked == figures.expected_checks
 
 
-# The held-out part was written before this version of the rules and never used to tune them:
-# these are the figures on messages the rules have not seen (recall, false-protocol rate), held
-# at their measured level so they cannot silently get worse. They are below the tuning part's.
-HELDOUT_FLOOR = {"en": (0.655, 0.03), "id": (0.825, 0.03)}
+# The held-out part was written before this version of the rules and never used to tune them
+# or to train the model: these are the figures on messages triage has not seen (recall,
+# false-protocol rate, checks on not-at-risk lines that need none), held at their measured level
+# so they cannot silently get worse. The rules alone caught 0.657 (en) and 0.829 (id).
+HELDOUT_FLOOR = {"en": (0.91, 0.03, 0.075), "id": (0.94, 0.03, 0.04)}
 
 
 @pytest.mark.parametrize("lang", ["en", "id"])
 def test_heldout_part_recall_and_false_protocol(lang: str) -> None:
-    figures = _report(HELDOUT).by_lang[lang]
-    recall, false_protocol = HELDOUT_FLOOR[lang]
+    report = _report(HELDOUT)
+    figures = report.by_lang[lang]
+    recall, false_protocol, false_check = HELDOUT_FLOOR[lang]
     assert figures.recall >= recall
     assert figures.false_protocol_rate <= false_protocol
     assert figures.checked == figures.expected_checks
+    calm = [
+        j
+        for j in report.judged
+        if j.sample.lang == lang and j.sample.label == 0 and not j.sample.expect_check
+    ]
+    assert sum(j.outcome is Outcome.CHECK for j in calm) / len(calm) <= false_check
 
 
 def test_corpus_lines_are_checked() -> None:
@@ -324,3 +348,112 @@ def test_corpus_lines_are_checked() -> None:
 
 def test_packaged_corpus_files_exist() -> None:
     assert all(Path(CORPUS / name).is_file() for name in (*TUNING, HELDOUT))
+    assert tuple(f"crisis/{n}" for n in TUNING) == CRISIS_TUNING
+    assert CRISIS_HELDOUT == f"crisis/{HELDOUT}"
+
+
+# -------------------------------------------------------------------------- the model
+
+
+def _tuning_examples() -> tuple[Example, ...]:
+    return training_examples(_samples(*TUNING))
+
+
+def test_the_shipped_model_is_trained_on_the_tuning_part_only() -> None:
+    shipped = load_policy(strict=True).crisis.model
+    assert shipped is not None
+    assert shipped == crisis_model.train(_tuning_examples())
+    assert shipped != crisis_model.train(training_examples(_samples(*TUNING, HELDOUT)))
+
+
+_DIGEST = """
+import hashlib
+from pathlib import Path
+from e2ecounsel.domain.crisis_corpus import parse_corpus, training_examples
+from e2ecounsel.domain.crisis_model import train
+lines = [s for n in {names!r} for s in parse_corpus(Path({root!r}, n).read_text("utf-8"))]
+model = train(training_examples(lines))
+print(hashlib.sha256(repr((model.weights, model.prior, model.threshold)).encode()).hexdigest())
+"""
+
+
+def test_two_trainings_give_identical_weights_whatever_the_hash_seed() -> None:
+    code = _DIGEST.format(names=TUNING, root=str(CORPUS))
+    digests = set()
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        digests.add(done.stdout.strip())
+    assert len(digests) == 1
+    examples = _tuning_examples()
+    assert crisis_model.train(examples) == crisis_model.train(examples)
+    first = crisis_model.train(examples).weights
+    assert [f for f, _ in first] == sorted(f for f, _ in first)
+
+
+def test_training_takes_well_under_a_second() -> None:
+    examples = _tuning_examples()
+    assert len(examples) >= 430
+    begin = time.process_time()
+    crisis_model.train(examples)
+    assert time.process_time() - begin < 1.0
+
+
+def test_the_threshold_comes_from_cross_validation() -> None:
+    examples = _tuning_examples()
+    model = crisis_model.train(examples)
+    assert model.threshold == crisis_model.cross_validated_threshold(examples)
+    looser = crisis_model.cross_validated_threshold(examples, max_false_check=0.3)
+    assert looser < model.threshold
+
+
+def _yes_to_everything() -> CrisisModel:
+    model = crisis_model.train(_tuning_examples())
+    return CrisisModel(model.weights, model.prior, float("-inf"), model.vocabulary)
+
+
+def test_the_model_only_raises_none_to_check() -> None:
+    rules = load_policy(strict=True).crisis.rules
+    phrases = {"en": ["kill myself"]}
+    with_model = CrisisDetector(phrases, rules, _yes_to_everything())
+    alone = CrisisDetector(phrases, rules)
+    for sample in _samples(*TUNING, HELDOUT):
+        before, after = alone.triage(sample.text), with_model.triage(sample.text)
+        if before.reason is None:
+            assert after.outcome is Outcome.CHECK
+            assert after.reason in ("model:en", "model:id") and after.lang == after.reason[6:]
+        else:
+            assert after == before  # a rule's decision, topic "none" included, stands
+    assert with_model.triage("kill myself").outcome is Outcome.PROTOCOL
+
+
+def test_a_model_check_names_the_language_in_its_reason_and_features_as_evidence() -> None:
+    examples = (
+        Example("en", "nobody will miss me when im gone", True),
+        Example("en", "the weather is nice today", False),
+        Example("id", "gak ada yang bakal kangen aku", True),
+        Example("id", "cuacanya cerah hari ini", False),
+    )
+    model = crisis_model.train(examples, threshold=0.0)
+    text = "honestly nobody would miss me"
+    found = CrisisDetector({}, {}, model).triage(text)
+    assert found.outcome is Outcome.CHECK and found.lang == "en"
+    assert found.reason == "model:en"  # content-free: it is logged and audited
+    assert 1 <= len(found.evidence) <= 3
+    known = dict(model.weights)
+    assert all(known[f] > 0 and f.split(":", 1)[0] in ("w", "b", "c") for f in found.evidence)
+    assert text not in found.evidence
+    judged = evaluate(CrisisDetector({}, {}, model), [Sample(1, "en", text, 1)]).judged[0]
+    assert judged.reason == " ".join(("model:en", *found.evidence))
+    assert model.language("gak ada yang kangen") == "id"
+    assert CrisisDetector({}, {}, model).triage("the weather today").outcome is Outcome.NONE
+
+
+def test_features_are_words_pairs_and_letter_grams() -> None:
+    assert crisis_model.features("Mati aja") == sorted(
+        {"w:mati", "w:aja", "b:mati+aja"}
+        | {"c:<ma", "c:mat", "c:ati", "c:ti>", "c:<mat", "c:mati", "c:ati>", "c:<mati", "c:mati>"}
+        | {"c:<aj", "c:aja", "c:ja>", "c:<aja", "c:aja>", "c:<aja>"}
+    )
