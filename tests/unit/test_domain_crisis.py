@@ -409,6 +409,23 @@ def test_the_threshold_comes_from_cross_validation() -> None:
     assert looser < model.threshold
 
 
+def test_checks_by_the_model_stay_rare_on_lines_it_was_not_chosen_on() -> None:
+    # Nested cross-validation: each part's not-at-risk lines are judged by a model (threshold
+    # included) trained and chosen on the other parts only.
+    examples = _tuning_examples()
+    folds = crisis_model.FOLDS
+    flagged = {"en": 0, "id": 0}
+    negatives = {"en": 0, "id": 0}
+    for k in range(folds):
+        model = crisis_model.train([e for i, e in enumerate(examples) if i % folds != k])
+        for i, ex in enumerate(examples):
+            if i % folds == k and not ex.positive:
+                negatives[ex.lang] += 1
+                flagged[ex.lang] += model.opinion(ex.text) is not None
+    for lang in ("en", "id"):
+        assert flagged[lang] / negatives[lang] <= 0.15
+
+
 def _yes_to_everything() -> CrisisModel:
     model = crisis_model.train(_tuning_examples())
     return CrisisModel(model.weights, model.prior, float("-inf"), model.vocabulary)
