@@ -17,9 +17,12 @@ How it works:
 3. **Score** of a message: the prior log-odds plus, for every feature seen in training, its
    weight ``log P(f | check) - log P(f | not)``, divided by the square root of the number of
    known features (a long message does not win by length alone).
-4. **Decision**: a score above ``threshold`` is a check. The threshold is chosen on the
-   training lines by k-fold cross-validation (folds by line order, no shuffling): the lowest
-   one at which the model flags at most ``max_false_check`` of the held-out not-at-risk lines.
+4. **Decision**: a score above ``threshold`` is a check, for a message of ``MIN_WORDS`` words
+   or more (the training lines have no short everyday messages, so the model has no ground to
+   judge "no" or "queue ready"; short disclosures are the rules' part). The threshold is
+   chosen on the training lines by k-fold cross-validation (folds by line order, no
+   shuffling): the lowest one at which the model flags at most ``max_false_check`` of the
+   held-out not-at-risk lines.
 5. **Explanation**: the decision's reason names the language whose training words the message
    shares most (``model:en``), its evidence the three features that pushed the score up most
    (``w:pills``, ``b:no+point``, ``c:<wak``). The evidence is made of pieces of the message:
@@ -46,6 +49,8 @@ FOLDS = 5
 #: cross-validation over the tuning lines) flagged 8.5 % (en) and 11.1 % (id) of their
 #: not-at-risk lines (0.15 gave 11.0 % and 16.0 %), so the check rate stays under 15 %.
 MAX_FALSE_CHECK = 0.12
+#: The fewest words a message needs for the model to give an opinion on it.
+MIN_WORDS = 3
 #: How many features a reason names.
 TOP_FEATURES = 3
 
@@ -103,6 +108,8 @@ class CrisisModel:
     def opinion(self, text: str) -> tuple[str, tuple[str, ...]] | None:
         """``(language, strongest features)`` when the model asks for a check on ``text``,
         else ``None``."""
+        if len(words(text)) < MIN_WORDS:
+            return None
         scored = self.score(text)
         if scored.score <= self.threshold:
             return None
@@ -159,8 +166,9 @@ def cross_validated_threshold(
 ) -> float:
     """The lowest threshold at which models trained on ``folds - 1`` parts flag at most
     ``max_false_check`` of the negative lines of the part left out (line ``i`` is in part
-    ``i % folds``)."""
+    ``i % folds``; lines too short for an opinion do not count)."""
     rows = [(features(ex.text), ex.positive) for ex in examples]
+    long_enough = [len(words(ex.text)) >= MIN_WORDS for ex in examples]
     negatives: list[float] = []
     for k in range(folds):
         weights, prior = _weights([row for i, row in enumerate(rows) if i % folds != k])
@@ -168,7 +176,7 @@ def cross_validated_threshold(
         negatives.extend(
             _score(index, prior, feats).score
             for i, (feats, positive) in enumerate(rows)
-            if i % folds == k and not positive
+            if i % folds == k and not positive and long_enough[i]
         )
     if not negatives:
         return 0.0

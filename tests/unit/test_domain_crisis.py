@@ -438,7 +438,7 @@ def test_the_model_only_raises_none_to_check() -> None:
     alone = CrisisDetector(phrases, rules)
     for sample in _samples(*TUNING, HELDOUT):
         before, after = alone.triage(sample.text), with_model.triage(sample.text)
-        if before.reason is None:
+        if before.reason is None and len(words(sample.text)) >= crisis_model.MIN_WORDS:
             assert after.outcome is Outcome.CHECK
             assert after.reason in ("model:en", "model:id") and after.lang == after.reason[6:]
         else:
@@ -466,6 +466,13 @@ def test_a_model_check_names_the_language_in_its_reason_and_features_as_evidence
     assert judged.reason == " ".join(("model:en", *found.evidence))
     assert model.language("gak ada yang kangen") == "id"
     assert CrisisDetector({}, {}, model).triage("the weather today").outcome is Outcome.NONE
+
+
+def test_the_model_says_nothing_on_short_replies() -> None:
+    detector = CrisisDetector({}, {}, _yes_to_everything())
+    for short in ("no", "queue ready", "gak kok", "ok!!"):
+        assert detector.triage(short).outcome is Outcome.NONE
+    assert detector.triage("ok see you").outcome is Outcome.CHECK
 
 
 def test_features_are_words_pairs_and_letter_grams() -> None:
