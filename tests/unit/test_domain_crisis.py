@@ -426,6 +426,63 @@ def test_checks_by_the_model_stay_rare_on_lines_it_was_not_chosen_on() -> None:
         assert flagged[lang] / negatives[lang] <= 0.15
 
 
+# Everyday messages to a counselor, not in any corpus file: the model must stay quiet on them
+# (it was trained on crisis-like lines only). One English line got a check when measured.
+EVERYDAY = {
+    "en": (
+        "hi, is anyone there?",
+        "can we move our session to thursday",
+        "thanks for listening yesterday, it helped",
+        "my exams start next week and i'm nervous",
+        "i had a fight with my roommate about the dishes",
+        "sorry i'm late, the bus was slow",
+        "what time is our next appointment",
+        "i forgot to do the homework you gave me",
+        "work has been really busy lately",
+        "my mom keeps asking when i'll get married",
+        "i started running in the mornings",
+        "can you send me that breathing exercise again",
+        "i don't know what to talk about today",
+        "i slept badly last night because of the noise",
+        "my cat is sick and i'm worried about her",
+        "i got the job!! starting monday",
+        "i feel a bit better this week",
+        "is this chat private?",
+        "ok see you next time",
+        "i think i need to set boundaries with my boss",
+    ),
+    "id": (
+        "halo kak, ada orang di sini?",
+        "bisa ganti jadwal ke hari kamis?",
+        "makasih ya udah dengerin kemarin",
+        "minggu depan aku ujian, deg-degan banget",
+        "aku berantem sama teman kos soal cucian piring",
+        "maaf telat, tadi macet banget",
+        "jam berapa sesi kita berikutnya?",
+        "aku lupa ngerjain tugas yang kakak kasih",
+        "kerjaan lagi padat banget akhir-akhir ini",
+        "mama terus nanya kapan aku nikah",
+        "aku mulai lari pagi",
+        "bisa kirim lagi latihan napas yang kemarin?",
+        "aku bingung mau cerita apa hari ini",
+        "semalam aku susah tidur karena tetangga berisik",
+        "kucingku sakit, aku khawatir",
+        "aku keterima kerja!! mulai senin",
+        "minggu ini aku merasa agak mendingan",
+        "chat ini rahasia kan?",
+        "oke sampai ketemu lagi",
+        "kayaknya aku perlu bikin batasan sama atasan",
+    ),
+}
+
+
+@pytest.mark.parametrize("lang", ["en", "id"])
+def test_everyday_messages_rarely_get_a_check(lang: str) -> None:
+    detector = load_policy(strict=True).crisis.detector()
+    checked = [t for t in EVERYDAY[lang] if detector.triage(t).outcome is not Outcome.NONE]
+    assert len(checked) <= 1
+
+
 def _yes_to_everything() -> CrisisModel:
     model = crisis_model.train(_tuning_examples())
     return CrisisModel(model.weights, model.prior, float("-inf"), model.vocabulary)
