@@ -65,9 +65,11 @@ def parse_corpus(source: str) -> list[Sample]:
 
 
 def training_examples(samples: Iterable[Sample]) -> tuple[Example, ...]:
-    """Labelled lines as the statistical model learns them: a line needs a check when it is at
-    risk or marked ``# expect: check``."""
-    return tuple(Example(s.lang, s.text, s.label == 1 or s.expect_check) for s in samples)
+    """Labelled lines as the statistical model learns them: at risk or not. Lines marked
+    ``# expect: check`` are left out: their writer is not at risk (someone else is, or the
+    disclosure is negated) yet they must be checked, which is the rules' part; as positives
+    they taught the model that "not" is a sign of risk."""
+    return tuple(Example(s.lang, s.text, s.label == 1) for s in samples if not s.expect_check)
 
 
 @dataclass(frozen=True)

@@ -44,11 +44,12 @@ ALPHA = 0.5
 NGRAM_SIZES = (3, 4, 5)
 #: Folds of the cross-validation that picks the threshold.
 FOLDS = 5
-#: The share of not-at-risk training lines the model may flag in cross-validation. 0.12 and
-#: not 0.15: a threshold chosen this way and then judged on folds it was not chosen on (nested
-#: cross-validation over the tuning lines) flagged 8.5 % (en) and 11.1 % (id) of their
-#: not-at-risk lines (0.15 gave 11.0 % and 16.0 %), so the check rate stays under 15 %.
-MAX_FALSE_CHECK = 0.12
+#: The share of not-at-risk training lines the model may flag in cross-validation: 15 %, a
+#: question too many in one of seven ordinary messages that look like a crisis. Judged on
+#: folds it was not chosen on (nested cross-validation over the tuning lines), a threshold
+#: chosen this way flagged 14.6 % (en, 12/82) and 13.6 % (id, 11/81) of the not-at-risk lines
+#: (with 12 %: 9.8 % and 12.3 %, and fewer at-risk lines caught).
+MAX_FALSE_CHECK = 0.15
 #: The fewest words a message needs for the model to give an opinion on it.
 MIN_WORDS = 3
 #: How many features a reason names.

@@ -318,7 +318,7 @@ def test_tuning_part_recall_and_false_protocol(lang: str, with_model: bool) -> N
 # or to train the model: these are the figures on messages triage has not seen (recall,
 # false-protocol rate, checks on not-at-risk lines that need none), held at their measured level
 # so they cannot silently get worse. The rules alone caught 0.657 (en) and 0.829 (id).
-HELDOUT_FLOOR = {"en": (0.91, 0.03, 0.075), "id": (0.94, 0.03, 0.04)}
+HELDOUT_FLOOR = {"en": (0.94, 0.03, 0.075), "id": (0.97, 0.03, 0.04)}
 
 
 @pytest.mark.parametrize("lang", ["en", "id"])
@@ -395,7 +395,7 @@ def test_two_trainings_give_identical_weights_whatever_the_hash_seed() -> None:
 
 def test_training_takes_well_under_a_second() -> None:
     examples = _tuning_examples()
-    assert len(examples) >= 430
+    assert len(examples) >= 400
     begin = time.process_time()
     crisis_model.train(examples)
     assert time.process_time() - begin < 1.0
