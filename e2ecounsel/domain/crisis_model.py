@@ -11,11 +11,11 @@ How it works:
 1. **Features** of a message: its folded, squeezed words (``crisis.words``) as ``w:word``,
    neighbouring word pairs as ``b:one+two``, letter 3- to 5-grams inside each word (with ``<``
    and ``>`` marking the word's ends) as ``c:<mat``. Each counts once per message.
-2. **Training** counts, per class (needs a check / not), how many messages have each feature:
+2. **Training** counts, per class (at risk / not), how many messages have each feature:
    multinomial naive Bayes over those presences with additive smoothing ``ALPHA``. No
    iterations, no randomness: the weights depend only on the lines, in sorted feature order.
 3. **Score** of a message: the prior log-odds plus, for every feature seen in training, its
-   weight ``log P(f | check) - log P(f | not)``, divided by the square root of the number of
+   weight ``log P(f | at risk) - log P(f | not)``, divided by the square root of the number of
    known features (a long message does not win by length alone).
 4. **Decision**: a score above ``threshold`` is a check, for a message of ``MIN_WORDS`` words
    or more (the training lines have no short everyday messages, so the model has no ground to
@@ -52,7 +52,7 @@ FOLDS = 5
 MAX_FALSE_CHECK = 0.15
 #: The fewest words a message needs for the model to give an opinion on it.
 MIN_WORDS = 3
-#: How many features a reason names.
+#: How many features the evidence of a check names.
 TOP_FEATURES = 3
 
 
@@ -73,7 +73,7 @@ def features(text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Example:
-    """A training line: its language, its text, whether it needs (at least) a check."""
+    """A training line: its language, its text, whether its writer may be at risk."""
 
     lang: str
     text: str
