@@ -37,7 +37,7 @@ from types import MappingProxyType
 from typing import Literal, cast
 
 from e2ecounsel.domain import crisis as triage
-from e2ecounsel.domain import crisis_corpus, screening
+from e2ecounsel.domain import crisis_corpus, crisis_model, screening
 from e2ecounsel.domain.cadence import zone as cadence_zone
 from e2ecounsel.domain.intake import InstrumentSpec
 from e2ecounsel.errors import PolicyError
@@ -557,6 +557,8 @@ class CrisisPolicy:
     reply: Mapping[str, str]
     countries: tuple[Country, ...]
     rules: Mapping[str, triage.LanguageRules] = field(default_factory=dict)
+    #: The statistical second opinion trained on the tuning corpus (``None`` without one).
+    model: crisis_model.CrisisModel | None = None
     #: When an operator last checked the resources (``last_checked`` in crisis.toml).
     last_checked: date | None = None
     #: How long an answer counts as the answer to the check question.
@@ -564,9 +566,10 @@ class CrisisPolicy:
     #: How long after a full crisis protocol further messages only get an acknowledgement.
     repeat_window: timedelta = timedelta(hours=4)
 
-    def detector(self) -> triage.CrisisDetector:
-        """The phrases and triage rules compiled into one detector (do it once per policy)."""
-        return triage.CrisisDetector(self.phrases, self.rules)
+    def detector(self, with_model: bool = True) -> triage.CrisisDetector:
+        """The phrases, triage rules and model compiled into one detector (do it once per
+        policy); without the model for the lines it was trained on, which it cannot judge."""
+        return triage.CrisisDetector(self.phrases, self.rules, self.model if with_model else None)
 
     @property
     def all_phrases(self) -> tuple[str, ...]:
@@ -725,10 +728,11 @@ def load_policy(path: Path | None = None, *, strict: bool | None = None) -> Poli
 #: ``policy check`` fails when the crisis rules catch fewer of the tuning corpus's at-risk
 #: lines than this, in any language.
 MIN_CORPUS_RECALL = 0.95
-#: The labelled messages shipped in ``crisis/``: the part the rules are tuned on, and the
-#: held-out part they are judged on.
+#: The labelled messages shipped in ``crisis/``: the part the rules are tuned on (and the
+#: statistical model is trained on), and the held-out part they are judged on.
 CRISIS_CORPUS = "crisis/corpus.tsv"
-CRISIS_HELDOUT = "crisis/heldout.tsv"
+CRISIS_TUNING = (CRISIS_CORPUS, "crisis/heldout.tsv")
+CRISIS_HELDOUT = "crisis/heldout2.tsv"
 
 
 def check_policy(path: Path | None = None) -> list[str]:
@@ -755,7 +759,8 @@ def crisis_corpus_report(
     policy: Policy, rel: str, problems: list[str]
 ) -> crisis_corpus.Report | None:
     """The crisis rules judged on the corpus file ``rel`` of the policy folder (``None`` when
-    the folder has none); an unreadable file is added to ``problems``."""
+    the folder has none), with the model unless it was trained on that file; an unreadable
+    file is added to ``problems``."""
     path = policy.root / rel
     if not path.is_file():
         return None
@@ -764,7 +769,8 @@ def crisis_corpus_report(
     except (OSError, UnicodeDecodeError, crisis_corpus.CorpusError) as exc:
         problems.append(f"{rel}: {exc}")
         return None
-    return crisis_corpus.evaluate(policy.crisis.detector(), samples)
+    detector = policy.crisis.detector(with_model=rel not in CRISIS_TUNING)
+    return crisis_corpus.evaluate(detector, samples)
 
 
 def template_params(template: str) -> set[str]:
@@ -1594,10 +1600,27 @@ class _Loader:
             reply=MappingProxyType(reply),
             countries=tuple(countries),
             rules=MappingProxyType(self.load_triage(languages)),
+            model=self.load_crisis_model(),
             last_checked=last_checked if isinstance(last_checked, date) else None,
             check_window=timedelta(minutes=check_minutes),
             repeat_window=timedelta(minutes=repeat_minutes),
         )
+
+    def load_crisis_model(self) -> crisis_model.CrisisModel | None:
+        """The model trained on the tuning files that are there and readable (``None`` when
+        none is: the rules judge alone)."""
+        samples: list[crisis_corpus.Sample] = []
+        for rel in CRISIS_TUNING:
+            path = self.root / rel
+            if not path.is_file():
+                continue
+            try:
+                samples.extend(crisis_corpus.parse_corpus(path.read_text(encoding="utf-8")))
+            except (OSError, UnicodeDecodeError, crisis_corpus.CorpusError) as exc:
+                self.notes.append(f"{rel} is not used to train the crisis model: {exc}")
+        if not any(s.label for s in samples):
+            return None
+        return crisis_model.trained(crisis_corpus.training_examples(samples))
 
     def load_triage(self, languages: Sequence[str]) -> dict[str, triage.LanguageRules]:
         """``crisis/<lang>.toml`` for every language that has one (a folder without them

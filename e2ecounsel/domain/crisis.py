@@ -26,6 +26,9 @@ text) and extend the rules for what their clients write. How a message is read:
    said *she* wants to die", with no first person after them) lowers it to check; a topic
    handled on purpose (a thesis, the news, a film) turns a bare mention (a check rule) into
    none.
+6. **A second opinion** (optional, ``crisis_model``): when no rule matched at all, a small
+   statistical model trained on the labelled lines may still ask for a check (reason
+   ``model:<lang>``; the features that weighed most in ``evidence``), never for the protocol.
 
 Everything here is pure and deterministic: the same rules and text give the same answer.
 """
@@ -38,20 +41,23 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
+from typing import Protocol
 
-# Letters and digits; underscores and everything else separate words.
-_WORD = re.compile(r"[^\W_]+")
+# Letters and digits; underscores and everything else separate words. A ``*`` or ``.`` between
+# letters may mask one ("b*nuh", "s.uicide"): such a token is kept whole and read by the detector.
+_WORD = re.compile(r"[^\W_]+(?:[*.]+[^\W_]+)+|[^\W_]+")
+_MASK = re.compile(r"[*.]+")
 # Invisible characters that separate words (zero width space); other format characters are dropped.
 _SEPARATING_FORMAT = frozenset("\u200b")
 # Sentence ends: context (who speaks, negation, topic) does not cross them.
-_SENTENCE = re.compile(r"[.!?;\n]+")
+_SENTENCE = re.compile(r"[!?;\n]+|(?<![^\W_])\.+|\.+(?![^\W_])")  # not a dot inside a word
 _CANNOT = re.compile(r"\bcan['\u2019]?t\b|\bcannot\b")
 _WONT = re.compile(r"\bwon['\u2019]t\b")
 _NOT = re.compile(r"n['\u2019]t\b")
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b"})
 _SYMBOLS = str.maketrans({"@": "a", "$": "s"})
 _REPEATS = re.compile(r"(.)\1+")
-_GAP = re.compile(r"~(\d+)")
+_GAP = re.compile(r"([~%])(\d+)")
 
 #: Longest gap a pattern may ask for between two of its words.
 MAX_GAP = 8
@@ -80,14 +86,24 @@ _RANK = {Outcome.NONE: 0, Outcome.CHECK: 1, Outcome.PROTOCOL: 2}
 @dataclass(frozen=True)
 class Triage:
     """The decision for one message. ``reason`` is a rule id plus the context that changed it
-    (``"id.want-die+negated"``): content-free, safe to log and audit."""
+    (``"id.want-die+negated"``) or ``model:<lang>``: content-free, safe to log and audit.
+    ``evidence`` names the model's features that weighed most (``w:pills``): pieces of the
+    message, for an operator testing the triage, never for a log line."""
 
     outcome: Outcome
     reason: str | None = None
     lang: str | None = None
+    evidence: tuple[str, ...] = ()
 
 
 NO_RISK = Triage(Outcome.NONE)
+
+
+class SecondOpinion(Protocol):
+    """What the detector asks when no rule matched: ``(language, features that weighed most)``
+    for a check, or ``None`` (``crisis_model.CrisisModel``)."""
+
+    def opinion(self, text: str) -> tuple[str, tuple[str, ...]] | None: ...
 
 
 # ------------------------------------------------------------------------------------ folding
@@ -123,8 +139,9 @@ def _raw_word(token: str) -> str:
 
 
 def words(text: str) -> list[str]:
-    """The folded, squeezed words of ``text`` (no splitting of run-together words)."""
-    return [squeeze(_raw_word(t)) for t in _raw_tokens(text)]
+    """The folded, squeezed words of ``text`` (no splitting of run-together words; a masking
+    ``*`` or ``.`` separates words here, only the detector reads through it)."""
+    return [squeeze(_raw_word(p)) for t in _raw_tokens(text) for p in _MASK.split(t) if p]
 
 
 def _raw_tokens(text: str) -> list[str]:
@@ -176,14 +193,28 @@ class Term:
 
 @dataclass(frozen=True)
 class Pattern:
-    """Terms in order; ``gaps[i]`` is how many other words may come before term ``i + 1``."""
+    """Terms in order; ``gaps[i]`` is how many other words may come before term ``i + 1``.
+
+    ``swap`` (from a ``%N`` gap) is the index of the first term of a second part that may also
+    come first: ``@barang %4 @bagi`` matches "bagi barangku" and "barangku aku bagi".
+    """
 
     terms: tuple[Term, ...]
     gaps: tuple[int, ...]
+    swap: int | None = None
 
     def literal_words(self) -> Iterator[str]:
         for term in self.terms:
             yield from term.words
+
+    def orders(self) -> tuple[Pattern, ...]:
+        """The pattern in the order written and, with a ``%N`` gap, its two parts swapped."""
+        if self.swap is None:
+            return (self,)
+        k = self.swap
+        head, tail = self.terms[:k], self.terms[k:]
+        gaps = (*self.gaps[k:], self.gaps[k - 1], *self.gaps[: k - 1])
+        return (Pattern(self.terms, self.gaps), Pattern((*tail, *head), gaps))
 
 
 def parse_pattern(source: str, classes: Mapping[str, Iterable[str]]) -> Pattern:
@@ -191,14 +222,19 @@ def parse_pattern(source: str, classes: Mapping[str, Iterable[str]]) -> Pattern:
     terms: list[Term] = []
     gaps: list[int] = []
     gap = 0
+    swap: int | None = None
     for piece in source.split():
         gap_match = _GAP.fullmatch(piece)
         if gap_match:
             if not terms:
                 raise ValueError(f"{piece!r} cannot start a pattern")
-            gap = int(gap_match.group(1))
+            gap = int(gap_match.group(2))
             if gap > MAX_GAP:
                 raise ValueError(f"gap {piece!r} is larger than ~{MAX_GAP}")
+            if gap_match.group(1) == "%":
+                if swap is not None:
+                    raise ValueError("a pattern has one '%' gap at most")
+                swap = len(terms)
             continue
         found: set[str] = set()
         prefixes: list[str] = []
@@ -225,7 +261,9 @@ def parse_pattern(source: str, classes: Mapping[str, Iterable[str]]) -> Pattern:
         terms.append(Term(frozenset(found), tuple(prefixes)))
     if not terms:
         raise ValueError("pattern is empty")
-    return Pattern(tuple(terms), tuple(gaps))
+    if swap == len(terms):
+        raise ValueError(f"{source.split()[-1]!r} cannot end a pattern")
+    return Pattern(tuple(terms), tuple(gaps), swap)
 
 
 def _fold_word(word: str) -> str:
@@ -259,7 +297,9 @@ class LanguageRules:
     """One language's rules and context words, as loaded from ``policies/crisis/<lang>.toml``.
 
     ``third_party`` words name someone else (she, my friend, dia); ``first_person`` words bring
-    the writer back into the sentence; ``topic`` words mark a subject handled on purpose.
+    the writer back into the sentence; ``topic`` words mark a subject handled on purpose;
+    ``typo`` words are short key words that still match with two neighbouring letters swapped
+    ("wnat", "mtai"), where a general edit-distance tolerance would match other words.
     """
 
     rules: tuple[Rule, ...] = ()
@@ -268,10 +308,11 @@ class LanguageRules:
     first_person: frozenset[str] = frozenset()
     third_party: frozenset[str] = frozenset()
     topic: frozenset[str] = frozenset()
+    typo: frozenset[str] = frozenset()
     vocabulary: frozenset[str] = field(default=frozenset())
 
 
-CONTEXT_KEYS = ("negation", "first_person", "third_party", "topic", "filler")
+CONTEXT_KEYS = ("negation", "first_person", "third_party", "topic", "filler", "typo")
 
 
 def build_rules(
@@ -299,11 +340,11 @@ def build_rules(
         except ValueError as exc:
             raise ValueError(f"rule {rule_id!r}: {exc}") from None
         vocab.update(pattern.literal_words())
-        compiled.append(Rule(f"{lang}.{rule_id}", pattern, kind))
+        compiled.extend(Rule(f"{lang}.{rule_id}", order, kind) for order in pattern.orders())
     masks: list[Pattern] = []
     for source in idioms:
         try:
-            masks.append(parse_pattern(source, classes))
+            masks.extend(parse_pattern(source, classes).orders())
         except ValueError as exc:
             raise ValueError(f"idiom {source!r}: {exc}") from None
     ctx = {key: frozenset(_fold_word(w) for w in context.get(key, ())) for key in CONTEXT_KEYS}
@@ -318,6 +359,7 @@ def build_rules(
         first_person=ctx["first_person"],
         third_party=ctx["third_party"],
         topic=ctx["topic"],
+        typo=ctx["typo"],
         vocabulary=frozenset(vocab),
     )
 
@@ -345,14 +387,17 @@ class CrisisDetector:
 
     ``phrases_by_lang`` are exact phrases (``crisis.toml``'s ``[phrases]``) that call for the
     protocol word for word; ``rules_by_lang`` the triage rules. Every language's rules apply to
-    every message: clients do not always write in the language they chose.
+    every message: clients do not always write in the language they chose. ``model`` is asked
+    about a message no rule matched; it can raise ``none`` to ``check``, nothing more.
     """
 
     def __init__(
         self,
         phrases_by_lang: Mapping[str, Iterable[str]],
         rules_by_lang: Mapping[str, LanguageRules] | None = None,
+        model: SecondOpinion | None = None,
     ) -> None:
+        self._model = model
         rules: list[tuple[Rule, str]] = []
         seen: set[Pattern] = set()
         for lang, phrases in phrases_by_lang.items():
@@ -365,6 +410,7 @@ class CrisisDetector:
         vocab: set[str] = set()
         idioms: list[Pattern] = []
         context: dict[str, set[str]] = {k: set() for k in ("neg", "first", "third", "topic")}
+        typo: set[str] = set()
         for lang, lr in (rules_by_lang or {}).items():
             rules.extend((r, lang) for r in lr.rules)
             idioms.extend(lr.idioms)
@@ -373,6 +419,7 @@ class CrisisDetector:
             context["first"].update(lr.first_person)
             context["third"].update(lr.third_party)
             context["topic"].update(lr.topic)
+            typo.update(lr.typo)
         for rule, _lang in rules:
             vocab.update(rule.pattern.literal_words())
         self._count = len(rules)
@@ -396,6 +443,11 @@ class CrisisDetector:
             if len(word) >= FUZZY_MIN:
                 for key in _deletions(word):
                     self._near.setdefault(key, set()).add(word)
+        self._swapped: dict[str, set[str]] = {}
+        for word in typo:
+            for variant in _swaps(word):
+                if variant not in self._vocab:
+                    self._swapped.setdefault(variant, set()).add(word)
         self._forms_cache: dict[str, tuple[frozenset[str], ...]] = {}
 
     def __len__(self) -> int:
@@ -414,6 +466,11 @@ class CrisisDetector:
                 best = found
             if best.outcome is Outcome.PROTOCOL:
                 break
+        if best.reason is None and self._model is not None:
+            opinion = self._model.opinion(text)
+            if opinion is not None:
+                lang, evidence = opinion
+                return Triage(Outcome.CHECK, f"model:{lang}", lang, evidence)
         return best
 
     def find(self, text: str) -> str | None:
@@ -462,6 +519,11 @@ class CrisisDetector:
         return out
 
     def _token_forms(self, token: str) -> tuple[frozenset[str], ...]:
+        if _MASK.search(token):
+            unmasked = self._unmask(token)
+            if unmasked:
+                return (frozenset(unmasked),)
+            return tuple(f for part in _MASK.split(token) if part for f in self._token_forms(part))
         raw = _raw_word(token)
         word = squeeze(raw)
         if word in self._vocab:
@@ -469,8 +531,27 @@ class CrisisDetector:
         parts = self._split(raw)
         if parts is not None:
             return tuple(frozenset({p}) for p in parts)
-        near = self._near_words(word)
+        near = self._near_words(word) | self._swapped.get(word, set())
         return (frozenset({word, *near}),)
+
+    def _unmask(self, token: str) -> set[str]:
+        """The known words ``token`` spells with letters masked: each ``*`` hides a letter, a
+        ``.`` hides one or none (``b*nuh``, ``s.uicide``); three letters shown at least, and
+        more shown than hidden."""
+        pieces = _MASK.split(token)
+        shown = sum(len(p) for p in pieces)
+        hidden = sum(len(m) for m in _MASK.findall(token))
+        if shown < 3 or hidden > 2 or hidden >= shown:
+            return set()
+        regex = ""
+        for i, mask in enumerate(_MASK.findall(token)):
+            regex += re.escape(squeeze(_raw_word(pieces[i]))) if pieces[i] else ""
+            stars = mask.count("*")
+            dots = len(mask) - stars
+            regex += f"[^\\W\\d_]{{{stars},{stars + dots}}}"
+        regex += re.escape(squeeze(_raw_word(pieces[-1]))) if pieces[-1] else ""
+        spelled = re.compile(regex)
+        return {w for w in self._vocab if spelled.fullmatch(w)}
 
     def _near_words(self, word: str) -> set[str]:
         if len(word) < FUZZY_MIN - 1:
@@ -576,6 +657,18 @@ def _match_at(
         return None
 
     return rest(1, (start,))
+
+
+def _swaps(word: str) -> set[str]:
+    """``word`` (four letters or more) with two neighbouring letters swapped, squeezed; only
+    the variants as long as the word (``wanna`` -> ``wana`` -> not ``wan``)."""
+    word = squeeze(word)
+    if len(word) < 4:
+        return set()
+    found = {
+        squeeze(word[:i] + word[i + 1] + word[i] + word[i + 2 :]) for i in range(len(word) - 1)
+    }
+    return {v for v in found if len(v) == len(word) and v != word}
 
 
 def _deletions(word: str) -> set[str]:

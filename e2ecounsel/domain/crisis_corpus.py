@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from e2ecounsel.domain.crisis import CrisisDetector, Outcome
+from e2ecounsel.domain.crisis_model import Example
 
 _EXPECT = re.compile(r"#\s*expect:\s*(\S+)\s*$")
 
@@ -63,8 +64,19 @@ def parse_corpus(source: str) -> list[Sample]:
     return samples
 
 
+def training_examples(samples: Iterable[Sample]) -> tuple[Example, ...]:
+    """Labelled lines as the statistical model learns them: at risk or not. Lines marked
+    ``# expect: check`` are left out: their writer is not at risk (someone else is, or the
+    disclosure is negated) yet they must be checked, which is the rules' part; as positives
+    they taught the model that "not" is a sign of risk."""
+    return tuple(Example(s.lang, s.text, s.label == 1) for s in samples if not s.expect_check)
+
+
 @dataclass(frozen=True)
 class Judged:
+    """A sample's outcome; ``reason`` is the triage's reason and, for the model, its evidence
+    (this report is for operators, not for logs)."""
+
     sample: Sample
     outcome: Outcome
     reason: str | None
@@ -131,7 +143,8 @@ def evaluate(detector: CrisisDetector, samples: Iterable[Sample]) -> Report:
     report = Report()
     for sample in samples:
         found = detector.triage(sample.text)
-        judged = Judged(sample, found.outcome, found.reason)
+        reason = " ".join(r for r in (found.reason, *found.evidence) if r) or None
+        judged = Judged(sample, found.outcome, reason)
         report.judged.append(judged)
         report.by_lang.setdefault(sample.lang, Figures()).add(judged)
         report.total.add(judged)

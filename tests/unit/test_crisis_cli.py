@@ -93,11 +93,12 @@ def test_policies_option_uses_the_operators_rules(
 def test_policy_check_reports_both_corpus_parts(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "policy", "check")
     assert code == 0
-    assert "crisis/corpus.tsv:" in out and "crisis/heldout.tsv:" in out
+    assert "crisis/corpus.tsv:" in out and "crisis/heldout2.tsv:" in out
     assert out.strip().endswith("policies OK") or "policies OK (" in out
 
 
 def test_policy_check_fails_when_corpus_recall_drops(folder: Path) -> None:
+    # The model trained on these lines would catch them: the gate judges the rules alone.
     assert check_policy(folder) == []
     misses = "".join(f"1\ten\tplain words number {i}\n" for i in range(10))
     with (folder / "crisis" / "corpus.tsv").open("a", encoding="utf-8") as f:
@@ -111,6 +112,16 @@ def test_a_broken_corpus_line_fails_policy_check(folder: Path) -> None:
         f.write("1 en spaces instead of tabs\n")
     with pytest.raises(Exception, match=r"crisis/corpus.tsv: line \d+: expected label"):
         check_policy(folder)
+
+
+def test_the_model_is_trained_on_the_tuning_files_that_are_there(folder: Path) -> None:
+    assert load_policy(folder).crisis.model is not None
+    (folder / "crisis" / "heldout.tsv").write_text("1 en spaces instead of tabs\n", "utf-8")
+    policy = load_policy(folder)
+    assert policy.crisis.model is not None
+    assert any("heldout.tsv is not used to train" in w for w in policy.warnings())
+    (folder / "crisis" / "corpus.tsv").unlink()
+    assert load_policy(folder).crisis.model is None
 
 
 def test_rule_mistakes_name_file_key_and_line(folder: Path) -> None:
