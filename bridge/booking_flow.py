@@ -18,7 +18,7 @@ from bridge import rooms
 from bridge.bookings import SlotTaken
 from bridge.cadence import Cadence, client_zone
 from bridge.store import ClientRecord, Counselor, Engagement, iso
-from e2ecounsel.domain.text import normalize_command
+from e2ecounsel.domain.text import normalize_command, parse_number
 
 if TYPE_CHECKING:
     from bridge.effects import Effects
@@ -81,8 +81,9 @@ async def cmd_book(
         fx.say(item.room_id, engine.render.text(lang, "booking.none"))
         return
     eng, counselor = found
-    if args.strip().isdigit() and client.pending and client.pending.get("kind") == "book":
-        await reserve(engine, fx, client, client.pending, int(args.strip()), item.room_id)
+    number = parse_number(args)
+    if number is not None and client.pending and client.pending.get("kind") == "book":
+        await reserve(engine, fx, client, client.pending, number, item.room_id)
         return
     await offer_slots(engine, fx, client, eng, counselor, item.room_id)
 
@@ -199,7 +200,8 @@ async def cmd_cancel(
     if not upcoming:
         fx.say(item.room_id, engine.render.text(lang, "booking.nothing_to_cancel"))
         return
-    pick = int(args.strip()) if args.strip().isdigit() else (1 if len(upcoming) == 1 else 0)
+    pick = parse_number(args) if args.strip() else (1 if len(upcoming) == 1 else 0)
+    pick = pick or 0
     if not 1 <= pick <= len(upcoming):
         fx.say(item.room_id, engine.render.text(lang, "booking.invalid", count=len(upcoming)))
         return
@@ -252,8 +254,10 @@ async def answer_in_session(
     if not pending or pending.get("kind") != "book":
         return False
     word, args = normalize_command(text)
-    number = word if word.isdigit() else (args.strip() if word in ("book", "pesan") else "")
-    if not number.isdigit():
+    number = parse_number(word) if not args else None
+    if number is None and word in ("book", "pesan"):
+        number = parse_number(args)
+    if number is None:
         return False
-    await reserve(engine, fx, client, pending, int(number), room_id)
+    await reserve(engine, fx, client, pending, number, room_id)
     return True

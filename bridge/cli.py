@@ -13,7 +13,8 @@ from pathlib import Path
 
 from bridge.app import Bridge, BridgeStatus
 from bridge.bookings import Bookings, parse_days_off
-from bridge.roster import parse_counselor_args, parse_mxid, parse_on_off
+from bridge.pages import Pages
+from bridge.roster import parse_counselor_args, parse_mxid, parse_name, parse_on_off
 from bridge.store import BridgeStore
 from e2ecounsel.cli import command, data_dir, data_dir_arg, setup_logging, wait_for_signal
 from e2ecounsel.config import BridgeConfig, load_config, write_config
@@ -398,6 +399,85 @@ async def cmd_counselor_on_call(args: argparse.Namespace) -> int:
     finally:
         await store.close()
     print(f"{user_id} is now {'on' if on else 'off'} call")
+    return 0
+
+
+def _supervisor_add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("user_id", metavar="MXID", help="the supervisor's Matrix id")
+    p.add_argument("--name", default=None, help="how clients and colleagues see them")
+    _store_args(p)
+
+
+@command("supervisor add", "make someone a supervisor (invited to the supervisors' room)")(
+    _supervisor_add_args
+)
+async def cmd_supervisor_add(args: argparse.Namespace) -> int:
+    user_id = parse_mxid(args.user_id)
+    name = parse_name(args.name if args.name is not None else user_id[1:].split(":", 1)[0])
+    root, _ = _where(args)
+    store = await BridgeStore.open_data_dir(root, create=False)
+    try:
+        async with store.transaction():
+            new = await Pages(store.db).add_supervisor(user_id, name)
+            await store.audit("operator", "supervisor.add", detail=store.actor_ref(user_id))
+    finally:
+        await store.close()
+    if new:
+        print(
+            f"added supervisor {user_id}; the bridge invites them to the supervisors' room "
+            "(at once if it is running, otherwise when it starts)"
+        )
+    else:
+        print(f"{user_id} is already a supervisor; name set to {name!r}")
+    return 0
+
+
+def _supervisor_id_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("user_id", metavar="MXID", help="the supervisor's Matrix id")
+    _store_args(p)
+
+
+@command("supervisor remove", "remove a supervisor (removed from the supervisors' room)")(
+    _supervisor_id_args
+)
+async def cmd_supervisor_remove(args: argparse.Namespace) -> int:
+    user_id = parse_mxid(args.user_id)
+    root, _ = _where(args)
+    store = await BridgeStore.open_data_dir(root, create=False)
+    try:
+        async with store.transaction():
+            removed = await Pages(store.db).remove_supervisor(user_id)
+            if not removed:
+                raise CommandError(
+                    f"{user_id} is not a supervisor; see `e2ecounsel supervisor list`"
+                )
+            await store.audit("operator", "supervisor.remove", detail=store.actor_ref(user_id))
+    finally:
+        await store.close()
+    print(f"removed supervisor {user_id}; the bridge removes them from the supervisors' room")
+    return 0
+
+
+def _supervisor_list_args(p: argparse.ArgumentParser) -> None:
+    _store_args(p)
+
+
+@command("supervisor list", "show the supervisors")(_supervisor_list_args)
+async def cmd_supervisor_list(args: argparse.Namespace) -> int:
+    root, _ = _where(args)
+    store = await BridgeStore.open_data_dir(root, create=False)
+    try:
+        pages = Pages(store.db)
+        people = await pages.supervisors()
+        room = await pages.supervisors_room()
+    finally:
+        await store.close()
+    if not people:
+        print("no supervisors; add one with `e2ecounsel supervisor add MXID`")
+        return 0
+    for who in people:
+        print(f"{who.user_id}  {who.name}")
+    print(f"supervisors' room: {room or 'not created yet (the bridge creates it when it runs)'}")
     return 0
 
 

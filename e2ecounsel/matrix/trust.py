@@ -212,8 +212,12 @@ class TrustPolicy:
         sender_key = getattr(event, "sender_key", None)
         if not isinstance(sender, str) or not isinstance(sender_key, str):
             return False
+        return self.is_sender_key_trusted(sender, sender_key)
+
+    def is_sender_key_trusted(self, user_id: str, sender_key: str) -> bool:
+        """True if ``sender_key`` (Curve25519) is a device of ``user_id`` seen cross-signed."""
         return any(
-            user == sender and curve == sender_key for (user, _), curve in self._signed.items()
+            user == user_id and curve == sender_key for (user, _), curve in self._signed.items()
         )
 
     def known_master_key(self, user_id: str) -> str | None:
