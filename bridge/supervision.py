@@ -73,7 +73,8 @@ async def keep_supervisors_room(engine: Engine, *, manage: bool = True) -> None:
         await engine.store.set_room(room, "supervisors", None)
         engine.supervisors_room = room
         fx = Effects(f"supervisors-welcome:{room}")
-        fx.say(room, engine.render.text(lang, "supervisors.welcome"))
+        # History is readable from the join on: the welcome waits for the first to join.
+        fx.say(room, engine.render.text(lang, "supervisors.welcome"), reader=min(people))
         await engine.commit(fx, None)
         engine.synced_supervisors[room] = people
         logger.info("created the supervisors' room %s for %d supervisor(s)", room, len(people))
