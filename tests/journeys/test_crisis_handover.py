@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.integration.bridgekit import POLICY, Chat, open_dm, text
+from tests.integration.bridgekit import POLICY, Chat, open_dm, seat_client, text
 from tests.integration.matrixkit import until
 from tests.journeys.conftest import Contents, case_channel, eventually, hire
 
@@ -150,3 +150,40 @@ async def test_supervisors_get_a_room_of_their_own_and_take_pages_there(bot, peo
         return memberships == ["leave", "leave"]
 
     await eventually(gone, what="Sari and the other person removed")
+
+
+async def test_a_page_about_a_seated_client_brings_the_taker_into_the_session_room(bot, people):
+    ana = await people("ana")
+    budi = await people("budi")
+    await hire(bot, ana, "Ana")
+    await hire(bot, budi, "Budi", on_call=True)
+    client = await people("client")
+    seated = await seat_client(bot, client, "Ana")
+    room = seated.room.room_id
+
+    await seated.dm.send("urgent")
+    page = await eventually(bot.bridge.engine.pages.newest_open, what="the page")
+    budi_case = await case_channel(bot, budi)
+    ana_case = await case_channel(bot, ana)
+    await budi_case.expect(text("en", "page.urgent", page=page.id))
+    await until(lambda: budi.joined(budi_case.room_id, budi.session.user_id), what="Budi")
+    await budi.session.send_text(budi_case.room_id, f"!take {page.id}")
+    await budi_case.expect(text("en", "take.done", page_id=page.id, room_link=link(room)))
+
+    # Budi is in the client's own room, with a counselor's power; the client is told.
+    await until(lambda: budi.joined(room, budi.session.user_id), what="Budi joins the room")
+    await seated.room.expect(text("en", "take.client_joined", name="Budi"))
+    status, levels = await bot.bridge.session.raw(
+        "GET", f"/_matrix/client/v3/rooms/{room}/state/m.room.power_levels"
+    )
+    assert status == 200 and levels["users"][budi.session.user_id] == 50
+    await ana_case.expect(text("en", "page.taken", page_id=page.id, name="Budi"))
+    words = "thank you for coming"
+    await client.session.send_text(room, words)
+    await until(lambda: words in budi.bodies(room), what="Budi reads the client")
+    eng = await bot.bridge.store.current_engagement(seated.user_id)
+    assert eng.counselor_id == ana.session.user_id, "the client keeps their counselor"
+
+
+def link(room_id: str) -> str:
+    return f"https://matrix.to/#/{room_id}"
