@@ -1,5 +1,5 @@
 """Booking live sessions through chat: ``book``, ``book N``, ``bookings``,
-``cancel N`` for the client, ``!book`` for the counselor.
+``cancel N`` for the client (the counselor's ``!book N`` offers the slots).
 
 Times are shown in the client's zone (from their country) with the zone's
 name, so "14:00" is never ambiguous. Reserving a slot is the database's
@@ -18,6 +18,7 @@ from bridge import rooms
 from bridge.bookings import SlotTaken
 from bridge.cadence import Cadence, client_zone
 from bridge.store import ClientRecord, Counselor, Engagement, iso
+from e2ecounsel.casechannel import CaseEvent
 from e2ecounsel.domain.text import normalize_command, parse_number
 
 if TYPE_CHECKING:
@@ -154,10 +155,21 @@ async def reserve(
         ),
         reader=counselor.user_id,
         about=client.user_id,
+        case=booking_fact(eng, booking.id, booking.starts_at, "booked"),
     )
     if engine.cadence is not None:
         cadence = engine.cadence
         fx.after.append(lambda: cadence.on_booked(booking, eng, counselor))
+
+
+def booking_fact(eng: Engagement, booking_id: int, start: datetime, status: str) -> CaseEvent:
+    """The case-channel fact of a booking note: which booking, when, booked or cancelled."""
+    return CaseEvent(
+        "booking",
+        eng.id,
+        eng.room_id,
+        {"booking": booking_id, "start": iso(start), "status": status},
+    )
 
 
 async def cmd_bookings(
@@ -225,25 +237,12 @@ async def cmd_cancel(
                 when=Cadence.when(booking.starts_at, ZoneInfo(counselor.timezone)),
                 room_link=rooms.room_link(eng.room_id or ""),
             ),
+            reader=counselor.user_id,
+            case=booking_fact(eng, booking.id, booking.starts_at, "cancelled"),
         )
     if engine.cadence is not None:
         cadence = engine.cadence
         fx.after.append(lambda: cadence.on_cancelled(booking.id))
-
-
-async def cmd_counselor_book(
-    engine: Engine,
-    fx: Effects,
-    eng: Engagement,
-    client: ClientRecord | None,
-    counselor: Counselor,
-    args: str,
-    item: InboxItem,
-) -> None:
-    """``!book`` in the session room: offer the next free slots to the client, right there."""
-    if client is None:
-        return
-    await offer_slots(engine, fx, client, eng, counselor, item.room_id)
 
 
 async def answer_in_session(

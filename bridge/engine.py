@@ -805,7 +805,13 @@ class Engine:
             return
         client = await self.store.get_client(eng.client_id)
         if not trusted:
-            self.refuse_untrusted(fx, item, self.lang_of(client))
+            counselor = await self.store.get_counselor(item.sender) if role == "counselor" else None
+            if counselor is not None:
+                # Said to the counselor where the client cannot read it.
+                note = replace(item, room_id=await self.case_room(counselor))
+                self.refuse_untrusted(fx, note, self.counselor_lang(counselor))
+            else:
+                self.refuse_untrusted(fx, item, self.lang_of(client))
             await self.commit(fx, item.event_id)
             return
         text = clean_text(item.body, self.max_chars)
