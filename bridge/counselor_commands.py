@@ -20,6 +20,7 @@ it there and answers in the case channel only.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
     from bridge.engine import Engine
 
 logger = logging.getLogger(__name__)
+
+#: A command is "!" and a word; more exclamation marks are just emphasis.
+_COMMAND = re.compile(r"!\w")
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,8 @@ async def session_command(
     moment; it does not keep it. From the client, a counselor command gets a
     polite refusal and changes nothing; any other ``!`` line is conversation.
     """
+    if not _COMMAND.match(text):
+        return  # "!!! what a week": conversation, not a command
     word, args = normalize_command(text)
     handler = COUNSELOR_COMMANDS.get(word)
     if handler is None and word not in CASE_ONLY:

@@ -68,6 +68,16 @@ async def cmd_take(
         by = fresh.taken_by if fresh and fresh.taken_by else "?"
         reply("take.already", ok=False, page=page, page_id=page.id, name=await name_of(engine, by))
         return
+    if page.taken_by == taker and page.room_id is not None:
+        # Taken already, by this person: say where, change nothing.
+        reply(
+            "take.done",
+            ok=True,
+            page=page,
+            page_id=page.id,
+            room_link=rooms.room_link(page.room_id),
+        )
+        return
     client = await engine.store.get_client(page.client_id)
     if client is None:
         reply("take.gone", ok=False, page=page, page_id=page.id)
@@ -106,7 +116,7 @@ async def cmd_take(
         )
         if client.dm_room_id:
             fx.say(client.dm_room_id, engine.render.text(clang, "take.client_invited", name=name))
-    else:
+    elif eng is None or taker != eng.counselor_id:
         fx.say(room_id, engine.render.text(clang, "take.client_joined", name=name))
     taken = CaseEvent("take", page.engagement_id, room_id, {"page": page.id, "by": taker})
     fx.say(

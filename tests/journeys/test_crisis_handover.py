@@ -82,6 +82,12 @@ async def test_urgent_mid_intake_page_take_and_the_taker_reads_the_client(bot, p
     again = await bot.bridge.engine.pages.get(page.id)
     assert again.taken_by == ana.session.user_id and again.room_id == room
     assert not budi.joined(room, budi.session.user_id)
+    # Ana asking again is told where she is; the client is not invited twice.
+    invited = text("en", "take.client_invited", name="Ana")
+    await ana.session.send_text(ana_case.room_id, f"!take {page.id}")
+    await ana_case.expect(lambda b: b.startswith(f"You have page {page.id}") and room in b)
+    await dm.quiet(1.0)
+    assert dm.bot_messages().count(invited) == 1
     # The intake is still where it was.
     assert (await bot.bridge.store.get_client(client.session.user_id)).profile.get("crisis")
 
