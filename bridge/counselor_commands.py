@@ -65,13 +65,19 @@ class CounselorCall:
     def lang(self) -> str:
         return self.engine.counselor_lang(self.counselor)
 
-    def reply(self, key: str, *, ok: bool = True, **params: object) -> None:
-        """Answer in the case channel, with the machine-readable reply for the counselor app."""
+    def reply(
+        self, key: str, *, ok: bool = True, fact: CaseEvent | None = None, **params: object
+    ) -> None:
+        """Answer in the case channel, with the machine-readable reply for the counselor app.
+
+        ``fact`` replaces the plain "reply" when the answer states a change the
+        app tracks (the case closed, the client handed over).
+        """
         self.fx.say(
             self.case_room,
             self.engine.render.text(self.lang, key, **params),
             reader=self.counselor.user_id,
-            case=command_reply(self.word, ok, self.eng.id, self.eng.room_id),
+            case=fact or command_reply(self.word, ok, self.eng.id, self.eng.room_id),
         )
 
 
@@ -229,7 +235,8 @@ async def cmd_close(call: CounselorCall) -> None:
             eng.room_id,
             engine.render.text(clang, f"close.{OUTCOMES[outcome]}", counselor_name=counselor.name),
         )
-    call.reply("close.done", outcome=outcome)
+    closed = CaseEvent("closed", eng.id, eng.room_id, {"outcome": OUTCOMES[outcome]})
+    call.reply("close.done", fact=closed, outcome=outcome)
     if client is not None and client.dm_room_id:
         rec = replace(client, pending={"kind": "survey", "engagement": eng.id})
         fx.write(lambda: engine.store.save_client(rec))
@@ -269,7 +276,8 @@ async def cmd_refer(call: CounselorCall) -> None:
     if not await engine.has_room(target_id):
         call.reply("refer.full", ok=False, counselor_name=target.name)
         return
-    call.reply("refer.done", counselor_name=target.name)
+    released = CaseEvent("released", eng.id, eng.room_id, {})
+    call.reply("refer.done", fact=released, counselor_name=target.name)
     fx.write(engine.audit_fn(counselor.user_id, "engagement.refer", eng.id))
     fx.after.append(
         lambda: engine.switch(

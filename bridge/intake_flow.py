@@ -88,7 +88,9 @@ async def on_dm_message(engine: Engine, item: InboxItem) -> None:
         return
     if not await engine.is_private_dm(item.room_id):
         # Intake answers, status and bookings are personal: not where others read.
-        fx.say(item.room_id, engine.render.text(lang, "dm.not_private"))
+        country = client.profile.get("country") if client else None
+        line = engine.policy.crisis_line(lang, country)
+        fx.say(item.room_id, engine.render.text(lang, "dm.not_private", crisis_line=line))
         await engine.commit(fx, item.event_id)
         return
     if len(item.body) > engine.max_chars:

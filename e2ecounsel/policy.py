@@ -239,7 +239,7 @@ _CATALOG: dict[str, tuple[str, ...]] = {
     "trust.unsigned_device": (),
     "trust.untrusted_sender": (),
     "edit.ignored": (),
-    "dm.not_private": (),
+    "dm.not_private": ("crisis_line",),
     "waitlist.position": ("position",),
     "waitlist.assigned": ("counselor_name",),
     "counselor.removed": (),

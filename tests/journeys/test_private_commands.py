@@ -58,6 +58,9 @@ async def test_counselor_commands_never_reach_the_client(bot, people):
     await case.expect(text("en", "close.done", outcome="refer"))
     await seated.dm.expect(text("en", "survey.ask"))
     assert (await store.get_engagement(eng.id)).outcome == "refer"
+    await until(lambda: ana_sees.cases(case.room_id, "closed"), what="the closed fact")
+    closed = ana_sees.cases(case.room_id, "closed")[-1]
+    assert closed["engagement"] == eng.id and closed["data"] == {"outcome": "refer"}
 
     # What the client's own app decrypted, in every room: no command, no note, no clinical reply.
     from_bot = client.bodies(sender=bot.user_id)

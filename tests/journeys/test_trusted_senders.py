@@ -13,7 +13,7 @@ import uuid
 
 import aiohttp
 
-from tests.integration.bridgekit import seat_client, text
+from tests.integration.bridgekit import POLICY, seat_client, text
 from tests.integration.matrixkit import Recorder, until
 from tests.journeys.conftest import eventually, hire
 
@@ -145,7 +145,8 @@ async def test_personal_answers_only_in_a_private_dm_and_group_rooms_are_left(bo
     await client.session.client.room_invite(dm.room_id, friend.session.user_id)
     await until(lambda: friend.joined(dm.room_id, friend.session.user_id), what="friend joins")
     await dm.send("status")
-    await dm.expect(text("en", "dm.not_private"))
+    line = POLICY.crisis_line("en", POLICY.crisis.countries[0].code)
+    await dm.expect(text("en", "dm.not_private", crisis_line=line))
     assert all("Ana" not in b for b in friend.bodies(dm.room_id, sender=bot.user_id))
 
     # A group room the bot is invited to: it leaves.
