@@ -86,7 +86,7 @@ class Engine:
         self._match_lock = asyncio.Lock()
         self._case_locks: dict[str, asyncio.Lock] = {}
         self.max_chars = policy.service.max_message_chars
-        self.pages = Pages(store.db)
+        self.pages = Pages(store.db, clock=clock)
         self.trust = trust
         # (sender, device key) -> when they were last told their device is not trusted
         self._told_untrusted: dict[tuple[str, str], datetime] = {}

@@ -7,6 +7,7 @@ taken_by IS NULL``: the database, not the code, decides who won a race.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -34,12 +35,14 @@ _PAGE_COLUMNS = "id, client_id, engagement_id, reason, created_at, taken_by, roo
 
 
 class Pages:
-    def __init__(self, db: Database) -> None:
+    def __init__(
+        self, db: Database, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
         self.db = db
+        self._clock = clock
 
-    @staticmethod
-    def _now() -> str:
-        return datetime.now(UTC).isoformat()
+    def _now(self) -> str:
+        return self._clock().isoformat()
 
     async def open(
         self, *, cause: str, client_id: str, engagement_id: int | None, reason: str
