@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -183,6 +185,18 @@ def _where(args: argparse.Namespace) -> tuple[Path, Path | None]:
     return root, policies
 
 
+@asynccontextmanager
+async def _changing(args: argparse.Namespace) -> AsyncIterator[BridgeStore]:
+    """The bridge's store in one transaction: every change of the command, or none."""
+    root, _ = _where(args)
+    store = await BridgeStore.open_data_dir(root, create=False)
+    try:
+        async with store.transaction():
+            yield store
+    finally:
+        await store.close()
+
+
 def _counselor_add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "user_id", metavar="MXID", help="the counselor's Matrix id, e.g. @dewi:example.org"
@@ -317,15 +331,10 @@ async def _require_active(store: BridgeStore, user_id: str) -> int:
 @command("counselor remove", "take a counselor off the roster")(_counselor_id_args)
 async def cmd_counselor_remove(args: argparse.Namespace) -> int:
     user_id = parse_mxid(args.user_id)
-    root, _ = _where(args)
-    store = await BridgeStore.open_data_dir(root, create=False)
-    try:
-        async with store.transaction():
-            clients = await _require_active(store, user_id)
-            await store.deactivate_counselor(user_id)
-            await store.audit("operator", "counselor.remove", detail=store.actor_ref(user_id))
-    finally:
-        await store.close()
+    async with _changing(args) as store:
+        clients = await _require_active(store, user_id)
+        await store.deactivate_counselor(user_id)
+        await store.audit("operator", "counselor.remove", detail=store.actor_ref(user_id))
     if clients:
         print(
             f"removed {user_id}; the bridge re-matches their {clients} active client(s) "
@@ -414,14 +423,9 @@ def _supervisor_add_args(p: argparse.ArgumentParser) -> None:
 async def cmd_supervisor_add(args: argparse.Namespace) -> int:
     user_id = parse_mxid(args.user_id)
     name = parse_name(args.name if args.name is not None else user_id[1:].split(":", 1)[0])
-    root, _ = _where(args)
-    store = await BridgeStore.open_data_dir(root, create=False)
-    try:
-        async with store.transaction():
-            new = await Pages(store.db).add_supervisor(user_id, name)
-            await store.audit("operator", "supervisor.add", detail=store.actor_ref(user_id))
-    finally:
-        await store.close()
+    async with _changing(args) as store:
+        new = await Pages(store.db).add_supervisor(user_id, name)
+        await store.audit("operator", "supervisor.add", detail=store.actor_ref(user_id))
     if new:
         print(
             f"added supervisor {user_id}; the bridge invites them to the supervisors' room "
@@ -442,18 +446,10 @@ def _supervisor_id_args(p: argparse.ArgumentParser) -> None:
 )
 async def cmd_supervisor_remove(args: argparse.Namespace) -> int:
     user_id = parse_mxid(args.user_id)
-    root, _ = _where(args)
-    store = await BridgeStore.open_data_dir(root, create=False)
-    try:
-        async with store.transaction():
-            removed = await Pages(store.db).remove_supervisor(user_id)
-            if not removed:
-                raise CommandError(
-                    f"{user_id} is not a supervisor; see `e2ecounsel supervisor list`"
-                )
-            await store.audit("operator", "supervisor.remove", detail=store.actor_ref(user_id))
-    finally:
-        await store.close()
+    async with _changing(args) as store:
+        if not await Pages(store.db).remove_supervisor(user_id):
+            raise CommandError(f"{user_id} is not a supervisor; see `e2ecounsel supervisor list`")
+        await store.audit("operator", "supervisor.remove", detail=store.actor_ref(user_id))
     print(f"removed supervisor {user_id}; the bridge removes them from the supervisors' room")
     return 0
 
