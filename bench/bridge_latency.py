@@ -49,6 +49,7 @@ from nio import (
     RoomMessageText,
 )
 
+from bridge import markup
 from bridge.app import Bridge
 from bridge.store import Counselor
 from e2ecounsel.config import BridgeConfig
@@ -350,15 +351,24 @@ class Expect:
         introduction comes first, then its first item (see :meth:`intake_replies`)."""
         phq = self.policy.instruments["phq9"]
         steps: list[tuple[str, str, Check]] = [
-            ("language -> consent", "1", self.contains(self.policy.consent[LANG].text[:60])),
+            (
+                "language -> consent",
+                "1",
+                self.contains(markup.to_plain(self.policy.consent[LANG].text)[:60]),
+            ),
             ("consent -> age", "agree", self.contains(self.policy.text(LANG, "intake.age"))),
             (
                 "age -> country",
                 "yes",
                 self.contains(self.policy.crisis.countries[0].label[LANG]),
             ),
+        ]
+        zones = self.policy.crisis.countries[0].zones
+        if len(zones) > 1:  # the first country spans several time zones: which one
+            steps.append(("country -> zone", "1", self.contains(zones[0].label[LANG])))
+        steps += [
             (
-                "country -> pseudonym",
+                "country -> pseudonym" if len(zones) < 2 else "zone -> pseudonym",
                 "1",
                 self.contains(self.lead("intake.pseudonym", "max_len")[:40]),
             ),
@@ -375,7 +385,7 @@ class Expect:
         return len(self.intake_steps("x")) + 1
 
     def page(self) -> Check:
-        return self.contains(self.lead("page.crisis", "room_link")[:30])
+        return self.contains(self.policy.text(LANG, "page.crisis", page=_MARK).split(_MARK)[1][:30])
 
 
 @dataclass
@@ -455,11 +465,17 @@ class LocalBots:
         await session.sync_once(0)
         session.start()
 
-    async def case_rooms(self) -> int:
-        """Case channels the bridge has on record (one per counselor is right)."""
+    async def final_stats(self) -> dict[str, int]:
+        """Case channels the bridge has on record (one per counselor is right), and its
+        ``/keys/query`` requests: in all, and how many times a send had to wait for one."""
         assert self.bridge is not None and self.bridge.store is not None
         rows = await self.bridge.store.db.fetchall("SELECT room_id FROM rooms WHERE kind = 'case'")
-        return len(rows)
+        trust = getattr(self.bridge, "trust", None)
+        return {
+            "case_rooms": len(rows),
+            "keys_queries": trust.queries if trust is not None else -1,
+            "send_waits": trust.waits if trust is not None else -1,
+        }
 
     async def stop(self) -> None:
         if self.echo is not None:
@@ -474,14 +490,14 @@ class BotProcess:
     not shared with the fifty clients' decryption in this process.
 
     Protocol over the child's stdin/stdout, one JSON object a line: the spec in,
-    ``{"ready": ...}`` out; ``stop`` in, ``{"case_rooms": N}`` out. The child also
+    ``{"ready": ...}`` out; ``stop`` in, the final stats out. The child also
     stops when its stdin closes, so it never outlives this process."""
 
     def __init__(self, spec: BotSpec, log_level: str) -> None:
         self.spec = spec
         self.log_level = log_level
         self.proc: asyncio.subprocess.Process | None = None
-        self._case_rooms: int | None = None
+        self._stats: dict[str, int] | None = None
 
     @property
     def bot_id(self) -> str:
@@ -518,9 +534,9 @@ class BotProcess:
         if not reply.get("ready"):
             raise RuntimeError(f"the bot process failed to start: {reply.get('error')}")
 
-    async def case_rooms(self) -> int:
+    async def final_stats(self) -> dict[str, int]:
         await self._stop_child()
-        return self._case_rooms if self._case_rooms is not None else -1
+        return self._stats or {}
 
     async def _stop_child(self) -> None:
         proc = self.proc
@@ -530,7 +546,7 @@ class BotProcess:
             assert proc.stdin is not None
             proc.stdin.write(b"stop\n")
             await proc.stdin.drain()
-            self._case_rooms = int((await self._line(60)).get("case_rooms", -1))
+            self._stats = {k: int(v) for k, v in (await self._line(60)).items()}
             await asyncio.wait_for(proc.wait(), 30)
         except Exception:
             logger.error("the bot process did not stop cleanly; killing it")
@@ -557,11 +573,11 @@ async def serve_bots() -> int:
             return 1
         print(json.dumps({"ready": True}), flush=True)
         await asyncio.to_thread(sys.stdin.readline)  # "stop", or EOF if the parent is gone
-        count = await bots.case_rooms()
+        stats = await bots.final_stats()
     finally:
         await bots.stop()
     with contextlib.suppress(BrokenPipeError):
-        print(json.dumps({"case_rooms": count}), flush=True)
+        print(json.dumps(stats), flush=True)
     return 0
 
 
@@ -820,8 +836,13 @@ async def integrity(world: World, expect: Expect, settle: float) -> Checks:
         f"crisis pages to the on-call counselor: {len(pages)}/{n} in {len(page_rooms)} case room(s)"
     )
     problems += int(len(pages) != n) + int(len(page_rooms) > 1)
-    case_rooms = await world.bots.case_rooms()
+    stats = await world.bots.final_stats()
+    case_rooms = stats.get("case_rooms", -1)
     lines.append(f"case rooms in the bridge database: {case_rooms} for {COUNSELORS} counselors")
+    lines.append(
+        f"bridge /keys/query requests: {stats.get('keys_queries', -1)}, "
+        f"sends that waited for one: {stats.get('send_waits', -1)}"
+    )
     problems += int(case_rooms != COUNSELORS)
 
     echo_counts: Counter[int] = Counter(

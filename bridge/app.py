@@ -154,6 +154,7 @@ class Bridge:
         self.scheduler.summarize = self.cadence.summarize
         await self.session.login(self.config.bot_password)
         signing = await self.session.ensure_cross_signing(self.config.bot_password)
+        self.session.use_trust(self.trust)
         self.session.before_encrypt.append(self._apply_trust)
         await self.session.sync_once(0)
         await self._find_supervisors_room()

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bridge import rooms
 from bridge.bookings import Booking, Bookings, parse_days_off
@@ -42,8 +42,16 @@ COUNTRY_ZONES = {
 
 
 def client_zone(client: ClientRecord | None, counselor: Counselor) -> ZoneInfo:
-    """The zone to show a client times in: from their country, else the counselor's."""
-    country = str((client.profile if client else {}).get("country") or "")
+    """The zone to show a client times in: the one they chose in the intake, else their
+    country's main zone, else the counselor's."""
+    profile = client.profile if client else {}
+    chosen = profile.get("zone")
+    if isinstance(chosen, str) and chosen:
+        try:
+            return ZoneInfo(chosen)
+        except (ZoneInfoNotFoundError, ValueError):
+            logger.warning("client zone unknown to this system; using the country's")
+    country = str(profile.get("country") or "")
     return ZoneInfo(COUNTRY_ZONES.get(country, counselor.timezone))
 
 

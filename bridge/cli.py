@@ -7,25 +7,51 @@ never imports the bot.
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bridge.app import Bridge, BridgeStatus
 from bridge.bookings import Bookings, parse_days_off
 from bridge.pages import Pages
-from bridge.roster import parse_counselor_args, parse_mxid, parse_name, parse_on_off
-from bridge.store import BridgeStore
-from e2ecounsel.cli import command, data_dir, data_dir_arg, setup_logging, wait_for_signal
+from bridge.roster import (
+    parse_capacity,
+    parse_credentials,
+    parse_languages,
+    parse_mxid,
+    parse_name,
+    parse_on_off,
+    parse_reply_windows,
+    parse_specialties,
+    parse_timezone,
+)
+from bridge.store import BridgeStore, Counselor
+from e2ecounsel.cli import (
+    account_problem,
+    check_all,
+    command,
+    data_dir,
+    data_dir_arg,
+    setup_logging,
+    wait_for_signal,
+)
 from e2ecounsel.config import BridgeConfig, load_config, write_config
 from e2ecounsel.domain.booking import parse_weekly
 from e2ecounsel.errors import CommandError
-from e2ecounsel.homeserver import EmbeddedHomeserver, HomeserverInfo
+from e2ecounsel.homeserver import EmbeddedHomeserver, HomeserverInfo, RegistrationToken
 from e2ecounsel.policy import load_policy
+from e2ecounsel.sealing import KEY_FILE_ENV, placement_of_sealing_key
 
 BOT_LOCALPART = "counsel"
+RECOVERY_KEY_FILE = "bot-recovery-key.txt"
+# The token `up` makes on the first start: enough to try the service, not an open door.
+FIRST_TOKEN_USES = 10
+FIRST_TOKEN_DAYS = 7
 
 
 def register() -> None:
@@ -36,6 +62,11 @@ def _up_args(p: argparse.ArgumentParser) -> None:
     data_dir_arg(p)
     p.add_argument(
         "--port", type=int, default=None, help="homeserver port on 127.0.0.1 (default 8008)"
+    )
+    p.add_argument(
+        "--behind-proxy",
+        action="store_true",
+        help="a TLS reverse proxy is in front: trust its X-Forwarded-For header",
     )
     p.add_argument(
         "--exit-when-ready",
@@ -49,16 +80,31 @@ async def cmd_up(args: argparse.Namespace) -> int:
     root = data_dir(args)
     root.mkdir(parents=True, exist_ok=True)
     setup_logging("INFO", root / "logs" / "e2ecounsel.log")
-    hs = EmbeddedHomeserver(root, port=args.port)
+    hs = EmbeddedHomeserver(root, port=args.port, behind_proxy=args.behind_proxy)
     info = hs.ensure_config()
     config_path = root / "bridge.toml"
+    first_start = not config_path.exists()
     await hs.start()
     bridge: Bridge | None = None
     try:
         config = await _ensure_bridge_config(hs, info, config_path, root)
         bridge = Bridge.from_config(config)
         status = await bridge.start()
-        print(banner(info, status, root), flush=True)
+        if config.bot_password is not None and status.cross_signed:
+            # Signed in and cross-signed: the saved session is what persists from now on.
+            if bridge.session.has_stored_login:
+                write_config(config_path, replace(config, bot_password=None))
+        token = None
+        if first_start:
+            token = await hs.create_registration_token(
+                uses=FIRST_TOKEN_USES,
+                expires_ms=int((time.time() + FIRST_TOKEN_DAYS * 86400) * 1000),
+            )
+        recovery_file = _save_recovery_key(root, status.recovery_key)
+        print(
+            banner(info, status, root, token=token, recovery_file=recovery_file),
+            flush=True,
+        )
         if not args.exit_when_ready:
             await wait_for_signal()
         print("stopping…", flush=True)
@@ -72,7 +118,11 @@ async def cmd_up(args: argparse.Namespace) -> int:
 async def _ensure_bridge_config(
     hs: EmbeddedHomeserver, info: HomeserverInfo, path: Path, root: Path
 ) -> BridgeConfig:
-    """First run: register the bot and write its config. Later runs: reuse both."""
+    """First run: register the bot and write its config. Later runs: reuse both.
+
+    The password is written for the first login only; `up` removes it once the bot is signed
+    in and cross-signed.
+    """
     if not path.exists():  # noqa: ASYNC240 - one stat at start-up
         password = secrets.token_urlsafe(24)
         user_id = await hs.register_user(BOT_LOCALPART, password, admin=False)
@@ -98,8 +148,49 @@ async def _ensure_bridge_config(
     return config
 
 
-def banner(info: HomeserverInfo, status: BridgeStatus, root: Path) -> str:
+def _save_recovery_key(root: Path, recovery_key: str | None) -> Path | None:
+    """Write a newly created recovery key to a 0600 file (never to the terminal or a log)."""
+    if recovery_key is None:
+        return None
+    path = root / RECOVERY_KEY_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(
+            "# The e2ecounsel bot's recovery key. It restores the bot's identity if its data\n"
+            "# dir is ever lost. Keep it offline (a password manager, paper), then delete this\n"
+            "# file.\n"
+            f"{recovery_key}\n"
+        )
+    return path
+
+
+def banner(
+    info: HomeserverInfo,
+    status: BridgeStatus,
+    root: Path,
+    *,
+    token: RegistrationToken | None = None,
+    recovery_file: Path | None = None,
+) -> str:
     signed = "yes" if status.cross_signed else "NO"
+    make_token = "e2ecounsel token new --uses N --expires 7d"
+    if token is not None:
+        until = datetime.fromtimestamp((token.expiry_ms or 0) / 1000, UTC)
+        registration = [
+            f"  registration token  {token.token}",
+            f"                      ({token.uses_allowed} sign-ups, until {until:%Y-%m-%d %H:%M}"
+            " UTC; shown once)",
+        ]
+    else:
+        registration = [f"  registration        make a token: {make_token}"]
+    key_warning = []
+    key_file = placement_of_sealing_key(root)
+    if key_file is not None:
+        key_warning = [
+            f"  WARNING             the sealing key {key_file} sits beside the database:",
+            "                      a copy of the data dir opens every sealed column. Move it",
+            f"                      out and set {KEY_FILE_ENV} (see the README).",
+        ]
     return "\n".join(
         [
             "",
@@ -107,23 +198,25 @@ def banner(info: HomeserverInfo, status: BridgeStatus, root: Path) -> str:
             f"  homeserver          {info.base_url}  (server name {info.server_name})",
             f"  bot                 {status.user_id}",
             f"  bot device          {status.device_id}  (cross-signed: {signed})",
-            f"  registration token  {info.registration_token}",
+            *registration,
             f"  data dir            {root}",
             *(
                 [
-                    f"  bot recovery key    {status.recovery_key}",
-                    "                      (shown once: keep it offline; it restores the bot's",
-                    "                      identity if its data dir is ever lost)",
+                    f"  bot recovery key    written to {recovery_file} (0600, this time only):",
+                    "                      keep it offline, then delete the file; it restores",
+                    "                      the bot's identity if its data dir is ever lost",
                 ]
-                if status.recovery_key
+                if recovery_file is not None
                 else []
             ),
+            *key_warning,
             "",
             "Connect:",
-            f"  Element:   sign up on {info.base_url} with the registration token,",
+            f"  Element:   sign up on {info.base_url} with a registration token,",
             f"             then start an encrypted direct chat with {status.user_id}.",
             f"  Counselor: e2ecounsel tui --homeserver {info.base_url}",
             "  Accounts:  e2ecounsel user add NAME [--admin]",
+            f"  Tokens:    {make_token}; e2ecounsel token list",
             "",
             "Press Ctrl-C to stop.",
         ]
@@ -222,6 +315,11 @@ def _counselor_add_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="replace the profile of a counselor already on the roster",
     )
+    p.add_argument(
+        "--no-account-check",
+        action="store_true",
+        help="do not ask the homeserver whether the account exists (offline set-up)",
+    )
     _store_args(p)
 
 
@@ -229,19 +327,25 @@ def _counselor_add_args(p: argparse.ArgumentParser) -> None:
 async def cmd_counselor_add(args: argparse.Namespace) -> int:
     root, policies_dir = _where(args)
     policy = load_policy(policies_dir)
-    counselor = parse_counselor_args(
-        args.user_id,
-        name=args.name,
-        credentials=args.credentials,
-        languages=args.languages,
-        specialties=args.specialties,
-        capacity=args.capacity,
-        timezone=args.timezone,
-        reply_windows=args.reply_windows,
-        on_call=args.on_call,
-        known_languages=policy.languages,
-        known_specialties=[s.id for s in policy.service.specialties],
+    specialties = [s.id for s in policy.service.specialties]
+    # Every flag is checked before one complaint is made: all of them are reported at once.
+    checked = check_all(
+        {
+            "user_id": lambda: parse_mxid(args.user_id),
+            "name": lambda: parse_name(args.name),
+            "credentials": lambda: parse_credentials(args.credentials),
+            "languages": lambda: parse_languages(args.languages, policy.languages),
+            "specialties": lambda: parse_specialties(args.specialties, specialties),
+            "capacity": lambda: parse_capacity(args.capacity),
+            "timezone": lambda: parse_timezone(args.timezone),
+            "reply_windows": lambda: parse_reply_windows(args.reply_windows),
+        }
     )
+    counselor = Counselor(**checked, on_call=args.on_call, active=True)
+    if not args.no_account_check:
+        problem = await account_problem(root, _homeserver_url(args, root), counselor.user_id)
+        if problem is not None:
+            raise CommandError(f"{problem}; nothing was changed")
     store = await BridgeStore.open_data_dir(root, create=True)
     try:
         async with store.transaction():
@@ -273,6 +377,12 @@ async def cmd_counselor_add(args: argparse.Namespace) -> int:
         f"reply windows {','.join(counselor.reply_windows)} ({counselor.timezone})"
     )
     return 0
+
+
+def _homeserver_url(args: argparse.Namespace, root: Path) -> str | None:
+    """The homeserver the bridge of this command's data dir or config talks to, if known."""
+    config = args.config if args.config is not None else root / "bridge.toml"
+    return load_config(config).homeserver_url if config.is_file() else None
 
 
 def _counselor_list_args(p: argparse.ArgumentParser) -> None:

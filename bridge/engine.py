@@ -33,6 +33,7 @@ from nio import ErrorResponse
 from bridge import (
     booking_flow,
     counselor_commands,
+    crisis_triage,
     intake_flow,
     rooms,
     supervision,
@@ -49,7 +50,6 @@ from bridge.render import Renderer
 from bridge.store import BridgeStore, ClientRecord, Counselor, Engagement
 from e2ecounsel.casechannel import CaseEvent
 from e2ecounsel.domain import matching
-from e2ecounsel.domain.crisis import CrisisDetector
 from e2ecounsel.domain.text import clean_text
 from e2ecounsel.matrix import MatrixSession
 from e2ecounsel.matrix.trust import TrustPolicy
@@ -80,7 +80,7 @@ class Engine:
         self.render = Renderer(policy)
         self.supervisors_room = supervisors_room
         self.clock = clock
-        self.crisis = CrisisDetector(policy.crisis.phrases)
+        self.crisis = policy.crisis.detector()
         self._mark_done = mark_done
         self._flush = flush
         self._match_lock = asyncio.Lock()
@@ -414,6 +414,8 @@ class Engine:
                         answer=got[item_index],
                     )
                 )
+        if p.get(crisis_triage.FLAG) == "check:no":
+            lines.append(self.render.text(lang, "brief.check_no"))
         topic = self.policy.service.topic(str(p.get("topic") or ""))
         country = self.policy.crisis.country(p.get("country"))
         return self.render.text(
@@ -815,11 +817,16 @@ class Engine:
             await self.commit(fx, item.event_id)
             return
         text = clean_text(item.body, self.max_chars)
-        if role == "client" and client is not None and self.crisis.detect(text):
-            await self.crisis_protocol(fx, client, "phrase:session", reply_room=item.room_id)
-        elif text.startswith("!"):
+        # A crisis matter (or the answer to a check question) is neither a command nor an
+        # answer to a booking question.
+        screened = None
+        if role == "client" and client is not None:
+            screened = await crisis_triage.screen(
+                self, fx, client, text, room=item.room_id, where="session"
+            )
+        if screened is None and text.startswith("!"):
             await counselor_commands.session_command(self, fx, eng, client, item, text)
-        elif role == "client" and client is not None:
+        elif screened is None and role == "client" and client is not None:
             await booking_flow.answer_in_session(self, fx, client, text, item.room_id)
         await self.commit(fx, item.event_id)
 

@@ -8,7 +8,7 @@ import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from bridge import client_commands
+from bridge import client_commands, crisis_triage
 from bridge.effects import (
     _NOT_STARTED,
     URGENT_WORDS,
@@ -18,7 +18,6 @@ from bridge.inbox import InboxItem
 from bridge.store import ClientRecord, Counselor
 from e2ecounsel.domain import intake
 from e2ecounsel.domain.replies import Reply
-from e2ecounsel.domain.screening import Band
 from e2ecounsel.domain.text import clean_text, normalize_command
 
 if TYPE_CHECKING:
@@ -108,12 +107,14 @@ async def on_dm_message(engine: Engine, item: InboxItem) -> None:
     state = intake_state(engine, client)
     finished = state is not None and state.step is intake.Stage.DONE
     started = state is not None and state.step not in _NOT_STARTED
-    if engine.crisis.detect(text):
-        await engine.crisis_protocol(
-            fx, client, "phrase:dm", reply_room=item.room_id, remember=True
-        )
-        if started and not finished:
-            fx.say(item.room_id, engine.render.text(lang, "status.intake"))
+    screened = await crisis_triage.screen(
+        engine, fx, client, text, room=item.room_id, where="dm", remember=True
+    )
+    if screened is not None:
+        if started and not finished and state is not None and screened.kind != "check":
+            pause_intake(
+                engine, fx, screened.client, state, item, protocol=screened.kind == "protocol"
+            )
     elif not finished and normalize_command(text)[0] in URGENT_WORDS:
         # `urgent` works from the first message on, not only after the intake.
         await client_commands.cmd_urgent(engine, fx, client, "", item)
@@ -127,6 +128,30 @@ async def on_dm_message(engine: Engine, item: InboxItem) -> None:
     else:
         await run_intake(engine, fx, client, state if started else None, text, item)
     await engine.commit(fx, item.event_id)
+
+
+def pause_intake(
+    engine: Engine,
+    fx: Effects,
+    client: ClientRecord,
+    state: intake.IntakeState,
+    item: InboxItem,
+    *,
+    protocol: bool,
+) -> None:
+    """After a crisis protocol mid-intake the questions wait: the client is told a
+    counselor is being asked to come and chooses to go on now or later (a paused intake stays
+    paused). Otherwise the client is pointed back to the open question."""
+    step = intake.pause(state) if protocol else intake.Step(state)
+    lang = engine.policy.language(state.language or client.language)
+    if step.state == state:
+        if state.step is not intake.Stage.PAUSED:  # before consent: point back to the question
+            fx.say(item.room_id, engine.render.text(lang, "status.intake"))
+        return
+    for reply in step.replies:
+        fx.say(item.room_id, engine.render.reply(lang, reply, country=state.country))
+    held = replace(client, intake=step.state.to_dict(), profile={**client.profile, "crisis": True})
+    fx.write(lambda: engine.store.save_client(held))
 
 
 async def returning(engine: Engine, client: ClientRecord, text: str) -> bool:
@@ -148,23 +173,13 @@ def intake_state(engine: Engine, client: ClientRecord) -> intake.IntakeState | N
 
 def intake_context(engine: Engine, offer: tuple[str, ...]) -> intake.IntakeContext:
     p = engine.policy
-    specs = []
-    for inst_id in p.service.screening:
-        inst = p.instruments[inst_id]
-        specs.append(
-            intake.InstrumentSpec(
-                id=inst.id,
-                item_count=len(inst.items),
-                critical=dict(inst.critical_items),
-                bands=tuple(Band(b.severity, b.lo, b.hi) for b in inst.bands),
-                max_answer=inst.max_answer,
-            )
-        )
+    specs = [p.instruments[inst_id].spec() for inst_id in p.service.screening]
     return intake.IntakeContext(
         languages=p.languages,
         min_age=p.service.min_age,
         instruments=tuple(specs),
         countries=tuple(c.code for c in p.crisis.countries),
+        zones={c.code: tuple(z.zone for z in c.zones) for c in p.crisis.countries if c.zones},
         topics=tuple(t.id for t in p.service.topics),
         counselor_options=offer,
         max_chars=engine.max_chars,
@@ -270,6 +285,7 @@ async def run_intake(
         {
             "pseudonym": new_state.pseudonym,
             "country": new_state.country,
+            "zone": new_state.zone,
             "topic": new_state.topic,
             "preferred": new_state.counselor,
             "answers": [list(a) if a is not None else None for a in new_state.answers],

@@ -90,6 +90,9 @@ class Renderer:
             ids = [str(o) for o in options]
             if key == "intake.country":
                 params["options"] = self.numbered(lang, self.country_labels(lang, ids))
+            elif key == "intake.zone":
+                place = policy.crisis.country(country)
+                params["options"] = self.numbered(lang, [place.zone_label(lang, z) for z in ids])
             elif key == "intake.topic":
                 params["options"] = self.numbered(lang, self.topic_labels(lang, ids))
             elif key == "intake.counselor":

@@ -14,20 +14,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.metadata
 import logging
 import logging.handlers
 import os
+import re
 import secrets
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from e2ecounsel import __version__
-from e2ecounsel.errors import E2ECounselError
+from e2ecounsel.errors import CommandError, E2ECounselError
+
+if TYPE_CHECKING:
+    from e2ecounsel.homeserver import EmbeddedHomeserver
 
 logger = logging.getLogger(__name__)
 
@@ -103,9 +110,33 @@ def setup_logging(level: str, log_file: Path | None) -> None:
         fh.setFormatter(fmt)
         root.addHandler(fh)
         os.chmod(log_file, 0o600)
-    # nio's own loggers are chatty at INFO and can name rooms; keep them quiet.
-    for noisy in ("nio", "peewee", "aiohttp.access"):
+    # nio's own loggers are chatty at INFO and can name rooms; keep them quiet. aiosqlite
+    # logs every statement with its parameters at DEBUG (user ids next to the audit trail's
+    # pseudonymous actors): never let it through, whatever the level.
+    for noisy in ("nio", "peewee", "aiohttp.access", "aiosqlite"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def check_all(checks: Mapping[str, Callable[[], Any]]) -> dict[str, Any]:
+    """Run every check and return the values, or one CommandError naming every problem.
+
+    An operator who typed three bad flags learns of all three at once, not one per attempt.
+    """
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, check in checks.items():
+        try:
+            values[name] = check()
+        except CommandError as exc:
+            problems.append(str(exc))
+    if len(problems) == 1:
+        raise CommandError(problems[0])
+    if problems:
+        raise CommandError(
+            f"{len(problems)} problems: "
+            + "; ".join(f"({i}) {p}" for i, p in enumerate(problems, 1))
+        )
+    return values
 
 
 async def wait_for_signal() -> None:
@@ -130,26 +161,198 @@ def _user_add_args(p: argparse.ArgumentParser) -> None:
     data_dir_arg(p)
 
 
-@command("user add", "add an account on the embedded homeserver")(_user_add_args)
-async def cmd_user_add(args: argparse.Namespace) -> int:
+@contextlib.asynccontextmanager
+async def embedded_homeserver(root: Path) -> AsyncIterator[EmbeddedHomeserver]:
+    """The embedded homeserver of ``root``, answering: the running one, or started for now."""
     from e2ecounsel.homeserver import EmbeddedHomeserver
 
-    hs = EmbeddedHomeserver(data_dir(args))
-    info = hs.ensure_config()
-    password = args.password or secrets.token_urlsafe(16)
+    hs = EmbeddedHomeserver(root)
+    hs.ensure_config()
     started_here = False
     if not await hs.is_healthy():
         await hs.start()
         started_here = True
     try:
-        user_id = await hs.register_user(args.username, password, admin=args.admin)
+        yield hs
     finally:
         if started_here:
             await hs.stop()
-    print(f"created {user_id} on {info.base_url}")
+
+
+async def account_problem(root: Path, homeserver_url: str | None, user_id: str) -> str | None:
+    """Why ``user_id`` cannot be given work (no account, deactivated, …), or None if it can.
+
+    With the embedded homeserver of ``root`` the admin API answers exactly (its profile
+    look-ups are limited to people who share a room, so they cannot tell a missing account from
+    a stranger). Elsewhere a public profile look-up on ``homeserver_url`` answers; when that
+    server does not say, the problem says so instead of guessing.
+    """
+    from e2ecounsel.homeserver import lookup_profile
+
+    if (root / "synapse" / "homeserver.yaml").is_file():
+        async with embedded_homeserver(root) as hs:
+            server = hs.info.server_name
+            if user_id.partition(":")[2] != server:
+                return (
+                    f"{user_id} is not an account of this homeserver ({server}), which does "
+                    "not federate: they could never join a session room"
+                )
+            state = await hs.account_state(user_id)
+        if state is None:
+            return (
+                f"{user_id} has no account on {hs.info.base_url}; check the spelling, or "
+                "create it first: e2ecounsel user add NAME"
+            )
+        if state == "deactivated":
+            return f"{user_id} is deactivated on {hs.info.base_url}"
+        return None
+    if homeserver_url is None:
+        return (
+            f"cannot check that {user_id} exists: no homeserver is known for {root} "
+            "(run `e2ecounsel up` first, or give --config)"
+        )
+    found = await lookup_profile(homeserver_url, user_id)
+    if found is None:
+        return f"cannot check that {user_id} exists: {homeserver_url} does not say"
+    if not found:
+        return f"{user_id} has no account (no profile on {homeserver_url}); check the spelling"
+    return None
+
+
+@command("user add", "add an account on the embedded homeserver")(_user_add_args)
+async def cmd_user_add(args: argparse.Namespace) -> int:
+    from e2ecounsel.homeserver import MIN_PASSWORD_LENGTH
+
+    if args.password is not None and len(args.password) < MIN_PASSWORD_LENGTH:
+        # The shared-secret registration skips Synapse's password policy; apply it here.
+        raise CommandError(
+            f"--password: at least {MIN_PASSWORD_LENGTH} characters, or leave it out to get a "
+            "generated one"
+        )
+    password = args.password or secrets.token_urlsafe(16)
+    async with embedded_homeserver(data_dir(args)) as hs:
+        user_id = await hs.register_user(args.username, password, admin=args.admin)
+    print(f"created {user_id} on {hs.info.base_url}")
     if not args.password:
         print(f"password: {password}")
     return 0
+
+
+# ---------------------------------------------------------------------- token
+
+
+_DURATION_RE = re.compile(r"(\d{1,4})\s*([mhdw])")
+_DURATION_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+MAX_TOKEN_USES = 10_000
+MAX_TOKEN_DAYS = 366
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in ``30m``, ``12h``, ``7d`` or ``2w``, or CommandError."""
+    m = _DURATION_RE.fullmatch(text.strip().lower())
+    seconds = int(m.group(1)) * _DURATION_UNITS[m.group(2)] if m else 0
+    if seconds <= 0:
+        raise CommandError(f"--expires: expected a duration like 30m, 12h, 7d or 2w, got {text!r}")
+    if seconds > MAX_TOKEN_DAYS * 86400:
+        raise CommandError(f"--expires: at most {MAX_TOKEN_DAYS} days")
+    return seconds
+
+
+def parse_uses(text: str) -> int:
+    try:
+        uses = int(text.strip())
+    except ValueError:
+        uses = 0
+    if not 1 <= uses <= MAX_TOKEN_USES:
+        raise CommandError(f"--uses: expected a whole number from 1 to {MAX_TOKEN_USES}")
+    return uses
+
+
+def _token_new_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--uses", required=True, help="how many accounts may sign up with it")
+    p.add_argument("--expires", required=True, help="how long it is valid: 30m, 12h, 7d, 2w")
+    data_dir_arg(p)
+
+
+@command("token new", "make a registration token for the embedded homeserver")(_token_new_args)
+async def cmd_token_new(args: argparse.Namespace) -> int:
+    checked = check_all(
+        {"uses": lambda: parse_uses(args.uses), "expires": lambda: parse_duration(args.expires)}
+    )
+    uses, seconds = checked["uses"], checked["expires"]
+    expires_ms = int((time.time() + seconds) * 1000)
+    async with embedded_homeserver(data_dir(args)) as hs:
+        token = await hs.create_registration_token(uses=uses, expires_ms=expires_ms)
+    print(token.token)
+    print(f"valid for {uses} sign-up(s) until {_utc(expires_ms)}", file=sys.stderr)
+    return 0
+
+
+def _utc(ms: int | None) -> str:
+    if ms is None:
+        return "never expires"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _token_list_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--all", action="store_true", help="include used-up and expired tokens")
+    data_dir_arg(p)
+
+
+@command("token list", "show the registration tokens and their uses")(_token_list_args)
+async def cmd_token_list(args: argparse.Namespace) -> int:
+    async with embedded_homeserver(data_dir(args)) as hs:
+        tokens = await hs.registration_tokens()
+    now_ms = int(time.time() * 1000)
+    shown = [t for t in tokens if args.all or t.valid(now_ms)]
+    if not shown:
+        print("no valid registration token; make one with `e2ecounsel token new`")
+        return 0
+    rows = [["TOKEN", "USED", "ALLOWED", "EXPIRES", "STATUS"]]
+    for t in shown:
+        allowed = "unlimited" if t.uses_allowed is None else str(t.uses_allowed)
+        status = "valid" if t.valid(now_ms) else "used up or expired"
+        rows.append([t.token, str(t.completed), allowed, _utc(t.expiry_ms), status])
+    print_table(rows)
+    return 0
+
+
+def print_table(rows: Sequence[Sequence[str]]) -> None:
+    """Columns padded to their widest cell, two spaces apart: easy to read and to `awk`."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _token_revoke_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("token", metavar="TOKEN", help="the token to delete")
+    data_dir_arg(p)
+
+
+@command("token revoke", "delete a registration token")(_token_revoke_args)
+async def cmd_token_revoke(args: argparse.Namespace) -> int:
+    async with embedded_homeserver(data_dir(args)) as hs:
+        found = await hs.revoke_registration_token(args.token.strip())
+    if not found:
+        raise CommandError("no such registration token; see `e2ecounsel token list --all`")
+    print("revoked; nobody can sign up with it any more")
+    return 0
+
+
+# ---------------------------------------------------------------------- doctor
+
+
+def _doctor_args(p: argparse.ArgumentParser) -> None:
+    data_dir_arg(p)
+
+
+@command("doctor", "check a running installation and say what to fix")(_doctor_args)
+async def cmd_doctor(args: argparse.Namespace) -> int:
+    from e2ecounsel.doctor import diagnose, report
+
+    text, healthy = report(await diagnose(data_dir(args)))
+    print(text)
+    return 0 if healthy else 1
 
 
 # ---------------------------------------------------------------------- policy check
@@ -161,14 +364,75 @@ def _policy_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-@command("policy check", "validate a policies folder")(_policy_args)
+@command("policy check", "validate a policies folder and run its crisis corpus")(_policy_args)
 async def cmd_policy_check(args: argparse.Namespace) -> int:
-    from e2ecounsel.policy import check_policy
+    from datetime import date
+
+    from e2ecounsel.domain.crisis_corpus import summary_lines
+    from e2ecounsel.policy import (
+        CRISIS_CORPUS,
+        CRISIS_HELDOUT,
+        check_policy,
+        crisis_corpus_report,
+        load_policy,
+    )
 
     warnings = check_policy(args.dir)
     for w in warnings:
         print(f"warning: {w}")
+    policy = load_policy(args.dir)
+    checked = policy.crisis.last_checked
+    if checked is not None:
+        age = (date.today() - checked).days
+        stale = " - more than a year ago, check them again" if age > 365 else ""
+        print(f"crisis resources last checked on {checked.isoformat()}{stale}")
+    for rel in (CRISIS_CORPUS, CRISIS_HELDOUT):
+        report = crisis_corpus_report(policy, rel, [])
+        if report is not None:
+            print(f"{rel}:")
+            for line in summary_lines(report):
+                print(f"  {line}")
     print("policies OK" + (f" ({len(warnings)} warning(s))" if warnings else ""))
+    return 0
+
+
+def _crisis_test_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", type=Path, help="lines label<TAB>lang<TAB>text (1 = at risk)")
+    p.add_argument(
+        "--policies", type=Path, default=None, help="policies folder (default: packaged)"
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per judged line")
+
+
+@command("policy crisis-test", "run the crisis triage over labelled messages")(_crisis_test_args)
+async def cmd_policy_crisis_test(args: argparse.Namespace) -> int:
+    import json
+
+    from e2ecounsel.domain.crisis_corpus import CorpusError, evaluate, parse_corpus, summary_lines
+    from e2ecounsel.errors import PolicyError
+    from e2ecounsel.policy import load_policy
+
+    policy = load_policy(args.policies)
+    try:
+        samples = parse_corpus(args.file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"cannot be read ({exc.__class__.__name__})", file=args.file) from None
+    except CorpusError as exc:
+        raise PolicyError(str(exc), file=args.file) from None
+    report = evaluate(policy.crisis.detector(), samples)
+    if args.json:
+        for judged in report.judged:
+            s = judged.sample
+            fields = {"label": s.label, "lang": s.lang, "text": s.text}
+            print(json.dumps({**fields, "decision": judged.outcome.value}, ensure_ascii=False))
+        return 0
+    for title, rows in (("missed", report.misses), ("full protocol", report.false_protocols)):
+        for judged in rows:
+            s = judged.sample
+            why = f" [{judged.reason}]" if judged.reason else ""
+            print(f"{title}: line {s.line} ({s.lang}, {judged.outcome.value}{why}): {s.text}")
+    for line in summary_lines(report):
+        print(line)
     return 0
 
 

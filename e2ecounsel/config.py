@@ -455,7 +455,9 @@ def _rel(p: Path, base: Path) -> str:
 def _render(cfg: BridgeConfig, base: Path) -> str:
     lines = [
         "# e2ecounsel bridge configuration, written by `e2ecounsel up`.",
-        "# It may hold the bot's password: keep it private (chmod 600).",
+        "# The bot's password is here only until its first sign-in: the bridge then keeps",
+        "# its own session (in the data dir) and `up` removes the password. Keep this file",
+        "# private (chmod 600).",
         "",
         "[homeserver]",
         f"url = {_toml_str(cfg.homeserver_url)}",

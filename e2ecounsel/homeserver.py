@@ -15,12 +15,17 @@ Layout under ``DIR/synapse`` (``DIR`` is the e2ecounsel data directory)::
     media_store/           uploaded (encrypted) media
     <server>.signing.key   the server's signing key
     secrets/               registration shared secret, macaroon and form secrets (0600)
-    registration_token     the token people need to register an account (0600)
-    admin.json             the internal admin account used to manage the token (0600)
+    admin.json             the internal admin account that manages registration tokens (0600)
 
-Registration tokens live in Synapse's database and can only be created through its admin API,
-so after each start the module makes sure the saved token exists there, through an internal admin
-account registered with the shared secret. The same token is valid across restarts.
+Registration tokens live in Synapse's database and can only be managed through its admin API,
+through an internal admin account registered with the shared secret. Each token has a use count
+and an expiry; none is stored on disk. The admin account keeps no access token: every admin call
+signs in, does its work and signs out again, so no long-lived admin token exists anywhere.
+
+Synapse mounts its admin API (``/_synapse/admin``) with every client API listener. The client
+listener here replaces that path with a 404 (``e2ecounsel.synapse_side``); a second listener,
+loopback only and never to be exposed, serves the admin API to e2ecounsel's own tools. Both
+bind to 127.0.0.1; a reverse proxy in front forwards to the client listener only.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import contextlib
 import errno
 import hashlib
 import hmac
+import importlib.metadata
 import importlib.util
 import json
 import logging
@@ -46,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Final
+from urllib.parse import quote
 
 import aiohttp
 import nacl.signing
@@ -56,11 +63,11 @@ from e2ecounsel.errors import HomeserverError
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT: Final = 8008
+MIN_PASSWORD_LENGTH: Final = 10
 HOST: Final = "127.0.0.1"
 _CONFIG_NAME: Final = "homeserver.yaml"
 _DB_NAME: Final = "homeserver.db"
 _CONSOLE_LOG: Final = "console.log"
-_TOKEN_FILE: Final = "registration_token"
 _ADMIN_FILE: Final = "admin.json"
 _ADMIN_LOCALPART: Final = "e2ecounsel-admin"
 _SECRETS: Final = ("registration_shared_secret", "macaroon_secret_key", "form_secret")
@@ -120,8 +127,27 @@ class HomeserverInfo:
 
     base_url: str
     server_name: str
-    registration_token: str
     data_dir: Path
+    admin_url: str
+    """Where the admin API answers: a second loopback listener, never to be exposed."""
+    behind_proxy: bool = False
+
+
+@dataclass(frozen=True)
+class RegistrationToken:
+    """A registration token as Synapse keeps it: how often it may still be used, and until when."""
+
+    token: str
+    uses_allowed: int | None
+    pending: int
+    completed: int
+    expiry_ms: int | None
+
+    def valid(self, now_ms: int) -> bool:
+        """Whether someone could still sign up with it."""
+        if self.expiry_ms is not None and self.expiry_ms <= now_ms:
+            return False
+        return self.uses_allowed is None or self.pending + self.completed < self.uses_allowed
 
 
 class UserExistsError(HomeserverError):
@@ -142,6 +168,7 @@ class EmbeddedHomeserver:
         port: int | None = None,
         server_name: str | None = None,
         bcrypt_rounds: int = 12,
+        behind_proxy: bool = False,
     ) -> None:
         """Prepare (but do not touch the disk or start anything).
 
@@ -149,12 +176,15 @@ class EmbeddedHomeserver:
         port is written into the configuration. ``server_name`` None means the saved name, else
         "localhost"; it cannot change once the database exists (user ids embed it).
         ``bcrypt_rounds`` only applies when the configuration is first written; tests lower it
-        because password hashing dominates account creation time.
+        because password hashing dominates account creation time. ``behind_proxy`` says a
+        reverse proxy is in front: only then does Synapse trust ``X-Forwarded-For`` (checked and
+        written into the configuration at every start, so it follows what the operator says).
         """
         self._root = Path(data_dir) / "synapse"
         self._requested_port = port
         self._requested_server_name = server_name
         self._bcrypt_rounds = bcrypt_rounds
+        self._behind_proxy = behind_proxy
         self._info: HomeserverInfo | None = None
         self._shared_secret: str | None = None
         self._proc: asyncio.subprocess.Process | None = None
@@ -201,8 +231,8 @@ class EmbeddedHomeserver:
     def ensure_config(self) -> HomeserverInfo:
         """Write the configuration and secrets on first run; load and check them afterwards.
 
-        Idempotent: secrets and the registration token are created once and reused, so a
-        restart keeps every account, token and room. Raises HomeserverError naming the file
+        Idempotent: secrets are created once and reused, so a restart keeps every account,
+        token and room. Raises HomeserverError naming the file
         when something on disk is unreadable.
         """
         try:
@@ -216,19 +246,22 @@ class EmbeddedHomeserver:
 
         for name in _SECRETS:
             self._ensure_secret_file(self._root / "secrets" / name, lambda: secrets.token_hex(32))
-        token = self._ensure_secret_file(
-            self._root / _TOKEN_FILE, lambda: secrets.token_urlsafe(24)
-        )
         self._shared_secret = self._read_text(self._root / "secrets" / _SECRETS[0]).strip()
 
         config: Mapping[str, Any] = {}
         if self.config_path.exists():
             server_name, port, config = self._load_existing_config()
+            self._apply_behind_proxy()
+            # A configuration of an older version has one listener, serving the admin API too.
+            admin_port = _listener_port(config, 1) or port
         else:
             server_name = self._requested_server_name or "localhost"
             port = self._requested_port or DEFAULT_PORT
+            admin_port = free_port()
             self._write_text(self._root / "log.config", self._render_log_config(), mode=0o600)
-            self._write_text(self.config_path, self._render_config(server_name, port), mode=0o600)
+            self._write_text(
+                self.config_path, self._render_config(server_name, port, admin_port), mode=0o600
+            )
             log.info("Wrote a new homeserver configuration to %s", self.config_path)
 
         if not (self._root / "log.config").exists():
@@ -250,8 +283,9 @@ class EmbeddedHomeserver:
         self._info = HomeserverInfo(
             base_url=f"http://{HOST}:{port}",
             server_name=server_name,
-            registration_token=token,
             data_dir=self._root,
+            admin_url=f"http://{HOST}:{admin_port}",
+            behind_proxy=self._behind_proxy,
         )
         return self._info
 
@@ -289,6 +323,21 @@ class EmbeddedHomeserver:
             log.info("Homeserver port changed from %s to %s", port, self._requested_port)
             port = self._requested_port
         return server_name, port, config
+
+    def _apply_behind_proxy(self) -> None:
+        """Make `x_forwarded` in homeserver.yaml say what ``behind_proxy`` says.
+
+        With it on, Synapse takes the client address from ``X-Forwarded-For``, which anyone can
+        forge when no proxy sits in front: rate limits and logs would then name whatever address
+        a client claims.
+        """
+        path = self.config_path
+        text = self._read_text(path)
+        want = "true" if self._behind_proxy else "false"
+        changed = re.sub(r"(?m)^(\s*x_forwarded:\s*)(?:true|false)\b", rf"\g<1>{want}", text)
+        if changed != text:
+            self._write_text(path, changed, mode=0o600)
+            log.info("Homeserver x_forwarded set to %s", want)
 
     def _parse_config(self, text: str) -> Mapping[str, Any]:
         path = self.config_path
@@ -367,7 +416,7 @@ class EmbeddedHomeserver:
         except OSError as exc:
             raise HomeserverError(f"cannot write {path}: {exc.strerror}") from exc
 
-    def _render_config(self, server_name: str, port: int) -> str:
+    def _render_config(self, server_name: str, port: int, admin_port: int) -> str:
         def q(value: object) -> str:
             # JSON strings are valid YAML double-quoted scalars: paths with spaces stay intact.
             return json.dumps(str(value))
@@ -377,6 +426,7 @@ class EmbeddedHomeserver:
             public_baseurl=q(f"http://{HOST}:{port}/"),
             host=q(HOST),
             port=port,
+            admin_port=admin_port,
             database=q(_DB_NAME),
             log_config=q("log.config"),
             media_store=q("media_store"),
@@ -385,6 +435,8 @@ class EmbeddedHomeserver:
             macaroon_secret_key=q("secrets/macaroon_secret_key"),
             form_secret=q("secrets/form_secret"),
             bcrypt_rounds=int(self._bcrypt_rounds),
+            x_forwarded="true" if self._behind_proxy else "false",
+            min_password_length=MIN_PASSWORD_LENGTH,
         )
 
     def _render_log_config(self) -> str:
@@ -416,6 +468,7 @@ class EmbeddedHomeserver:
                 stdout=self._console,
                 stderr=asyncio.subprocess.STDOUT,
                 cwd=str(self._root),
+                env=_synapse_environment(),
             )
         except OSError as exc:
             self._close_console()
@@ -426,7 +479,6 @@ class EmbeddedHomeserver:
             await self._wait_until_healthy(timeout)
             self.startup_seconds = time.monotonic() - started
             log.info("Synapse answers on %s after %.1f s", info.base_url, self.startup_seconds)
-            await self._ensure_registration_token()
         except BaseException:
             await self.stop()
             raise
@@ -443,6 +495,12 @@ class EmbeddedHomeserver:
         if taken:
             raise HomeserverError(
                 f"port {port} on {HOST} is already in use; stop what uses it or pass --port N"
+            )
+        admin_port = int(info.admin_url.rsplit(":", 1)[1])
+        if admin_port != port and port_in_use(admin_port):
+            raise HomeserverError(
+                f"port {admin_port} on {HOST} (the admin listener) is already in use; stop what "
+                f"uses it, or change the second `port:` in {self.config_path}"
             )
         db = self._db_path
         if db is not None and db.exists() and db.stat().st_size > 0:
@@ -565,7 +623,7 @@ class EmbeddedHomeserver:
     async def _shared_secret_register(
         self, localpart: str, password: str, *, admin: bool
     ) -> dict[str, Any]:
-        http, base = self._client()
+        http, base = self._client(admin=True)
         if self._shared_secret is None:
             raise HomeserverError("the embedded homeserver is not configured yet; call start()")
         url = f"{base}/_synapse/admin/v1/register"
@@ -597,80 +655,133 @@ class EmbeddedHomeserver:
             f"the homeserver refused to create the account: {_describe(status, body)}"
         )
 
-    def _client(self) -> tuple[aiohttp.ClientSession | None, str]:
+    def _client(self, *, admin: bool = False) -> tuple[aiohttp.ClientSession | None, str]:
         """Our session while we run Synapse; None (a one-shot session per request) otherwise.
 
         The latter serves a Synapse started by another process from the same data directory,
-        e.g. `e2ecounsel user add` while `e2ecounsel up` runs.
+        e.g. `e2ecounsel user add` while `e2ecounsel up` runs. ``admin`` picks the listener
+        that serves the admin API.
         """
         http = self._http if self.running else None
-        return http, self.info.base_url
+        return http, self.info.admin_url if admin else self.info.base_url
 
-    async def _ensure_registration_token(self) -> None:
-        """Make sure the saved registration token exists in Synapse's database.
+    # -- registration tokens and accounts, through the admin API ------------------------------
 
-        Runs after every start, so the token survives a replaced database and never gets
-        created twice.
-        """
-        http, base = self._client()
-        token = self.info.registration_token
-        url = f"{base}/_synapse/admin/v1/registration_tokens/{token}"
-        for attempt in range(2):
-            access_token = await self._admin_access_token(refresh=attempt > 0)
-            headers = {"Authorization": f"Bearer {access_token}"}
-            status, body = await _request(http, "GET", url, headers=headers)
-            if status == 200:
-                return
-            if status == 401:
-                continue
-            if status != 404:
-                break
-            status, body = await _request(
-                http,
-                "POST",
-                f"{base}/_synapse/admin/v1/registration_tokens/new",
-                headers=headers,
-                json_body={"token": token, "uses_allowed": None, "expiry_time": None},
-            )
-            if status == 200:
-                log.info("Created the registration token in the homeserver")
-                return
-            break
-        raise HomeserverError(
-            f"cannot set up the registration token in the homeserver: {_describe(status, body)}"
+    async def create_registration_token(
+        self, *, uses: int, expires_ms: int, length: int = 24
+    ) -> RegistrationToken:
+        """A new random token valid for ``uses`` sign-ups until ``expires_ms`` (Unix ms)."""
+        if uses < 1:
+            raise HomeserverError("a registration token needs at least one use")
+        body = await self.admin_call(
+            "POST",
+            "/_synapse/admin/v1/registration_tokens/new",
+            json_body={"length": length, "uses_allowed": uses, "expiry_time": expires_ms},
+            what="create a registration token",
         )
+        log.info("Created a registration token (%s uses)", uses)
+        return _token_from(body)
 
-    async def _admin_access_token(self, *, refresh: bool) -> str:
-        """Return the internal admin account's access token, creating the account on first use.
+    async def registration_tokens(self) -> list[RegistrationToken]:
+        """Every registration token Synapse knows, valid or not, oldest first."""
+        body = await self.admin_call(
+            "GET", "/_synapse/admin/v1/registration_tokens", what="list registration tokens"
+        )
+        tokens = body.get("registration_tokens")
+        if not isinstance(tokens, list):
+            raise HomeserverError("the homeserver did not return its registration tokens")
+        return [_token_from(t) for t in tokens if isinstance(t, dict)]
 
-        The credentials stay in a 0600 file next to the other secrets; a rejected token is
-        replaced by logging in with the saved password.
+    async def revoke_registration_token(self, token: str) -> bool:
+        """Delete ``token``; False when there is no such token."""
+        try:
+            await self.admin_call(
+                "DELETE",
+                f"/_synapse/admin/v1/registration_tokens/{quote(token, safe='')}",
+                what="revoke the registration token",
+            )
+        except _NotFound:
+            return False
+        log.info("Revoked a registration token")
+        return True
+
+    async def account_state(self, user_id: str) -> str | None:
+        """``"active"``, ``"deactivated"``, or None when the account does not exist here."""
+        try:
+            body = await self.admin_call(
+                "GET",
+                f"/_synapse/admin/v2/users/{quote(user_id, safe='')}",
+                what="look the account up",
+            )
+        except _NotFound:
+            return None
+        return "deactivated" if body.get("deactivated") else "active"
+
+    async def admin_call(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        json_body: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """One admin (or client) API request as the internal admin account, signed in for just
+        this call (see the module docstring). Raises HomeserverError unless the answer is 200."""
+        if self._info is None:
+            await asyncio.to_thread(self.ensure_config)
+        http, base = self._client(admin=True)
+        access_token = await self._admin_login()
+        headers = {"Authorization": f"Bearer {access_token}"}
+        try:
+            status, body = await _request(
+                http, method, f"{base}{path}", headers=headers, json_body=json_body
+            )
+        finally:
+            await self._logout(access_token)
+        if status == 200:
+            return body
+        if status == 404 and body.get("errcode") == "M_NOT_FOUND":
+            raise _NotFound(what)
+        raise HomeserverError(f"cannot {what}: {_describe(status, body)}")
+
+    async def _admin_login(self) -> str:
+        """Sign the internal admin account in and return a fresh access token.
+
+        The account is created on first use; its credentials stay in a 0600 file next to the
+        other secrets. Whoever can read that file can also read the registration shared
+        secret beside it (which mints admin accounts), so the file adds no new power; what it
+        no longer holds is a token that never expires.
         """
-        http, base = self._client()
+        http, base = self._client(admin=True)
         path = self._root / _ADMIN_FILE
         saved = await asyncio.to_thread(self._load_admin, path)
-        if saved is not None and not refresh:
-            return saved["access_token"]
-        if saved is not None:
-            status, body = await _request(
-                http,
-                "POST",
-                f"{base}/_matrix/client/v3/login",
-                json_body={
-                    "type": "m.login.password",
-                    "identifier": {"type": "m.id.user", "user": saved["user_id"]},
-                    "password": saved["password"],
-                    "initial_device_display_name": "e2ecounsel homeserver management",
-                },
-            )
-            if status != 200 or not isinstance(body.get("access_token"), str):
-                raise HomeserverError(
-                    f"the internal admin account in {path} cannot log in: "
-                    f"{_describe(status, body)}; delete that file and start again"
-                )
-            saved["access_token"] = body["access_token"]
+        if saved is None:
+            saved = await self._create_admin(path)
+        elif "access_token" in saved:
+            # Written by an older version: that token never expires. Sign it out, forget it.
+            await self._logout(saved.pop("access_token"))
             await asyncio.to_thread(self._save_admin, path, saved)
-            return saved["access_token"]
+            log.info("Signed out the saved admin token of an older version")
+        status, body = await _request(
+            http,
+            "POST",
+            f"{base}/_matrix/client/v3/login",
+            json_body={
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": saved["user_id"]},
+                "password": saved["password"],
+                "initial_device_display_name": "e2ecounsel homeserver management",
+            },
+        )
+        token = body.get("access_token")
+        if status != 200 or not isinstance(token, str):
+            raise HomeserverError(
+                f"the internal admin account in {path} cannot log in: "
+                f"{_describe(status, body)}; delete that file and start again"
+            )
+        return token
+
+    async def _create_admin(self, path: Path) -> dict[str, str]:
         password = secrets.token_urlsafe(32)
         localpart = _ADMIN_LOCALPART
         for _ in range(3):
@@ -682,13 +793,26 @@ class EmbeddedHomeserver:
                 localpart = f"{_ADMIN_LOCALPART}-{secrets.token_hex(3)}"
         else:
             raise HomeserverError("cannot create the internal admin account on the homeserver")
-        creds = {
-            "user_id": str(body["user_id"]),
-            "password": password,
-            "access_token": str(body["access_token"]),
-        }
+        creds = {"user_id": str(body["user_id"]), "password": password}
         await asyncio.to_thread(self._save_admin, path, creds)
-        return creds["access_token"]
+        access_token = body.get("access_token")
+        if isinstance(access_token, str):
+            # Registration signs the account in; that session is not needed.
+            await self._logout(access_token)
+        return creds
+
+    async def _logout(self, access_token: str) -> None:
+        """End the session of ``access_token`` (and delete its device); a failure only logs."""
+        http, base = self._client(admin=True)
+        try:
+            await _request(
+                http,
+                "POST",
+                f"{base}/_matrix/client/v3/logout",
+                headers={"Authorization": f"Bearer {access_token}"},
+            )
+        except HomeserverError:
+            log.warning("Could not sign out an admin session; it stays valid until revoked")
 
     def _load_admin(self, path: Path) -> dict[str, str] | None:
         if not path.exists():
@@ -697,18 +821,72 @@ class EmbeddedHomeserver:
             data = json.loads(self._read_text(path))
         except json.JSONDecodeError as exc:
             raise self._corrupt(path, "it is not valid JSON (delete it to make a new one)") from exc
-        keys = ("user_id", "password", "access_token")
+        keys = ("user_id", "password")
         if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in keys):
             raise self._corrupt(
                 path, "it lacks the admin credentials (delete it to make a new one)"
             )
-        return {k: data[k] for k in keys}
+        return {k: data[k] for k in (*keys, "access_token") if isinstance(data.get(k), str)}
 
     def _save_admin(self, path: Path, creds: Mapping[str, str]) -> None:
         self._write_text(path, json.dumps(dict(creds), indent=2) + "\n", mode=0o600)
 
 
+class _NotFound(HomeserverError):
+    """The admin API answered M_NOT_FOUND."""
+
+
+def _token_from(body: Mapping[str, Any]) -> RegistrationToken:
+    token = body.get("token")
+    if not isinstance(token, str):
+        raise HomeserverError("the homeserver returned a registration token without its value")
+
+    def number(key: str) -> int | None:
+        value = body.get(key)
+        return value if isinstance(value, int) else None
+
+    return RegistrationToken(
+        token=token,
+        uses_allowed=number("uses_allowed"),
+        pending=number("pending") or 0,
+        completed=number("completed") or 0,
+        expiry_ms=number("expiry_time"),
+    )
+
+
+def _synapse_environment() -> dict[str, str]:
+    """Synapse's environment: ours, with a version string that names no commit.
+
+    Synapse asks git for the branch and commit of the folder it is installed in, which in a
+    virtualenv inside a checkout is the checkout's, and shows it on
+    ``/_synapse/admin/v1/server_version``, in the federation version and in its logs.
+    """
+    env = dict(os.environ)
+    try:
+        version = importlib.metadata.version("matrix-synapse")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    env["SYNAPSE_VERSION_STRING"] = version
+    return env
+
+
 # -- helpers -----------------------------------------------------------------------------------
+
+
+async def lookup_profile(base_url: str, user_id: str, *, token: str | None = None) -> bool | None:
+    """Whether ``user_id`` has a profile on the homeserver at ``base_url``; None if it won't say.
+
+    ``GET /_matrix/client/v3/profile/{userId}``: 200 means the account exists, 404 that it does
+    not. Servers that limit profile look-ups answer 401 or 403 for both, hence None.
+    """
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    url = f"{base_url.rstrip('/')}/_matrix/client/v3/profile/{quote(user_id, safe='')}"
+    status, _ = await _request(None, "GET", url, headers=headers)
+    if status == 200:
+        return True
+    if status == 404:
+        return False
+    return None
 
 
 async def _request(
@@ -734,17 +912,24 @@ async def _request(
         raise HomeserverError(f"cannot reach the homeserver: {type(exc).__name__}") from exc
 
 
+async def request_json(method: str, url: str) -> tuple[int, dict[str, Any]]:
+    """One JSON request on a session of its own; HomeserverError when nothing answers."""
+    return await _request(None, method, url)
+
+
 def _describe(status: int, body: Mapping[str, Any]) -> str:
     errcode = body.get("errcode") or f"HTTP {status}"
     error = body.get("error")
     return f"{errcode} ({error})" if error else str(errcode)
 
 
-def _listener_port(config: Mapping[str, Any]) -> int | None:
+def _listener_port(config: Mapping[str, Any], index: int = 0) -> int | None:
     listeners = config.get("listeners")
-    if not isinstance(listeners, list) or not listeners or not isinstance(listeners[0], dict):
+    if not isinstance(listeners, list) or len(listeners) <= index:
         return None
-    port = listeners[0].get("port")
+    if not isinstance(listeners[index], dict):
+        return None
+    port = listeners[index].get("port")
     return port if isinstance(port, int) and 0 < port < 65536 else None
 
 
@@ -804,7 +989,22 @@ listeners:
     bind_addresses: [{host}]
     type: http
     tls: false
-    x_forwarded: true
+    # Only behind a reverse proxy (`e2ecounsel up --behind-proxy`): otherwise a client could
+    # claim any address in X-Forwarded-For. e2ecounsel rewrites this line at every start.
+    x_forwarded: {x_forwarded}
+    resources:
+      - names: [client]
+        compress: false
+    # Synapse serves its admin API with the client API; this takes it off this listener.
+    additional_resources:
+      "/_synapse/admin":
+        module: e2ecounsel.synapse_side.AdminApiNotServedHere
+  # The admin API, for e2ecounsel's own tools (accounts, tokens, doctor). Loopback only; never
+  # expose or proxy this port.
+  - port: {admin_port}
+    bind_addresses: [{host}]
+    type: http
+    tls: false
     resources:
       - names: [client]
         compress: false
@@ -823,12 +1023,24 @@ registration_shared_secret_path: {registration_shared_secret}
 macaroon_secret_key_path: {macaroon_secret_key}
 form_secret_path: {form_secret}
 
-# Anyone holding the registration token (see the `registration_token` file next to this one)
+# Anyone holding a valid registration token (`e2ecounsel token new --uses N --expires 7d`)
 # may create an account; nobody else. Guests are not allowed.
 enable_registration: true
 registration_requires_token: true
 allow_guest_access: false
 bcrypt_rounds: {bcrypt_rounds}
+
+# Passwords of at least 10 characters. No rules about character classes: length is what makes
+# a password hard to guess, and class rules push people to predictable patterns ("Password1!")
+# (NIST SP 800-63B, 5.1.1.2). Accounts made by the operator's tools get long random passwords.
+password_config:
+  policy:
+    enabled: true
+    minimum_length: {min_password_length}
+    require_digit: false
+    require_symbol: false
+    require_lowercase: false
+    require_uppercase: false
 
 # No federation: this server neither talks to nor trusts any other server.
 federation_domain_whitelist: []
@@ -908,16 +1120,23 @@ rc_delayed_event_mgmt:
 _LOG_CONFIG_TEMPLATE: Final = """\
 # Logging for the e2ecounsel embedded homeserver (Python logging dictConfig schema).
 # Rotating file, INFO level. Never raise synapse.storage.SQL to DEBUG: it logs access tokens.
+# The `redact` filter keeps registration tokens out of the log (Synapse writes them at INFO
+# for every sign-up); keep it on every handler you add.
 version: 1
 
 formatters:
   precise:
     format: "%(asctime)s - %(name)s - %(lineno)d - %(levelname)s - %(request)s - %(message)s"
 
+filters:
+  redact:
+    (): e2ecounsel.synapse_side.RedactRegistrationTokens
+
 handlers:
   file:
     class: logging.handlers.RotatingFileHandler
     formatter: precise
+    filters: [redact]
     filename: {log_file}
     maxBytes: 10485760
     backupCount: 3

@@ -11,6 +11,8 @@ Layout::
 
     service.toml               service rules (cadence, SLA, retention, matching, trust, ...)
     crisis.toml                crisis phrases, crisis reply, resources per country
+    crisis/<lang>.toml         crisis triage rules (patterns, word classes, context words)
+    crisis/*.tsv               labelled messages the rules are tested against
     screening/<id>.toml        screening instruments (PHQ-9, GAD-7)
     <lang>/consent.md          informed consent text, one per language
     <lang>/messages.toml       every text the bot shows, one per language
@@ -29,14 +31,21 @@ import string
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, cast
 
+from e2ecounsel.domain import crisis as triage
+from e2ecounsel.domain import crisis_corpus, screening
+from e2ecounsel.domain.cadence import zone as cadence_zone
+from e2ecounsel.domain.intake import InstrumentSpec
 from e2ecounsel.errors import PolicyError
 
 log = logging.getLogger(__name__)
+
+#: Set to 1 to make a missing text or parameter an error instead of a logged warning.
+STRICT_TEXTS_ENV = "E2ECOUNSEL_STRICT_TEXTS"
 
 TrustMode = Literal["cross-signed-only", "permissive"]
 MisfireMode = Literal["fire-late", "summarize"]
@@ -92,6 +101,11 @@ _CATALOG: dict[str, tuple[str, ...]] = {
     "intake.age_refused": ("crisis_line", "min_age"),
     "intake.country": ("options", "count"),
     "intake.country_invalid": ("count",),
+    "intake.zone": ("options", "count"),
+    "intake.zone_invalid": ("count",),
+    "intake.paused": (),
+    "intake.pause_later": (),
+    "intake.pause_waiting": (),
     "intake.pseudonym": ("max_len",),
     "intake.pseudonym_invalid": ("max_len",),
     "intake.screening_intro": (
@@ -212,6 +226,12 @@ _CATALOG: dict[str, tuple[str, ...]] = {
     "brief.screening_skipped": ("instrument_title",),
     "brief.critical": ("instrument_title", "item", "answer"),
     "brief.not_shared": ("room_link",),
+    "brief.check_no": (),
+    # Crisis triage: the check question, its "no", short acknowledgements while in a crisis
+    "crisis.check": (),
+    "crisis.check_no": ("crisis_line",),
+    "crisis.ack": ("crisis_line",),
+    "flag.check_no": ("room_link",),
     # Pages (content-free) and supervisors
     "page.crisis": ("page",),
     "page.urgent": ("page",),
@@ -293,6 +313,7 @@ _REQUIRED_PARAMS: dict[str, frozenset[str]] = {
     "intake.consent_declined": frozenset({"crisis_line"}),
     "intake.age_refused": frozenset({"crisis_line"}),
     "intake.country": frozenset({"options"}),
+    "intake.zone": frozenset({"options"}),
     "intake.screening_item": frozenset({"question"}),
     "intake.topic": frozenset({"options"}),
     "intake.counselor": frozenset({"options"}),
@@ -301,6 +322,8 @@ _REQUIRED_PARAMS: dict[str, frozenset[str]] = {
     "session.intro": frozenset({"counselor_name", "credentials", "crisis_line"}),
     "page.crisis": frozenset({"page"}),
     "page.urgent": frozenset({"page"}),
+    "crisis.ack": frozenset({"crisis_line"}),
+    "flag.check_no": frozenset({"room_link"}),
     "take.already": frozenset({"name"}),
     "take.room_intro": frozenset({"name", "crisis_line"}),
     "take.client_invited": frozenset({"name"}),
@@ -354,7 +377,6 @@ class OnCallPolicy:
 
     page_on_crisis: bool
     page_supervisors_on_crisis: bool
-    page_on_escalation: bool
     prefer_in_crisis: bool
 
 
@@ -485,21 +507,15 @@ class Instrument:
         """The highest possible total."""
         return max(self.scale) * len(self.items)
 
-    def score(self, answers: Sequence[int]) -> int:
-        """Total score of a complete set of answers; ValueError if any is invalid."""
-        if len(answers) != len(self.items):
-            raise ValueError(f"{self.id}: expected {len(self.items)} answers, got {len(answers)}")
-        for value in answers:
-            if isinstance(value, bool) or value not in self.scale:
-                raise ValueError(f"{self.id}: answer {value!r} is not on the scale")
-        return sum(answers)
-
-    def severity(self, score: int) -> Band:
-        """The band a total score falls in; ValueError outside 0..max_score."""
-        for band in self.bands:
-            if band.contains(score):
-                return band
-        raise ValueError(f"{self.id}: score {score} is outside 0..{self.max_score}")
+    def spec(self) -> InstrumentSpec:
+        """The instrument as the intake scores it (item texts stay here)."""
+        return InstrumentSpec(
+            id=self.id,
+            item_count=len(self.items),
+            critical=dict(self.critical_items),
+            bands=tuple(screening.Band(b.severity, b.lo, b.hi) for b in self.bands),
+            max_answer=self.max_answer,
+        )
 
     def is_critical(self, index: int, answer: int) -> bool:
         """Whether ``answer`` to the 0-based item ``index`` is a crisis signal."""
@@ -534,12 +550,30 @@ class Resource:
 
 
 @dataclass(frozen=True)
+class Zone:
+    """One of a country's time zones, as the intake offers it (``zone`` is an IANA id)."""
+
+    zone: str
+    label: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class Country:
-    """A country offered in intake, with the crisis resources shown to its clients."""
+    """A country offered in intake, with the crisis resources shown to its clients.
+
+    ``zones`` lists the time zones to choose from when the country has more than one.
+    """
 
     code: str
     label: Mapping[str, str]
     resources: tuple[Resource, ...]
+    zones: tuple[Zone, ...] = ()
+
+    def zone_label(self, lang: str, zone: str) -> str:
+        for z in self.zones:
+            if z.zone == zone:
+                return z.label.get(lang, zone)
+        return zone
 
 
 @dataclass(frozen=True)
@@ -549,6 +583,17 @@ class CrisisPolicy:
     phrases: Mapping[str, tuple[str, ...]]
     reply: Mapping[str, str]
     countries: tuple[Country, ...]
+    rules: Mapping[str, triage.LanguageRules] = field(default_factory=dict)
+    #: When an operator last checked the resources (``last_checked`` in crisis.toml).
+    last_checked: date | None = None
+    #: How long an answer counts as the answer to the check question.
+    check_window: timedelta = timedelta(hours=2)
+    #: How long after a full crisis protocol further messages only get an acknowledgement.
+    repeat_window: timedelta = timedelta(hours=4)
+
+    def detector(self) -> triage.CrisisDetector:
+        """The phrases and triage rules compiled into one detector (do it once per policy)."""
+        return triage.CrisisDetector(self.phrases, self.rules)
 
     @property
     def all_phrases(self) -> tuple[str, ...]:
@@ -606,8 +651,10 @@ class Policy:
     """The whole validated policy.
 
     ``strict`` decides what :meth:`text` does with a missing message or parameter:
-    raise (tests) or log the key and render what it can (production, where a slightly
-    odd text beats a client getting no answer). ``None`` means strict while pytest runs.
+    raise, or log the key and render what it can (production, where a slightly odd text
+    beats a client getting no answer). ``None`` means: strict when the environment sets
+    ``E2ECOUNSEL_STRICT_TEXTS=1`` (the test suite does, and so may an operator trying a
+    changed policy on a staging server).
     """
 
     root: Path
@@ -666,7 +713,9 @@ class Policy:
         return self.crisis.crisis_line(self.language(lang), country)
 
     def _fault(self, msg: str, key: str) -> None:
-        strict = self.strict if self.strict is not None else "PYTEST_CURRENT_TEST" in os.environ
+        strict = self.strict
+        if strict is None:
+            strict = os.environ.get(STRICT_TEXTS_ENV) == "1"
         if strict:
             raise PolicyError(msg, key=key)
         log.warning("policy text problem for key %s; rendering what is available", key)
@@ -700,9 +749,49 @@ def load_policy(path: Path | None = None, *, strict: bool | None = None) -> Poli
     return _Loader(root, strict).load()
 
 
+#: ``policy check`` fails when the crisis rules catch fewer of the tuning corpus's at-risk
+#: lines than this, in any language.
+MIN_CORPUS_RECALL = 0.95
+#: The labelled messages shipped in ``crisis/``: the part the rules are tuned on, and the
+#: held-out part they are judged on.
+CRISIS_CORPUS = "crisis/corpus.tsv"
+CRISIS_HELDOUT = "crisis/heldout.tsv"
+
+
 def check_policy(path: Path | None = None) -> list[str]:
-    """Validate a policy folder; return its warnings, raise PolicyInvalid on errors."""
-    return load_policy(path).warnings()
+    """Validate a policy folder and run its crisis corpus; return its warnings, raise
+    PolicyInvalid on errors (a recall below :data:`MIN_CORPUS_RECALL` is one)."""
+    policy = load_policy(path)
+    problems: list[str] = []
+    report = crisis_corpus_report(policy, CRISIS_CORPUS, problems)
+    if report is not None:
+        for lang, figures in sorted(report.by_lang.items()):
+            if figures.recall < MIN_CORPUS_RECALL:
+                problems.append(
+                    f"{CRISIS_CORPUS}: the crisis rules catch {figures.recall:.3f} of the "
+                    f"at-risk '{lang}' lines, below {MIN_CORPUS_RECALL}; "
+                    f"`e2ecounsel policy crisis-test {policy.root / CRISIS_CORPUS}` lists "
+                    "the misses"
+                )
+    if problems:
+        raise PolicyInvalid(problems, policy.root)
+    return policy.warnings()
+
+
+def crisis_corpus_report(
+    policy: Policy, rel: str, problems: list[str]
+) -> crisis_corpus.Report | None:
+    """The crisis rules judged on the corpus file ``rel`` of the policy folder (``None`` when
+    the folder has none); an unreadable file is added to ``problems``."""
+    path = policy.root / rel
+    if not path.is_file():
+        return None
+    try:
+        samples = crisis_corpus.parse_corpus(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, crisis_corpus.CorpusError) as exc:
+        problems.append(f"{rel}: {exc}")
+        return None
+    return crisis_corpus.evaluate(policy.crisis.detector(), samples)
 
 
 def template_params(template: str) -> set[str]:
@@ -1101,7 +1190,7 @@ class _Loader:
             sup.error("room", "must be a room id (!abc:server) or alias (#name:server), or empty")
 
         onc = root.table("on_call")
-        flags = ("page_on_crisis", "page_supervisors_on_crisis", "page_on_escalation")
+        flags = ("page_on_crisis", "page_supervisors_on_crisis")
         onc.check_keys((*flags, "prefer_in_crisis"), (*flags, "prefer_in_crisis"))
         on_call = OnCallPolicy(*(onc.flag(n) for n in (*flags, "prefer_in_crisis")))
 
@@ -1433,7 +1522,20 @@ class _Loader:
         if data is None:
             return empty
         root = _Table(f, data)
-        root.check_keys(("phrases", "reply", "countries"), ("phrases", "reply", "countries"))
+        root.check_keys(
+            ("phrases", "reply", "countries", "last_checked", "triage"),
+            ("phrases", "reply", "countries", "last_checked"),
+        )
+        timing = root.table("triage", required=False)
+        timing.check_keys(("check_minutes", "repeat_minutes"))
+        check_minutes = timing.integer("check_minutes", 1, 7 * 24 * 60, 120)
+        repeat_minutes = timing.integer("repeat_minutes", 0, 7 * 24 * 60, 240)
+        last_checked = data.get("last_checked")
+        if "last_checked" in data and (
+            not isinstance(last_checked, date) or isinstance(last_checked, datetime)
+        ):
+            root.error("last_checked", "must be a date like 2026-12-01 (no quotes)")
+            last_checked = None
 
         ph = root.table("phrases")
         ph.check_keys(languages, languages)
@@ -1475,7 +1577,9 @@ class _Loader:
 
         countries: list[Country] = []
         for entry in root.tables("countries"):
-            entry.check_keys(("code", "label", "resources"), ("code", "label", "resources"))
+            entry.check_keys(
+                ("code", "label", "resources", "zones"), ("code", "label", "resources")
+            )
             code = entry.text("code")
             if code and code != FALLBACK_COUNTRY and not _COUNTRY_RE.match(code):
                 entry.error("code", f"{code!r} must be a two-letter code like 'ID', or 'other'")
@@ -1489,7 +1593,18 @@ class _Loader:
             if "resources" in entry.data and not resources:
                 entry.error("resources", "must list at least one resource")
             label = entry.per_language("label", languages)
-            countries.append(Country(code, MappingProxyType(label), tuple(resources)))
+            zones: list[Zone] = []
+            for z in entry.tables("zones") if "zones" in entry.data else []:
+                z.check_keys(("zone", "label"), ("zone", "label"))
+                name = z.text("zone")
+                try:
+                    cadence_zone(name)
+                except ValueError:
+                    z.error("zone", f"{name!r} is not a time zone id like 'Asia/Jakarta'")
+                zones.append(Zone(name, MappingProxyType(z.per_language("label", languages))))
+            if len({z.zone for z in zones}) != len(zones):
+                entry.error("zones", "lists a time zone twice")
+            countries.append(Country(code, MappingProxyType(label), tuple(resources), tuple(zones)))
         codes = [c.code for c in countries]
         for code in {c for c in codes if codes.count(c) > 1}:
             root.error("countries", f"country {code!r} is listed twice")
@@ -1505,7 +1620,82 @@ class _Loader:
             phrases=MappingProxyType(phrases),
             reply=MappingProxyType(reply),
             countries=tuple(countries),
+            rules=MappingProxyType(self.load_triage(languages)),
+            last_checked=last_checked if isinstance(last_checked, date) else None,
+            check_window=timedelta(minutes=check_minutes),
+            repeat_window=timedelta(minutes=repeat_minutes),
         )
+
+    def load_triage(self, languages: Sequence[str]) -> dict[str, triage.LanguageRules]:
+        """``crisis/<lang>.toml`` for every language that has one (a folder without them
+        keeps only the word-for-word phrases of ``crisis.toml``)."""
+        found: dict[str, triage.LanguageRules] = {}
+        for lang in languages:
+            path = self.root / "crisis" / f"{lang}.toml"
+            if not path.is_file():
+                self.notes.append(
+                    f"crisis/{lang}.toml is missing: only the phrases in crisis.toml are matched"
+                )
+                continue
+            rules = self._load_triage_file(lang, path)
+            if rules is not None:
+                found[lang] = rules
+        return found
+
+    def _load_triage_file(self, lang: str, path: Path) -> triage.LanguageRules | None:
+        f = self.file(f"crisis/{lang}.toml")
+        data = f.parse(path)
+        if data is None:
+            return None
+        root = _Table(f, data)
+        root.check_keys(("idioms", "words", "context", "rules"), ("rules",))
+        words = root.table("words", required=False)
+        classes: dict[str, tuple[str, ...]] = {}
+        for name in words.data:
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+                words.error(name, "a word class name is lower-case letters, digits and _")
+            classes[name] = self._single_words(words, name)
+        context = root.table("context", required=False)
+        context.check_keys(triage.CONTEXT_KEYS)
+        ctx = {key: self._single_words(context, key) for key in triage.CONTEXT_KEYS}
+        for i, idiom in enumerate(root.texts("idioms", ())):
+            try:
+                triage.parse_pattern(idiom, classes)
+            except ValueError as exc:
+                root.error(f"idioms[{i}]", str(exc))
+        specs: list[tuple[str, str, str]] = []
+        seen: set[str] = set()
+        for rule in root.tables("rules"):
+            rule.check_keys(("id", "pattern", "outcome"), ("id", "pattern", "outcome"))
+            rule_id = rule.text("id")
+            if rule_id and not re.fullmatch(r"[a-z0-9][a-z0-9-]*", rule_id):
+                rule.error("id", f"{rule_id!r}: use lower-case letters, digits and '-'")
+            if rule_id in seen:
+                rule.error("id", f"{rule_id!r} is used twice")
+            seen.add(rule_id)
+            outcome = rule.choice("outcome", ("protocol", "check"))
+            pattern = rule.text("pattern")
+            try:
+                triage.parse_pattern(pattern, classes)
+            except ValueError as exc:
+                rule.error("pattern", str(exc))
+                continue
+            specs.append((rule_id, pattern, outcome))
+        if self.problems:
+            return None
+        try:
+            return triage.build_rules(lang, classes, ctx, specs, root.texts("idioms", ()))
+        except ValueError as exc:
+            root.error("", str(exc))
+            return None
+
+    @staticmethod
+    def _single_words(table: _Table, name: str) -> tuple[str, ...]:
+        found = table.texts(name, ())
+        for i, word in enumerate(found):
+            if len(triage.words(word)) != 1:
+                table.error(f"{name}[{i}]", f"{word!r} must be one word")
+        return tuple(w for w in found if len(triage.words(w)) == 1)
 
     # ------------------------------------------------------------ cross-checks
 
@@ -1541,7 +1731,7 @@ def _placeholder_service(languages: tuple[str, ...]) -> ServicePolicy:
         retention=RetentionPolicy(1, MappingProxyType({})),
         matching=MatchingWeights(0, 0, 0, 0),
         supervisors_room="",
-        on_call=OnCallPolicy(False, False, False, False),
+        on_call=OnCallPolicy(False, False, False),
         max_message_chars=4000,
         trust_mode="cross-signed-only",
         misfire=MisfirePolicy(0, "fire-late"),

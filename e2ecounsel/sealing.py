@@ -1,10 +1,14 @@
 """Sealing of data at rest with PyNaCl's SecretBox (XSalsa20-Poly1305).
 
 The sealing key is the root secret of a data dir. It comes from the environment
-variable ``E2ECOUNSEL_SEALING_KEY`` (hex or base64, 32 bytes) or from a 0600 key
-file created on first start. Sub-keys for other purposes (nio's crypto-store
-pickle key, the cross-signing key store) are derived from it with BLAKE2b
-keyed hashing, so one secret protects everything and no purpose shares a key.
+variable ``E2ECOUNSEL_SEALING_KEY`` (hex or base64, 32 bytes), from the 0600 key
+file named by ``E2ECOUNSEL_SEALING_KEY_FILE``, or from a 0600 key file in the data
+dir created on first start. The last is the easy default and the weakest: a copy
+of the data dir (a backup, a stolen disk image) then carries the key with the
+database it opens, which :func:`placement_of_sealing_key` lets callers warn about.
+Sub-keys for other purposes (nio's crypto-store pickle key, the cross-signing
+key store) are derived from it with BLAKE2b keyed hashing, so one secret
+protects everything and no purpose shares a key.
 
 Passphrase-derived keys (the counselor's notes) use argon2id.
 """
@@ -15,6 +19,7 @@ import base64
 import binascii
 import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 
 import nacl.encoding
@@ -27,6 +32,8 @@ import nacl.utils
 from e2ecounsel.errors import ConfigError, SealingError
 
 KEY_ENV = "E2ECOUNSEL_SEALING_KEY"
+KEY_FILE_ENV = "E2ECOUNSEL_SEALING_KEY_FILE"
+KEY_FILE_NAME = "sealing.key"
 KEY_SIZE = nacl.secret.SecretBox.KEY_SIZE
 SALT_SIZE = nacl.pwhash.argon2id.SALTBYTES
 _PREFIX = b"e2cs1:"
@@ -55,15 +62,29 @@ def _decode_key(text: str, *, source: str) -> bytes:
     return raw
 
 
-def load_or_create_key(path: Path, *, env: dict[str, str] | None = None) -> bytes:
+def load_or_create_key(path: Path, *, env: Mapping[str, str] | None = None) -> bytes:
     """Return the sealing key: from the environment if set, else from ``path``.
 
+    ``E2ECOUNSEL_SEALING_KEY`` holds the key itself; ``E2ECOUNSEL_SEALING_KEY_FILE``
+    names a key file to use instead of ``path``. That file is created on a fresh
+    install, but never while ``path`` still holds a key: a moved key whose new
+    path was mistyped must not silently become a new key that opens nothing.
     The key file is created (mode 0600) when missing. A key file readable by
     others is refused: it would expose every sealed column.
     """
     environ = os.environ if env is None else env
     if environ.get(KEY_ENV):
         return _decode_key(environ[KEY_ENV], source=KEY_ENV)
+    moved = environ.get(KEY_FILE_ENV)
+    if moved:
+        target = Path(moved).expanduser()
+        if not target.exists() and path.exists() and path != target:
+            raise ConfigError(
+                f"no key file at {target}, but the data dir still holds one at {path}; "
+                f"move it there (mv {path} {target}) or fix the path",
+                key=KEY_FILE_ENV,
+            )
+        path = target
     if path.exists():
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
@@ -78,6 +99,25 @@ def load_or_create_key(path: Path, *, env: dict[str, str] | None = None) -> byte
     with os.fdopen(fd, "w", encoding="ascii") as fh:
         fh.write(key.hex() + "\n")
     return key
+
+
+def placement_of_sealing_key(
+    data_dir: Path, *, env: Mapping[str, str] | None = None
+) -> Path | None:
+    """The key file when it sits inside ``data_dir`` (beside the database), else None.
+
+    None also when the key comes from ``E2ECOUNSEL_SEALING_KEY``: then no file holds it.
+    """
+    environ = os.environ if env is None else env
+    if environ.get(KEY_ENV):
+        return None
+    moved = environ.get(KEY_FILE_ENV)
+    path = Path(moved).expanduser() if moved else data_dir / KEY_FILE_NAME
+    try:
+        path.resolve().relative_to(data_dir.resolve())
+    except ValueError:
+        return None
+    return path
 
 
 # BLAKE2b personalisation strings (exactly 16 bytes): one per kind of derived key,

@@ -7,6 +7,7 @@ dominated by hashing, which tells us nothing.
 
 from __future__ import annotations
 
+import os
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,6 +17,10 @@ import pytest
 import pytest_asyncio
 
 from e2ecounsel.homeserver import EmbeddedHomeserver, free_port
+from e2ecounsel.policy import STRICT_TEXTS_ENV
+
+# A missing policy text or parameter fails the test instead of rendering leniently.
+os.environ[STRICT_TEXTS_ENV] = "1"
 
 _INTEGRATION_DIRS = ("integration", "interop")
 _TESTS_ROOT = Path(__file__).resolve().parent

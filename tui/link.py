@@ -100,6 +100,7 @@ class MatrixLink:
         )
         s.add_event_callback(self._on_invite, InviteMemberEvent)
         s.add_event_callback(self._on_member, RoomMemberEvent)
+        s.use_trust(self.trust)
         s.before_encrypt.append(self._before_encrypt)
 
     def scan_rooms(self) -> None:

@@ -90,7 +90,9 @@ def load_settings(
             )
     windows = data.get("reply_windows", list(DEFAULT_WINDOWS))
     try:
-        parsed = parse_windows([str(w) for w in windows])  # type: ignore[union-attr]
+        if not isinstance(windows, list):
+            raise TypeError("reply_windows is not a list")
+        parsed = parse_windows([str(w) for w in windows])
     except (ValueError, TypeError) as exc:
         raise ConfigError(
             'reply windows must be a list of "HH:MM" times', file=path, key="reply_windows"

@@ -1,4 +1,4 @@
-"""Reply windows, waiting time and SLA maths, in the counselor's own time zone.
+"""Reply windows in the counselor's own time zone.
 
 Counselors answer in a few rounds a day ("09:00, 13:00, 19:00" where they live), not instantly. All
 functions take the current time as a parameter and return aware UTC datetimes; the local calendar
@@ -13,10 +13,8 @@ functions take the current time as a parameter and return aware UTC datetimes; t
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
@@ -79,78 +77,3 @@ def next_window(now_utc: datetime, windows: ReplyWindows) -> datetime | None:
         if later:
             return later[0]
     return None
-
-
-def windows_between(start: datetime, end: datetime, windows: ReplyWindows) -> list[datetime]:
-    """Windows in the half-open interval ``(start, end]``, ascending (e.g. digests missed while the
-    bot was down)."""
-    _require_aware(start, end)
-    if end <= start:
-        return []
-    tz = windows.zone
-    first = start.astimezone(tz).date() - timedelta(days=1)
-    last = end.astimezone(tz).date() + timedelta(days=1)
-    found: list[datetime] = []
-    day = first
-    while day <= last:
-        found.extend(w for w in windows_on(day, windows) if start < w <= end)
-        day += timedelta(days=1)
-    return found
-
-
-@dataclass(frozen=True)
-class Round:
-    """Today's round ``number`` of ``total``; 0 means the first round of the day is yet to come."""
-
-    number: int
-    total: int
-
-
-def round_of_day(now_utc: datetime, windows: ReplyWindows) -> Round:
-    """Which of today's rounds (counselor's local day) has most recently started at ``now_utc``."""
-    _require_aware(now_utc)
-    today = windows_on(now_utc.astimezone(windows.zone).date(), windows)
-    return Round(sum(1 for w in today if w <= now_utc), len(today))
-
-
-def awaiting_since(events: Iterable[tuple[str, datetime]]) -> datetime | None:
-    """When the client's oldest unanswered message was sent, or ``None`` if nothing is unanswered.
-
-    ``events`` are (sender role, origin_server_ts) pairs; roles other than ``"client"`` and
-    ``"counselor"`` (the bot) are ignored. Only metadata is needed, so events the bot could not
-    decrypt still count.
-    """
-    since: datetime | None = None
-    for role, ts in sorted(events, key=lambda e: e[1]):
-        if role == "counselor":
-            since = None
-        elif role == "client" and since is None:
-            since = ts
-    return since
-
-
-class SlaState(StrEnum):
-    """How late a reply is."""
-
-    OK = "ok"
-    REMIND = "remind"
-    ESCALATE = "escalate"
-
-
-def sla_state(
-    since: datetime | None, now: datetime, sla_hours: float, escalate_hours: float
-) -> SlaState:
-    """``remind`` once the client waited ``sla_hours``, ``escalate`` after ``escalate_hours``.
-
-    Hours are elapsed real time (DST-proof because both instants are aware), not working hours: a
-    client in distress waits the same whether or not it is the counselor's day off.
-    """
-    if since is None:
-        return SlaState.OK
-    _require_aware(since, now)
-    waited = now - since
-    if waited >= timedelta(hours=escalate_hours):
-        return SlaState.ESCALATE
-    if waited >= timedelta(hours=sla_hours):
-        return SlaState.REMIND
-    return SlaState.OK

@@ -7,11 +7,16 @@ round-trips through JSON (``to_dict``/``from_dict``) so the bridge can persist i
 step and resume after a restart; deduplicating events (by Matrix event id) is the bridge's job,
 not this module's.
 
-Steps, in order: language -> consent -> age -> country -> pseudonym -> screening (each instrument,
-one item at a time) -> topic -> counselor -> done. Empty option lists (no countries, instruments or
-topics in the policy) skip their step. ``declined`` and ``age_refused`` are terminal: any further
-message starts a new intake. ``reconsent`` interrupts any later step when the consent text changed
-(see ``needs_reconsent`` and ``begin_reconsent``) and returns to it on ``agree``.
+Steps, in order: language -> consent -> age -> country -> zone -> pseudonym -> screening (each
+instrument, one item at a time) -> topic -> counselor -> done. Empty option lists (no countries,
+instruments or topics in the policy) skip their step; the zone is asked only of a client whose
+country spans several time zones (Indonesia: WIB, WITA, WIT) and set at once when it has one.
+``declined`` and ``age_refused`` are terminal: any further message starts a new intake.
+``reconsent`` interrupts any later step when the consent text changed (see ``needs_reconsent``
+and ``begin_reconsent``) and returns to it on ``agree``. ``paused`` interrupts the intake after a
+disclosure (a PHQ-9 item 9 answer above 0, or a crisis message the bridge reports with
+``pause``): the bridge has given the crisis reply, and the questions wait until the client says
+``now`` (``later`` or anything else keeps them waiting).
 
 Replies and their params (the bridge adds the params marked *bridge*; list params are raw ids, in
 display order, which the bridge renders as a numbered list in the client's language):
@@ -30,6 +35,9 @@ intake.age_invalid         min_age
 intake.age_refused         min_age; *bridge*: crisis_line
 intake.country             options (country codes), count
 intake.country_invalid     count
+intake.zone                options (IANA zone ids of the client's country), count; *bridge*:
+                           the options as the zones' labels
+intake.zone_invalid        count
 intake.pseudonym           max_len
 intake.pseudonym_invalid   max_len
 intake.screening_intro     instrument (id), number (1-based position), instruments (how many),
@@ -46,6 +54,9 @@ intake.counselor           options (counselor ids; remembered in the state), cou
 intake.counselor_invalid   count
 intake.counselor_none      (none)
 intake.too_long            max_chars
+intake.paused              (none): a counselor is being asked to come; go on now or later?
+intake.pause_later         (none)
+intake.pause_waiting       (none): any other message while paused
 =========================  =========================================================================
 
 A wrong answer leaves the state unchanged and replies with the ``*_invalid`` hint followed by the
@@ -77,6 +88,12 @@ DEFAULT_VOCABULARY: Mapping[str, frozenset[str]] = {
     "no": frozenset({"no", "n", "tidak", "tdk", "nggak", "enggak"}),
     "skip": frozenset({"skip", "lewati", "lewat"}),
     "auto": frozenset({"auto", "automatic", "otomatis"}),
+    "now": frozenset(
+        {"now", "continue", "go on", "yes", "y", "lanjut", "lanjutkan", "sekarang", "ya", "iya"}
+    ),
+    "later": frozenset(
+        {"later", "not now", "no", "n", "nanti", "nanti saja", "nanti aja", "tidak", "nggak"}
+    ),
 }
 
 
@@ -87,12 +104,14 @@ class Stage(StrEnum):
     CONSENT = "consent"
     AGE = "age"
     COUNTRY = "country"
+    ZONE = "zone"
     PSEUDONYM = "pseudonym"
     SCREENING = "screening"
     TOPIC = "topic"
     COUNSELOR = "counselor"
     DONE = "done"
     RECONSENT = "reconsent"
+    PAUSED = "paused"
     DECLINED = "declined"
     AGE_REFUSED = "age_refused"
 
@@ -102,6 +121,7 @@ _PROGRESS: tuple[Stage, ...] = (
     Stage.CONSENT,
     Stage.AGE,
     Stage.COUNTRY,
+    Stage.ZONE,
     Stage.PSEUDONYM,
     Stage.SCREENING,
     Stage.TOPIC,
@@ -109,6 +129,8 @@ _PROGRESS: tuple[Stage, ...] = (
     Stage.DONE,
 )
 _TERMINAL = frozenset({Stage.DECLINED, Stage.AGE_REFUSED})
+#: Steps an intake can be paused at (and resumed to): after the consent, before the end.
+_PAUSABLE = _PROGRESS[2:-1]
 
 
 # --------------------------------------------------------------------------------------- context
@@ -134,7 +156,8 @@ class IntakeContext:
     """Everything from policy and roster that intake decisions depend on.
 
     ``counselor_options`` are the profiles offered right now (full ones left out); it may change
-    between messages, which is why the offered list is remembered in the state.
+    between messages, which is why the offered list is remembered in the state. ``zones`` maps a
+    country code to its time zones (IANA ids), for countries that list them.
     """
 
     languages: tuple[str, ...]
@@ -146,6 +169,7 @@ class IntakeContext:
     max_chars: int
     consent_version: str
     vocabulary: Mapping[str, frozenset[str]] = field(default_factory=lambda: DEFAULT_VOCABULARY)
+    zones: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------- events
@@ -214,7 +238,8 @@ class IntakeState:
     ``answers`` has one entry per instrument reached: a tuple of item answers (partial for the
     current one) or ``None`` if skipped. ``counselor_offer`` is the list the client was shown, so a
     number typed later means what the client saw. ``resume`` is the step to return to after a
-    re-consent.
+    re-consent or a pause. ``zone`` is the client's time zone (an IANA id), when their country
+    lists zones.
     """
 
     step: Stage = Stage.LANGUAGE
@@ -222,6 +247,7 @@ class IntakeState:
     consent_version: str | None = None
     age_ok: bool = False
     country: str | None = None
+    zone: str | None = None
     pseudonym: str | None = None
     instrument: int = 0
     item: int = 0
@@ -241,6 +267,7 @@ class IntakeState:
             "consent_version": self.consent_version,
             "age_ok": self.age_ok,
             "country": self.country,
+            "zone": self.zone,
             "pseudonym": self.pseudonym,
             "instrument": self.instrument,
             "item": self.item,
@@ -264,6 +291,7 @@ class IntakeState:
                 consent_version=_opt_str(data["consent_version"]),
                 age_ok=_bool(data["age_ok"]),
                 country=_opt_str(data["country"]),
+                zone=_opt_str(data.get("zone")),  # states saved before zones were asked
                 pseudonym=_opt_str(data["pseudonym"]),
                 instrument=_int(data["instrument"]),
                 item=_int(data["item"]),
@@ -335,6 +363,11 @@ def state_problems(state: IntakeState, ctx: IntakeContext | None = None) -> list
             p.append("re-consent without a step to resume")
             return p
         at = s.resume
+    elif s.step is Stage.PAUSED:
+        if s.resume is None or s.resume not in _PAUSABLE:
+            p.append("pause without a step to resume")
+            return p
+        at = s.resume
     else:
         if s.resume is not None:
             p.append("resume set outside re-consent")
@@ -352,6 +385,8 @@ def state_problems(state: IntakeState, ctx: IntakeContext | None = None) -> list
         p.append("age confirmation does not match the step")
     if s.country is not None and not after(Stage.COUNTRY):
         p.append("country set too early")
+    if s.zone is not None and not after(Stage.ZONE):
+        p.append("zone set too early")
     if (s.pseudonym is not None) != after(Stage.PSEUDONYM):
         p.append("pseudonym does not match the step")
     if s.pseudonym is not None and not 1 <= len(s.pseudonym) <= PSEUDONYM_MAX:
@@ -387,6 +422,8 @@ def _context_problems(s: IntakeState, at: Stage, ctx: IntakeContext) -> list[str
         p.append("unknown language")
     if s.country is not None and s.country not in ctx.countries:
         p.append("unknown country")
+    if s.zone is not None and s.zone not in ctx.zones.get(s.country or "", ()):
+        p.append("zone not among the country's")
     if s.topic is not None and s.topic not in ctx.topics:
         p.append("unknown topic")
     if s.counselor is not None and s.counselor != "auto" and s.counselor not in s.counselor_offer:
@@ -433,8 +470,16 @@ def start(ctx: IntakeContext) -> Step:
 
 
 def needs_reconsent(state: IntakeState, current_version: str) -> bool:
-    """Whether a client who consented to an older policy text must consent again before going on."""
-    if state.step in _TERMINAL or state.step in (Stage.LANGUAGE, Stage.CONSENT, Stage.RECONSENT):
+    """Whether a client who consented to an older policy text must consent again before going on.
+
+    A paused intake is asked once the client resumes it, not while they are in a crisis.
+    """
+    if state.step in _TERMINAL or state.step in (
+        Stage.LANGUAGE,
+        Stage.CONSENT,
+        Stage.RECONSENT,
+        Stage.PAUSED,
+    ):
         return False
     return state.consent_version != current_version
 
@@ -445,6 +490,24 @@ def begin_reconsent(state: IntakeState, ctx: IntakeContext) -> Step:
         return Step(state)
     new = replace(state, step=Stage.RECONSENT, resume=state.step)
     return Step(new, (Reply("intake.reconsent", {"version": ctx.consent_version}),))
+
+
+def pause(state: IntakeState) -> Step:
+    """Hold the questions after a crisis message mid-intake (the bridge gives the crisis reply).
+
+    Before consent there is nothing to hold, and a paused intake stays as it is: both return the
+    state unchanged and say nothing.
+    """
+    if state.step not in _PAUSABLE:
+        return Step(state)
+    return _paused(replace(state, crisis=True), ())
+
+
+def _paused(
+    state: IntakeState, before: Sequence[Reply], events: Sequence[IntakeEvent] = ()
+) -> Step:
+    held = replace(state, step=Stage.PAUSED, resume=state.step)
+    return Step(held, (*before, Reply("intake.paused")), tuple(events))
 
 
 def advance(state: IntakeState, text: str, ctx: IntakeContext) -> Step:
@@ -514,6 +577,12 @@ def _enter(stage: Stage, state: IntakeState, ctx: IntakeContext) -> tuple[Intake
         if not ctx.countries:
             return _enter(Stage.PSEUDONYM, state, ctx)
         return state, [_options("intake.country", ctx.countries)]
+    if stage is Stage.ZONE:
+        zones = ctx.zones.get(state.country or "", ())
+        if len(zones) < 2:
+            state = replace(state, zone=zones[0] if zones else None)
+            return _enter(Stage.PSEUDONYM, state, ctx)
+        return state, [_options("intake.zone", zones)]
     if stage is Stage.PSEUDONYM:
         return state, [Reply("intake.pseudonym", {"max_len": PSEUDONYM_MAX})]
     if stage is Stage.SCREENING:
@@ -640,8 +709,34 @@ def _country(state: IntakeState, text: str, ctx: IntakeContext) -> Step:
     if country is None:
         hint = Reply("intake.country_invalid", {"count": len(ctx.countries)})
         return _with_hint(hint, state, ctx)
-    new, replies = _enter(Stage.PSEUDONYM, replace(state, country=country), ctx)
+    new, replies = _enter(Stage.ZONE, replace(state, country=country, zone=None), ctx)
     return Step(new, tuple(replies))
+
+
+def _zone(state: IntakeState, text: str, ctx: IntakeContext) -> Step:
+    zones = ctx.zones.get(state.country or "", ())
+    zone = _pick(_answer(text), zones)
+    if zone is None:
+        if len(zones) < 2:  # the policy dropped the zones mid-intake
+            new, replies = _enter(Stage.ZONE, state, ctx)
+            return Step(new, tuple(replies))
+        return _with_hint(Reply("intake.zone_invalid", {"count": len(zones)}), state, ctx)
+    new, replies = _enter(Stage.PSEUDONYM, replace(state, zone=zone), ctx)
+    return Step(new, tuple(replies))
+
+
+def _on_pause(state: IntakeState, text: str, ctx: IntakeContext) -> Step:
+    answer = _answer(text)
+    if _is(answer, "now", ctx):
+        resumed = replace(state, step=state.resume or Stage.DONE, resume=None)
+        if resumed.step is Stage.SCREENING and resumed.item == 0:
+            new, question = _enter_instrument(resumed, ctx)  # a new questionnaire: its intro
+        else:
+            new, question = _ask_again(resumed, ctx)
+        return Step(new, tuple(question))
+    if _is(answer, "later", ctx):
+        return Step(state, (Reply("intake.pause_later"),))
+    return Step(state, (Reply("intake.pause_waiting"),))
 
 
 def _pseudonym(state: IntakeState, text: str, ctx: IntakeContext) -> Step:
@@ -677,18 +772,31 @@ def _screening(state: IntakeState, text: str, ctx: IntakeContext) -> Step:
     done = (*current, value)
     threshold = spec.critical.get(len(current))
     new_state = replace(state, answers=(*state.answers[: state.instrument], done), item=len(done))
-    if threshold is not None and value >= threshold:
+    disclosed = threshold is not None and value >= threshold
+    if disclosed:
         events.append(CrisisDetected(f"screening:{spec.id}:item{len(done)}"))
         new_state = replace(new_state, crisis=True)
     if len(done) < spec.item_count:
+        if disclosed:
+            return _paused(new_state, (), events)
         return Step(new_state, (_item_reply(spec, len(done)),), tuple(events))
-    new_state, replies, events = _finish_instrument(new_state, ctx, replies, events)
+    new_state, replies, events = _finish_instrument(
+        new_state, ctx, replies, events, ask=not disclosed
+    )
+    if disclosed:
+        return _paused(new_state, replies, events)
     return Step(new_state, tuple(replies), tuple(events))
 
 
 def _finish_instrument(
-    state: IntakeState, ctx: IntakeContext, replies: list[Reply], events: list[IntakeEvent]
+    state: IntakeState,
+    ctx: IntakeContext,
+    replies: list[Reply],
+    events: list[IntakeEvent],
+    *,
+    ask: bool = True,
 ) -> tuple[IntakeState, list[Reply], list[IntakeEvent]]:
+    """Score the current instrument and move on; ``ask=False`` moves without asking (a pause)."""
     spec = ctx.instruments[state.instrument]
     answers = state.answers[state.instrument] or ()
     answers = answers[: spec.item_count]
@@ -708,7 +816,8 @@ def _finish_instrument(
         item=0,
     )
     state, more = _enter_instrument(state, ctx)
-    replies.extend(more)
+    if ask:
+        replies.extend(more)
     return state, replies, events
 
 
@@ -735,6 +844,8 @@ _HANDLERS = {
     Stage.RECONSENT: _reconsent,
     Stage.AGE: _age,
     Stage.COUNTRY: _country,
+    Stage.ZONE: _zone,
+    Stage.PAUSED: _on_pause,
     Stage.PSEUDONYM: _pseudonym,
     Stage.SCREENING: _screening,
     Stage.TOPIC: _topic,

@@ -25,7 +25,7 @@ import logging
 import os
 import secrets
 import string
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,23 +211,30 @@ class UserIdentity:
         )
 
 
-async def query_cross_signing(
-    client: AsyncClient, user_ids: list[str] | set[str]
-) -> dict[str, UserIdentity]:
-    """Raw ``/keys/query`` for ``user_ids``: their cross-signing keys and device keys.
+async def query_keys(client: AsyncClient, user_ids: Iterable[str]) -> JsonDict:
+    """Raw ``/keys/query`` for ``user_ids``: the whole answer, cross-signing included.
 
-    nio's own ``keys_query`` drops the cross-signing part of the answer, so trust
-    decisions use this instead.
+    One request serves both nio (its ``device_keys`` part, see
+    :func:`identities_from_keys`) and the trust decisions.
     """
     users = sorted(set(user_ids))
     if not users:
-        return {}
+        return {"device_keys": {}}
     status, payload = await raw_request(
         client, "POST", "/keys/query", {"device_keys": {u: [] for u in users}, "timeout": 10000}
     )
-    payload = _check(status, payload, "look up keys")
+    return _check(status, payload, "look up keys")
+
+
+def identities_from_keys(
+    payload: Mapping[str, Any], user_ids: Iterable[str]
+) -> dict[str, UserIdentity]:
+    """The :class:`UserIdentity` of each of ``user_ids`` in a ``/keys/query`` answer.
+
+    A user the answer does not mention gets an empty identity (no keys, no devices).
+    """
     result: dict[str, UserIdentity] = {}
-    for user_id in users:
+    for user_id in sorted(set(user_ids)):
         ident = UserIdentity(user_id=user_id)
         for usage, attr in (
             ("master_keys", "master"),
@@ -237,11 +244,26 @@ async def query_cross_signing(
             section = payload.get(usage)
             if isinstance(section, Mapping) and isinstance(section.get(user_id), dict):
                 setattr(ident, attr, section[user_id])
-        devices = payload.get("device_keys", {}).get(user_id)
+        device_keys = payload.get("device_keys")
+        devices = device_keys.get(user_id) if isinstance(device_keys, Mapping) else None
         if isinstance(devices, Mapping):
             ident.devices = {k: v for k, v in devices.items() if isinstance(v, dict)}
         result[user_id] = ident
     return result
+
+
+async def query_cross_signing(
+    client: AsyncClient, user_ids: Iterable[str]
+) -> dict[str, UserIdentity]:
+    """Raw ``/keys/query`` for ``user_ids``: their cross-signing keys and device keys.
+
+    nio's own ``keys_query`` drops the cross-signing part of the answer, so trust
+    decisions use this instead.
+    """
+    users = sorted(set(user_ids))
+    if not users:
+        return {}
+    return identities_from_keys(await query_keys(client, users), users)
 
 
 # --------------------------------------------------------------------------- our keys

@@ -7,9 +7,15 @@ What this adds on top of nio, and why:
   pickle key derived from the sealing key. A restart therefore keeps the same
   device and every Olm/Megolm session: old messages stay readable.
 * **Safe encrypted sends.** nio only refreshes device lists and claims
-  one-time keys inside ``sync_forever``. :meth:`MatrixSession.send` does both
-  itself before every encrypted send, so the first message to a new device is
-  never undecryptable ("missing session").
+  one-time keys inside ``sync_forever``. :meth:`MatrixSession.send` makes sure
+  of both itself before every encrypted send, so the first message to a new
+  device is never undecryptable ("missing session"). Device lists are asked
+  for only when they may have changed (``device_lists`` in the sync answer,
+  new members), in one request shared by every send waiting for it; one-time
+  keys are claimed under a lock per user, so sends to other people never wait.
+* **Key upkeep off the send path.** Uploading one-time keys, looking up the
+  devices a sync said changed and claiming keys for wedged sessions run in
+  one background task after each sync, not in the sync loop and not in sends.
 * **A sync loop that survives.** Connection errors and 5xx answers back off
   and retry; the loop resumes from the saved sync token. The token is saved
   only *after* the callbacks for a batch have run (nio saves it before), so a
@@ -28,7 +34,7 @@ import json
 import logging
 import os
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,6 +51,7 @@ from nio import (
     KeysUploadError,
     LoginResponse,
     MatrixRoom,
+    RoomMemberEvent,
     RoomSendResponse,
     SyncResponse,
     ToDeviceEvent,
@@ -54,6 +61,7 @@ from nio import (
 
 from e2ecounsel.errors import MatrixError, SealingError
 from e2ecounsel.matrix.crosssigning import CrossSigning, CrossSigningStatus
+from e2ecounsel.matrix.trust import TrustPolicy
 from e2ecounsel.sealing import Sealer
 
 logger = logging.getLogger(__name__)
@@ -96,6 +104,36 @@ def _is_transient(resp: ErrorResponse) -> bool:
     transport = getattr(resp, "transport_response", None)
     code = getattr(transport, "status", 0) or 0
     return bool(code == 429 or code >= 500)
+
+
+class _Client(AsyncClient):  # type: ignore[misc]  # nio ships no type hints
+    """nio's client with a look at each sync answer *before* its callbacks run.
+
+    nio marks changed device lists only after every event callback of the batch
+    ran; a send started from a callback would not know yet that a device changed.
+    """
+
+    on_sync: Callable[[SyncResponse], None] | None = None
+
+    async def receive_response(self, response: Any) -> None:
+        if (
+            isinstance(response, SyncResponse)
+            and self.on_sync is not None
+            and response.next_batch != self.next_batch
+        ):
+            self.on_sync(response)
+        await super().receive_response(response)
+
+
+def _joined_users(resp: SyncResponse) -> set[str]:
+    """Users who joined or were invited to one of our rooms in this sync batch."""
+    users: set[str] = set()
+    for info in resp.rooms.join.values():
+        for event in [*info.state, *info.timeline.events]:
+            if isinstance(event, RoomMemberEvent) and event.membership in ("join", "invite"):
+                if event.prev_membership != event.membership:
+                    users.add(event.state_key)
+    return users
 
 
 def check(resp: Any, what: str) -> Any:
@@ -151,16 +189,20 @@ class MatrixSession:
             max_limit_exceeded=None,
             request_timeout=60,
         )
-        self.client = AsyncClient(
-            self.homeserver, user_id, store_path=str(store_dir), config=config
-        )
+        self.client = _Client(self.homeserver, user_id, store_path=str(store_dir), config=config)
+        self.client.on_sync = self._on_sync_received
         self.state = ConnectionState.STARTING
         self.before_encrypt: list[BeforeEncrypt] = []
         self.state_listeners: list[Callable[[ConnectionState], None]] = []
         self._synced = asyncio.Event()
         self._stopping = asyncio.Event()
         self._room_locks: dict[str, asyncio.Lock] = {}
-        self._keys_lock = asyncio.Lock()
+        self._claim_locks: dict[str, asyncio.Lock] = {}
+        self._nio_query: asyncio.Task[None] | None = None
+        self._trust: TrustPolicy | None = None
+        self._own_devices_changed = False
+        self._upkeep_task: asyncio.Task[None] | None = None
+        self._upkeep_due = False
         self._sync_task: asyncio.Task[None] | None = None
         self._resume_token: str | None = None
         self.undecryptable = 0
@@ -260,7 +302,39 @@ class MatrixSession:
         """Make this device cross-signed by its owner (MSC4153: without it, current
         clients neither send us room keys nor trust what we send)."""
         cs = CrossSigning(self.client, self.store_dir / "cross_signing.sealed", self.sealer)
-        return await cs.ensure(password=password, recovery_key=recovery_key)
+        status = await cs.ensure(password=password, recovery_key=recovery_key)
+        if self._trust is not None:
+            self._trust.devices_changed([self.user_id])
+        return status
+
+    def use_trust(self, policy: TrustPolicy) -> None:
+        """Keep ``policy``'s key cache current from the sync stream.
+
+        Users named in ``device_lists.changed`` and users who join or are invited
+        are marked for a new lookup; users in ``device_lists.left`` are
+        forgotten. Our own account gets its own rule: the homeserver names it in
+        many syncs without anything changing, so its devices are looked up again
+        in the background upkeep only, never on the send path (the policy then
+        compares what comes back). Sends look up stale users through the policy,
+        in the same request that refreshes nio's device store.
+        """
+        self._trust = policy
+        policy.follow_changes()
+
+    def _on_sync_received(self, resp: SyncResponse) -> None:
+        changed = set(resp.device_list.changed) | _joined_users(resp)
+        left = set(resp.device_list.left)
+        me = self.user_id
+        if me in changed:
+            changed.discard(me)
+            self._own_devices_changed = True
+        olm = self.client.olm
+        if olm is not None:
+            # What nio does after the callbacks, done before them.
+            olm.add_changed_users((changed | left) & olm.tracked_users)
+        if self._trust is not None:
+            self._trust.devices_changed(changed)
+            self._trust.forget(left - {me})
 
     # ------------------------------------------------------------------ sync
 
@@ -294,7 +368,13 @@ class MatrixSession:
                 logger.exception("connection state listener failed")
 
     async def sync_once(self, timeout_ms: int = 0) -> SyncResponse:
-        """One sync round: fetch, run callbacks, then key upkeep and token save."""
+        """One sync round: fetch, run callbacks, key upkeep, then save the token."""
+        resp = await self._sync_round(timeout_ms)
+        await self._key_upkeep()
+        self._synced.set()
+        return resp
+
+    async def _sync_round(self, timeout_ms: int) -> SyncResponse:
         resume = self._resume_token
         resp = await self.client.sync(
             timeout=0 if resume else timeout_ms,
@@ -306,33 +386,64 @@ class MatrixSession:
             check(resp, "sync")
         self._resume_token = None
         self._set_state(ConnectionState.ONLINE)
-        await self._after_sync(resp)
+        self._save_sync_token(resp.next_batch)
         return resp
 
-    async def _after_sync(self, resp: SyncResponse) -> None:
-        await self._key_upkeep()
-        to_device = await self.client.send_to_device_messages()
-        for r in to_device or ():
-            if isinstance(r, ErrorResponse):
-                logger.warning("to-device send failed: %s", r.status_code)
-        self._save_sync_token(resp.next_batch)
-        self._synced.set()
+    def _kick_upkeep(self) -> None:
+        """Run :meth:`_key_upkeep` in the background; one run at a time, coalesced."""
+        self._upkeep_due = True
+        if self._upkeep_task is not None and not self._upkeep_task.done():
+            return
+
+        async def loop() -> None:
+            while self._upkeep_due:
+                self._upkeep_due = False
+                try:
+                    await self._key_upkeep()
+                except asyncio.CancelledError:
+                    raise
+                except (MatrixError, *_TRANSIENT_EXC) as exc:
+                    logger.warning("key upkeep failed (%s); next sync retries", type(exc).__name__)
+                except Exception:
+                    logger.exception("key upkeep failed")
+
+        self._upkeep_task = asyncio.create_task(loop(), name=f"key-upkeep:{self.user_id}")
 
     async def _key_upkeep(self) -> None:
-        async with self._keys_lock:
-            if self.client.should_upload_keys:
-                r = await self.client.keys_upload()
-                if isinstance(r, KeysUploadError):
-                    logger.warning("keys upload failed: %s", r.status_code)
-            if self.client.should_query_keys:
-                r2 = await self.client.keys_query()
-                if isinstance(r2, KeysQueryError):
-                    logger.warning("keys query failed: %s", r2.status_code)
-            if self.client.should_claim_keys:
-                users = self.client.get_users_for_key_claiming()
-                r3 = await self.client.keys_claim(users)
-                if isinstance(r3, KeysClaimError):
-                    logger.warning("keys claim failed: %s", r3.status_code)
+        """Upload one-time keys, look up changed devices, unwedge, send to-device."""
+        if self.client.should_upload_keys:
+            r = await self.client.keys_upload()
+            if isinstance(r, KeysUploadError):
+                logger.warning("keys upload failed: %s", r.status_code)
+        if self._trust is not None:
+            wanted = self._trust.stale_users() | set(self.client.users_for_key_query)
+            if self._own_devices_changed:
+                self._own_devices_changed = False
+                wanted.add(self.user_id)
+            await self._trust.refresh(self.client, wanted)
+        if self.client.should_query_keys:
+            await self._nio_keys_query()
+        if self.client.should_claim_keys:
+            users = self.client.get_users_for_key_claiming()
+            r3 = await self.client.keys_claim(users)
+            if isinstance(r3, KeysClaimError):
+                logger.warning("keys claim failed: %s", r3.status_code)
+        to_device = await self.client.send_to_device_messages()
+        for r4 in to_device or ():
+            if isinstance(r4, ErrorResponse):
+                logger.warning("to-device send failed: %s", r4.status_code)
+
+    async def _nio_keys_query(self) -> None:
+        """nio's own device-list query, one at a time: a send that needs it joins it."""
+        if self._nio_query is None or self._nio_query.done():
+
+            async def query() -> None:
+                r = await self._retry(self.client.keys_query, "keys query")
+                if isinstance(r, KeysQueryError):
+                    check(r, "keys query")
+
+            self._nio_query = asyncio.ensure_future(query())
+        await asyncio.shield(self._nio_query)
 
     async def run(self, *, timeout_ms: int = 30_000) -> None:
         """Sync until :meth:`stop`. Survives the homeserver going away."""
@@ -340,7 +451,9 @@ class MatrixSession:
         self._stopping.clear()
         while not self._stopping.is_set():
             try:
-                await self.sync_once(timeout_ms)
+                await self._sync_round(timeout_ms)
+                self._kick_upkeep()
+                self._synced.set()
             except asyncio.CancelledError:
                 raise
             except MatrixError as exc:
@@ -379,11 +492,12 @@ class MatrixSession:
 
     async def stop(self) -> None:
         self._stopping.set()
-        task, self._sync_task = self._sync_task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        for task in (self._sync_task, self._upkeep_task):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._sync_task = self._upkeep_task = None
         self._set_state(ConnectionState.STOPPED)
 
     async def close(self) -> None:
@@ -501,16 +615,46 @@ class MatrixSession:
             resp = await self._retry(lambda: self.client.joined_members(room_id), "members")
             if isinstance(resp, JoinedMembersError):
                 check(resp, "fetching room members")
-        async with self._keys_lock:
-            if self.client.should_query_keys:
-                check(await self._retry(self.client.keys_query, "keys query"), "keys query")
-            missing = self.client.get_missing_sessions(room_id)
+        await self._fresh_devices(set(room.users), set(room.invited_users))
+        await self._claim_missing(room_id)
+        for hook in self.before_encrypt:
+            await hook(room_id)
+
+    async def _fresh_devices(self, users: set[str], invited: Collection[str]) -> None:
+        """Device lists of ``users`` current before encrypting for them.
+
+        Our own account is left to the upkeep (see :meth:`use_trust`) once known.
+        """
+        if self._trust is not None:
+            await self._trust.ensure_fresh(self.client, users, volatile=invited)
+        olm = self.client.olm
+        me = {self.user_id} if olm is not None and self.user_id in olm.tracked_users else set()
+        if (users - me) & self.client.users_for_key_query:
+            await self._nio_keys_query()
+
+    async def _claim_missing(self, room_id: str) -> None:
+        """Claim one-time keys for the room's devices without an Olm session.
+
+        Under a lock per user: two sends to the same person claim once, sends to
+        other people do not wait.
+        """
+        missing = self.client.get_missing_sessions(room_id)
+        if not missing:
+            return
+        async with contextlib.AsyncExitStack() as stack:
+            for user_id in sorted(missing):  # always in the same order: no deadlock
+                await stack.enter_async_context(self._user_lock(user_id))
+            missing = self.client.get_missing_sessions(room_id)  # others may have claimed
             if missing:
                 r = await self._retry(lambda: self.client.keys_claim(missing), "keys claim")
                 if isinstance(r, KeysClaimError):
                     logger.warning("keys claim failed: %s", r.status_code)
-        for hook in self.before_encrypt:
-            await hook(room_id)
+
+    def _user_lock(self, user_id: str) -> asyncio.Lock:
+        lock = self._claim_locks.get(user_id)
+        if lock is None:
+            lock = self._claim_locks[user_id] = asyncio.Lock()
+        return lock
 
     async def send(
         self,

@@ -183,6 +183,17 @@ async def next_message(chat: Chat, *, timeout: float = 30.0) -> str:
     return await chat.expect(lambda _body: True, timeout=timeout)
 
 
+async def answer_country(chat: Chat, lang: str = "en") -> None:
+    """Pick the first country (and its first time zone, when it lists several) up to the
+    pseudonym question."""
+    zones = POLICY.crisis.countries[0].zones
+    if len(zones) > 1:
+        await chat.send("1")
+        await chat.expect(lambda b: zones[0].label[lang] in b)
+    await chat.send("1")
+    await chat.expect(text(lang, "intake.pseudonym", max_len=40))
+
+
 async def walk_intake(
     chat: Chat,
     *,
@@ -191,8 +202,10 @@ async def walk_intake(
     phq: list[str] | None = None,
     gad: list[str] | None = None,
     topic: int = 1,
+    greeted: bool = False,
 ) -> None:
-    """Drive an intake up to the counselor choice (``phq``/``gad`` default: skip both)."""
+    """Drive an intake up to the counselor choice (``phq``/``gad`` default: skip both);
+    ``greeted``: the welcome was already read."""
     phq_inst = POLICY.instruments["phq9"]
     gad_inst = POLICY.instruments["gad7"]
 
@@ -200,17 +213,24 @@ async def walk_intake(
         await chat.send(send)
         await chat.expect(want)
 
-    await chat.expect(lambda b: "Welcome to" in b)
+    if not greeted:
+        await chat.expect(lambda b: "Welcome to" in b)
     await step("1" if lang == "en" else "2", lambda b: consent_start(lang) in b)
     await step("agree" if lang == "en" else "setuju", text(lang, "intake.age", min_age=18))
     first_country = POLICY.crisis.countries[0].label[lang]
     await step("yes" if lang == "en" else "ya", lambda b: first_country in b)
-    await step("1", text(lang, "intake.pseudonym", max_len=40))
+    await answer_country(chat, lang)
     await step(pseudonym, lambda b: phq_inst.items[0].text[lang] in b)
     for i, answer in enumerate(phq or ["skip"]):
         if answer == "skip":
             await step("skip", lambda b: gad_inst.items[0].text[lang] in b)
             break
+        if i == 8 and answer != "0":  # a disclosure pauses the intake until the client goes on
+            await step(answer, text(lang, "intake.paused"))
+            await step(
+                "now" if lang == "en" else "lanjut", lambda b: gad_inst.items[0].text[lang] in b
+            )
+            continue
         nxt = phq_inst.items[i + 1].text[lang] if i + 1 < 9 else gad_inst.items[0].text[lang]
         await step(answer, lambda b, nxt=nxt: nxt in b)
     topic_label = POLICY.service.topics[0].label[lang]

@@ -65,6 +65,9 @@ async def walk_intake(
     await step("agree" if lang == "en" else "setuju", text(lang, "intake.age", min_age=18))
     first_country = POLICY.crisis.countries[0].label[lang]
     await step("yes" if lang == "en" else "ya", lambda b: first_country in b)
+    zones = POLICY.crisis.countries[0].zones
+    if len(zones) > 1:  # Indonesia: WIB, WITA or WIT
+        await step("1", lambda b: zones[0].label[lang] in b)
     await step("1", text(lang, "intake.pseudonym", max_len=40))
     await step(pseudonym, lambda b: PHQ.items[0].text[lang] in b)
     answers = phq if phq is not None else ["0"] * 9
@@ -105,6 +108,8 @@ async def test_intake_in_english_opens_a_private_session_room(
 
         store = bot.bridge.store
         eng = await store.current_engagement(client.session.user_id)
+        record = await store.get_client(client.session.user_id)
+        assert record.profile["zone"] == POLICY.crisis.countries[0].zones[0].zone  # WIB
         assert (
             eng is not None
             and eng.status == "active"

@@ -25,6 +25,7 @@ from tests.integration.bridgekit import (
     BotEnv,
     Chat,
     Seated,
+    answer_country,
     bot_event_ids,
     consent_start,
     counselor_record,
@@ -188,12 +189,11 @@ async def test_crisis_words_during_intake_get_help_first_and_page_without_conten
     await dm.expect(text("en", "intake.age", min_age=18))
     await dm.send("yes")
     await dm.expect(lambda b: POLICY.crisis.countries[0].label["en"] in b)
-    await dm.send("1")
-    await dm.expect(text("en", "intake.pseudonym", max_len=40))
+    await answer_country(dm)
 
     await dm.send(CRISIS_WORDS)
     assert await next_message(dm) == CRISIS_PAGED
-    assert await next_message(dm) == text("en", "status.intake")
+    assert await next_message(dm) == text("en", "intake.paused")
 
     # The on-call counselor and the supervisors are paged: a number, none of the words.
     page = text("en", "page.crisis", page=await newest_page(bot))
@@ -204,17 +204,22 @@ async def test_crisis_words_during_intake_get_help_first_and_page_without_conten
     for body in [*case.bot_messages(), *sup.bot_messages()]:
         assert "kill" not in body and "myself" not in body
 
-    # The words were not taken as the pseudonym: the intake waits at that step.
+    # The words were not taken as the pseudonym: the intake is paused at that step.
     store = bot.bridge.store
     rec = await store.get_client(client.session.user_id)
     state = intake.IntakeState.from_dict(rec.intake)
-    assert state.step is intake.Stage.PSEUDONYM and state.pseudonym is None
+    assert (state.step, state.resume) == (intake.Stage.PAUSED, intake.Stage.PSEUDONYM)
+    assert state.pseudonym is None
     assert rec.profile.get("crisis") is True
     assert ("crisis", "phrase:dm") in await audit_actions(bot, client.session.user_id)
     for line in await store.audit_lines():
         assert "kill" not in line.detail
 
-    # And the intake carries on from there.
+    # Later is fine; "now" carries on from there.
+    await dm.send("later")
+    await dm.expect(text("en", "intake.pause_later"))
+    await dm.send("now")
+    await dm.expect(text("en", "intake.pseudonym", max_len=40))
     await dm.send("Rain")
     await dm.expect(lambda b: POLICY.instruments["phq9"].items[0].text["en"] in b)
 
@@ -260,8 +265,10 @@ async def test_phq9_item_9_starts_the_protocol_and_matching_prefers_on_call(
     gad_at = next(
         i for i, b in enumerate(msgs) if POLICY.instruments["gad7"].items[0].text["en"] in b
     )
-    assert item9 < crisis_at < gad_at, "the crisis reply comes at once, then the intake goes on"
+    assert item9 < crisis_at < gad_at, "the crisis reply comes at once"
     assert crisis_at == item9 + 1
+    paused_at = msgs.index(text("en", "intake.paused"))
+    assert crisis_at < paused_at < gad_at, "the intake waits until the client says now"
     page = text("en", "page.crisis", page=await newest_page(bot))
     budi_case = await case_channel(bot, staff.budi)
     await budi_case.expect(page)

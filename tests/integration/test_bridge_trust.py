@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import secrets
 
-from tests.integration.bridgekit import make_bot, open_dm, text
+from e2ecounsel.matrix.crosssigning import CrossSigningKeys, query_cross_signing, raw_request
+from tests.integration.bridgekit import consent_parts, consent_start, make_bot, open_dm, text
 from tests.integration.matrixkit import Recorder, until
 
 
@@ -57,4 +58,60 @@ async def test_an_unsigned_device_is_excluded_and_the_client_is_told(
         await signed.close()
         if unsigned is not None:
             await unsigned.close()
+        await env.stop()
+
+
+async def _replace_identity(who: Recorder, password: str) -> None:
+    """What "reset cryptographic identity" in Element does: new master and self-signing
+    keys, so every device the old self-signing key signed is unsigned now."""
+    client = who.session.client
+    body: dict[str, object] = dict(CrossSigningKeys.generate(client.user_id).public_key_objects())
+    status, payload = await raw_request(client, "POST", "/keys/device_signing/upload", body)
+    assert status == 401, payload  # a replacement needs the password
+    body["auth"] = {
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": client.user_id},
+        "password": password,
+        "session": payload["session"],
+    }
+    status, payload = await raw_request(client, "POST", "/keys/device_signing/upload", body)
+    assert status == 200, payload
+    ident = (await query_cross_signing(client, [client.user_id]))[client.user_id]
+    assert not ident.is_device_signed(client.device_id)
+
+
+async def test_cached_trust_drops_a_device_the_moment_it_loses_its_signature(
+    homeserver, user_factory, tmp_path
+):
+    env = await make_bot(homeserver, tmp_path)
+    bridge = await env.start()
+    user_id, password = await user_factory("revoked")
+    client = await Recorder.connect(
+        homeserver.info.base_url, user_id, password, tmp_path / "c", secrets.token_bytes(32)
+    )
+    try:
+        chat = await open_dm(client, env.user_id)
+        await chat.expect(lambda b: "Welcome to" in b)
+        # Steady state: the keys are cached; answering and being answered asks nothing.
+        waits = bridge.trust.waits
+        await chat.send("1")
+        await chat.expect(lambda b: consent_start("en") in b)
+        await chat.expect(consent_parts("en")[-1])  # the consent comes in parts
+        assert bridge.trust.waits == waits, "a send waited for a keys lookup in steady state"
+        assert client.undecryptable == []
+
+        await _replace_identity(client, password)
+        readable = len(chat.bot_messages())
+        await chat.send("agree")
+        # The bot's next messages reach the device, but not the keys to read them.
+        await until(
+            lambda: any(room == chat.room_id for room, _eid in client.undecryptable),
+            what="the bot's reply arrives undecryptable",
+        )
+        assert len(chat.bot_messages()) == readable
+        device = bridge.session.client.device_store[user_id][client.session.device_id]
+        assert device.blacklisted
+        assert not bridge.trust.is_device_trusted(user_id, client.session.device_id)
+    finally:
+        await client.close()
         await env.stop()

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib.metadata
 import importlib.util
+import json
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
 from e2ecounsel.errors import HomeserverError
-from e2ecounsel.homeserver import EmbeddedHomeserver, UserExistsError, free_port
+from e2ecounsel.homeserver import EmbeddedHomeserver, UserExistsError, free_port, lookup_profile
 from tests.conftest import MakeUser
 
 
@@ -42,7 +47,7 @@ async def _login(base_url: str, user_id: str, password: str) -> tuple[int, dict[
     )
 
 
-async def test_start_stop_restart_keeps_token_and_accounts(
+async def test_start_stop_restart_keeps_accounts(
     fresh_homeserver: EmbeddedHomeserver,
 ) -> None:
     first = fresh_homeserver
@@ -80,7 +85,33 @@ async def test_start_stop_restart_keeps_token_and_accounts(
     assert not await second.is_healthy()
 
 
-async def test_registration_needs_the_token(homeserver: EmbeddedHomeserver) -> None:
+async def _sign_up(
+    base: str, username: str, password: str, token: str
+) -> tuple[int, dict[str, Any]]:
+    """A client's sign-up as Element does it: validity check, token stage, dummy stage."""
+    validity = f"{base}/_matrix/client/v1/register/m.login.registration_token/validity"
+    status, body = await _call("GET", f"{validity}?token={token}")
+    assert status == 200, body
+    url = f"{base}/_matrix/client/v3/register"
+    request = {"username": username, "password": password}
+    status, body = await _call("POST", url, json=request)
+    for stage in (
+        {"type": "m.login.registration_token", "token": token},
+        {"type": "m.login.dummy"},
+    ):
+        if status != 401 or "session" not in body:
+            break
+        status, body = await _call(
+            "POST", url, json={**request, "auth": {**stage, "session": body["session"]}}
+        )
+    return status, body
+
+
+def _in_a_day() -> int:
+    return int((time.time() + 86400) * 1000)
+
+
+async def test_registration_needs_a_valid_token(homeserver: EmbeddedHomeserver) -> None:
     base = homeserver.info.base_url
     url = f"{base}/_matrix/client/v3/register"
     request = {"username": "gate-test", "password": "a long enough password"}
@@ -111,21 +142,118 @@ async def test_registration_needs_the_token(homeserver: EmbeddedHomeserver) -> N
     )
     assert status == 401 and "user_id" not in body
 
-    status, body = await _call(
-        "POST",
-        url,
-        json={
-            **request,
-            "auth": {
-                "type": "m.login.registration_token",
-                "token": homeserver.info.registration_token,
-                "session": session,
-            },
-        },
-    )
+    token = await homeserver.create_registration_token(uses=1, expires_ms=_in_a_day())
+    assert token.uses_allowed == 1 and len(token.token) >= 24
+    status, body = await _sign_up(base, "gate-test", "a long enough password", token.token)
     assert status == 200, body
     assert body["user_id"] == f"@gate-test:{homeserver.info.server_name}"
     assert body["access_token"]
+
+    # One use only: the second sign-up with the same token is refused.
+    status, body = await _sign_up(base, "gate-test-2", "a long enough password", token.token)
+    assert status == 401 and "user_id" not in body
+    listed = {t.token: t for t in await homeserver.registration_tokens()}
+    assert listed[token.token].completed == 1
+    assert not listed[token.token].valid(int(time.time() * 1000))
+
+
+async def test_expired_and_revoked_tokens_open_nothing(homeserver: EmbeddedHomeserver) -> None:
+    base = homeserver.info.base_url
+    soon = await homeserver.create_registration_token(
+        uses=5, expires_ms=int((time.time() + 1.5) * 1000)
+    )
+    revoked = await homeserver.create_registration_token(uses=5, expires_ms=_in_a_day())
+    assert await homeserver.revoke_registration_token(revoked.token)
+    assert not await homeserver.revoke_registration_token(revoked.token)
+    assert revoked.token not in {t.token for t in await homeserver.registration_tokens()}
+    status, body = await _sign_up(base, "revoked-user", "a long enough password", revoked.token)
+    assert status == 401 and "user_id" not in body
+
+    assert soon.expiry_ms is not None
+    await asyncio.sleep(max(0.0, soon.expiry_ms / 1000 - time.time()) + 0.2)  # time passes
+    status, body = await _sign_up(base, "late-user", "a long enough password", soon.token)
+    assert status == 401 and "user_id" not in body
+
+
+async def test_password_policy_refuses_short_passwords(homeserver: EmbeddedHomeserver) -> None:
+    base = homeserver.info.base_url
+    token = await homeserver.create_registration_token(uses=3, expires_ms=_in_a_day())
+    for weak in ("x", "123456789"):
+        status, body = await _sign_up(base, "weak-user", weak, token.token)
+        assert status == 400 and body.get("errcode") == "M_PASSWORD_TOO_SHORT", body
+    status, body = await _sign_up(base, "weak-user", "ten chars!", token.token)
+    assert status == 200, body
+
+
+async def test_sign_up_never_writes_the_token_to_the_log(
+    fresh_homeserver: EmbeddedHomeserver,
+) -> None:
+    hs = fresh_homeserver
+    token = await hs.create_registration_token(uses=1, expires_ms=_in_a_day())
+    status, body = await _sign_up(
+        hs.info.base_url, "logged-user", "a long enough password", token.token
+    )
+    assert status == 200, body
+    await hs.stop()  # flushes Synapse's log
+    log = hs.log_path.read_text(encoding="utf-8")
+    # The sign-up itself is logged (the line Synapse writes with the token, now redacted).
+    assert "m.login.registration_token" in log and "validity?token=<redacted>" in log
+    assert token.token not in log
+    assert token.token not in hs.console_log_path.read_text(encoding="utf-8")
+
+
+async def test_admin_account_keeps_no_token(homeserver: EmbeddedHomeserver) -> None:
+    await homeserver.registration_tokens()
+    saved = json.loads((homeserver.info.data_dir / "admin.json").read_text())
+    assert set(saved) == {"user_id", "password"}
+    # Every admin call signed out again: the admin account has no device left.
+    status, body = await _login(homeserver.info.base_url, saved["user_id"], saved["password"])
+    assert status == 200, body
+    token = body["access_token"]
+    status, devices = await _call(
+        "GET", f"{homeserver.info.base_url}/_matrix/client/v3/devices", token=token
+    )
+    assert status == 200 and len(devices["devices"]) == 1, devices
+    await _call("POST", f"{homeserver.info.base_url}/_matrix/client/v3/logout", token=token)
+
+
+async def test_admin_api_only_on_its_own_listener(homeserver: EmbeddedHomeserver) -> None:
+    info = homeserver.info
+    assert info.admin_url != info.base_url and info.admin_url.startswith("http://127.0.0.1:")
+    for path in ("/_synapse/admin/v1/register", "/_synapse/admin/v1/server_version"):
+        status, body = await _call("GET", f"{info.base_url}{path}")
+        assert (status, body.get("errcode")) == (404, "M_UNRECOGNIZED"), (path, body)
+    # The client API itself is untouched on the client listener.
+    status, body = await _call("GET", f"{info.base_url}/_matrix/client/versions")
+    assert status == 200 and body["versions"]
+    status, body = await _call("GET", f"{info.admin_url}/_synapse/admin/v1/register")
+    assert status == 200 and body["nonce"]
+
+
+async def test_version_names_no_commit_and_federation_is_not_served(
+    homeserver: EmbeddedHomeserver,
+) -> None:
+    status, body = await _call(
+        "GET", f"{homeserver.info.admin_url}/_synapse/admin/v1/server_version"
+    )
+    assert status == 200
+    assert body["server_version"] == importlib.metadata.version("matrix-synapse")
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{homeserver.info.base_url}/_matrix/federation/v1/version") as resp,
+    ):
+        assert resp.status == 404
+        assert "(" not in resp.headers.get("Server", "")
+
+
+async def test_x_forwarded_only_behind_a_proxy(tmp_path: Path) -> None:
+    EmbeddedHomeserver(tmp_path, port=free_port()).ensure_config()
+    config = tmp_path / "synapse" / "homeserver.yaml"
+    assert yaml.safe_load(config.read_text())["listeners"][0]["x_forwarded"] is False
+    EmbeddedHomeserver(tmp_path, behind_proxy=True).ensure_config()
+    assert yaml.safe_load(config.read_text())["listeners"][0]["x_forwarded"] is True
+    EmbeddedHomeserver(tmp_path).ensure_config()
+    assert yaml.safe_load(config.read_text())["listeners"][0]["x_forwarded"] is False
 
 
 async def test_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
@@ -173,7 +301,7 @@ async def test_explicit_port_is_saved(tmp_path: Path) -> None:
     new_port = free_port()
     moved = EmbeddedHomeserver(tmp_path, port=new_port).ensure_config()
     assert moved.base_url == f"http://127.0.0.1:{new_port}"
-    assert moved.registration_token == first.registration_token
+    assert moved.server_name == first.server_name
     again = EmbeddedHomeserver(tmp_path).ensure_config()
     assert again == moved
 
@@ -209,3 +337,36 @@ async def test_missing_synapse_says_which_extra_to_install(
     with pytest.raises(HomeserverError, match=r"pip install 'e2ecounsel\[local\]'"):
         await server.start()
     assert not server.running
+
+
+async def test_a_saved_admin_token_of_an_older_version_is_signed_out(
+    homeserver: EmbeddedHomeserver,
+) -> None:
+    base = homeserver.info.base_url
+    path = homeserver.info.data_dir / "admin.json"
+    await homeserver.registration_tokens()
+    saved = json.loads(path.read_text())
+    status, body = await _login(base, saved["user_id"], saved["password"])
+    assert status == 200, body
+    old = body["access_token"]
+    path.write_text(json.dumps({**saved, "access_token": old}))
+
+    await homeserver.registration_tokens()
+    assert set(json.loads(path.read_text())) == {"user_id", "password"}
+    status, _ = await _call("GET", f"{base}/_matrix/client/v3/account/whoami", token=old)
+    assert status == 401
+
+
+async def test_profile_look_up_says_only_what_the_server_says(
+    homeserver: EmbeddedHomeserver, user_factory: MakeUser
+) -> None:
+    base = homeserver.info.base_url
+    user_id, password = await user_factory("profile")
+    status, body = await _login(base, user_id, password)
+    assert status == 200, body
+    token = body["access_token"]
+    assert await lookup_profile(base, user_id, token=token) is True
+    # This server wants a sign-in and a shared room for profiles: it cannot tell a stranger
+    # from a missing account, so the answer is "unknown", never "exists".
+    assert await lookup_profile(base, "@nobody-at-all:localhost", token=token) is None
+    assert await lookup_profile(base, user_id) is None

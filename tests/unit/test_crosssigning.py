@@ -323,7 +323,7 @@ def test_untrusted_event_shapes() -> None:
         sender_key = "curve"
 
     assert not policy.is_event_trusted(Ev())
-    policy._signed[("@a:x", "DEV")] = "curve"
+    policy._signed["@a:x"] = {"DEV": "curve"}
     assert policy.is_event_trusted(Ev())
     Ev.decrypted = False
     assert not policy.is_event_trusted(Ev())

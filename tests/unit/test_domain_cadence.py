@@ -1,4 +1,4 @@
-"""Reply windows across time zones, days off and DST; waiting time and SLA."""
+"""Reply windows across time zones, days off and DST."""
 
 from __future__ import annotations
 
@@ -9,23 +9,23 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from e2ecounsel.domain.cadence import (
-    ReplyWindows,
-    Round,
-    SlaState,
-    awaiting_since,
-    local_instant,
-    next_window,
-    round_of_day,
-    sla_state,
-    windows_between,
-)
+from e2ecounsel.domain.cadence import ReplyWindows, local_instant, next_window, windows_on
 
 JAKARTA = ReplyWindows((time(9), time(13), time(19)), "Asia/Jakarta", frozenset({5, 6}))
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
     return datetime(year, month, day, hour, minute, tzinfo=UTC)
+
+
+def windows_between(start: datetime, end: datetime, windows: ReplyWindows) -> list[datetime]:
+    """Oracle for the properties: every window in ``(start, end]``, found day by day."""
+    found: list[datetime] = []
+    day = start.astimezone(windows.zone).date() - timedelta(days=1)
+    while day <= end.astimezone(windows.zone).date() + timedelta(days=1):
+        found.extend(w for w in windows_on(day, windows) if start < w <= end)
+        day += timedelta(days=1)
+    return found
 
 
 def test_next_window_same_day_and_after_weekend() -> None:
@@ -76,43 +76,12 @@ def test_bad_windows_refused() -> None:
         next_window(datetime(2025, 1, 1), JAKARTA)
 
 
-def test_windows_between_a_week() -> None:
-    got = windows_between(utc(2025, 3, 2, 17), utc(2025, 3, 9, 17), JAKARTA)  # Mon..Fri local
+def test_a_week_of_rounds() -> None:
+    start, end = utc(2025, 3, 2, 17), utc(2025, 3, 9, 17)  # Mon..Fri local, weekend off
+    got = windows_between(start, end, JAKARTA)
     assert len(got) == 15
-    assert got == sorted(got)
-    assert got[0] == utc(2025, 3, 3, 2)
-    assert windows_between(utc(2025, 3, 9), utc(2025, 3, 8), JAKARTA) == []
-
-
-def test_round_of_day() -> None:
-    assert round_of_day(utc(2025, 3, 7, 7), JAKARTA) == Round(2, 3)  # 14:00 local
-    assert round_of_day(utc(2025, 3, 7, 1), JAKARTA) == Round(0, 3)  # 08:00 local
-    assert round_of_day(utc(2025, 3, 7, 12), JAKARTA) == Round(3, 3)  # 19:00 local, exactly
-    assert round_of_day(utc(2025, 3, 8, 7), JAKARTA) == Round(0, 0)  # Saturday off
-
-
-def test_awaiting_since() -> None:
-    t = [utc(2025, 3, 1, h) for h in range(8)]
-    assert awaiting_since([]) is None
-    assert awaiting_since([("client", t[1]), ("client", t[2])]) == t[1]
-    assert awaiting_since([("client", t[1]), ("counselor", t[2])]) is None
-    events = [
-        ("client", t[1]),
-        ("counselor", t[2]),
-        ("bot", t[3]),
-        ("client", t[4]),
-        ("client", t[5]),
-    ]
-    assert awaiting_since(events) == t[4]
-    assert awaiting_since(list(reversed(events))) == t[4]  # order of arrival does not matter
-
-
-def test_sla_state() -> None:
-    since = utc(2025, 3, 1)
-    assert sla_state(None, since, 24, 48) is SlaState.OK
-    assert sla_state(since, since + timedelta(hours=23, minutes=59), 24, 48) is SlaState.OK
-    assert sla_state(since, since + timedelta(hours=24), 24, 48) is SlaState.REMIND
-    assert sla_state(since, since + timedelta(hours=48), 24, 48) is SlaState.ESCALATE
+    assert got[0] == next_window(start, JAKARTA) == utc(2025, 3, 3, 2)
+    assert windows_between(end, start, JAKARTA) == []
 
 
 ZONES = [
@@ -184,7 +153,9 @@ def test_next_window_properties(now: datetime, windows: ReplyWindows) -> None:
 
 @settings(max_examples=100, deadline=None)
 @given(NOW, WINDOWS, st.integers(1, 20 * 24))
-def test_windows_between_properties(start: datetime, windows: ReplyWindows, hours: int) -> None:
+def test_next_window_chains_through_every_window(
+    start: datetime, windows: ReplyWindows, hours: int
+) -> None:
     end = start + timedelta(hours=hours)
     got = windows_between(start, end, windows)
     assert got == sorted(set(got))

@@ -25,6 +25,7 @@ from e2ecounsel.domain.intake import (
     advance,
     begin_reconsent,
     needs_reconsent,
+    pause,
     start,
     state_problems,
 )
@@ -69,7 +70,8 @@ def events(steps: list[Step]) -> list[object]:
     return [e for s in steps for e in s.events]
 
 
-EN_WALK = ["1", "agree", "yes", "1", "Rani", *["1"] * 9, *["2"] * 7, "2", "auto"]
+# PHQ-9 item 9 answered 1: the intake pauses, and "now" goes on with GAD-7.
+EN_WALK = ["1", "agree", "yes", "1", "Rani", *["1"] * 9, "now", *["2"] * 7, "2", "auto"]
 
 
 def test_full_walk_in_english() -> None:
@@ -99,14 +101,11 @@ def test_full_walk_in_english() -> None:
         "max_answer": 3,
     }
     after_phq = steps[5 + 9]
-    assert keys(after_phq) == [
-        "intake.screening_result",
-        "intake.screening_intro",
-        "intake.screening_item",
-    ]
+    assert keys(after_phq) == ["intake.screening_result", "intake.paused"]
     assert after_phq.replies[0].params == {"instrument": "phq9", "score": 9, "severity": "mild"}
     assert CrisisDetected("screening:phq9:item9") in after_phq.events
-    after_gad = steps[5 + 9 + 7]
+    assert keys(steps[5 + 10]) == ["intake.screening_intro", "intake.screening_item"]
+    after_gad = steps[5 + 10 + 7]
     assert keys(after_gad) == ["intake.screening_result", "intake.topic"]
     assert after_gad.replies[0].params == {"instrument": "gad7", "score": 14, "severity": "more"}
     assert after_gad.replies[1].params == {"options": CTX.topics, "count": 3}
@@ -165,9 +164,9 @@ WRONG = [
     (5, "4", ["intake.screening_invalid", "intake.screening_item"]),
     (7, "-1", ["intake.screening_invalid", "intake.screening_item"]),
     (8, "two", ["intake.screening_invalid", "intake.screening_item"]),
-    (5 + 16, "9", ["intake.topic_invalid", "intake.topic"]),
-    (5 + 17, "3", ["intake.counselor_invalid", "intake.counselor"]),
-    (5 + 17, "anyone", ["intake.counselor_invalid", "intake.counselor"]),
+    (5 + 17, "9", ["intake.topic_invalid", "intake.topic"]),
+    (5 + 18, "3", ["intake.counselor_invalid", "intake.counselor"]),
+    (5 + 18, "anyone", ["intake.counselor_invalid", "intake.counselor"]),
 ]
 
 
@@ -213,13 +212,94 @@ def test_under_age_is_refused() -> None:
     assert steps[-1].state == IntakeState(step=Stage.AGE_REFUSED, language="en")
 
 
-def test_phq9_item9_raises_crisis_at_once_and_intake_continues() -> None:
+def test_phq9_item9_raises_crisis_at_once_and_the_intake_pauses() -> None:
     steps = walk(["1", "agree", "yes", "1", "Rani", *["0"] * 8, "2"])
     last = steps[-1]
     assert last.events[0] == CrisisDetected("screening:phq9:item9")
     assert last.state.crisis
-    assert "intake.screening_intro" in keys(last)  # GAD-7 follows
-    assert last.state.step is Stage.SCREENING
+    assert keys(last) == ["intake.screening_result", "intake.paused"]  # not GAD-7
+    assert (last.state.step, last.state.resume) == (Stage.PAUSED, Stage.SCREENING)
+    assert last.state.answers == ((0,) * 8 + (2,), ())
+
+
+def test_a_paused_intake_waits_until_the_client_says_now() -> None:
+    paused = walk(["1", "agree", "yes", "1", "Rani", *["0"] * 8, "2"])[-1].state
+    for text, key in [("later", "intake.pause_later"), ("nanti aja", "intake.pause_later")]:
+        step = advance(paused, text, CTX)
+        assert (step.state, keys(step)) == (paused, [key])
+    step = advance(paused, "I just feel so alone", CTX)
+    assert (step.state, keys(step)) == (paused, ["intake.pause_waiting"])
+    assert not needs_reconsent(paused, "sha256:changed")
+    resumed = advance(paused, "Lanjut", CTX)
+    assert keys(resumed) == ["intake.screening_intro", "intake.screening_item"]
+    assert resumed.replies[0].params["instrument"] == "gad7"
+    assert (resumed.state.step, resumed.state.resume) == (Stage.SCREENING, None)
+    assert state_problems(resumed.state, CTX) == []
+
+
+def test_item9_mid_instrument_pauses_and_resumes_at_the_next_item() -> None:
+    spec = InstrumentSpec("phq9", 9, {3: 1}, PHQ9.bands)
+    ctx = replace(CTX, instruments=(spec, GAD7))
+    steps = walk(["1", "agree", "yes", "1", "Rani", "0", "0", "0", "3"], ctx)
+    assert keys(steps[-1]) == ["intake.paused"]
+    resumed = advance(steps[-1].state, "now", ctx)
+    assert keys(resumed) == ["intake.screening_item"]
+    assert resumed.replies[0].params["index"] == 5
+
+
+def test_pause_after_a_crisis_message_and_not_before_consent() -> None:
+    at_pseudonym = walk(["2", "setuju", "ya", "1"])[-1].state
+    step = pause(at_pseudonym)
+    assert keys(step) == ["intake.paused"]
+    assert (step.state.step, step.state.resume, step.state.crisis) == (
+        Stage.PAUSED,
+        Stage.PSEUDONYM,
+        True,
+    )
+    assert state_problems(step.state, CTX) == []
+    assert pause(step.state) == Step(step.state)  # already paused: nothing more to say
+    before_consent = walk(["1"])[-1].state
+    assert pause(before_consent) == Step(before_consent)
+    back = advance(step.state, "ya", CTX)
+    assert keys(back) == ["intake.pseudonym"]
+
+
+ZONES = {"ID": ("Asia/Jakarta", "Asia/Makassar", "Asia/Jayapura"), "MY": ("Asia/Kuala_Lumpur",)}
+
+
+def test_a_country_with_several_zones_asks_which() -> None:
+    ctx = replace(CTX, zones=ZONES)
+    steps = walk(["1", "agree", "yes", "1"], ctx)
+    assert keys(steps[-1]) == ["intake.zone"]
+    assert steps[-1].replies[0].params == {"options": ZONES["ID"], "count": 3}
+    wrong = advance(steps[-1].state, "7", ctx)
+    assert (wrong.state, keys(wrong)) == (steps[-1].state, ["intake.zone_invalid", "intake.zone"])
+    step = advance(steps[-1].state, "2", ctx)
+    assert keys(step) == ["intake.pseudonym"]
+    assert step.state.zone == "Asia/Makassar"
+    assert IntakeState.from_dict(step.state.to_dict()) == step.state
+
+
+def test_a_country_with_one_zone_or_none_is_not_asked() -> None:
+    ctx = replace(CTX, zones=ZONES)
+    malaysia = walk(["1", "agree", "yes", "2"], ctx)[-1]
+    assert keys(malaysia) == ["intake.pseudonym"] and malaysia.state.zone == "Asia/Kuala_Lumpur"
+    singapore = walk(["1", "agree", "yes", "3"], ctx)[-1]
+    assert keys(singapore) == ["intake.pseudonym"] and singapore.state.zone is None
+
+
+def test_a_state_saved_before_zones_still_loads() -> None:
+    data = walk(["1", "agree", "yes", "1"])[-1].state.to_dict()
+    del data["zone"]
+    assert IntakeState.from_dict(data).zone is None
+
+
+def test_a_zone_outside_the_country_is_a_problem() -> None:
+    ctx = replace(CTX, zones=ZONES)
+    state = walk(["1", "agree", "yes", "1", "1"], ctx)[-1].state
+    assert state_problems(replace(state, zone="Europe/Paris"), ctx) == [
+        "zone not among the country's"
+    ]
 
 
 def test_phq9_item9_zero_is_no_crisis() -> None:

@@ -52,7 +52,9 @@ def add_args(data: Path, user_id: str = DEWI, **override: str) -> list[str]:
     argv = ["counselor", "add", user_id]
     for key, value in values.items():
         argv += [key, value]
-    return argv + ["--data-dir", str(data)]
+    # No homeserver in these tests; the account check runs against a real one in
+    # tests/integration/test_operator_checks.py.
+    return argv + ["--no-account-check", "--data-dir", str(data)]
 
 
 def snapshot(data: Path) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
@@ -303,3 +305,32 @@ def test_supervisor_add_list_remove(data: Path, capsys: pytest.CaptureFixture[st
         "supervisor.remove",
     ]
     assert not any(ADI in str(cell) for line in lines for cell in line)
+
+
+def test_every_bad_flag_is_reported_at_once(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run(capsys, *add_args(data, ADI))
+    before = snapshot(data)
+    bad = {"--capacity": "0", "--timezone": "Asia/Jakrta", "--reply-windows": "25:00"}
+    code, out, err = run(capsys, *add_args(data, "dewi", **bad))
+    assert code == 1 and out == ""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("e2ecounsel: 4 problems: (1) ")
+    for part in (
+        "'dewi' is not a Matrix user id",
+        "capacity must be at least 1",
+        "Asia/Jakarta",
+        "reply window '25:00'",
+    ):
+        assert part in lines[0]
+    assert snapshot(data) == before
+
+
+def test_without_a_known_homeserver_the_account_cannot_be_checked(
+    data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [a for a in add_args(data) if a != "--no-account-check"]
+    code, _, err = run(capsys, *argv)
+    assert code == 1
+    assert "cannot check that @dewi:example.org exists" in err and "nothing was changed" in err
+    assert not (data / "bridge.db").exists()

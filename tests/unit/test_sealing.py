@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from e2ecounsel.errors import ConfigError, SealingError
 from e2ecounsel.sealing import (
     KEY_ENV,
+    KEY_FILE_ENV,
     KEY_SIZE,
     SALT_SIZE,
     Sealer,
@@ -21,6 +22,7 @@ from e2ecounsel.sealing import (
     derive_subkey,
     load_or_create_key,
     new_salt,
+    placement_of_sealing_key,
 )
 
 KEY = bytes(range(1, KEY_SIZE + 1))
@@ -116,6 +118,39 @@ def test_env_key_is_used_without_creating_a_file(tmp_path: Path) -> None:
     path = tmp_path / "sealing.key"
     assert load_or_create_key(path, env={KEY_ENV: KEY.hex()}) == KEY
     assert not path.exists()
+
+
+def test_key_file_outside_the_data_dir(tmp_path: Path) -> None:
+    data, keys = tmp_path / "data", tmp_path / "keys"
+    in_data = data / "sealing.key"
+    key = load_or_create_key(in_data, env={})
+    assert placement_of_sealing_key(data, env={}) == in_data
+
+    # Moved to a mistyped path: refused, no new key made anywhere.
+    moved = keys / "sealing.key"
+    with pytest.raises(ConfigError, match=f"mv {in_data} {moved}") as err:
+        load_or_create_key(in_data, env={KEY_FILE_ENV: str(moved)})
+    assert err.value.key == KEY_FILE_ENV and not moved.exists()
+
+    keys.mkdir()
+    in_data.rename(moved)
+    env = {KEY_FILE_ENV: str(moved)}
+    assert load_or_create_key(in_data, env=env) == key
+    assert not in_data.exists()
+    assert placement_of_sealing_key(data, env=env) is None
+    assert placement_of_sealing_key(data, env={KEY_ENV: KEY.hex()}) is None
+    # A "moved" key that still lives under the data dir is still beside the database.
+    assert placement_of_sealing_key(data, env={KEY_FILE_ENV: str(data / "k" / "s.key")}) == (
+        data / "k" / "s.key"
+    )
+
+
+def test_key_file_env_on_a_fresh_install_creates_the_file_there(tmp_path: Path) -> None:
+    target = tmp_path / "etc" / "sealing.key"
+    key = load_or_create_key(tmp_path / "data" / "sealing.key", env={KEY_FILE_ENV: str(target)})
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert not (tmp_path / "data" / "sealing.key").exists()
+    assert load_or_create_key(tmp_path / "other", env={KEY_FILE_ENV: str(target)}) == key
 
 
 @pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o660])
