@@ -49,6 +49,7 @@ from nio import (
     RoomMessageText,
 )
 
+from bridge import markup
 from bridge.app import Bridge
 from bridge.store import Counselor
 from e2ecounsel.config import BridgeConfig
@@ -350,7 +351,11 @@ class Expect:
         introduction comes first, then its first item (see :meth:`intake_replies`)."""
         phq = self.policy.instruments["phq9"]
         steps: list[tuple[str, str, Check]] = [
-            ("language -> consent", "1", self.contains(self.policy.consent[LANG].text[:60])),
+            (
+                "language -> consent",
+                "1",
+                self.contains(markup.to_plain(self.policy.consent[LANG].text)[:60]),
+            ),
             ("consent -> age", "agree", self.contains(self.policy.text(LANG, "intake.age"))),
             (
                 "age -> country",
@@ -380,7 +385,7 @@ class Expect:
         return len(self.intake_steps("x")) + 1
 
     def page(self) -> Check:
-        return self.contains(self.lead("page.crisis", "room_link")[:30])
+        return self.contains(self.policy.text(LANG, "page.crisis", page=_MARK).split(_MARK)[1][:30])
 
 
 @dataclass

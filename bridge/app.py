@@ -20,9 +20,12 @@ from typing import Any
 from urllib.parse import quote
 
 from nio import (
+    ErrorResponse,
     InviteMemberEvent,
     MatrixRoom,
     MegolmEvent,
+    RoomHistoryVisibilityEvent,
+    RoomJoinRulesEvent,
     RoomMemberEvent,
     RoomMessageText,
 )
@@ -30,7 +33,7 @@ from nio import (
 from bridge import supervision
 from bridge.bookings import Bookings
 from bridge.cadence import Cadence
-from bridge.effects import AWAIT_JOIN, PLAINTEXT_OK, txn_id
+from bridge.effects import AWAIT_JOIN, PLAINTEXT_OK, message_content, txn_id
 from bridge.engine import Engine
 from bridge.inbox import Inbox, InboxItem
 from bridge.scheduler import DurableScheduler
@@ -102,11 +105,15 @@ class Bridge:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._send_locks: dict[str, asyncio.Lock] = {}
         self._told_unsigned: set[tuple[str, str]] = set()
+        self._configured_supervisors = False
         self._ticker: asyncio.Task[None] | None = None
         self.session.add_event_callback(self._on_invite, InviteMemberEvent)
         self.session.add_event_callback(self._on_text, RoomMessageText)
         self.session.add_event_callback(self._on_undecryptable, MegolmEvent)
         self.session.add_event_callback(self._on_member, RoomMemberEvent)
+        self.session.add_event_callback(
+            self._on_room_rules, (RoomJoinRulesEvent, RoomHistoryVisibilityEvent)
+        )
 
     @classmethod
     def from_config(cls, config: BridgeConfig) -> Bridge:
@@ -123,6 +130,11 @@ class Bridge:
         """Open the store, sign in (or restore), finish what a crash left, start syncing."""
         self.store = await BridgeStore.open(self.config.database_target, self.sealer)
         self.inbox = Inbox(self.store.db)
+        self.trust = TrustPolicy(
+            self.policy.service.trust_mode,
+            known_identities=self.data_dir / "bot" / "identities.json",
+            on_identity_change=self._on_identity_change,
+        )
         self.engine = Engine(
             self.session,
             self.store,
@@ -131,6 +143,7 @@ class Bridge:
             mark_done=self.inbox.done,
             flush=self.flush,
             clock=self.clock,
+            trust=self.trust,
         )
         self.scheduler = DurableScheduler(
             self.store, misfire=self.policy.service.misfire, clock=self.clock, flush=self.flush
@@ -142,26 +155,10 @@ class Bridge:
         self.scheduler.summarize = self.cadence.summarize
         await self.session.login(self.config.bot_password)
         signing = await self.session.ensure_cross_signing(self.config.bot_password)
-        self.trust = TrustPolicy(
-            self.policy.service.trust_mode,
-            known_identities=self.data_dir / "bot" / "identities.json",
-            on_identity_change=self._on_identity_change,
-        )
         self.session.use_trust(self.trust)
         self.session.before_encrypt.append(self._apply_trust)
         await self.session.sync_once(0)
-        if self.supervisors_room and self.supervisors_room.startswith("#"):
-            # An alias is friendlier to write; events carry the room id.
-            resolved = await self.session.client.room_resolve_alias(self.supervisors_room)
-            room_id = getattr(resolved, "room_id", None)
-            if room_id is None:
-                logger.warning("supervisors' room alias does not resolve; pages go to counselors")
-            self.supervisors_room = self.engine.supervisors_room = room_id
-        if self.supervisors_room:
-            await self.store.set_room(self.supervisors_room, "supervisors", None)
-            if self.supervisors_room not in self.session.client.rooms:
-                with contextlib.suppress(Exception):
-                    await self.session.client.join(self.supervisors_room)
+        await self._find_supervisors_room()
         # Whatever a crash left: events received but not handled, messages queued but not sent.
         for room_id in {item.room_id for item in await self.inbox.pending()}:
             self._kick(room_id)
@@ -206,10 +203,7 @@ class Bridge:
             if client is None or client.dm_room_id is None:
                 continue
             lang = self.engine.lang_of(client)
-            content = {
-                "msgtype": "m.notice",
-                "body": self.engine.render.text(lang, "trust.unsigned_device"),
-            }
+            content = message_content(self.engine.render.text(lang, "trust.unsigned_device"))
             cause = f"trust:{user_id}:{len(self._told_unsigned)}"
             await self.store.queue(client.dm_room_id, content, txn_id(cause, 0))
             await self.store.audit(user_id, "trust.device_excluded")
@@ -259,6 +253,9 @@ class Bridge:
                 await self.flush()
                 assert self.engine is not None
                 await supervision.rematch_orphans(self.engine)
+                await supervision.keep_supervisors_room(
+                    self.engine, manage=not self._configured_supervisors
+                )
                 await self.engine.drain_waitlist(f"tick:{datetime.now(UTC):%Y%m%d%H%M%S}")
             except asyncio.CancelledError:
                 raise
@@ -278,20 +275,59 @@ class Bridge:
     async def _on_invite(self, room: MatrixRoom, event: InviteMemberEvent) -> None:
         if event.state_key != self.session.user_id or event.membership != "invite":
             return
-        if not self._allowed(event.sender) and room.room_id != self.supervisors_room:
+        if not self._allowed(event.sender) and room.room_id != self._supervisors():
             logger.info("ignoring an invite from a server that is not allowed")
             return
         self.background(self._join(room.room_id, event.sender), name=f"join:{room.room_id}")
 
+    def _supervisors(self) -> str | None:
+        """The supervisors' room now (the bridge may create it while running)."""
+        return self.engine.supervisors_room if self.engine is not None else self.supervisors_room
+
+    async def _find_supervisors_room(self) -> None:
+        """The supervisors' room: a configured room id, else the one the bridge made.
+
+        A configured alias is not used: whoever controls an alias can point it
+        at a room of their own, and pages would follow. The room is kept by id.
+        """
+        assert self.store is not None and self.engine is not None
+        configured = self.supervisors_room
+        if configured and not configured.startswith("!"):
+            logger.warning("supervisors_room must be a room id (!…), not an alias; ignored")
+            configured = None
+        self._configured_supervisors = configured is not None
+        room_id = configured or await self.engine.pages.supervisors_room()
+        self.supervisors_room = self.engine.supervisors_room = room_id
+        if room_id:
+            await self.store.set_room(room_id, "supervisors", None)
+            if room_id not in self.session.client.rooms:
+                resp = await self.session.client.join(room_id)
+                if isinstance(resp, ErrorResponse):
+                    logger.warning("joining the supervisors' room failed: %s", resp.status_code)
+
     async def _join(self, room_id: str, inviter: str) -> None:
+        """Join a room someone invited the bot to; leave it if it is no room of ours.
+
+        The bot talks in one-to-one DMs and in rooms it made itself (session
+        rooms, case channels, the supervisors' room). A group room someone
+        invites it to is none of those: it leaves at once, so nothing personal
+        is ever said where a third person reads.
+        """
         resp = await self.session.client.join(room_id)
-        if hasattr(resp, "status_code"):
+        if isinstance(resp, ErrorResponse):
             logger.warning("joining %s failed: %s", room_id, resp.status_code)
             return
         room = await self.session.wait_for_room(room_id)
-        if room_id == self.supervisors_room or room.member_count > 2:
+        if room_id == self._supervisors():
             return
-        assert self.inbox is not None
+        assert self.inbox is not None and self.store is not None
+        if room.member_count > 2:
+            if await self.store.room_kind(room_id) is None:
+                logger.info("leaving %s: not a direct chat nor a room of ours", room_id)
+                left = await self.session.client.room_leave(room_id)
+                if isinstance(left, ErrorResponse):
+                    logger.warning("leaving %s failed: %s", room_id, left.status_code)
+            return
         item = InboxItem(f"joined:{room_id}", room_id, inviter, 0, "joined", "", room.encrypted)
         if await self.inbox.put(item):
             self._kick(room_id)
@@ -307,13 +343,29 @@ class Bridge:
         logger.warning("undecryptable event %s in %s", event.event_id, room.room_id)
         await self._receive(room, event, "undecryptable", "")
 
+    async def _on_room_rules(self, room: MatrixRoom, event: Any) -> None:
+        if self.engine is not None:
+            self.engine.room_changed(room.room_id)
+
     async def _on_member(self, room: MatrixRoom, event: RoomMemberEvent) -> None:
+        if self.engine is not None:
+            self.engine.room_changed(room.room_id)
         # Someone joined: messages held for them (see AWAIT_JOIN) can go out now.
         if event.membership == "join" and event.state_key != self.session.user_id:
             self.background(self.flush({room.room_id}), name=f"flush:join:{room.room_id}")
 
     async def _receive(self, room: MatrixRoom, event: Any, kind: str, body: str) -> None:
+        """Put the event in the inbox with what trust needs: decrypted? from which device key?
+
+        An edit (``m.replace``) arrives as a new message whose body starts with
+        ``* ``; it is recorded as an edit so it is never taken as a new answer.
+        """
         assert self.inbox is not None
+        source = getattr(event, "source", None) or {}
+        content = source.get("content") if isinstance(source, dict) else None
+        relates = content.get("m.relates_to") if isinstance(content, dict) else None
+        if kind == "text" and isinstance(relates, dict) and relates.get("rel_type") == "m.replace":
+            kind = "edit"
         item = InboxItem(
             event.event_id,
             room.room_id,
@@ -322,6 +374,8 @@ class Bridge:
             kind,
             body,
             room.encrypted,
+            decrypted=bool(getattr(event, "decrypted", False)),
+            sender_key=str(getattr(event, "sender_key", None) or ""),
         )
         if await self.inbox.put(item):
             self._kick(room.room_id)

@@ -1,5 +1,5 @@
 """Booking live sessions through chat: ``book``, ``book N``, ``bookings``,
-``cancel N`` for the client, ``!book`` for the counselor.
+``cancel N`` for the client (the counselor's ``!book N`` offers the slots).
 
 Times are shown in the client's zone (from their country) with the zone's
 name, so "14:00" is never ambiguous. Reserving a slot is the database's
@@ -18,7 +18,8 @@ from bridge import rooms
 from bridge.bookings import SlotTaken
 from bridge.cadence import Cadence, client_zone
 from bridge.store import ClientRecord, Counselor, Engagement, iso
-from e2ecounsel.domain.text import normalize_command
+from e2ecounsel.casechannel import CaseEvent
+from e2ecounsel.domain.text import normalize_command, parse_number
 
 if TYPE_CHECKING:
     from bridge.effects import Effects
@@ -81,8 +82,9 @@ async def cmd_book(
         fx.say(item.room_id, engine.render.text(lang, "booking.none"))
         return
     eng, counselor = found
-    if args.strip().isdigit() and client.pending and client.pending.get("kind") == "book":
-        await reserve(engine, fx, client, client.pending, int(args.strip()), item.room_id)
+    number = parse_number(args)
+    if number is not None and client.pending and client.pending.get("kind") == "book":
+        await reserve(engine, fx, client, client.pending, number, item.room_id)
         return
     await offer_slots(engine, fx, client, eng, counselor, item.room_id)
 
@@ -153,10 +155,21 @@ async def reserve(
         ),
         reader=counselor.user_id,
         about=client.user_id,
+        case=booking_fact(eng, booking.id, booking.starts_at, "booked"),
     )
     if engine.cadence is not None:
         cadence = engine.cadence
         fx.after.append(lambda: cadence.on_booked(booking, eng, counselor))
+
+
+def booking_fact(eng: Engagement, booking_id: int, start: datetime, status: str) -> CaseEvent:
+    """The case-channel fact of a booking note: which booking, when, booked or cancelled."""
+    return CaseEvent(
+        "booking",
+        eng.id,
+        eng.room_id,
+        {"booking": booking_id, "start": iso(start), "status": status},
+    )
 
 
 async def cmd_bookings(
@@ -199,7 +212,8 @@ async def cmd_cancel(
     if not upcoming:
         fx.say(item.room_id, engine.render.text(lang, "booking.nothing_to_cancel"))
         return
-    pick = int(args.strip()) if args.strip().isdigit() else (1 if len(upcoming) == 1 else 0)
+    pick = parse_number(args) if args.strip() else (1 if len(upcoming) == 1 else 0)
+    pick = pick or 0
     if not 1 <= pick <= len(upcoming):
         fx.say(item.room_id, engine.render.text(lang, "booking.invalid", count=len(upcoming)))
         return
@@ -223,25 +237,12 @@ async def cmd_cancel(
                 when=Cadence.when(booking.starts_at, ZoneInfo(counselor.timezone)),
                 room_link=rooms.room_link(eng.room_id or ""),
             ),
+            reader=counselor.user_id,
+            case=booking_fact(eng, booking.id, booking.starts_at, "cancelled"),
         )
     if engine.cadence is not None:
         cadence = engine.cadence
         fx.after.append(lambda: cadence.on_cancelled(booking.id))
-
-
-async def cmd_counselor_book(
-    engine: Engine,
-    fx: Effects,
-    eng: Engagement,
-    client: ClientRecord | None,
-    counselor: Counselor,
-    args: str,
-    item: InboxItem,
-) -> None:
-    """``!book`` in the session room: offer the next free slots to the client, right there."""
-    if client is None:
-        return
-    await offer_slots(engine, fx, client, eng, counselor, item.room_id)
 
 
 async def answer_in_session(
@@ -252,8 +253,10 @@ async def answer_in_session(
     if not pending or pending.get("kind") != "book":
         return False
     word, args = normalize_command(text)
-    number = word if word.isdigit() else (args.strip() if word in ("book", "pesan") else "")
-    if not number.isdigit():
+    number = parse_number(word) if not args else None
+    if number is None and word in ("book", "pesan"):
+        number = parse_number(args)
+    if number is None:
         return False
-    await reserve(engine, fx, client, pending, int(number), room_id)
+    await reserve(engine, fx, client, pending, number, room_id)
     return True

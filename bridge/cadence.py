@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bridge import rooms
 from bridge.bookings import Booking, Bookings, parse_days_off
+from bridge.effects import message_content
 from bridge.scheduler import DurableScheduler, Job, Message
 from bridge.store import ABOUT, ClientRecord, Counselor, Engagement
 from e2ecounsel.domain.cadence import ReplyWindows, next_window
@@ -54,8 +55,9 @@ def client_zone(client: ClientRecord | None, counselor: Counselor) -> ZoneInfo:
     return ZoneInfo(COUNTRY_ZONES.get(country, counselor.timezone))
 
 
-def notice(body: str) -> dict[str, Any]:
-    return {"msgtype": "m.notice", "body": body}
+def notice(body: str, *, mention: str | None = None) -> dict[str, Any]:
+    """A reminder or digest: an ``m.text`` people notice (see :func:`message_content`)."""
+    return message_content(body, mention=mention)
 
 
 def windows_of(c: Counselor, days_off: str = "") -> ReplyWindows:
@@ -241,7 +243,7 @@ class Cadence:
             hours=self._fmt_hours(self.policy.service.sla_hours),
             room_link=rooms.room_link(eng.room_id),
         )
-        return [(job.target, {**notice(body), ABOUT: eng.client_id})]
+        return [(job.target, {**notice(body, mention=counselor.user_id), ABOUT: eng.client_id})]
 
     async def fire_sla_offer(self, job: Job, now: datetime) -> Sequence[Message]:
         waiting = await self._still_waiting(job)
@@ -331,8 +333,8 @@ class Cadence:
                 when=self.when(booking.starts_at, tz),
                 room_link=rooms.room_link(eng.room_id),
             ) + self._late(lang, job, now, tz)
-            return [(job.target, {**notice(body), ABOUT: eng.client_id})]
-        return [(job.target, notice(body))]
+            return [(job.target, {**notice(body, mention=counselor.user_id), ABOUT: eng.client_id})]
+        return [(job.target, notice(body, mention=eng.client_id))]
 
     async def fire_booking_start(self, job: Job, now: datetime) -> Sequence[Message]:
         booking = await self.bookings.get(int(job.payload["booking"]))

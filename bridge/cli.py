@@ -10,12 +10,15 @@ import argparse
 import os
 import secrets
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bridge.app import Bridge, BridgeStatus
 from bridge.bookings import Bookings, parse_days_off
+from bridge.pages import Pages
 from bridge.roster import (
     parse_capacity,
     parse_credentials,
@@ -283,6 +286,18 @@ def _database(args: argparse.Namespace) -> str | Path | None:
     return load_config(written).database if written.is_file() else None
 
 
+@asynccontextmanager
+async def _changing(args: argparse.Namespace) -> AsyncIterator[BridgeStore]:
+    """The bridge's store in one transaction: every change of the command, or none."""
+    root, _ = _where(args)
+    store = await BridgeStore.open_data_dir(root, create=False, database=_database(args))
+    try:
+        async with store.transaction():
+            yield store
+    finally:
+        await store.close()
+
+
 def _counselor_add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "user_id", metavar="MXID", help="the counselor's Matrix id, e.g. @dewi:example.org"
@@ -434,15 +449,10 @@ async def _require_active(store: BridgeStore, user_id: str) -> int:
 @command("counselor remove", "take a counselor off the roster")(_counselor_id_args)
 async def cmd_counselor_remove(args: argparse.Namespace) -> int:
     user_id = parse_mxid(args.user_id)
-    root, _ = _where(args)
-    store = await BridgeStore.open_data_dir(root, create=False, database=_database(args))
-    try:
-        async with store.transaction():
-            clients = await _require_active(store, user_id)
-            await store.deactivate_counselor(user_id)
-            await store.audit("operator", "counselor.remove", detail=store.actor_ref(user_id))
-    finally:
-        await store.close()
+    async with _changing(args) as store:
+        clients = await _require_active(store, user_id)
+        await store.deactivate_counselor(user_id)
+        await store.audit("operator", "counselor.remove", detail=store.actor_ref(user_id))
     if clients:
         print(
             f"removed {user_id}; the bridge re-matches their {clients} active client(s) "
@@ -516,6 +526,72 @@ async def cmd_counselor_on_call(args: argparse.Namespace) -> int:
     finally:
         await store.close()
     print(f"{user_id} is now {'on' if on else 'off'} call")
+    return 0
+
+
+def _supervisor_add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("user_id", metavar="MXID", help="the supervisor's Matrix id")
+    p.add_argument("--name", default=None, help="how clients and colleagues see them")
+    _store_args(p)
+
+
+@command("supervisor add", "make someone a supervisor (invited to the supervisors' room)")(
+    _supervisor_add_args
+)
+async def cmd_supervisor_add(args: argparse.Namespace) -> int:
+    user_id = parse_mxid(args.user_id)
+    name = parse_name(args.name if args.name is not None else user_id[1:].split(":", 1)[0])
+    async with _changing(args) as store:
+        new = await Pages(store.db).add_supervisor(user_id, name)
+        await store.audit("operator", "supervisor.add", detail=store.actor_ref(user_id))
+    if new:
+        print(
+            f"added supervisor {user_id}; the bridge invites them to the supervisors' room "
+            "(at once if it is running, otherwise when it starts)"
+        )
+    else:
+        print(f"{user_id} is already a supervisor; name set to {name!r}")
+    return 0
+
+
+def _supervisor_id_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("user_id", metavar="MXID", help="the supervisor's Matrix id")
+    _store_args(p)
+
+
+@command("supervisor remove", "remove a supervisor (removed from the supervisors' room)")(
+    _supervisor_id_args
+)
+async def cmd_supervisor_remove(args: argparse.Namespace) -> int:
+    user_id = parse_mxid(args.user_id)
+    async with _changing(args) as store:
+        if not await Pages(store.db).remove_supervisor(user_id):
+            raise CommandError(f"{user_id} is not a supervisor; see `e2ecounsel supervisor list`")
+        await store.audit("operator", "supervisor.remove", detail=store.actor_ref(user_id))
+    print(f"removed supervisor {user_id}; the bridge removes them from the supervisors' room")
+    return 0
+
+
+def _supervisor_list_args(p: argparse.ArgumentParser) -> None:
+    _store_args(p)
+
+
+@command("supervisor list", "show the supervisors")(_supervisor_list_args)
+async def cmd_supervisor_list(args: argparse.Namespace) -> int:
+    root, _ = _where(args)
+    store = await BridgeStore.open_data_dir(root, create=False, database=_database(args))
+    try:
+        pages = Pages(store.db)
+        people = await pages.supervisors()
+        room = await pages.supervisors_room()
+    finally:
+        await store.close()
+    if not people:
+        print("no supervisors; add one with `e2ecounsel supervisor add MXID`")
+        return 0
+    for who in people:
+        print(f"{who.user_id}  {who.name}")
+    print(f"supervisors' room: {room or 'not created yet (the bridge creates it when it runs)'}")
     return 0
 
 

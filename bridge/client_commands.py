@@ -12,6 +12,7 @@ from bridge.cadence import Cadence, client_zone, windows_of
 from bridge.effects import (
     ALWAYS_AVAILABLE,
     AUTO,
+    BOOK_WORDS,
     NO,
     SKIP,
     YES,
@@ -21,7 +22,7 @@ from bridge.inbox import InboxItem
 from bridge.store import ClientRecord, Counselor
 from e2ecounsel.domain import matching
 from e2ecounsel.domain.cadence import next_window
-from e2ecounsel.domain.text import normalize_command
+from e2ecounsel.domain.text import normalize_command, parse_number
 
 if TYPE_CHECKING:
     from bridge.engine import Engine
@@ -42,7 +43,7 @@ async def client_command(
     where to write to the counselor) is the right answer to both.
     """
     word, args = normalize_command(text)
-    if client.pending is not None and word not in ALWAYS_AVAILABLE:
+    if client.pending is not None and not interrupts(word, args, client.pending):
         await answer_pending(engine, fx, client, client.pending, text, item)
         return
     handler = CLIENT_COMMANDS.get(word)
@@ -50,6 +51,17 @@ async def client_command(
         fx.say(item.room_id, engine.render.text(engine.lang_of(client), "unknown_command"))
         return
     await handler(engine, fx, client, args, item)
+
+
+def interrupts(word: str, args: str, pending: dict[str, Any]) -> bool:
+    """True when a line is a command even though the bot waits for an answer.
+
+    Only a bare global command counts ("status", not "status is fine" typed as
+    a survey comment), and ``book N`` while slots are on offer (it books slot N).
+    """
+    if word in ALWAYS_AVAILABLE:
+        return not args
+    return word in BOOK_WORDS and pending.get("kind") == "book"
 
 
 async def cmd_help(
@@ -208,7 +220,7 @@ async def answer_pending(
             fx.say(room, engine.render.text(lang, "erase.cancelled"))
     elif kind == "language":
         langs = engine.policy.languages
-        pick = int(answer) - 1 if answer.isdigit() else -1
+        pick = (parse_number(answer) or 0) - 1
         if 0 <= pick < len(langs):
             new = replace(cleared, language=langs[pick])
             fx.write(lambda: engine.store.save_client(new))
@@ -224,7 +236,7 @@ async def answer_pending(
         if answer in AUTO:
             target_id = await _best_other(engine, client)
         else:
-            pick = int(answer) - 1 if answer.isdigit() else -1
+            pick = (parse_number(answer) or 0) - 1
             if not 0 <= pick < len(offer):
                 fx.say(room, engine.render.text(lang, "switch.invalid", count=len(offer)))
                 return
@@ -255,8 +267,9 @@ async def answer_pending(
             )
         )
     elif kind == "book":
-        if answer.isdigit():
-            await booking_flow.reserve(engine, fx, client, pending, int(answer), room)
+        number = parse_number(answer)
+        if number is not None:
+            await booking_flow.reserve(engine, fx, client, pending, number, room)
         else:
             fx.write(lambda: engine.store.save_client(cleared))
             fx.say(room, engine.render.text(lang, "booking.offer_closed"))
@@ -268,13 +281,14 @@ async def answer_pending(
             fx.write(lambda: engine.store.save_client(cleared))
             fx.say(room, engine.render.text(lang, "survey.thanks"))
             return
-        if answer in ("1", "2", "3", "4", "5"):
+        score = parse_number(answer)
+        if score is not None and 1 <= score <= 5:
             rec = replace(
                 client,
                 pending={
                     "kind": "survey",
                     "engagement": eng_id,
-                    "score": int(answer),
+                    "score": score,
                     "step": "comment",
                 },
             )

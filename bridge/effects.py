@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge import markup
 from bridge.store import ABOUT
 from e2ecounsel.casechannel import CaseEvent, attach
 from e2ecounsel.domain import intake
@@ -31,10 +32,37 @@ AUTO = frozenset({"auto", "automatic", "otomatis"})
 SKIP = frozenset({"skip", "lewati"})
 #: The crisis command works at every step, also in the middle of the intake.
 URGENT_WORDS = frozenset({"urgent", "darurat"})
-#: Commands that answer even while the bot waits for a reply to its question.
-ALWAYS_AVAILABLE = frozenset({"help", "bantuan", *URGENT_WORDS})
+#: Commands that answer even while the bot waits for a reply to its question: a
+#: pending question never swallows a cry for help, an erasure request, ``status``
+#: or ``help``.
+ALWAYS_AVAILABLE = frozenset({"help", "bantuan", "status", "erase", "hapus", *URGENT_WORDS})
+#: ``book`` / ``pesan``: with a number it books that slot of the open offer.
+BOOK_WORDS = frozenset({"book", "pesan"})
 #: Intake states after which a new message starts a new intake.
 _NOT_STARTED = frozenset({intake.Stage.DECLINED, intake.Stage.AGE_REFUSED})
+
+
+def command_reply(
+    command: str, ok: bool, engagement: int | None = None, room: str | None = None
+) -> CaseEvent:
+    """The case-channel fact on the bot's answer to a counselor's or supervisor's command."""
+    return CaseEvent("reply", engagement, room, {"command": command, "ok": ok})
+
+
+def message_content(body: str, *, mention: str | None = None) -> dict[str, Any]:
+    """An ``m.text`` event for ``body``: a plain body, HTML when the text has markdown.
+
+    ``m.text`` rather than ``m.notice``: Element mutes notices by default, and
+    these are messages people need to notice. Every message carries
+    ``m.mentions`` (empty unless it is meant for ``mention``), so that no app
+    guesses mentions from the text.
+    """
+    content: dict[str, Any] = {"msgtype": "m.text", "body": markup.to_plain(body)}
+    if markup.has_markup(body):
+        content["format"] = "org.matrix.custom.html"
+        content["formatted_body"] = markup.to_html(body)
+    content["m.mentions"] = {"user_ids": [mention]} if mention else {}
+    return content
 
 
 def txn_id(cause: str, index: int) -> str:
@@ -57,28 +85,36 @@ class Effects:
         room_id: str,
         body: str,
         *,
-        notice: bool = True,
         plaintext_ok: bool = False,
         reader: str | None = None,
         about: str | None = None,
         case: CaseEvent | None = None,
+        mention: str | None = None,
+        parts: bool = False,
     ) -> None:
         """Queue ``body`` for ``room_id``; with ``reader``, only once they have joined.
 
         ``about`` names the client a message in someone else's room concerns
         (a brief), so that erasing the client redacts it there too. ``case`` is the
         machine-readable fact a case-channel message carries for the counselor app.
+        ``mention`` makes it an intentional mention of that person (pages and
+        reminders meant for one person notify them even in a muted room). With
+        ``parts``, a long text goes out as several messages a phone screen holds,
+        the case fact (if any) on the last one.
         """
-        content: dict[str, Any] = {"msgtype": "m.notice" if notice else "m.text", "body": body}
-        if plaintext_ok:
-            content[PLAINTEXT_OK] = True
-        if reader is not None:
-            content[AWAIT_JOIN] = reader
-        if about is not None:
-            content[ABOUT] = about
-        if case is not None:
-            attach(content, case)
-        self.messages.append((room_id, content))
+        pieces = markup.split_parts(body) if parts else [body]
+        for i, piece in enumerate(pieces):
+            last = i == len(pieces) - 1
+            content = message_content(piece, mention=mention)
+            if plaintext_ok:
+                content[PLAINTEXT_OK] = True
+            if reader is not None:
+                content[AWAIT_JOIN] = reader
+            if about is not None:
+                content[ABOUT] = about
+            if case is not None and last:
+                attach(content, case)
+            self.messages.append((room_id, content))
 
     def write(self, fn: Callable[[], Awaitable[Any]]) -> None:
         self.writes.append(fn)

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from nio import ErrorResponse
 
@@ -44,11 +45,14 @@ from bridge.effects import (
     txn_id,
 )
 from bridge.inbox import InboxItem
+from bridge.pages import Pages
 from bridge.render import Renderer
 from bridge.store import BridgeStore, ClientRecord, Counselor, Engagement
+from e2ecounsel.casechannel import CaseEvent
 from e2ecounsel.domain import matching
 from e2ecounsel.domain.text import clean_text
 from e2ecounsel.matrix import MatrixSession
+from e2ecounsel.matrix.trust import TrustPolicy
 from e2ecounsel.policy import Policy
 
 logger = logging.getLogger(__name__)
@@ -68,6 +72,7 @@ class Engine:
         mark_done: Callable[[str], Awaitable[None]] | None = None,
         flush: Callable[[set[str] | None], Awaitable[None]] | None = None,
         audit_key: bytes = b"",
+        trust: TrustPolicy | None = None,
     ) -> None:
         self.session = session
         self.store = store
@@ -81,6 +86,13 @@ class Engine:
         self._match_lock = asyncio.Lock()
         self._case_locks: dict[str, asyncio.Lock] = {}
         self.max_chars = policy.service.max_message_chars
+        self.pages = Pages(store.db, clock=clock)
+        self.trust = trust
+        # (sender, device key) -> when they were last told their device is not trusted
+        self._told_untrusted: dict[tuple[str, str], datetime] = {}
+        # The supervisors last invited to each supervisors' room (skip re-reading members).
+        self.synced_supervisors: dict[str, frozenset[str]] = {}
+        self._private: dict[str, bool] = {}  # DM room -> is it private (see is_private_dm)
         # Set by the bridge when scheduling is on (always, outside unit tests).
         self.bookings: Bookings | None = None
         self.cadence: Cadence | None = None
@@ -123,21 +135,135 @@ class Engine:
     # ------------------------------------------------------------------ entry
 
     async def handle(self, item: InboxItem) -> None:
-        """Handle one inbox item; never raises (a failure is logged by id)."""
+        """Handle one inbox item; never raises (a failure is logged by id).
+
+        Before anything else: only an event that was decrypted and comes from a
+        device its owner cross-signed can change anything. Anyone holding a
+        client's access token can post into their encrypted DM in clear, and
+        an unverified device may not be theirs at all; both get the plain
+        "your device is not verified" answer and nothing else. An edit of an
+        earlier message is never taken as a new answer or command.
+        """
         if await self.store.is_handled(item.event_id):
             return
         kind = await self.store.room_kind(item.room_id)
         room_kind = kind[0] if kind else None
+        if item.room_id == self.supervisors_room:
+            room_kind = "supervisors"
         if item.kind == "joined":
             await intake_flow.on_joined(self, item)
-        elif item.room_id == self.supervisors_room:
-            await supervision.on_supervisor_message(self, item)
-        elif room_kind == "session":
-            await self.on_session_message(item)
-        elif room_kind == "case":
+            return
+        if item.sender == self.bot:
             await self.commit(Effects(item.event_id), item.event_id)
+            return
+        trusted = item.kind not in ("text", "edit") or await self.sender_trusted(item)
+        if room_kind == "session":
+            await self.on_session_message(item, trusted=trusted)
+        elif room_kind is None and await self.pages.is_page_room(item.room_id):
+            await self.commit(Effects(item.event_id), item.event_id)  # people talk; the bot listens
+        elif not trusted and (item.encrypted or room_kind in ("case", "supervisors")):
+            fx = Effects(item.event_id)
+            self.refuse_untrusted(fx, item, await self._sender_lang(item, room_kind))
+            await self.commit(fx, item.event_id)
+        elif item.kind == "edit":
+            fx = Effects(item.event_id)
+            if room_kind in (None, "dm"):
+                lang = await self._sender_lang(item, room_kind)
+                fx.say(item.room_id, self.render.text(lang, "edit.ignored"))
+            await self.commit(fx, item.event_id)
+        elif room_kind == "supervisors":
+            await supervision.on_supervisor_message(self, item)
+        elif room_kind == "case":
+            await counselor_commands.on_case_message(self, item)
         else:
             await intake_flow.on_dm_message(self, item)
+
+    async def sender_trusted(self, item: InboxItem) -> bool:
+        """True if ``item`` was decrypted and its sending device is cross-signed by its owner.
+
+        The device is the one whose Curve25519 identity key the room key came
+        from (``sender_key``). A device not seen before (a new login since the
+        last key query) is looked up once more before it is refused. With the
+        ``permissive`` trust mode the operator chose to accept unsigned
+        devices, so a decrypted event is enough.
+        """
+        if not item.decrypted or not item.sender_key:
+            return False
+        if self.trust is None or self.trust.mode == "permissive":
+            return True
+        if self.trust.is_sender_key_trusted(item.sender, item.sender_key):
+            return True
+        try:
+            await self.trust.apply_users(self.session.client, [item.sender])
+        except Exception:
+            logger.warning("device look-up for a sender in %s failed", item.room_id)
+            return False
+        return self.trust.is_sender_key_trusted(item.sender, item.sender_key)
+
+    #: How often one device is told that it is not trusted.
+    UNTRUSTED_NOTE_EVERY_S = 3600
+
+    def refuse_untrusted(self, fx: Effects, item: InboxItem, lang: str) -> None:
+        """The "your device is not verified" answer, at most once an hour per device."""
+        key = (item.sender, item.sender_key or "plaintext")
+        now = self.clock()
+        last = self._told_untrusted.get(key)
+        if last is not None and (now - last).total_seconds() < self.UNTRUSTED_NOTE_EVERY_S:
+            return
+        self._told_untrusted[key] = now
+        logger.info("an event from an untrusted device in %s was not acted on", item.room_id)
+        fx.say(item.room_id, self.render.text(lang, "trust.untrusted_sender"))
+
+    async def _sender_lang(self, item: InboxItem, room_kind: str | None) -> str:
+        if room_kind == "case":
+            counselor = await self.store.counselor_by_case_room(item.room_id)
+            if counselor is not None:
+                return self.counselor_lang(counselor)
+        return self.lang_of(await self.store.get_client(item.sender))
+
+    async def is_private_dm(self, room_id: str) -> bool:
+        """The client's DM holds exactly the two of us, encrypted, invite-only, not world-readable.
+
+        Personal answers (intake, status, bookings) go nowhere else: a DM that
+        someone made public, opened to a third person or world-readable is
+        not private any more. The room's state is read from the homeserver
+        once per room (the sync after a restart carries too little of it) and
+        read again after the bridge saw the membership or those rules change
+        (:meth:`room_changed`).
+        """
+        known = self._private.get(room_id)
+        if known is not None:
+            return known
+        status, state = await self.session.raw(
+            "GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/state"
+        )
+        if status != 200 or not isinstance(state, list):
+            logger.warning("reading the state of %s failed: %s", room_id, status)
+            return False
+        members = 0
+        encrypted = False
+        join_rule = history = ""
+        for event in state:
+            if not isinstance(event, dict):
+                continue
+            content = event.get("content") or {}
+            kind = event.get("type")
+            if kind == "m.room.member" and content.get("membership") in ("join", "invite"):
+                members += 1
+            elif kind == "m.room.encryption":
+                encrypted = True
+            elif kind == "m.room.join_rules":
+                join_rule = str(content.get("join_rule"))
+            elif kind == "m.room.history_visibility":
+                history = str(content.get("history_visibility"))
+        private = encrypted and members == 2 and join_rule == "invite"
+        private = private and history != "world_readable"
+        self._private[room_id] = private
+        return private
+
+    def room_changed(self, room_id: str) -> None:
+        """Membership or room rules changed: look at the room's privacy again."""
+        self._private.pop(room_id, None)
 
     def _audit_fn(
         self, actor: str, action: str, engagement_id: int | None = None, detail: str = ""
@@ -414,23 +540,22 @@ class Engine:
         reply_room: str,
         remember: bool = False,
     ) -> Engagement | None:
-        """Crisis text to the client at once; risk high; page on-call and supervisors.
+        """Crisis text to the client at once; risk high; a page to on-call and supervisors.
 
         The crisis reply is put first in ``fx`` so it is the next thing the
-        client sees, whatever else the handler queues. Pages carry a room link
-        and nothing the client wrote. With ``remember``, a client who has no
-        open engagement yet is flagged in their profile so that matching
-        prefers an on-call counselor (the intake saves its own record and does
-        not need this). Returns the client's open engagement, if any.
+        client sees, whatever else the handler queues, and it says only what
+        really happened: that the team was alerted if someone was paged, and
+        plainly that nobody could be otherwise. The page is a row (its number
+        is what ``!take`` answers) and a message that carries what the paged
+        person needs to act and nothing the client wrote. With ``remember``, a
+        client who has no open engagement yet is flagged in their profile so
+        that matching prefers an on-call counselor (the intake saves its own
+        record and does not need this). Returns the client's open engagement.
         """
         lang = self.lang_of(client)
         country = client.profile.get("country")
-        fx.messages.insert(
-            0,
-            (reply_room, {"msgtype": "m.notice", "body": self.policy.crisis_reply(lang, country)}),
-        )
         eng = await self.store.current_engagement(client.user_id)
-        link_room = eng.room_id if eng and eng.room_id else reply_room
+        session_room = eng.room_id if eng and eng.room_id else None
         if eng is not None:
             fx.write(lambda: self.store.set_risk(eng.id, "high"))
             fx.write(lambda: self.store.set_crisis(eng.id, True))
@@ -446,44 +571,55 @@ class Engine:
             )
         )
         logger.warning("crisis protocol started (%s)", reason)
-        key = "page.urgent" if reason == "command:urgent" else "page.crisis"
-        link = rooms.room_link(link_room)
         oncall = self.policy.service.on_call
+        targets: list[Counselor] = []
         if oncall.page_on_crisis:
             targets = [c for c in await self.store.list_counselors(active_only=True) if c.on_call]
             if eng is not None and eng.counselor_id:
                 assigned = await self.store.get_counselor(eng.counselor_id)
                 if assigned is not None and assigned.user_id not in {t.user_id for t in targets}:
                     targets.append(assigned)
-            for c in targets:
-                if c.case_room_id is None:
-                    fx.after.append(self._page_later(c, key, link, fx.cause))
-                else:
-                    fx.say(
-                        c.case_room_id,
-                        self.render.text(self.counselor_lang(c), key, room_link=link),
-                        reader=c.user_id,
-                    )
-        if oncall.page_supervisors_on_crisis and self.supervisors_room:
-            fx.say(
-                self.supervisors_room,
-                self.render.text(self.policy.service.default_language, key, room_link=link),
-            )
+        supervisors = self.supervisors_room if oncall.page_supervisors_on_crisis else None
+        paged = bool(targets or supervisors)
+        told = self.render.text(lang, "crisis.paged" if paged else "crisis.not_paged")
+        crisis_reply = self.policy.crisis_reply(lang, country).rstrip() + "\n\n" + told
+        fx.say(reply_room, crisis_reply)
+        fx.messages.insert(0, fx.messages.pop())
+        if not paged:
+            return eng
+        page_id = await self.pages.open(
+            cause=f"{fx.cause}:{reason}",
+            client_id=client.user_id,
+            engagement_id=eng.id if eng else None,
+            reason=reason,
+        )
+        key = "page.urgent" if reason == "command:urgent" else "page.crisis"
+        case = CaseEvent(
+            "page",
+            eng.id if eng else None,
+            session_room,
+            {"page": page_id, "reason": reason, "client_room": session_room or reply_room},
+        )
+        for c in targets:
+            body = self.render.text(self.counselor_lang(c), key, page=page_id)
+            if c.case_room_id is None:
+                fx.after.append(self._page_later(c, body, case, fx.cause))
+            else:
+                fx.say(c.case_room_id, body, reader=c.user_id, case=case, mention=c.user_id)
+        if supervisors:
+            lang0 = self.policy.service.default_language
+            fx.say(supervisors, self.render.text(lang0, key, page=page_id), case=case)
         return eng
 
     def _page_later(
-        self, c: Counselor, key: str, link: str, cause: str
+        self, c: Counselor, body: str, case: CaseEvent, cause: str
     ) -> Callable[[], Awaitable[None]]:
         """A page for a counselor who has no case channel yet (it is created first)."""
 
         async def page() -> None:
             room = await self.case_room(c)
             fx = Effects(f"{cause}:page:{c.user_id}")
-            fx.say(
-                room,
-                self.render.text(self.counselor_lang(c), key, room_link=link),
-                reader=c.user_id,
-            )
+            fx.say(room, body, reader=c.user_id, case=case, mention=c.user_id)
             await self.commit(fx, None)
 
         return page
@@ -639,17 +775,22 @@ class Engine:
 
     # ------------------------------------------------------------------ session rooms
 
-    async def on_session_message(self, item: InboxItem) -> None:
+    async def on_session_message(self, item: InboxItem, *, trusted: bool = True) -> None:
         """A message in a session room: note who is waiting, watch for a crisis, run commands.
 
         Only a client's words can start the crisis protocol (a counselor may
-        well write "self-harm" while working). A line starting with ``!`` is a
-        command only for the room's counselor; anyone else trying a counselor
-        command gets a polite refusal, and other ``!`` lines are just chat.
+        well write "self-harm" while working). A line starting with ``!`` from
+        the room's counselor is a command for this room's engagement: it is
+        carried out, redacted here and answered in the counselor's case
+        channel (see :func:`bridge.counselor_commands.session_command`). The
+        client trying a counselor command gets a polite refusal; other ``!``
+        lines are just chat. Waiting time counts from metadata, so it is
+        noted even for a message the bot may not act on; anything else needs
+        a trusted sender.
         """
         fx = Effects(item.event_id)
         eng = await self.store.engagement_by_room(item.room_id)
-        if eng is None or item.sender == self.bot:
+        if eng is None:
             await self.commit(fx, item.event_id)
             return
         role = (
@@ -657,7 +798,7 @@ class Engine:
             if item.sender == eng.client_id
             else ("counselor" if item.sender == eng.counselor_id else None)
         )
-        if role is not None and eng.status == "active":
+        if role is not None and eng.status == "active" and item.kind != "edit":
             fx.write(lambda: self.store.record_message(item.room_id, role=role, ts_ms=item.ts))
             if role == "client" and self.cadence is not None:
                 fx.after.append(self._plan_sla(item.room_id))
@@ -665,6 +806,16 @@ class Engine:
             await self.commit(fx, item.event_id)
             return
         client = await self.store.get_client(eng.client_id)
+        if not trusted:
+            counselor = await self.store.get_counselor(item.sender) if role == "counselor" else None
+            if counselor is not None:
+                # Said to the counselor where the client cannot read it.
+                note = replace(item, room_id=await self.case_room(counselor))
+                self.refuse_untrusted(fx, note, self.counselor_lang(counselor))
+            else:
+                self.refuse_untrusted(fx, item, self.lang_of(client))
+            await self.commit(fx, item.event_id)
+            return
         text = clean_text(item.body, self.max_chars)
         # A crisis matter (or the answer to a check question) is neither a command nor an
         # answer to a booking question.
@@ -674,7 +825,7 @@ class Engine:
                 self, fx, client, text, room=item.room_id, where="session"
             )
         if screened is None and text.startswith("!"):
-            await counselor_commands.counselor_command(self, fx, eng, client, item, text)
+            await counselor_commands.session_command(self, fx, eng, client, item, text)
         elif screened is None and role == "client" and client is not None:
             await booking_flow.answer_in_session(self, fx, client, text, item.room_id)
         await self.commit(fx, item.event_id)

@@ -25,9 +25,14 @@ class InboxItem:
     room_id: str
     sender: str
     ts: int
-    kind: str  # "text" | "undecryptable" | "joined"
+    kind: str  # "text" | "edit" | "undecryptable" | "joined"
     body: str
-    encrypted: bool
+    encrypted: bool  # the room is encrypted
+    #: The event itself arrived encrypted and was decrypted (a plaintext event
+    #: in an encrypted room is not: anyone with the access token can send one).
+    decrypted: bool = False
+    #: Curve25519 identity key of the device the room key came from ("" if none).
+    sender_key: str = ""
 
 
 class Inbox:
@@ -37,7 +42,15 @@ class Inbox:
     async def put(self, item: InboxItem) -> bool:
         """Record an event once; False when it was already there (a replay)."""
         payload = self.db.seal(
-            json.dumps({"body": item.body, "encrypted": item.encrypted}), context=_CONTEXT
+            json.dumps(
+                {
+                    "body": item.body,
+                    "encrypted": item.encrypted,
+                    "decrypted": item.decrypted,
+                    "sender_key": item.sender_key,
+                }
+            ),
+            context=_CONTEXT,
         )
         result = await self.db.execute(
             "INSERT INTO inbox"
@@ -76,6 +89,8 @@ class Inbox:
             row["kind"],
             data["body"],
             data["encrypted"],
+            bool(data.get("decrypted", False)),
+            str(data.get("sender_key") or ""),
         )
 
     async def done(self, event_id: str) -> None:

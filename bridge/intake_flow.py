@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Replies long enough to be sent in parts a phone screen holds (the consent).
+LONG_REPLIES = frozenset({"intake.consent", "intake.reconsent"})
+
 
 async def on_joined(engine: Engine, item: InboxItem) -> None:
     """The bot joined a DM: greet, or explain why it will not talk here."""
@@ -80,6 +83,13 @@ async def on_dm_message(engine: Engine, item: InboxItem) -> None:
         return
     if item.kind == "undecryptable":
         fx.say(item.room_id, engine.render.text(lang, "trust.unsigned_device"))
+        await engine.commit(fx, item.event_id)
+        return
+    if not await engine.is_private_dm(item.room_id):
+        # Intake answers, status and bookings are personal: not where others read.
+        country = client.profile.get("country") if client else None
+        line = engine.policy.crisis_line(lang, country)
+        fx.say(item.room_id, engine.render.text(lang, "dm.not_private", crisis_line=line))
         await engine.commit(fx, item.event_id)
         return
     if len(item.body) > engine.max_chars:
@@ -242,7 +252,11 @@ async def run_intake(
         await engine.crisis_protocol(fx, record, crisis_event.reason, reply_room=item.room_id)
         profile["crisis"] = True
     for reply in step.replies:
-        fx.say(item.room_id, engine.render.reply(lang, reply, country=country, counselors=known))
+        fx.say(
+            item.room_id,
+            engine.render.reply(lang, reply, country=country, counselors=known),
+            parts=reply.key in LONG_REPLIES,
+        )
     declined = False
     complete = False
     for event in step.events:

@@ -227,3 +227,35 @@ MIGRATIONS.add_sql(
     ALTER TABLE engagements ADD COLUMN close_note BLOB;  -- sealed
     """,
 )
+
+MIGRATIONS.add_sql(
+    "crisis pages and who took them; the supervisors",
+    """
+    -- A crisis page: who needs someone now, and who answered it. Content-free:
+    -- the reason is a code ("phrase:dm", "command:urgent"), never the words.
+    -- taken_by is set once, by a conditional update, so of two people who
+    -- take a page at the same moment exactly one gets it.
+    CREATE TABLE pages (
+        id            INTEGER PRIMARY KEY,
+        cause         TEXT NOT NULL UNIQUE,  -- the triggering event: a replay finds its page
+        client_id     TEXT NOT NULL,
+        engagement_id INTEGER REFERENCES engagements(id) ON DELETE SET NULL,
+        reason        TEXT NOT NULL,
+        created_at    TEXT NOT NULL,
+        taken_by      TEXT,
+        taken_at      TEXT,
+        room_id       TEXT,                  -- where the taker and the client met
+        CHECK ((taken_by IS NULL) = (taken_at IS NULL))
+    );
+    CREATE INDEX pages_by_client ON pages(client_id);
+    CREATE INDEX pages_open ON pages(created_at) WHERE taken_by IS NULL;
+
+    -- Clinical supervisors (`e2ecounsel supervisor add`). The bridge keeps
+    -- the supervisors' room's members in line with this table.
+    CREATE TABLE supervisors (
+        user_id  TEXT PRIMARY KEY,
+        name     TEXT NOT NULL,
+        added_at TEXT NOT NULL
+    );
+    """,
+)

@@ -471,6 +471,7 @@ class BridgeStore:
         """
         async with self.db.transaction():
             await self.db.execute("DELETE FROM rooms WHERE user_id = ?", (user_id,))
+            await self.db.execute("DELETE FROM pages WHERE client_id = ?", (user_id,))
             result = await self.db.execute("DELETE FROM clients WHERE user_id = ?", (user_id,))
         return result.rowcount == 1
 

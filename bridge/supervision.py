@@ -6,12 +6,16 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
+from bridge import handover, rooms
 from bridge.effects import (
     Effects,
 )
 from bridge.inbox import InboxItem
 from e2ecounsel.domain.text import clean_text, normalize_command
+from e2ecounsel.errors import MatrixError
+from e2ecounsel.matrix import check
 
 if TYPE_CHECKING:
     from bridge.engine import Engine
@@ -23,16 +27,89 @@ logger = logging.getLogger(__name__)
 
 
 async def on_supervisor_message(engine: Engine, item: InboxItem) -> None:
+    """A ``!`` command in the supervisors' room, from someone on the supervisors' list.
+
+    Being in the room is not enough: a configured room may hold others, and
+    whoever an alias pointed at is nobody's supervisor.
+    """
     fx = Effects(item.event_id)
     lang = engine.policy.service.default_language
     if item.kind == "text" and item.sender != engine.bot and item.body.startswith("!"):
         word, args = normalize_command(clean_text(item.body, engine.max_chars))
         handler = SUPERVISOR_COMMANDS.get(word)
-        if handler is None:
+        if not await engine.pages.is_supervisor(item.sender):
+            fx.say(item.room_id, engine.render.text(lang, "not_allowed"))
+        elif word == "take":
+            await handover.cmd_take(engine, fx, item, args, reply_room=item.room_id, lang=lang)
+        elif handler is None:
             fx.say(item.room_id, engine.render.text(lang, "help.supervisor"))
         else:
             await handler(engine, fx, args, item)
     await engine.commit(fx, item.event_id)
+
+
+async def keep_supervisors_room(engine: Engine, *, manage: bool = True) -> None:
+    """Create (once) the supervisors' room and keep its members in line with the list.
+
+    Runs from the periodic upkeep, so ``e2ecounsel supervisor add/remove``
+    takes effect while the bridge runs. The room's id is kept in the database
+    (``rooms``, kind ``supervisors``); a room is made only when there is none.
+    Supervisors missing from the room are invited; with ``manage`` (the room
+    is the bridge's own, not one the operator configured) people who are no
+    longer supervisors are removed. The member list is read only when the
+    list of supervisors changed since the last look.
+    """
+    people = frozenset(s.user_id for s in await engine.pages.supervisors())
+    room = engine.supervisors_room
+    if room is None:
+        if not people:
+            return
+        lang = engine.policy.service.default_language
+        room = await rooms.create_private_room(
+            engine.session,
+            name=engine.render.text(lang, "supervisors.room_name"),
+            invite=sorted(people),
+        )
+        await engine.store.set_room(room, "supervisors", None)
+        engine.supervisors_room = room
+        fx = Effects(f"supervisors-welcome:{room}")
+        # History is readable from the join on: the welcome waits for the first to join.
+        fx.say(room, engine.render.text(lang, "supervisors.welcome"), reader=min(people))
+        await engine.commit(fx, None)
+        engine.synced_supervisors[room] = people
+        logger.info("created the supervisors' room %s for %d supervisor(s)", room, len(people))
+        return
+    if engine.synced_supervisors.get(room) == people:
+        return
+    status, body = await engine.session.raw(
+        "GET", f"/_matrix/client/v3/rooms/{quote(room)}/members"
+    )
+    if status != 200 or not isinstance(body, dict):
+        logger.warning("reading the supervisors' room members failed: %s", status)
+        return
+    members = {
+        str(e.get("state_key")): str((e.get("content") or {}).get("membership"))
+        for e in body.get("chunk", [])
+        if isinstance(e, dict)
+    }
+    present = {u for u, m in members.items() if m in ("join", "invite")}
+    for user_id in sorted(people - present):
+        try:
+            check(await engine.session.client.room_invite(room, user_id), "inviting a supervisor")
+        except MatrixError as exc:
+            logger.warning("inviting a supervisor failed: %s", exc.errcode)
+            return
+    if manage:
+        for user_id in sorted(present - people - {engine.bot}):
+            try:
+                check(
+                    await engine.session.client.room_kick(room, user_id, reason="not a supervisor"),
+                    "removing a former supervisor",
+                )
+            except MatrixError as exc:
+                logger.warning("removing a former supervisor failed: %s", exc.errcode)
+                return
+    engine.synced_supervisors[room] = people
 
 
 async def cmd_queue(engine: Engine, fx: Effects, args: str, item: InboxItem) -> None:

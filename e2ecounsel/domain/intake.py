@@ -75,7 +75,7 @@ from typing import Any
 from e2ecounsel.domain import screening
 from e2ecounsel.domain.replies import Reply
 from e2ecounsel.domain.screening import Band
-from e2ecounsel.domain.text import clean_text
+from e2ecounsel.domain.text import clean_text, parse_number
 
 PSEUDONYM_MAX = 40
 STATE_FORMAT = 1
@@ -546,9 +546,7 @@ def _is(answer: str, word: str, ctx: IntakeContext) -> bool:
 
 
 def _number(answer: str) -> int | None:
-    if answer.isascii() and answer.isdigit() and len(answer) <= 6:
-        return int(answer)
-    return None
+    return parse_number(answer)
 
 
 def _pick(answer: str, options: Sequence[str]) -> str | None:

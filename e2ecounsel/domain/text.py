@@ -67,3 +67,28 @@ def normalize_command(s: str) -> tuple[str, str]:
     if not parts:
         return "", ""
     return parts[0].casefold(), (parts[1].strip() if len(parts) > 1 else "")
+
+
+#: The longest number an answer may be; anything longer is not a choice from a list.
+MAX_NUMBER_DIGITS = 6
+
+
+def parse_number(s: str) -> int | None:
+    """The whole number ``s`` spells, or None; never raises.
+
+    People type digits from many keyboards, so any decimal digits count, one
+    script at a time: ASCII ``3``, full-width ``３`` (CJK input methods),
+    Arabic-Indic ``٣`` and Devanagari ``३``. Characters that only *look* like
+    digits are refused: superscripts (``²``), circled or parenthesised numbers
+    (``①``), fractions and Roman numerals. (Python's ``str.isdigit`` accepts
+    ``²`` and ``int("²")`` then raises; ``int("٣")`` is 3.) Surrounding space is
+    ignored; signs, decimal points and digit separators are not numbers here.
+    """
+    s = s.strip()
+    if not s or len(s) > MAX_NUMBER_DIGITS or not s.isdecimal():
+        return None
+    zeros = {ord(ch) - unicodedata.decimal(ch) for ch in s}
+    if len(zeros) != 1:
+        return None  # mixed scripts, e.g. "1٣": not something anyone means
+    value: int = sum(unicodedata.decimal(ch) * 10**i for i, ch in enumerate(reversed(s)))
+    return value

@@ -364,7 +364,11 @@ class TrustPolicy:
         sender_key = getattr(event, "sender_key", None)
         if not isinstance(sender, str) or not isinstance(sender_key, str):
             return False
-        return sender_key in self._signed.get(sender, {}).values()
+        return self.is_sender_key_trusted(sender, sender_key)
+
+    def is_sender_key_trusted(self, user_id: str, sender_key: str) -> bool:
+        """True if ``sender_key`` (Curve25519) is a device of ``user_id`` seen cross-signed."""
+        return sender_key in self._signed.get(user_id, {}).values()
 
     def known_master_key(self, user_id: str) -> str | None:
         """The master key we last saw for ``user_id`` (None if never seen)."""

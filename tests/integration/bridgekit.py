@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from bridge import markup
 from bridge.app import Bridge
 from bridge.store import Counselor
 from e2ecounsel.config import BridgeConfig
@@ -21,8 +22,22 @@ POLICY: Policy = load_policy(None)
 
 
 def text(lang: str, key: str, **params: object) -> str:
-    """What the bot says for ``key``: tests compare against the real policy text."""
-    return POLICY.text(lang, key, **params)
+    """What the bot says for ``key``: tests compare against the real policy text.
+
+    The body people read is plain text (markdown markers go to ``formatted_body``).
+    """
+    return markup.to_plain(POLICY.text(lang, key, **params))
+
+
+def consent_start(lang: str) -> str:
+    """The opening words of the consent, as the plain body of its first part shows them."""
+    return markup.to_plain(POLICY.consent[lang].text)[:60]
+
+
+def consent_parts(lang: str) -> list[str]:
+    """The consent question as the bot sends it: several short plain messages."""
+    whole = POLICY.text(lang, "intake.consent", consent_text=POLICY.consent[lang].text, version="-")
+    return [markup.to_plain(part) for part in markup.split_parts(whole)]
 
 
 @dataclass
@@ -203,7 +218,7 @@ async def walk_intake(
 
     if not greeted:
         await chat.expect(lambda b: "Welcome to" in b)
-    await step("1" if lang == "en" else "2", lambda b: POLICY.consent[lang].text[:60] in b)
+    await step("1" if lang == "en" else "2", lambda b: consent_start(lang) in b)
     await step("agree" if lang == "en" else "setuju", text(lang, "intake.age", min_age=18))
     first_country = POLICY.crisis.countries[0].label[lang]
     await step("yes" if lang == "en" else "ya", lambda b: first_country in b)

@@ -19,7 +19,7 @@ from tests.integration.bridgekit import (
 )
 from tests.integration.test_bridge_lifecycle import (
     COUNTRY,
-    CRISIS_REPLY,
+    CRISIS_PAGED,
     audit_actions,
     bot,
     case_channel,
@@ -28,6 +28,7 @@ from tests.integration.test_bridge_lifecycle import (
     hire,
     link,
     new_client,
+    newest_page,
     staff,
 )
 
@@ -57,8 +58,8 @@ async def test_check_then_yes_starts_the_protocol(bot, staff, ana):
     assert eng.risk != "high" and not eng.crisis  # nobody paged for a question
 
     await seated.room.send("Yes, I am.")
-    assert await next_message(seated.room) == CRISIS_REPLY
-    page = text("en", "page.crisis", room_link=link(seated.room.room_id))
+    assert await next_message(seated.room) == CRISIS_PAGED
+    page = text("en", "page.crisis", page=await newest_page(bot))
     await case.expect(page)
     eng = await engagement(bot, client)
     assert eng.risk == "high" and eng.crisis
@@ -97,11 +98,12 @@ async def test_urgent_is_never_taken_as_an_answer_to_the_check(bot, staff, ana):
     await seated.dm.send(POSSIBLE)
     assert await next_message(seated.dm) == text("en", "crisis.check")
     await seated.dm.send("urgent")
-    assert await next_message(seated.dm) == CRISIS_REPLY
+    assert await next_message(seated.dm) == CRISIS_PAGED
     assert await next_message(seated.dm) == text("en", "urgent.ack")
-    await case.expect(text("en", "page.urgent", room_link=link(seated.room.room_id)))
+    page = text("en", "page.urgent", page=await newest_page(bot))
+    await case.expect(page)
     sup = Chat(staff.supervisor, bot.supervisors_room, bot.user_id)
-    await sup.expect(text("en", "page.urgent", room_link=link(seated.room.room_id)))
+    await sup.expect(page)
 
 
 async def test_a_no_before_any_counselor_reaches_the_brief(

@@ -27,6 +27,7 @@ from tests.integration.bridgekit import (
     Seated,
     answer_country,
     bot_event_ids,
+    consent_start,
     counselor_record,
     fetch_event,
     make_bot,
@@ -44,6 +45,8 @@ from tests.integration.matrixkit import Recorder, until
 CRISIS_WORDS = "I want to kill myself"
 COUNTRY = POLICY.crisis.countries[0].code  # the first in the intake's list: "1"
 CRISIS_REPLY = POLICY.crisis_reply("en", COUNTRY)
+#: The crisis reply, and what really happened: the on-call team was alerted.
+CRISIS_PAGED = CRISIS_REPLY.rstrip() + "\n\n" + text("en", "crisis.paged")
 
 
 def link(room_id: str) -> str:
@@ -81,6 +84,7 @@ async def bot(homeserver, tmp_path, staff, bridge_database) -> AsyncIterator[Bot
     env = await make_bot(homeserver, tmp_path, bridge_database)
     env.supervisors_room = await supervisors_room(staff.supervisor, env.user_id)
     await env.start()
+    await env.bridge.engine.pages.add_supervisor(staff.supervisor.session.user_id, "Sari")
     await until(
         lambda: staff.supervisor.joined(env.supervisors_room, env.user_id),
         what="bot joins the supervisors' room",
@@ -146,6 +150,20 @@ async def async_until(check, *, timeout: float = 30.0, what: str = "condition") 
         await refresh()
 
 
+async def newest_page(env: BotEnv) -> int:
+    """The number of the newest crisis page (pages say "Page N")."""
+    found: list[int] = []
+
+    async def poll() -> bool:
+        page = await env.bridge.engine.pages.newest_open()
+        if page is not None:
+            found.append(page.id)
+        return page is not None
+
+    await async_until(poll, what="a crisis page")
+    return found[-1]
+
+
 async def engagement(env: BotEnv, client: Recorder):
     return await env.bridge.store.current_engagement(client.session.user_id)
 
@@ -166,7 +184,7 @@ async def test_crisis_words_during_intake_get_help_first_and_page_without_conten
     dm = await open_dm(client, bot.user_id)
     await dm.expect(lambda b: "Welcome to" in b)
     await dm.send("1")
-    await dm.expect(lambda b: POLICY.consent["en"].text[:60] in b)
+    await dm.expect(lambda b: consent_start("en") in b)
     await dm.send("agree")
     await dm.expect(text("en", "intake.age", min_age=18))
     await dm.send("yes")
@@ -174,11 +192,11 @@ async def test_crisis_words_during_intake_get_help_first_and_page_without_conten
     await answer_country(dm)
 
     await dm.send(CRISIS_WORDS)
-    assert await next_message(dm) == CRISIS_REPLY
+    assert await next_message(dm) == CRISIS_PAGED
     assert await next_message(dm) == text("en", "intake.paused")
 
-    # The on-call counselor and the supervisors are paged: a link, none of the words.
-    page = text("en", "page.crisis", room_link=link(dm.room_id))
+    # The on-call counselor and the supervisors are paged: a number, none of the words.
+    page = text("en", "page.crisis", page=await newest_page(bot))
     case = await case_channel(bot, staff.ana)
     await case.expect(page)
     sup = Chat(staff.supervisor, bot.supervisors_room, bot.user_id)
@@ -215,10 +233,10 @@ async def test_crisis_words_in_the_session_room(
     case = await case_channel(bot, staff.ana)
 
     await seated.room.send(CRISIS_WORDS)
-    assert await next_message(seated.room) == CRISIS_REPLY
+    assert await next_message(seated.room) == CRISIS_PAGED
     eng = await engagement(bot, client)
     assert eng.risk == "high" and eng.crisis
-    page = text("en", "page.crisis", room_link=link(seated.room.room_id))
+    page = text("en", "page.crisis", page=await newest_page(bot))
     await case.expect(page)
     await Chat(staff.supervisor, bot.supervisors_room, bot.user_id).expect(page)
     # The counselor reads the client's words where they belong: in the session room.
@@ -243,7 +261,7 @@ async def test_phq9_item_9_starts_the_protocol_and_matching_prefers_on_call(
     item9 = next(
         i for i, b in enumerate(msgs) if POLICY.instruments["phq9"].items[8].text["en"] in b
     )
-    crisis_at = msgs.index(CRISIS_REPLY)
+    crisis_at = msgs.index(CRISIS_PAGED)
     gad_at = next(
         i for i, b in enumerate(msgs) if POLICY.instruments["gad7"].items[0].text["en"] in b
     )
@@ -251,7 +269,7 @@ async def test_phq9_item_9_starts_the_protocol_and_matching_prefers_on_call(
     assert crisis_at == item9 + 1
     paused_at = msgs.index(text("en", "intake.paused"))
     assert crisis_at < paused_at < gad_at, "the intake waits until the client says now"
-    page = text("en", "page.crisis", room_link=link(dm.room_id))
+    page = text("en", "page.crisis", page=await newest_page(bot))
     budi_case = await case_channel(bot, staff.budi)
     await budi_case.expect(page)
 
@@ -279,9 +297,9 @@ async def test_urgent_pages_and_acknowledges(
     case = await case_channel(bot, staff.ana)
 
     await seated.dm.send("urgent")
-    assert await next_message(seated.dm) == CRISIS_REPLY
+    assert await next_message(seated.dm) == CRISIS_PAGED
     assert await next_message(seated.dm) == text("en", "urgent.ack")
-    page = text("en", "page.urgent", room_link=link(seated.room.room_id))
+    page = text("en", "page.urgent", page=await newest_page(bot))
     await case.expect(page)
     await Chat(staff.supervisor, bot.supervisors_room, bot.user_id).expect(page)
     eng = await engagement(bot, client)
@@ -313,7 +331,8 @@ async def test_close_survey_and_the_freed_place_goes_to_the_waiting_list(
     )
     await staff.ana.session.send_text(first.room.room_id, "!close resolved thank you")
     await first.room.expect(text("en", "close.resolved", counselor_name="Ana"))
-    await first.room.expect(text("en", "close.done", outcome="resolved"))
+    # The counselor's confirmation goes to the case channel, not to the client.
+    await (await case_channel(bot, staff.ana)).expect(text("en", "close.done", outcome="resolved"))
     closed = await store.get_engagement(eng.id)
     assert closed.status == "closed" and closed.outcome == "resolved"
     assert await store.current_engagement(first.user_id) is None
@@ -376,15 +395,18 @@ async def test_session_commands_are_the_counselors_and_checked(
     await until(
         lambda: staff.ana.joined(room_id, staff.ana.session.user_id), what="counselor joins"
     )
+    # Typed in the session room, commands are answered in the case channel only.
+    case = await case_channel(bot, staff.ana)
     await staff.ana.session.send_text(room_id, "!risk high")
-    await seated.room.expect(text("en", "risk.set", level=text("en", "risk.high")))
+    await case.expect(text("en", "risk.set", level=text("en", "risk.high")))
     assert (await engagement(bot, seated.client)).risk == "high"
     await staff.ana.session.send_text(room_id, "!risk extreme")
-    await seated.room.expect(text("en", "risk.usage"))
+    await case.expect(text("en", "risk.usage"))
     await staff.ana.session.send_text(room_id, "!close sometime")
-    await seated.room.expect(text("en", "close.usage"))
+    await case.expect(text("en", "close.usage"))
     await staff.ana.session.send_text(room_id, "!dance")
-    await seated.room.expect(text("en", "unknown_command_counselor"))
+    await case.expect(text("en", "unknown_command_counselor"))
+    assert await seated.room.quiet(0.5) == []
     still = await engagement(bot, seated.client)
     assert still.risk == "high" and still.status == "active"
     assert ("engagement.risk", "high") in await audit_actions(bot, staff.ana.session.user_id)
@@ -452,12 +474,13 @@ async def test_refer_hands_the_client_over(bot, staff, homeserver, user_factory,
         lambda: staff.ana.joined(room_id, staff.ana.session.user_id), what="counselor joins"
     )
 
+    case = await case_channel(bot, staff.ana)
     await staff.ana.session.send_text(room_id, "!refer somebody")
-    await seated.room.expect(text("en", "refer.usage"))
+    await case.expect(text("en", "refer.usage"))
     await staff.ana.session.send_text(room_id, f"!refer @nobody:{server_name}")
-    await seated.room.expect(text("en", "refer.unknown"))
+    await case.expect(text("en", "refer.unknown"))
     await staff.ana.session.send_text(room_id, f"!refer {staff.budi.session.user_id}")
-    await seated.room.expect(text("en", "refer.done", counselor_name="Budi"))
+    await case.expect(text("en", "refer.done", counselor_name="Budi"))
     await seated.dm.expect(text("en", "refer.client", counselor_name="Budi"))
 
     new = await engagement(bot, client)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from e2ecounsel.homeserver import EmbeddedHomeserver
 from tests.conftest import MakeUser
-from tests.integration.bridgekit import POLICY, make_bot, text
+from tests.integration.bridgekit import POLICY, consent_parts, make_bot, text
 from tests.interop.conftest import StartJs
 
 
@@ -38,9 +38,7 @@ async def test_js_client_starts_an_intake_with_the_real_bridge(
 
         # The client's answer decrypts at the bot (it moves the intake on) ...
         await js.call("send", room=room, text="1")
-        consent = POLICY.text(
-            "en", "intake.consent", consent_text=POLICY.consent["en"].text, version="-"
-        )
+        consent = consent_parts("en")[-1]  # the consent comes in parts; this one asks
         reply = await js.call(
             "wait_message", room=room, sender=env.user_id, body=consent, timeout=60
         )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from e2ecounsel.domain.text import clean_text, normalize_command
+from e2ecounsel.domain.text import clean_text, normalize_command, parse_number
 
 
 def test_strips_ansi_csi_and_osc_sequences() -> None:
@@ -56,3 +57,37 @@ def test_normalize_command() -> None:
     assert normalize_command("!refer @Bob:Example.org") == ("refer", "@Bob:Example.org")
     assert normalize_command("   ") == ("", "")
     assert normalize_command("\x1b[31m!urgent\x1b[0m") == ("urgent", "")
+
+
+@pytest.mark.parametrize(
+    ("typed", "number"),
+    [
+        ("3", 3),
+        (" 12 ", 12),
+        ("３", 3),  # full-width (CJK input methods)
+        ("٣", 3),  # Arabic-Indic
+        ("۳", 3),  # Extended Arabic-Indic (Persian, Urdu)
+        ("३", 3),  # Devanagari
+        ("１２", 12),
+        ("²", None),  # superscript: isdigit() says yes, int() raises
+        ("①", None),  # circled
+        ("½", None),
+        ("Ⅲ", None),  # Roman numeral
+        ("1٣", None),  # mixed scripts
+        ("-1", None),
+        ("+1", None),
+        ("1.0", None),
+        ("1,000", None),
+        ("1234567", None),  # longer than any list
+        ("", None),
+        ("three", None),
+    ],
+)
+def test_parse_number_reads_real_digits_and_refuses_look_alikes(typed: str, number) -> None:
+    assert parse_number(typed) == number
+
+
+@given(st.text(max_size=12))
+def test_parse_number_never_raises(raw: str) -> None:
+    got = parse_number(raw)
+    assert got is None or 0 <= got < 10**6

@@ -310,6 +310,34 @@ def test_pure_parsers() -> None:
         parse_timezone("../../etc/passwd")
 
 
+def test_supervisor_add_list_remove(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    where = ["--data-dir", str(data)]
+    assert run(capsys, *add_args(data))[0] == 0  # creates the database
+    code, out, _ = run(capsys, "supervisor", "list", *where)
+    assert code == 0 and out.startswith("no supervisors")
+    code, out, _ = run(capsys, "supervisor", "add", ADI, "--name", "Adi Nugroho", *where)
+    assert code == 0 and out.startswith(f"added supervisor {ADI}")
+    code, out, _ = run(capsys, "supervisor", "add", ADI, "--name", "Adi N.", *where)
+    assert code == 0 and "already a supervisor" in out
+    code, out, _ = run(capsys, "supervisor", "list", *where)
+    assert out.splitlines()[0] == f"{ADI}  Adi N."
+    assert "not created yet" in out
+    code, _, err = run(capsys, "supervisor", "add", "adi", *where)
+    assert code != 0 and "not a Matrix user id" in err
+    code, _, err = run(capsys, "supervisor", "remove", DEWI, *where)
+    assert code != 0 and "is not a supervisor" in err
+    code, out, _ = run(capsys, "supervisor", "remove", ADI, *where)
+    assert code == 0 and out.startswith(f"removed supervisor {ADI}")
+    assert run(capsys, "supervisor", "list", *where)[1].startswith("no supervisors")
+    _, lines = snapshot(data)
+    assert [line[3] for line in lines][-3:] == [
+        "supervisor.add",
+        "supervisor.add",
+        "supervisor.remove",
+    ]
+    assert not any(ADI in str(cell) for line in lines for cell in line)
+
+
 def test_every_bad_flag_is_reported_at_once(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run(capsys, *add_args(data, ADI))
     before = snapshot(data)
