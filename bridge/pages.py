@@ -49,8 +49,8 @@ class Pages:
     ) -> int:
         """The page for ``cause``, opened now or found again (a replayed event)."""
         await self.db.execute(
-            "INSERT OR IGNORE INTO pages (cause, client_id, engagement_id, reason, created_at)"
-            " VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO pages (cause, client_id, engagement_id, reason, created_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (cause, client_id, engagement_id, reason, self._now()),
         )
         return int(await self.db.fetchval("SELECT id FROM pages WHERE cause = ?", (cause,)))
