@@ -46,7 +46,7 @@ Transactions are serialised across processes on both (see ``_PostgresDriver.begi
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, overload
 from urllib.parse import urlsplit, urlunsplit
@@ -72,6 +72,7 @@ class Row(Protocol):
     def __getitem__(self, key: str) -> Any: ...
     def keys(self) -> list[str]: ...
     def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[Any]: ...
 
 
 def is_postgres_url(target: object) -> bool:
