@@ -31,7 +31,7 @@ from nio import InviteMemberEvent  # noqa: E402
 
 from e2ecounsel.homeserver import EmbeddedHomeserver, free_port  # noqa: E402
 from tests.integration.matrixkit import ENCRYPTION_STATE, Recorder, until  # noqa: E402
-from tests.tui.world import PASSPHRASE, POLICY, brief  # noqa: E402
+from tests.tui.world import PASSPHRASE, brief_data, case_content  # noqa: E402
 from tui.app import make_app  # noqa: E402
 from tui.connect import connect  # noqa: E402
 from tui.notes import MODERATE  # noqa: E402
@@ -105,7 +105,8 @@ async def seed(hs: EmbeddedHomeserver, root: Path, settings: TuiSettings, n: int
     print(f"seeded {n} rooms in {time.perf_counter() - t:.0f}s; writing briefs and messages…")
     for i, room in enumerate(rooms):
         risk = "high" if i % 25 == 0 else "low"
-        await bot.session.send_text(case_room, brief(f"Client{i:03d}", room, risk), notice=True)
+        content = case_content("brief", i + 1, room, brief_data(f"Client{i:03d}", risk))
+        await bot.session.send(case_room, content)
     for room in rooms:
         await client.session.send_text(room, "hello, is anyone there?")
     await asyncio.sleep(2)  # let the counselor's sync take the last keys before stopping
@@ -153,7 +154,7 @@ async def measure(hs, root, settings, counselor_id, n) -> None:
         if u.startswith("@counsel-")
     )
     settings = replace(settings, bot_user_id=bot_id)
-    app = make_app(settings, done.session, done.notes, policy=POLICY)
+    app = make_app(settings, done.session, done.notes)
     async with app.run_test(size=(120, 36)) as pilot:
         await until(lambda: app.queue_ready, timeout=300, what="queue shown")
         t_listed = time.perf_counter() - t0
