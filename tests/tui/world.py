@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from e2ecounsel.casechannel import CaseEvent, Kind, attach
 from tests.integration.matrixkit import ENCRYPTION_STATE, Recorder, until
-from tui.app import CounselorApp
+from tui.app import CounselorApp, make_app
 from tui.connect import connect
 from tui.notes import FAST_FOR_TESTS
 from tui.settings import TuiSettings
@@ -209,3 +211,23 @@ def queue_ids(app: CounselorApp) -> list[str]:
 
     ql = app.query_one("#queue", OptionList)
     return [ql.get_option_at_index(i).id or "" for i in range(ql.option_count)]
+
+
+@asynccontextmanager
+async def counselor_app(world: World) -> AsyncIterator[tuple[CounselorApp, Any]]:
+    """The counselor signs in (the TUI's own path) and runs the app under Pilot."""
+    done = await world.connect_counselor()
+    app = make_app(world.settings, done.session, done.notes)
+    try:
+        async with app.run_test(size=(120, 36)) as pilot:
+            yield app, pilot
+    finally:
+        await done.session.close()
+
+
+async def with_client(world: World, pilot: Any, pseudonym: str) -> str:
+    """A case channel and one client, shown in the running app's queue."""
+    await world.open_case_room()
+    room = await world.add_client(pseudonym)
+    await wait_app(pilot, lambda: queue_ids(pilot.app) == [room], what="queue ready")
+    return room
