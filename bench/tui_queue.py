@@ -6,8 +6,13 @@ for each into the case channel; a client writes in each), then measures:
 
 * start → usable queue: from unlocking the store (argon2id, MODERATE) to the
   queue listing every client with its brief and waiting time;
-* keystroke → render: moving through the queue (each move opens that client's
-  thread and card), and Enter to start replying.
+* keystroke → last frame: moving through the queue (each move opens that
+  client's thread and card), and Enter to start replying. Measured at the frame
+  (a hook on the compositor's output, ``App._display``: the time of the last
+  frame the key caused) and as CPU time per key, beside the old method
+  (``pilot.press`` + ``pilot.pause()``, whose floor is ~60 ms by construction);
+* queue upkeep, CPU: one row changed (an incoming message), the 30 s clock tick
+  (every row redrawn in place) and a full rebuild (order changed).
 
 Run: python bench/tui_queue.py [--rooms 300]
 Not a timed test: it prints figures.
@@ -36,6 +41,47 @@ from tui.app import make_app  # noqa: E402
 from tui.connect import connect  # noqa: E402
 from tui.notes import MODERATE  # noqa: E402
 from tui.settings import TuiSettings  # noqa: E402
+
+
+class Frames:
+    """Timestamps of the frames the app hands to the terminal (headless too)."""
+
+    def __init__(self, app) -> None:
+        self.times: list[float] = []
+        real = app._display
+
+        def display(screen, renderable) -> None:
+            if renderable is not None:
+                self.times.append(time.perf_counter())
+            real(screen, renderable)
+
+        app._display = display
+
+    async def settle(self, quiet: float = 0.08, timeout: float = 2.0) -> float:
+        """Wait until no frame came for ``quiet`` seconds; the last frame's time."""
+        start = time.perf_counter()
+        while time.perf_counter() - start < timeout:
+            seen = len(self.times)
+            await asyncio.sleep(quiet)
+            if len(self.times) == seen:
+                break
+        return self.times[-1] if self.times else time.perf_counter()
+
+
+async def at_the_frame(pilot, frames: Frames, key: str) -> tuple[float, float]:
+    """(ms from the key to its last frame, ms of CPU for it)."""
+    await frames.settle()
+    t, cpu = time.perf_counter(), time.process_time()
+    await pilot.press(key)
+    last = await frames.settle()
+    cpu_ms = (time.process_time() - cpu) * 1000
+    return max(last - t, 0.0) * 1000, cpu_ms
+
+
+def cpu_ms(call) -> float:
+    t = time.process_time()
+    call()
+    return (time.process_time() - t) * 1000
 
 
 def pct(values: list[float], p: float) -> float:
@@ -195,6 +241,25 @@ async def measure(hs, root, settings, counselor_id, n) -> None:
             app.action_focus_queue()
             await pilot.press("down")
             await pilot.pause()
+        frames = Frames(app)
+        frame_moves: list[tuple[float, float]] = []
+        frame_opens: list[tuple[float, float]] = []
+        app.action_focus_queue()
+        for _ in range(60):
+            frame_moves.append(await at_the_frame(pilot, frames, "down"))
+        for _ in range(20):
+            frame_opens.append(await at_the_frame(pilot, frames, "enter"))
+            app.action_focus_queue()
+            await pilot.press("down")
+        room = app.queue_entries()[-1].room_id
+        one_row = [cpu_ms(lambda: app._refresh_queue({room})) for _ in range(20)]
+        tick = [cpu_ms(lambda: app._refresh_queue(everything=True)) for _ in range(10)]
+
+        def rebuild() -> None:
+            app._rows = []
+            app._refresh_queue()
+
+        rebuilds = [cpu_ms(rebuild) for _ in range(10)]
     await done.session.close()
     print(f"\nclients in queue: {n}")
     print(f"unlock + restore device (argon2id MODERATE, first sync): {t_unlocked:.2f}s")
@@ -207,6 +272,20 @@ async def measure(hs, root, settings, counselor_id, n) -> None:
     print(
         f"open thread to reply (Enter):           p50 {statistics.median(opens):.1f} ms, "
         f"p95 {pct(opens, 95):.1f} ms"
+    )
+    print("  (both above: pilot.press + pilot.pause, the old method; ~60 ms floor)")
+    for what, samples in (("move in queue", frame_moves), ("open thread (Enter)", frame_opens)):
+        lat = [a for a, _ in samples]
+        cpu = [b for _, b in samples]
+        print(
+            f"{what}, key -> last frame: p50 {statistics.median(lat):.1f} ms, "
+            f"p95 {pct(lat, 95):.1f} ms; CPU per key p50 {statistics.median(cpu):.1f} ms, "
+            f"p95 {pct(cpu, 95):.1f} ms"
+        )
+    print(
+        f"queue upkeep CPU (p50): one row {statistics.median(one_row):.2f} ms, "
+        f"clock tick {statistics.median(tick):.2f} ms, full rebuild "
+        f"{statistics.median(rebuilds):.2f} ms"
     )
 
 

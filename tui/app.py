@@ -463,11 +463,11 @@ class CounselorApp(App[None]):
 
     def _page_line(self, p: Page, now_ms: int) -> Text:
         line = Text(no_wrap=True, overflow="ellipsis")
-        line.append(" 🔔 PAGE ", style="bold white on red")
-        line.append(f" {p.page_id}", style="bold red")
+        line.append(" PAGE ", style="bold white on red")
+        line.append(f" {p.page_id[:8]}", style="bold red")
         if p.reason:
-            line.append(f" {p.reason[:16]}", style="red")
-        line.append(f"  {format_wait(now_ms - p.ts_ms)} ago  t: take", style="yellow")
+            line.append(f" {p.reason[:12]}", style="red")
+        line.append(f"  {format_wait(now_ms - p.ts_ms)}", style="yellow")
         return line
 
     def _refresh_queue(self, dirty: set[str] | None = None, *, everything: bool = False) -> None:
@@ -503,7 +503,7 @@ class CounselorApp(App[None]):
         awaiting = sum(1 for e in entries if e.awaiting)
         title = f"Queue · {len(entries)} clients · {awaiting} awaiting"
         if pages:
-            title = f"{len(pages)} open page(s) · " + title
+            title = f"{len(pages)} PAGE · " + title
         self.query_one("#queue-title", Static).update(Text(title), layout=False)
 
     @on(OptionList.OptionHighlighted, "#queue")
@@ -739,8 +739,18 @@ class CounselorApp(App[None]):
         self.post_message(TrustChecked(room_id))
 
     def on_trust_checked(self, message: TrustChecked) -> None:
-        if message.room_id == self.current:
+        """Redraw only what the check changed: in the usual case (every device
+        verified, same identity) nothing, so a move in the queue renders once."""
+        if message.room_id != self.current or self.link is None:
+            return
+        info = self.link.trust_info.get(message.room_id)
+        if info is not None and (info.unsigned_devices or info.identity_changed):
             self._render_card()
+        entry = self.link.entry(message.room_id)
+        if any(
+            m.kind == "client" and not m.undecryptable and not self.link.is_trusted(m)
+            for m in entry.messages
+        ):
             self._render_thread()
 
     # ------------------------------------------------------------------ notes

@@ -222,3 +222,27 @@ async def test_keystrokes_typed_during_a_slow_send_survive(world):
         gate.set()
         await wait_app(pilot, lambda: "Not sent" in app.status_note, what="failure shown")
         assert composer.text == "will fail\nnext"
+
+
+async def test_queue_rows_are_redrawn_in_place(world):
+    async with counselor_app(world) as (app, pilot):
+        first = await with_client(world, pilot, "Ana")
+        second = await world.add_client("Budi")
+        await world.send_case("risk", first, {"risk": "high"})
+        await wait_app(pilot, lambda: queue_ids(app) == [first, second], what="queue ready")
+        ql = app.query_one("#queue", OptionList)
+        rebuilds = record(ql, "set_options")
+        # A message that leaves the order as it is redraws that row only.
+        await world.clients[first].session.send_text(first, "still there?")
+        await wait_app(pilot, lambda: app.link.entry(first).unread == 1, what="message in")
+        await pilot.pause()
+        assert "(1)" in str(ql.get_option_at_index(0).prompt)
+        app._tick()
+        assert rebuilds == []
+        # One that changes the order rebuilds the list, keeping the highlight.
+        app.open_room(second)
+        await world.send_case("risk", first, {"risk": "low"})
+        await world.send_case("risk", second, {"risk": "medium"})
+        await wait_app(pilot, lambda: queue_ids(app) == [second, first], what="reordered")
+        assert len(rebuilds) >= 1
+        assert ql.highlighted_option is not None and ql.highlighted_option.id == second
