@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import secrets
 import statistics
 import sys
@@ -165,6 +166,7 @@ async def seed(hs: EmbeddedHomeserver, root: Path, settings: TuiSettings, n: int
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rooms", type=int, default=300)
+    ap.add_argument("--profile", type=Path, default=None, help="cProfile of the keys, to FILE")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -179,12 +181,12 @@ async def main() -> None:
             )
             # bot id is only known after seeding; seed first with a placeholder
             counselor_id = await seed(hs, root, settings, args.rooms)
-            await measure(hs, root, settings, counselor_id, args.rooms)
+            await measure(hs, root, settings, counselor_id, args.rooms, args.profile)
         finally:
             await hs.stop()
 
 
-async def measure(hs, root, settings, counselor_id, n) -> None:
+async def measure(hs, root, settings, counselor_id, n, profile: Path | None = None) -> None:
     from dataclasses import replace
 
     # The bot is the one account holding 100 in the rooms: read it from the store's rooms.
@@ -244,13 +246,20 @@ async def measure(hs, root, settings, counselor_id, n) -> None:
         frames = Frames(app)
         frame_moves: list[tuple[float, float]] = []
         frame_opens: list[tuple[float, float]] = []
+        app.query_one("#composer").cursor_blink = False  # a blink is a frame too
         app.action_focus_queue()
+        profiler = cProfile.Profile() if profile else None
+        if profiler:
+            profiler.enable()
         for _ in range(60):
             frame_moves.append(await at_the_frame(pilot, frames, "down"))
         for _ in range(20):
             frame_opens.append(await at_the_frame(pilot, frames, "enter"))
             app.action_focus_queue()
             await pilot.press("down")
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(str(profile))
         room = app.queue_entries()[-1].room_id
         one_row = [cpu_ms(lambda: app._refresh_queue({room})) for _ in range(20)]
         tick = [cpu_ms(lambda: app._refresh_queue(everything=True)) for _ in range(10)]

@@ -28,6 +28,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.timer import Timer
 from textual.widgets import Footer, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
@@ -78,6 +79,8 @@ OUTCOMES = dict(
     )
 )
 PAGE_PREFIX = "page:"
+TRUST_SETTLE_S = 0.3
+TRUST_RECHECK_S = 60.0
 
 _MAIN_ACTIONS = {
     "round",
@@ -167,6 +170,8 @@ class CounselorApp(App[None]):
         self._first_sync_ok = False
         self._rows: list[str] = []  # the queue's option ids, in order
         self._sending: dict[str, list[str]] = {}  # room -> messages on their way
+        self._trust_timer: Timer | None = None
+        self._trust_checked_at: dict[str, float] = {}
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Main-screen actions do nothing while a dialog or the sign-in is open."""
@@ -537,7 +542,7 @@ class CounselorApp(App[None]):
             self._load_notes()
             self._render_thread()
             self._render_card()
-            self._check_trust(room_id)
+            self._trust_soon(room_id)
         if focus_composer:
             self.link.entry(room_id).mark_read()
             self.query_one("#composer", TextArea).focus()
@@ -727,6 +732,28 @@ class CounselorApp(App[None]):
     def _render_card(self) -> None:
         self.query_one("#card", Static).update(self.card_text())
 
+    def _trust_soon(self, room_id: str) -> None:
+        """Check the client's devices once the counselor rests on them.
+
+        The check asks the homeserver for every member's keys, so moving through
+        the queue does not fire one per row: it waits for the highlight to stay,
+        and a room checked within the last minute is not asked again. Sending is
+        never affected: the device policy runs before every encrypted send.
+        """
+        if self._trust_timer is not None:
+            self._trust_timer.stop()
+            self._trust_timer = None
+        last = self._trust_checked_at.get(room_id)
+        if last is not None and self.now() - last < TRUST_RECHECK_S:
+            return
+
+        def check() -> None:
+            self._trust_timer = None
+            if self.current == room_id:
+                self._check_trust(room_id)
+
+        self._trust_timer = self.set_timer(TRUST_SETTLE_S, check)
+
     @work(exclusive=True, exit_on_error=False, group="trust")
     async def _check_trust(self, room_id: str) -> None:
         if self.link is None:
@@ -736,6 +763,7 @@ class CounselorApp(App[None]):
         except E2ECounselError as exc:
             logger.warning("trust check failed: %s", type(exc).__name__)
             return
+        self._trust_checked_at[room_id] = self.now()
         self.post_message(TrustChecked(room_id))
 
     def on_trust_checked(self, message: TrustChecked) -> None:
