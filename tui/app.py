@@ -34,7 +34,14 @@ from textual.widgets.option_list import Option
 
 from e2ecounsel.errors import E2ECounselError
 from e2ecounsel.matrix import ConnectionState, MatrixSession
-from tui.commands import CLOSE_WORDS, CommandRefused, for_case, is_command, route
+from tui.commands import (
+    CLOSE_WORDS,
+    CommandRefused,
+    for_case,
+    is_command,
+    needs_case,
+    route,
+)
 from tui.connect import Connected, SignInFailed, connect
 from tui.link import MatrixLink, NoCaseChannel
 from tui.messages import ConnectionChanged, Problem, QueueChanged, SendFinished, TrustChecked
@@ -851,19 +858,22 @@ class CounselorApp(App[None]):
         body = composer.text.strip()
         if not body:
             return
-        if self.current is None or self.link is None:
-            self.notify_status("Choose a client in the queue first.")
+        if self.link is None:
             return
-        entry = self.link.entry(self.current)
-        if is_command(body):
+        if is_command(body) and (self.current is not None or not needs_case(body)):
+            engagement = self.link.entry(self.current).engagement if self.current else None
             try:
-                command = route(body, entry.engagement)
+                command = route(body, engagement)
             except CommandRefused as exc:
                 self.notify_status(str(exc))
                 return
             composer.load_text("")
             self._command(command, restore=body)
             return
+        if self.current is None:
+            self.notify_status("Choose a client in the queue first.")
+            return
+        entry = self.link.entry(self.current)
         if entry.closed:
             self.notify_status("This case is closed: the thread is read-only, nothing was sent.")
             return

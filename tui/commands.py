@@ -41,6 +41,12 @@ def is_command(body: str) -> bool:
     return body.lstrip().startswith("!")
 
 
+def needs_case(body: str) -> bool:
+    """Whether a ``!`` line acts on one client's case (so a thread must be open)."""
+    word = body.strip()[1:].split(" ", 1)[0].lower()
+    return word not in CHANNEL_COMMANDS
+
+
 def for_case(word: str, engagement: int | None, *args: str) -> str:
     """``for_case("risk", 12, "high")`` → ``"!risk 12 high"``."""
     if engagement is None:

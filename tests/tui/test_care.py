@@ -168,6 +168,13 @@ async def test_commands_stay_out_of_the_session_room(world):
         )
         assert reopened.get(room) == ""
         assert app.current is None and app.query_one("#notes", TextArea).text == ""
+        # With no client open, the case channel's own commands still go.
+        composer.focus()
+        await pilot.press(*"!risk low", "ctrl+s")
+        assert "Choose a client" in app.status_note and composer.text == "!risk low"
+        composer.load_text("")
+        await pilot.press(*"!cases", "ctrl+s")
+        await until(lambda: "!cases" in bot.bodies(world.case_room), what="!cases at the bot")
 
 
 async def test_closed_threads_are_read_only(world):

@@ -12,7 +12,7 @@ import pytest
 from e2ecounsel.casechannel import CaseEvent, attach, parse
 from tests.tui.world import brief_data
 from tui.case import booking_of, brief_of, critical_line, page_of
-from tui.commands import CommandRefused, route
+from tui.commands import CommandRefused, needs_case, route
 from tui.link import MatrixLink
 from tui.notes import FAST_FOR_TESTS, NoteBook, WrongPassphrase
 from tui.queue import (
@@ -180,6 +180,11 @@ def test_a_bang_line_becomes_a_command_for_this_case(typed, sent):
 def test_a_bad_command_is_refused_with_a_hint(typed, engagement, why):
     with pytest.raises(CommandRefused, match=why):
         route(typed, engagement)
+
+
+def test_only_case_commands_need_an_open_thread():
+    assert needs_case("!risk high") and needs_case("!whatever")
+    assert not needs_case("!take 7") and not needs_case(" !CASES") and not needs_case("!help")
 
 
 def test_snippets_search_prefers_the_client_language():
