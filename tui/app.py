@@ -176,6 +176,7 @@ class CounselorApp(App[None]):
         self._snippets: list[Snippet] | None = None
         self._first_sync_ok = False
         self._rows: list[str] = []  # the queue's option ids, in order
+        self._lines: dict[str, Text] = {}  # what each row shows
         self._sending: dict[str, list[str]] = {}  # room -> messages on their way
         self._trust_timer: Timer | None = None
         self._trust_checked_at: dict[str, float] = {}
@@ -357,8 +358,7 @@ class CounselorApp(App[None]):
             if alert.kind == "released":
                 self._released(alert)
             elif alert.kind == "page":
-                ring = True
-                self._page_toast(alert.text)
+                ring = self._page_toast(alert.text) or ring
             elif not alert.live:
                 continue
             elif alert.kind == "message":
@@ -392,11 +392,13 @@ class CounselorApp(App[None]):
         focused = self.focused
         return focused is not None and focused.id == "composer"
 
-    def _page_toast(self, page_id: str) -> None:
+    def _page_toast(self, page_id: str) -> bool:
+        """Toast an open page; False if it was taken meanwhile (history is read in
+        parallel, a page's take may come after the page)."""
         assert self.link is not None
         page = self.link.pages.get(page_id)
-        if page is None:
-            return
+        if page is None or page.taken_by:
+            return False
         why = f" ({page.reason})" if page.reason else ""
         self.notify(
             f"Crisis page {page_id}{why}. Highlight it at the top of the queue and press t "
@@ -406,6 +408,7 @@ class CounselorApp(App[None]):
             timeout=30,
             markup=False,
         )
+        return True
 
     def _released(self, alert: Alert) -> None:
         """The client is no longer ours: out of the queue, their notes deleted."""
@@ -495,28 +498,35 @@ class CounselorApp(App[None]):
         rows = [PAGE_PREFIX + p.page_id for p in pages] + [e.room_id for e in entries]
         if rows != self._rows:
             self._rows = rows
+            lines = {PAGE_PREFIX + p.page_id: self._page_line(p, now_ms) for p in pages}
+            lines |= {e.room_id: self._queue_line(e, now_ms) for e in entries}
+            self._lines = lines
             keep = PAGE_PREFIX + self.current_page if self.current_page else self.current
             with ql.prevent(OptionList.OptionHighlighted):
-                ql.set_options(
-                    [Option(self._page_line(p, now_ms), id=PAGE_PREFIX + p.page_id) for p in pages]
-                    + [Option(self._queue_line(e, now_ms), id=e.room_id) for e in entries]
-                )
+                ql.set_options(Option(lines[r], id=r) for r in rows)
                 if keep is not None and keep in rows:
                     ql.highlighted = rows.index(keep)
             if keep not in rows and entries and self.current is None:
                 ql.highlighted = len(pages)  # opens the first client
         elif everything or dirty:
+            # Any replaced prompt makes the list measure all rows again: replace
+            # only those whose text really changed.
             for p in pages:
                 if everything or PAGE_PREFIX + p.page_id in dirty:  # type: ignore[operator]
-                    ql.replace_option_prompt(PAGE_PREFIX + p.page_id, self._page_line(p, now_ms))
+                    self._replace_row(ql, PAGE_PREFIX + p.page_id, self._page_line(p, now_ms))
             for e in entries:
                 if everything or e.room_id in dirty:  # type: ignore[operator]
-                    ql.replace_option_prompt(e.room_id, self._queue_line(e, now_ms))
+                    self._replace_row(ql, e.room_id, self._queue_line(e, now_ms))
         awaiting = sum(1 for e in entries if e.awaiting)
         title = f"Queue · {len(entries)} clients · {awaiting} awaiting"
         if pages:
             title = f"{len(pages)} PAGE · " + title
         self.query_one("#queue-title", Static).update(Text(title), layout=False)
+
+    def _replace_row(self, ql: OptionList, row: str, line: Text) -> None:
+        if self._lines.get(row) != line:
+            self._lines[row] = line
+            ql.replace_option_prompt(row, line)
 
     @on(OptionList.OptionHighlighted, "#queue")
     def _highlighted(self, event: OptionList.OptionHighlighted) -> None:
