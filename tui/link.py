@@ -91,6 +91,7 @@ class MatrixLink:
         self.needs_history: set[str] = set()
         self.trust_info: dict[str, TrustInfo] = {}
         self._case_rooms: dict[str, int] = {}  # case-channel room -> latest case event
+        self._briefed_rooms: set[str] = set()
         self._named_ms: dict[str, int] = {}  # session room -> latest brief
         self._released_ms: dict[str, int] = {}
         self._history_done: set[str] = set()
@@ -198,9 +199,14 @@ class MatrixLink:
 
     @property
     def case_room(self) -> str | None:
-        """The case channel commands go to: the bot-and-us room that spoke last."""
+        """The case channel commands go to: of the bot-and-us rooms, one that
+        carried briefs (a supervisors' room with us alone never does), the one
+        that spoke last."""
         if self._case_rooms:
-            return max(self._case_rooms, key=lambda r: (self._case_rooms[r], r))
+            return max(
+                self._case_rooms,
+                key=lambda r: (r in self._briefed_rooms, self._case_rooms[r], r),
+            )
         for room in self.session.client.rooms.values():
             if self._classify(room) == "case":
                 return str(room.room_id)
@@ -228,6 +234,8 @@ class MatrixLink:
                 if kind == "case":
                     seen = self._case_rooms.get(room.room_id, 0)
                     self._case_rooms[room.room_id] = max(seen, _ts(event))
+                    if case.kind == "brief":
+                        self._briefed_rooms.add(room.room_id)
                 return self.apply_case(case, _ts(event), body=self._body(event), live=live)
         if kind == "session":
             return self._session_event(room, event, live)

@@ -8,9 +8,10 @@ from datetime import datetime
 from types import SimpleNamespace
 
 import pytest
+from nio import MatrixRoom, RoomMessageText
 
 from e2ecounsel.casechannel import CaseEvent, attach, parse
-from tests.tui.world import brief_data
+from tests.tui.world import brief_data, case_content
 from tui.case import booking_of, brief_of, critical_line, page_of
 from tui.commands import CommandRefused, needs_case, route
 from tui.link import MatrixLink
@@ -201,3 +202,45 @@ def test_notes_are_sealed_and_need_the_passphrase(tmp_path):
     assert NoteBook.open(tmp_path, "right").get("!room") == "CANARY-note"
     with pytest.raises(WrongPassphrase, match="does not open"):
         NoteBook.open(tmp_path, "wrong")
+
+
+def bot_room(room_id: str, *others: str) -> MatrixRoom:
+    """A room shaped as the bridge builds it: the bot, us at 50, maybe others."""
+    room = MatrixRoom(room_id, "@me:srv", encrypted=True)
+    for user in ("@counsel:srv", "@me:srv", *others):
+        room.add_member(user, None, None)
+    room.power_levels.users.update({"@me:srv": 50, **dict.fromkeys(others, 50)})
+    return room
+
+
+def bot_says(kind, ts: int, room=None, **data) -> RoomMessageText:
+    content = case_content(kind, 1, room, data, body="any words at all")
+    return RoomMessageText.from_dict(
+        {
+            "type": "m.room.message",
+            "event_id": f"$e{ts}",
+            "sender": "@counsel:srv",
+            "origin_server_ts": ts,
+            "content": content,
+        }
+    )
+
+
+def test_commands_go_to_the_case_channel_not_a_room_that_only_pages():
+    link = offline_link()
+    case, supervisors = bot_room("!case:srv"), bot_room("!sup:srv")
+    link.ingest(case, bot_says("brief", 100, "!r:srv", **brief_data("Ana")))
+    link.ingest(supervisors, bot_says("page", 200, page=4, reason="urgent"))
+    assert link.case_room == "!case:srv"
+    assert [p.page_id for p in open_pages(link.pages.values())] == ["4"]
+    # A bot text without the field is no case fact, whatever it says.
+    plain = RoomMessageText.from_dict(
+        {
+            "type": "m.room.message",
+            "event_id": "$plain",
+            "sender": "@counsel:srv",
+            "origin_server_ts": 300,
+            "content": {"msgtype": "m.text", "body": "Crisis page 5"},
+        }
+    )
+    assert link.ingest(case, plain) == set() and "5" not in link.pages
