@@ -15,6 +15,10 @@ for each into the case channel; a client writes in each), then measures:
   (every row redrawn in place) and a full rebuild (order changed).
 
 Run: python bench/tui_queue.py [--rooms 300]
+     python bench/tui_queue.py --offline [--rooms 300]   # the widgets alone, in seconds
+``--offline`` fills the app's model in memory (no homeserver, no trust checks) and
+measures only the keys at the frame, the layouts each key causes, and the queue's
+upkeep: what the widgets cost, apart from the network.
 Not a timed test: it prints figures.
 """
 
@@ -167,7 +171,11 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rooms", type=int, default=300)
     ap.add_argument("--profile", type=Path, default=None, help="cProfile of the keys, to FILE")
+    ap.add_argument("--offline", action="store_true", help="the widgets alone, no homeserver")
     args = ap.parse_args()
+    if args.offline:
+        await offline(args.rooms)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         hs = EmbeddedHomeserver(root / "hs", port=free_port(), bcrypt_rounds=4)
@@ -184,6 +192,71 @@ async def main() -> None:
             await measure(hs, root, settings, counselor_id, args.rooms, args.profile)
         finally:
             await hs.stop()
+
+
+async def offline(n: int) -> None:
+    """Keys at the frame over a model filled in memory: N clients with briefs and
+    a few messages each, as the link would have built it."""
+    from types import SimpleNamespace
+
+    import textual.screen
+
+    from e2ecounsel.casechannel import CaseEvent
+    from tui.app import CounselorApp
+    from tui.link import MatrixLink
+    from tui.queue import Message
+
+    layouts = [0]
+    real_layout = textual.screen.Screen._refresh_layout
+
+    def counted(self, *args, **kwargs):
+        layouts[0] += 1
+        return real_layout(self, *args, **kwargs)
+
+    textual.screen.Screen._refresh_layout = counted  # type: ignore[method-assign]
+    with tempfile.TemporaryDirectory() as tmp:
+        app = CounselorApp(TuiSettings(data_dir=Path(tmp), config_dir=Path(tmp)))
+        async with app.run_test(size=(120, 36)) as pilot:
+            app.pop_screen()  # the sign-in: the model is filled below instead
+            session = SimpleNamespace(user_id="@me:srv", client=SimpleNamespace(rooms={}))
+            link = MatrixLink(session, bot_id="@counsel:srv")  # type: ignore[arg-type]
+            now = int(time.time() * 1000)
+            for i in range(n):
+                room = f"!r{i:04d}:srv"
+                link.session_rooms.add(room)
+                brief = CaseEvent("brief", i + 1, room, brief_data(f"Client{i:03d}"))
+                link.apply_case(brief, now - 100_000)
+                entry = link.entry(room)
+                for j in range(3 + i % 5):
+                    body = "hello " * (5 + 7 * j)
+                    entry.add(Message(f"${i}-{j}", "@c:srv", now - 50_000 + j, body, "client"))
+            app.link = link
+            app._trust_soon = lambda room_id: None  # no homeserver to ask
+            app.history_loaded = True
+            app._refresh_queue()
+            await pilot.pause()
+            frames = Frames(app)
+            app.query_one("#composer").cursor_blink = False
+            app.action_focus_queue()
+            await pilot.pause()
+            before = layouts[0]
+            moves = [await at_the_frame(pilot, frames, "down") for _ in range(60)]
+            per_key = (layouts[0] - before) / len(moves)
+            room = app.queue_entries()[-1].room_id
+            one_row = [cpu_ms(lambda: app._refresh_queue({room})) for _ in range(20)]
+            tick = [cpu_ms(lambda: app._refresh_queue(everything=True)) for _ in range(10)]
+    lat = [a for a, _ in moves]
+    cpu = [b for _, b in moves]
+    print(
+        f"offline, {n} clients: move in queue, key -> last frame p50 "
+        f"{statistics.median(lat):.1f} ms, p95 {pct(lat, 95):.1f} ms; CPU per key p50 "
+        f"{statistics.median(cpu):.1f} ms, p95 {pct(cpu, 95):.1f} ms; "
+        f"{per_key:.1f} layouts per key"
+    )
+    print(
+        f"queue upkeep CPU (p50): one row {statistics.median(one_row):.2f} ms, "
+        f"clock tick {statistics.median(tick):.2f} ms"
+    )
 
 
 async def measure(hs, root, settings, counselor_id, n, profile: Path | None = None) -> None:
