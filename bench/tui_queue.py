@@ -83,6 +83,16 @@ async def at_the_frame(pilot, frames: Frames, key: str) -> tuple[float, float]:
     return max(last - t, 0.0) * 1000, cpu_ms
 
 
+def at_frame_line(what: str, samples: list[tuple[float, float]]) -> str:
+    lat = [a for a, _ in samples]
+    cpu = [b for _, b in samples]
+    return (
+        f"{what}, key -> last frame: p50 {statistics.median(lat):.1f} ms, "
+        f"p95 {pct(lat, 95):.1f} ms; CPU per key p50 {statistics.median(cpu):.1f} ms, "
+        f"p95 {pct(cpu, 95):.1f} ms"
+    )
+
+
 def cpu_ms(call) -> float:
     t = time.process_time()
     call()
@@ -245,13 +255,8 @@ async def offline(n: int) -> None:
             room = app.queue_entries()[-1].room_id
             one_row = [cpu_ms(lambda: app._refresh_queue({room})) for _ in range(20)]
             tick = [cpu_ms(lambda: app._refresh_queue(everything=True)) for _ in range(10)]
-    lat = [a for a, _ in moves]
-    cpu = [b for _, b in moves]
     print(
-        f"offline, {n} clients: move in queue, key -> last frame p50 "
-        f"{statistics.median(lat):.1f} ms, p95 {pct(lat, 95):.1f} ms; CPU per key p50 "
-        f"{statistics.median(cpu):.1f} ms, p95 {pct(cpu, 95):.1f} ms; "
-        f"{per_key:.1f} layouts per key"
+        f"offline, {n} clients: {at_frame_line('move in queue', moves)}; {per_key:.1f} layouts/key"
     )
     print(
         f"queue upkeep CPU (p50): one row {statistics.median(one_row):.2f} ms, "
@@ -357,13 +362,7 @@ async def measure(hs, root, settings, counselor_id, n, profile: Path | None = No
     )
     print("  (both above: pilot.press + pilot.pause, the old method; ~60 ms floor)")
     for what, samples in (("move in queue", frame_moves), ("open thread (Enter)", frame_opens)):
-        lat = [a for a, _ in samples]
-        cpu = [b for _, b in samples]
-        print(
-            f"{what}, key -> last frame: p50 {statistics.median(lat):.1f} ms, "
-            f"p95 {pct(lat, 95):.1f} ms; CPU per key p50 {statistics.median(cpu):.1f} ms, "
-            f"p95 {pct(cpu, 95):.1f} ms"
-        )
+        print(at_frame_line(what, samples))
     print(
         f"queue upkeep CPU (p50): one row {statistics.median(one_row):.2f} ms, "
         f"clock tick {statistics.median(tick):.2f} ms, full rebuild "
