@@ -367,7 +367,14 @@ class CounselorApp(App[None]):
                 ring = True
                 messages.append(self.link.entry(alert.room_id).pseudonym)
             elif alert.kind == "take":
-                self.notify(f"A page was taken by {alert.text}.", title="Page", markup=False)
+                mine = self.session is not None and alert.text == self.session.user_id
+                self.notify(
+                    "You took the page: the service puts you in a room with the client."
+                    if mine
+                    else f"A page was taken by {alert.text}.",
+                    title="Page",
+                    markup=False,
+                )
             elif alert.kind == "closed":
                 who = self.link.entry(alert.room_id).pseudonym
                 self.notify(

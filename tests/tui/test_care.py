@@ -125,6 +125,7 @@ async def test_a_page_rings_on_top_of_the_queue_and_t_takes_it(world):
         # The bot says who took it: the alert goes away.
         await world.send_case("take", room, {"page": 7, "by": world.counselor_id})
         await wait_app(pilot, lambda: queue_ids(app) == [room], what="page answered")
+        assert any("You took the page" in t for t in toasts)
 
         # A new message from a client rings too.
         await world.clients[room].session.send_text(room, "I am still here")
