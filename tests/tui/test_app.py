@@ -93,7 +93,13 @@ async def test_reply_round_walks_awaiting_clients_in_order(world):
             c = await world.add_client("Citra", risk="high")
             for room in (a, b, c):
                 await world.clients[room].session.send_text(room, "are you there?")
-            await wait_app(pilot, lambda: queue_ids(app) == [c, a, b], what="queue ready")
+            await wait_app(
+                pilot,
+                lambda: (
+                    queue_ids(app) == [c, a, b] and all(e.awaiting for e in app.queue_entries())
+                ),
+                what="queue ready, everyone awaiting",
+            )
 
             await pilot.press("f2")
             status = app.query_one("#status", Static)
