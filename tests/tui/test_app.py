@@ -43,7 +43,10 @@ async def test_queue_order_reply_and_layout(world):
                 await world.clients[room].session.send_text(room, f"hello from {room[:6]}")
             await wait_app(
                 pilot,
-                lambda: queue_ids(app) == [risky, early, late, quiet],
+                lambda: (
+                    queue_ids(app) == [risky, early, late, quiet]
+                    and sum(e.unread for e in app.queue_entries()) == 3
+                ),
                 what="queue order high risk, then longest wait, then the rest",
             )
             entries = app.queue_entries()
