@@ -6,10 +6,19 @@ for each into the case channel; a client writes in each), then measures:
 
 * start → usable queue: from unlocking the store (argon2id, MODERATE) to the
   queue listing every client with its brief and waiting time;
-* keystroke → render: moving through the queue (each move opens that client's
-  thread and card), and Enter to start replying.
+* keystroke → last frame: moving through the queue (each move opens that
+  client's thread and card), and Enter to start replying. Measured at the frame
+  (a hook on the compositor's output, ``App._display``: the time of the last
+  frame the key caused) and as CPU time per key, beside the old method
+  (``pilot.press`` + ``pilot.pause()``, whose floor is ~60 ms by construction);
+* queue upkeep, CPU: one row changed (an incoming message), the 30 s clock tick
+  (every row redrawn in place) and a full rebuild (order changed).
 
 Run: python bench/tui_queue.py [--rooms 300]
+     python bench/tui_queue.py --offline [--rooms 300]   # the widgets alone, in seconds
+``--offline`` fills the app's model in memory (no homeserver, no trust checks) and
+measures only the keys at the frame, the layouts each key causes, and the queue's
+upkeep: what the widgets cost, apart from the network.
 Not a timed test: it prints figures.
 """
 
@@ -17,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import secrets
 import statistics
 import sys
@@ -31,11 +41,62 @@ from nio import InviteMemberEvent  # noqa: E402
 
 from e2ecounsel.homeserver import EmbeddedHomeserver, free_port  # noqa: E402
 from tests.integration.matrixkit import ENCRYPTION_STATE, Recorder, until  # noqa: E402
-from tests.tui.world import PASSPHRASE, POLICY, brief  # noqa: E402
+from tests.tui.world import PASSPHRASE, brief_data, case_content  # noqa: E402
 from tui.app import make_app  # noqa: E402
 from tui.connect import connect  # noqa: E402
 from tui.notes import MODERATE  # noqa: E402
 from tui.settings import TuiSettings  # noqa: E402
+
+
+class Frames:
+    """Timestamps of the frames the app hands to the terminal (headless too)."""
+
+    def __init__(self, app) -> None:
+        self.times: list[float] = []
+        real = app._display
+
+        def display(screen, renderable) -> None:
+            if renderable is not None:
+                self.times.append(time.perf_counter())
+            real(screen, renderable)
+
+        app._display = display
+
+    async def settle(self, quiet: float = 0.08, timeout: float = 2.0) -> float:
+        """Wait until no frame came for ``quiet`` seconds; the last frame's time."""
+        start = time.perf_counter()
+        while time.perf_counter() - start < timeout:
+            seen = len(self.times)
+            await asyncio.sleep(quiet)
+            if len(self.times) == seen:
+                break
+        return self.times[-1] if self.times else time.perf_counter()
+
+
+async def at_the_frame(pilot, frames: Frames, key: str) -> tuple[float, float]:
+    """(ms from the key to its last frame, ms of CPU for it)."""
+    await frames.settle()
+    t, cpu = time.perf_counter(), time.process_time()
+    await pilot.press(key)
+    last = await frames.settle()
+    cpu_ms = (time.process_time() - cpu) * 1000
+    return max(last - t, 0.0) * 1000, cpu_ms
+
+
+def at_frame_line(what: str, samples: list[tuple[float, float]]) -> str:
+    lat = [a for a, _ in samples]
+    cpu = [b for _, b in samples]
+    return (
+        f"{what}, key -> last frame: p50 {statistics.median(lat):.1f} ms, "
+        f"p95 {pct(lat, 95):.1f} ms; CPU per key p50 {statistics.median(cpu):.1f} ms, "
+        f"p95 {pct(cpu, 95):.1f} ms"
+    )
+
+
+def cpu_ms(call) -> float:
+    t = time.process_time()
+    call()
+    return (time.process_time() - t) * 1000
 
 
 def pct(values: list[float], p: float) -> float:
@@ -105,7 +166,8 @@ async def seed(hs: EmbeddedHomeserver, root: Path, settings: TuiSettings, n: int
     print(f"seeded {n} rooms in {time.perf_counter() - t:.0f}s; writing briefs and messages…")
     for i, room in enumerate(rooms):
         risk = "high" if i % 25 == 0 else "low"
-        await bot.session.send_text(case_room, brief(f"Client{i:03d}", room, risk), notice=True)
+        content = case_content("brief", i + 1, room, brief_data(f"Client{i:03d}", risk))
+        await bot.session.send(case_room, content)
     for room in rooms:
         await client.session.send_text(room, "hello, is anyone there?")
     await asyncio.sleep(2)  # let the counselor's sync take the last keys before stopping
@@ -118,7 +180,12 @@ async def seed(hs: EmbeddedHomeserver, root: Path, settings: TuiSettings, n: int
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rooms", type=int, default=300)
+    ap.add_argument("--profile", type=Path, default=None, help="cProfile of the keys, to FILE")
+    ap.add_argument("--offline", action="store_true", help="the widgets alone, no homeserver")
     args = ap.parse_args()
+    if args.offline:
+        await offline(args.rooms)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         hs = EmbeddedHomeserver(root / "hs", port=free_port(), bcrypt_rounds=4)
@@ -132,12 +199,72 @@ async def main() -> None:
             )
             # bot id is only known after seeding; seed first with a placeholder
             counselor_id = await seed(hs, root, settings, args.rooms)
-            await measure(hs, root, settings, counselor_id, args.rooms)
+            await measure(hs, root, settings, counselor_id, args.rooms, args.profile)
         finally:
             await hs.stop()
 
 
-async def measure(hs, root, settings, counselor_id, n) -> None:
+async def offline(n: int) -> None:
+    """Keys at the frame over a model filled in memory: N clients with briefs and
+    a few messages each, as the link would have built it."""
+    from types import SimpleNamespace
+
+    import textual.screen
+
+    from e2ecounsel.casechannel import CaseEvent
+    from tui.app import CounselorApp
+    from tui.link import MatrixLink
+    from tui.queue import Message
+
+    layouts = [0]
+    real_layout = textual.screen.Screen._refresh_layout
+
+    def counted(self, *args, **kwargs):
+        layouts[0] += 1
+        return real_layout(self, *args, **kwargs)
+
+    textual.screen.Screen._refresh_layout = counted  # type: ignore[method-assign]
+    with tempfile.TemporaryDirectory() as tmp:
+        app = CounselorApp(TuiSettings(data_dir=Path(tmp), config_dir=Path(tmp)))
+        async with app.run_test(size=(120, 36)) as pilot:
+            app.pop_screen()  # the sign-in: the model is filled below instead
+            session = SimpleNamespace(user_id="@me:srv", client=SimpleNamespace(rooms={}))
+            link = MatrixLink(session, bot_id="@counsel:srv")  # type: ignore[arg-type]
+            now = int(time.time() * 1000)
+            for i in range(n):
+                room = f"!r{i:04d}:srv"
+                link.session_rooms.add(room)
+                brief = CaseEvent("brief", i + 1, room, brief_data(f"Client{i:03d}"))
+                link.apply_case(brief, now - 100_000)
+                entry = link.entry(room)
+                for j in range(3 + i % 5):
+                    body = "hello " * (5 + 7 * j)
+                    entry.add(Message(f"${i}-{j}", "@c:srv", now - 50_000 + j, body, "client"))
+            app.link = link
+            app._trust_soon = lambda room_id: None  # no homeserver to ask
+            app.history_loaded = True
+            app._refresh_queue()
+            await pilot.pause()
+            frames = Frames(app)
+            app.query_one("#composer").cursor_blink = False
+            app.action_focus_queue()
+            await pilot.pause()
+            before = layouts[0]
+            moves = [await at_the_frame(pilot, frames, "down") for _ in range(60)]
+            per_key = (layouts[0] - before) / len(moves)
+            room = app.queue_entries()[-1].room_id
+            one_row = [cpu_ms(lambda: app._refresh_queue({room})) for _ in range(20)]
+            tick = [cpu_ms(lambda: app._refresh_queue(everything=True)) for _ in range(10)]
+    print(
+        f"offline, {n} clients: {at_frame_line('move in queue', moves)}; {per_key:.1f} layouts/key"
+    )
+    print(
+        f"queue upkeep CPU (p50): one row {statistics.median(one_row):.2f} ms, "
+        f"clock tick {statistics.median(tick):.2f} ms"
+    )
+
+
+async def measure(hs, root, settings, counselor_id, n, profile: Path | None = None) -> None:
     from dataclasses import replace
 
     # The bot is the one account holding 100 in the rooms: read it from the store's rooms.
@@ -153,7 +280,7 @@ async def measure(hs, root, settings, counselor_id, n) -> None:
         if u.startswith("@counsel-")
     )
     settings = replace(settings, bot_user_id=bot_id)
-    app = make_app(settings, done.session, done.notes, policy=POLICY)
+    app = make_app(settings, done.session, done.notes)
     async with app.run_test(size=(120, 36)) as pilot:
         await until(lambda: app.queue_ready, timeout=300, what="queue shown")
         t_listed = time.perf_counter() - t0
@@ -194,6 +321,32 @@ async def measure(hs, root, settings, counselor_id, n) -> None:
             app.action_focus_queue()
             await pilot.press("down")
             await pilot.pause()
+        frames = Frames(app)
+        frame_moves: list[tuple[float, float]] = []
+        frame_opens: list[tuple[float, float]] = []
+        app.query_one("#composer").cursor_blink = False  # a blink is a frame too
+        app.action_focus_queue()
+        profiler = cProfile.Profile() if profile else None
+        if profiler:
+            profiler.enable()
+        for _ in range(60):
+            frame_moves.append(await at_the_frame(pilot, frames, "down"))
+        for _ in range(20):
+            frame_opens.append(await at_the_frame(pilot, frames, "enter"))
+            app.action_focus_queue()
+            await pilot.press("down")
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(str(profile))
+        room = app.queue_entries()[-1].room_id
+        one_row = [cpu_ms(lambda: app._refresh_queue({room})) for _ in range(20)]
+        tick = [cpu_ms(lambda: app._refresh_queue(everything=True)) for _ in range(10)]
+
+        def rebuild() -> None:
+            app._rows = []
+            app._refresh_queue()
+
+        rebuilds = [cpu_ms(rebuild) for _ in range(10)]
     await done.session.close()
     print(f"\nclients in queue: {n}")
     print(f"unlock + restore device (argon2id MODERATE, first sync): {t_unlocked:.2f}s")
@@ -206,6 +359,14 @@ async def measure(hs, root, settings, counselor_id, n) -> None:
     print(
         f"open thread to reply (Enter):           p50 {statistics.median(opens):.1f} ms, "
         f"p95 {pct(opens, 95):.1f} ms"
+    )
+    print("  (both above: pilot.press + pilot.pause, the old method; ~60 ms floor)")
+    for what, samples in (("move in queue", frame_moves), ("open thread (Enter)", frame_opens)):
+        print(at_frame_line(what, samples))
+    print(
+        f"queue upkeep CPU (p50): one row {statistics.median(one_row):.2f} ms, "
+        f"clock tick {statistics.median(tick):.2f} ms, full rebuild "
+        f"{statistics.median(rebuilds):.2f} ms"
     )
 
 

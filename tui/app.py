@@ -1,8 +1,14 @@
 """``e2ecounsel tui``: the counselor's queue, conversation and client card.
 
-Layout: the queue on the left (high risk, then longest awaiting), the thread and
-a composer in the centre, the client card with the brief and private notes on
-the right; a status line on top, the main keys in the footer.
+Layout: the queue on the left (open crisis pages as alerts on top, then clients by
+risk and longest wait), the thread and a composer in the centre, the client card
+with the brief and private notes on the right; a status line on top, the main keys
+in the footer. Pages and new client messages ring the terminal bell and show a
+toast.
+
+Commands never go into a client's room: the actions (close, risk, refer, offer
+slots, take a page) and any ``!`` line typed in the composer go to the case channel,
+naming the case by its number (:mod:`tui.commands`).
 
 Everything a client or the case channel wrote is untrusted: it is cleaned of
 terminal control sequences when it enters the model (:mod:`tui.link`) and shown
@@ -22,18 +28,35 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.timer import Timer
 from textual.widgets import Footer, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
 from e2ecounsel.errors import E2ECounselError
 from e2ecounsel.matrix import ConnectionState, MatrixSession
-from e2ecounsel.policy import Policy, load_policy
-from tui.briefs import CaseReader
+from tui.commands import (
+    CLOSE_WORDS,
+    CommandRefused,
+    for_case,
+    is_command,
+    needs_case,
+    route,
+)
 from tui.connect import Connected, SignInFailed, connect
-from tui.link import MatrixLink
+from tui.link import MatrixLink, NoCaseChannel
 from tui.messages import ConnectionChanged, Problem, QueueChanged, SendFinished, TrustChecked
 from tui.notes import NoteBook
-from tui.queue import ClientEntry, ReplyRound, format_wait, order, round_number
+from tui.queue import (
+    Alert,
+    ClientEntry,
+    Page,
+    ReplyRound,
+    format_wait,
+    format_when,
+    open_pages,
+    order,
+    round_number,
+)
 from tui.screens import (
     ChoiceScreen,
     ConfirmScreen,
@@ -55,12 +78,16 @@ STATE_TEXT = {
     ConnectionState.RECONNECTING: ("⟳ reconnecting…", "bold yellow"),
     ConnectionState.STOPPED: ("■ offline: sign in again", "bold red"),
 }
-OUTCOMES = {
-    "resolved": "Resolved",
-    "face-to-face": "Move to face-to-face",
-    "continue": "Continue online",
-    "refer": "Refer to another professional",
-}
+OUTCOMES = dict(
+    zip(
+        CLOSE_WORDS,
+        ("Resolved", "Move to face-to-face", "Continue online", "Refer to another professional"),
+        strict=True,
+    )
+)
+PAGE_PREFIX = "page:"
+TRUST_SETTLE_S = 0.3
+TRUST_RECHECK_S = 60.0
 
 _MAIN_ACTIONS = {
     "round",
@@ -73,12 +100,15 @@ _MAIN_ACTIONS = {
     "import_keys",
     "send",
     "focus_notes",
+    "take_page",
 }
 
 QUEUE_KEYS = [
     ("↑ / ↓", "move through the queue (the thread and card follow)"),
     ("enter", "reply to the highlighted client (focus the composer)"),
     ("tab", "move between queue, composer and notes"),
+    ("t", "take the highlighted crisis page (in the queue)"),
+    ("!…", "a line starting with ! in the composer is a command for this client's case"),
 ]
 
 
@@ -114,6 +144,7 @@ class CounselorApp(App[None]):
         Binding("f10", "offer_slots", "Offer slots", priority=True),
         Binding("f8", "export_keys", "Export keys", show=False, priority=True),
         Binding("f9", "import_keys", "Import keys", show=False, priority=True),
+        Binding("t", "take_page", "Take page"),
         Binding("ctrl+n", "focus_notes", "Notes", show=False),
         Binding("escape", "focus_queue", "Queue", show=False),
     ]
@@ -124,17 +155,16 @@ class CounselorApp(App[None]):
         session: MatrixSession | None = None,
         notes: NoteBook | None = None,
         *,
-        policy: Policy | None = None,
         now: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
         self.settings = settings
         self.session = session
         self.notes = notes
-        self.policy = policy or load_policy(settings.policies_dir)
         self.now = now
         self.link: MatrixLink | None = None
         self.current: str | None = None
+        self.current_page: str | None = None
         self.round: ReplyRound | None = None
         self.status_note = ""
         self.queue_ready = False
@@ -145,6 +175,11 @@ class CounselorApp(App[None]):
         self._notes_room: str | None = None
         self._snippets: list[Snippet] | None = None
         self._first_sync_ok = False
+        self._rows: list[str] = []  # the queue's option ids, in order
+        self._lines: dict[str, Text] = {}  # what each row shows
+        self._sending: dict[str, list[str]] = {}  # room -> messages on their way
+        self._trust_timer: Timer | None = None
+        self._trust_checked_at: dict[str, float] = {}
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Main-screen actions do nothing while a dialog or the sign-in is open."""
@@ -174,7 +209,9 @@ class CounselorApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#composer", TextArea).border_title = "Reply · ctrl+s sends"
+        self.query_one(
+            "#composer", TextArea
+        ).border_title = "Reply · ctrl+s sends · !command for this case"
         self._render_status()
         self.set_interval(30, self._tick)
         if self.session is not None and self.notes is not None:
@@ -244,7 +281,6 @@ class CounselorApp(App[None]):
         assert self.session is not None
         self.link = MatrixLink(
             self.session,
-            CaseReader(self.policy),
             bot_id=self.settings.bot_for(self.session.user_id),
             trust_file=self.session.store_dir / "identities.json",
             on_change=self._model_changed,
@@ -263,6 +299,13 @@ class CounselorApp(App[None]):
             self._first_sync_ok = True
         except Exception as exc:  # the sync loop below keeps retrying
             logger.warning("first sync failed: %s", type(exc).__name__)
+        # Invitations the bot sent while the app was closed (new clients, the
+        # case channel itself): joined now, then one more sync brings them in.
+        try:
+            if await self.link.join_invitations():
+                await self.session.sync_once(0)
+        except Exception as exc:  # the live invite handler joins the rest
+            logger.warning("joining pending invitations failed: %s", type(exc).__name__)
         self.link.scan_rooms()
         self.session.start()
         self.queue_ready = True
@@ -271,6 +314,13 @@ class CounselorApp(App[None]):
         await self.link.load_history()
         self.history_loaded = True
         self._refresh_queue()
+        self._take_alerts()
+
+    @work(exit_on_error=False, group="history")
+    async def _load_history(self, rooms: frozenset[str]) -> None:
+        """History of rooms joined while running (a new client, a new case channel)."""
+        assert self.link is not None
+        await self.link.load_history(rooms)
 
     def _state_listener(self, state: ConnectionState) -> None:
         self.post_message(ConnectionChanged(state))
@@ -284,10 +334,108 @@ class CounselorApp(App[None]):
     def on_queue_changed(self, message: QueueChanged) -> None:
         self._refresh_posted = False
         dirty, self._dirty = self._dirty, set()
-        self._refresh_queue()
+        if self.link is not None and self.link.needs_history and self.history_loaded:
+            self._load_history(frozenset(self.link.needs_history))
+            self.link.needs_history.clear()
+        self._take_alerts()
+        self._refresh_queue(dirty)
         if self.current is not None and self.current in dirty:
             self._render_thread()
             self._render_card()
+        elif self.current_page is not None and PAGE_PREFIX + self.current_page in dirty:
+            self._render_page()
+
+    # ------------------------------------------------------------------ alerts
+
+    def _take_alerts(self) -> None:
+        """Ring and show a toast for what the counselor must notice now (once per
+        batch of changes, however many arrived together)."""
+        if self.link is None or not self.history_loaded:
+            return
+        ring = False
+        messages: list[str] = []
+        for alert in self.link.take_alerts():
+            if alert.kind == "released":
+                self._released(alert)
+            elif alert.kind == "page":
+                ring = self._page_toast(alert.text) or ring
+            elif not alert.live:
+                continue
+            elif alert.kind == "message":
+                if alert.room_id == self.current and self._replying():
+                    continue  # they are looking at it
+                ring = True
+                messages.append(self.link.entry(alert.room_id).pseudonym)
+            elif alert.kind == "take":
+                mine = self.session is not None and alert.text == self.session.user_id
+                self.notify(
+                    "You took the page: the service puts you in a room with the client."
+                    if mine
+                    else f"A page was taken by {alert.text}.",
+                    title="Page",
+                    markup=False,
+                )
+            elif alert.kind == "closed":
+                who = self.link.entry(alert.room_id).pseudonym
+                self.notify(
+                    f"{who}: the case is closed ({alert.text}); the thread is read-only.",
+                    markup=False,
+                )
+            elif alert.kind == "said":
+                self.notify(
+                    alert.text,
+                    title="Service",
+                    severity="information" if alert.ok else "warning",
+                    timeout=12,
+                    markup=False,
+                )
+        if messages:
+            names = ", ".join(dict.fromkeys(messages))
+            self.notify(f"New message from {names}", title="Queue", markup=False)
+        if ring:
+            self.bell()
+
+    def _replying(self) -> bool:
+        focused = self.focused
+        return focused is not None and focused.id == "composer"
+
+    def _page_toast(self, page_id: str) -> bool:
+        """Toast an open page; False if it was taken meanwhile (history is read in
+        parallel, a page's take may come after the page)."""
+        assert self.link is not None
+        page = self.link.pages.get(page_id)
+        if page is None or page.taken_by:
+            return False
+        why = f" ({page.reason})" if page.reason else ""
+        self.notify(
+            f"Crisis page {page_id}{why}. Highlight it at the top of the queue and press t "
+            "to take it.",
+            title="Crisis page",
+            severity="error",
+            timeout=30,
+            markup=False,
+        )
+        return True
+
+    def _released(self, alert: Alert) -> None:
+        """The client is no longer ours: out of the queue, their notes deleted."""
+        room = alert.room_id
+        if self._notes_room == room:
+            self._notes_room = None  # never save the open notes back
+            self.query_one("#notes", TextArea).load_text("")
+        if self.notes is not None:
+            try:
+                self.notes.set(room, "")
+            except OSError:
+                logger.warning("notes of a released client could not be deleted")
+                self.notify_status("Notes of a former client could not be deleted (disk?).")
+        self._sending.pop(room, None)
+        if self.current == room:
+            self.current = None
+            self._render_thread()
+            self._render_card()
+        if alert.live:
+            self.notify("A client is no longer in your care; their notes were deleted.")
 
     def on_connection_changed(self, message: ConnectionChanged) -> None:
         if self.is_running:
@@ -298,7 +446,7 @@ class CounselorApp(App[None]):
         self._render_status()
 
     def _tick(self) -> None:
-        self._refresh_queue()
+        self._refresh_queue(everything=True)
         self._render_status()
 
     # ------------------------------------------------------------------ queue
@@ -309,8 +457,20 @@ class CounselorApp(App[None]):
             return []
         return order(self.link.active_entries())
 
+    def queue_pages(self) -> list[Page]:
+        """The open crisis pages shown above the queue, newest first."""
+        if self.link is None:
+            return []
+        return open_pages(self.link.pages.values())
+
     def _queue_line(self, e: ClientEntry, now_ms: int) -> Text:
         line = Text(no_wrap=True, overflow="ellipsis")
+        if e.closed:
+            line.append(" DONE ", style="dim reverse")
+            line.append(" ")
+            line.append(e.pseudonym[:18], style="dim")
+            line.append(f"  {e.outcome.replace('_', '-')}", style="dim")
+            return line
         line.append(f" {e.risk.upper()[:4]:<4} ", style=RISK_STYLE.get(e.risk, ""))
         line.append(" ")
         line.append(e.pseudonym[:18], style="bold" if e.unread else "")
@@ -323,53 +483,137 @@ class CounselorApp(App[None]):
             line.append(f"\n       next: {e.next_booking}", style="dim")
         return line
 
-    def _refresh_queue(self) -> None:
+    def _page_line(self, p: Page, now_ms: int) -> Text:
+        line = Text(no_wrap=True, overflow="ellipsis")
+        line.append(" PAGE ", style="bold white on red")
+        line.append(f" {p.page_id[:8]}", style="bold red")
+        if p.reason:
+            line.append(f" {p.reason[:12]}", style="red")
+        line.append(f"  {format_wait(now_ms - p.ts_ms)}", style="yellow")
+        return line
+
+    def _refresh_queue(self, dirty: set[str] | None = None, *, everything: bool = False) -> None:
+        """Show the model in the queue. Rows keep their place and are redrawn only
+        where something changed (``dirty`` rooms or pages; ``everything`` for the
+        clock); the list is rebuilt only when its order or membership changes."""
         if self.link is None:
             return
         ql = self.query_one("#queue", OptionList)
         now_ms = int(self.now() * 1000)
+        pages = self.queue_pages()
         entries = self.queue_entries()
-        keep = self.current
-        ql.set_options(Option(self._queue_line(e, now_ms), id=e.room_id) for e in entries)
-        awaiting = sum(1 for e in entries if e.awaiting)
-        self.query_one("#queue-title", Static).update(
-            Text(f"Queue · {len(entries)} clients · {awaiting} awaiting")
-        )
-        if keep is not None and keep in {e.room_id for e in entries}:
+        rows = [PAGE_PREFIX + p.page_id for p in pages] + [e.room_id for e in entries]
+        if rows != self._rows:
+            self._rows = rows
+            lines = {PAGE_PREFIX + p.page_id: self._page_line(p, now_ms) for p in pages}
+            lines |= {e.room_id: self._queue_line(e, now_ms) for e in entries}
+            self._lines = lines
+            keep = PAGE_PREFIX + self.current_page if self.current_page else self.current
             with ql.prevent(OptionList.OptionHighlighted):
-                ql.highlighted = ql.get_option_index(keep)
-        elif entries and self.current is None:
-            ql.highlighted = 0
+                ql.set_options(Option(lines[r], id=r) for r in rows)
+                if keep is not None and keep in rows:
+                    ql.highlighted = rows.index(keep)
+            if keep not in rows and entries and self.current is None:
+                ql.highlighted = len(pages)  # opens the first client
+        elif everything or dirty:
+            # Any replaced prompt makes the list measure all rows again: replace
+            # only those whose text really changed.
+            for p in pages:
+                if everything or PAGE_PREFIX + p.page_id in dirty:  # type: ignore[operator]
+                    self._replace_row(ql, PAGE_PREFIX + p.page_id, self._page_line(p, now_ms))
+            for e in entries:
+                if everything or e.room_id in dirty:  # type: ignore[operator]
+                    self._replace_row(ql, e.room_id, self._queue_line(e, now_ms))
+        awaiting = sum(1 for e in entries if e.awaiting)
+        title = f"Queue · {len(entries)} clients · {awaiting} awaiting"
+        if pages:
+            title = f"{len(pages)} PAGE · " + title
+        self.query_one("#queue-title", Static).update(Text(title), layout=False)
+
+    def _replace_row(self, ql: OptionList, row: str, line: Text) -> None:
+        if self._lines.get(row) != line:
+            self._lines[row] = line
+            ql.replace_option_prompt(row, line)
 
     @on(OptionList.OptionHighlighted, "#queue")
     def _highlighted(self, event: OptionList.OptionHighlighted) -> None:
         # A highlight posted before the list was rebuilt is stale: ignore it.
         if event.option_list.highlighted_option is not event.option:
             return
-        if event.option.id is not None:
-            self.open_room(event.option.id)
+        option_id = event.option.id
+        if option_id is None:
+            return
+        if option_id.startswith(PAGE_PREFIX):
+            self.open_page(option_id.removeprefix(PAGE_PREFIX))
+        else:
+            self.open_room(option_id)
 
     @on(OptionList.OptionSelected, "#queue")
     def _selected(self, event: OptionList.OptionSelected) -> None:
-        if event.option.id is not None:
-            self.open_room(event.option.id, focus_composer=True)
+        option_id = event.option.id
+        if option_id is not None and not option_id.startswith(PAGE_PREFIX):
+            self.open_room(option_id, focus_composer=True)
 
     def open_room(self, room_id: str, *, focus_composer: bool = False) -> None:
         """Show a client's thread and card; with ``focus_composer`` the counselor
         is replying, so the thread counts as read."""
         if self.link is None:
             return
+        self.current_page = None
         if room_id != self.current:
             self._save_notes()
             self.current = room_id
             self._load_notes()
             self._render_thread()
             self._render_card()
-            self._check_trust(room_id)
+            self._trust_soon(room_id)
         if focus_composer:
             self.link.entry(room_id).mark_read()
             self.query_one("#composer", TextArea).focus()
-            self._refresh_queue()
+            self._refresh_queue({room_id})
+
+    def open_page(self, page_id: str) -> None:
+        """Show a crisis page in the centre (what it says; ``t`` takes it)."""
+        if self.current is not None:
+            self._save_notes()
+            self._notes_room = None
+            self.query_one("#notes", TextArea).load_text("")
+        self.current = None
+        self.current_page = page_id
+        self._render_page()
+        self._render_card()
+
+    def page_text(self) -> Text:
+        out = Text()
+        page = self.link.pages.get(self.current_page or "") if self.link else None
+        if page is None:
+            return out
+        out.append(f"Crisis page {page.page_id}\n", style="bold red")
+        out.append(f"Received {self._stamp(page.ts_ms)}\n")
+        if page.reason:
+            out.append(f"Reason: {page.reason}\n")
+        if page.engagement is not None:
+            out.append(f"Case {page.engagement}\n")
+        mine = (
+            page.room_id is not None and self.link is not None and self.link.is_client(page.room_id)
+        )
+        if mine:
+            assert page.room_id is not None and self.link is not None
+            out.append(f"Your client: {self.link.entry(page.room_id).pseudonym}\n", style="bold")
+        if page.taken_by:
+            out.append(f"\nTaken by {page.taken_by}.\n", style="green")
+        else:
+            out.append(
+                "\nPress t to take it: the service then puts you in a room with the client.\n",
+                style="bold",
+            )
+        return out
+
+    def _render_page(self) -> None:
+        self.query_one("#thread-title", Static).update(
+            Text("Crisis page", style="bold white on red"), layout=False
+        )
+        self.query_one("#thread-body", Static).update(self.page_text())
 
     # ------------------------------------------------------------------ thread
 
@@ -417,17 +661,31 @@ class CounselorApp(App[None]):
                     if i:
                         out.append("\n")
                     out.append("  " + line, style=style)
+        for body in self._sending.get(self.current, ()):
+            if out:
+                out.append("\n")
+            out.append("… You (sending)\n", style="dim green")
+            out.append("  " + body.replace("\n", "\n  "), style="dim")
         return out
 
     def _render_thread(self) -> None:
         title = self.query_one("#thread-title", Static)
         body = self.query_one("#thread-body", Static)
         if self.link is None or self.current is None:
-            title.update("")
+            title.update("", layout=False)
             body.update("")
             return
         entry = self.link.entry(self.current)
-        title.update(Text.assemble(("Conversation with ", "bold"), (entry.pseudonym, "bold cyan")))
+        heading = Text.assemble(("Conversation with ", "bold"), (entry.pseudonym, "bold cyan"))
+        if entry.engagement is not None:
+            heading.append(f" · case {entry.engagement}", style="dim")
+        composer = self.query_one("#composer", TextArea)
+        if entry.closed:
+            heading.append(" · closed, read-only", style="bold yellow")
+            composer.border_title = "Closed: read-only (nothing is sent)"
+        else:
+            composer.border_title = "Reply · ctrl+s sends · !command for this case"
+        title.update(heading, layout=False)
         body.update(self.thread_text())
         self.query_one("#thread", VerticalScroll).scroll_end(animate=False)
 
@@ -440,6 +698,10 @@ class CounselorApp(App[None]):
         e = self.link.entry(self.current)
         trust = self.link.trust_info.get(self.current)
         out.append(e.pseudonym + "\n", style="bold cyan")
+        if e.engagement is not None:
+            out.append(f"Case {e.engagement}\n", style="dim")
+        if e.closed:
+            out.append(f"Closed: {e.outcome.replace('_', '-') or 'yes'}\n", style="bold yellow")
         if e.client_id:
             out.append(e.client_id + "\n", style="dim")
         out.append("Risk: ")
@@ -463,7 +725,9 @@ class CounselorApp(App[None]):
         b = e.brief
         out.append("\nBrief\n", style="bold underline")
         if b is None:
-            out.append("No brief in the case channel (yet, or the client did not share it).\n")
+            out.append("No brief in the case channel yet.\n")
+        elif not b.shared:
+            out.append("The client chose not to share their intake summary.\n")
         else:
             out.append(f"Language: {b.language}\nCountry: {b.country}\nTopic: {b.topic}\n")
             out.append(f"Risk at intake: {b.risk}\n")
@@ -475,16 +739,44 @@ class CounselorApp(App[None]):
                 out.append("Screening:\n")
                 for line in b.screening:
                     out.append(f"  {line}\n")
+            for line in b.critical:
+                out.append(f"⚠ {line}\n", style="bold red")
+        if e.flags:
+            out.append("\nFlags\n", style="bold underline")
+            for reason in e.flags:
+                out.append(f"  ⚑ {reason}\n")
         out.append("\nBookings\n", style="bold underline")
         if e.bookings:
-            for when in e.bookings:
-                out.append(f"  {when}\n")
+            for when in sorted(e.bookings.values()):
+                out.append(f"  {format_when(when)}\n")
         else:
             out.append("  none\n")
         return out
 
     def _render_card(self) -> None:
         self.query_one("#card", Static).update(self.card_text())
+
+    def _trust_soon(self, room_id: str) -> None:
+        """Check the client's devices once the counselor rests on them.
+
+        The check asks the homeserver for every member's keys, so moving through
+        the queue does not fire one per row: it waits for the highlight to stay,
+        and a room checked within the last minute is not asked again. Sending is
+        never affected: the device policy runs before every encrypted send.
+        """
+        if self._trust_timer is not None:
+            self._trust_timer.stop()
+            self._trust_timer = None
+        last = self._trust_checked_at.get(room_id)
+        if last is not None and self.now() - last < TRUST_RECHECK_S:
+            return
+
+        def check() -> None:
+            self._trust_timer = None
+            if self.current == room_id:
+                self._check_trust(room_id)
+
+        self._trust_timer = self.set_timer(TRUST_SETTLE_S, check)
 
     @work(exclusive=True, exit_on_error=False, group="trust")
     async def _check_trust(self, room_id: str) -> None:
@@ -495,11 +787,22 @@ class CounselorApp(App[None]):
         except E2ECounselError as exc:
             logger.warning("trust check failed: %s", type(exc).__name__)
             return
+        self._trust_checked_at[room_id] = self.now()
         self.post_message(TrustChecked(room_id))
 
     def on_trust_checked(self, message: TrustChecked) -> None:
-        if message.room_id == self.current:
+        """Redraw only what the check changed: in the usual case (every device
+        verified, same identity) nothing, so a move in the queue renders once."""
+        if message.room_id != self.current or self.link is None:
+            return
+        info = self.link.trust_info.get(message.room_id)
+        if info is not None and (info.unsigned_devices or info.identity_changed):
             self._render_card()
+        entry = self.link.entry(message.room_id)
+        if any(
+            m.kind == "client" and not m.undecryptable and not self.link.is_trusted(m)
+            for m in entry.messages
+        ):
             self._render_thread()
 
     # ------------------------------------------------------------------ notes
@@ -547,7 +850,7 @@ class CounselorApp(App[None]):
         return out
 
     def _render_status(self) -> None:
-        self.query_one("#status", Static).update(self.status_text())
+        self.query_one("#status", Static).update(self.status_text(), layout=False)
 
     def notify_status(self, text: str) -> None:
         self.status_note = text
@@ -556,6 +859,13 @@ class CounselorApp(App[None]):
     # ------------------------------------------------------------------ sending
 
     def action_send(self) -> None:
+        """Send the composer's text to the open client (or, a ``!`` line, to the
+        case channel as a command for this case).
+
+        The text leaves the composer at once and is shown as "sending" in the
+        thread, so the composer stays free: whatever is typed meanwhile is kept.
+        If the homeserver does not take the message, it comes back in front of it.
+        """
         focused = self.focused
         if focused is not None and focused.id == "notes":
             self._save_notes()
@@ -565,15 +875,33 @@ class CounselorApp(App[None]):
         body = composer.text.strip()
         if not body:
             return
+        if self.link is None:
+            return
+        if is_command(body) and (self.current is not None or not needs_case(body)):
+            engagement = self.link.entry(self.current).engagement if self.current else None
+            try:
+                command = route(body, engagement)
+            except CommandRefused as exc:
+                self.notify_status(str(exc))
+                return
+            composer.load_text("")
+            self._command(command, restore=body)
+            return
         if self.current is None:
             self.notify_status("Choose a client in the queue first.")
             return
-        composer.disabled = True
+        entry = self.link.entry(self.current)
+        if entry.closed:
+            self.notify_status("This case is closed: the thread is read-only, nothing was sent.")
+            return
+        composer.load_text("")
+        self._sending.setdefault(self.current, []).append(body)
+        self._render_thread()
         self.notify_status("Sending…")
-        self._send(self.current, body, from_composer=True)
+        self._send(self.current, body)
 
     @work(group="send", exit_on_error=False)
-    async def _send(self, room_id: str, body: str, *, from_composer: bool = False) -> None:
+    async def _send(self, room_id: str, body: str) -> None:
         assert self.link is not None
         try:
             await self.link.send(room_id, body)
@@ -583,32 +911,44 @@ class CounselorApp(App[None]):
                 SendFinished(
                     room_id,
                     False,
-                    "Not sent: the homeserver did not "
-                    "take the message. It is still in the composer.",
+                    "Not sent: the homeserver did not take the message. "
+                    "It is back in the composer.",
+                    body,
                 )
             )
             return
         except Exception:
             logger.exception("send failed")
-            self.post_message(SendFinished(room_id, False, "Not sent; please try again."))
+            self.post_message(
+                SendFinished(room_id, False, "Not sent; it is back in the composer.", body)
+            )
             return
-        self.post_message(SendFinished(room_id, True, "composer" if from_composer else ""))
+        self.post_message(SendFinished(room_id, True, "", body))
 
     def on_send_finished(self, message: SendFinished) -> None:
-        composer = self.query_one("#composer", TextArea)
-        if message.error == "composer" or not message.ok:
-            composer.disabled = False
+        pending = self._sending.get(message.room_id, [])
+        if message.body in pending:
+            pending.remove(message.body)
         if not message.ok:
+            if message.body:
+                self._restore(message.body)
             self.notify_status(message.error)
+            if message.room_id == self.current:
+                self._render_thread()
             return
-        if message.error == "composer":
-            composer.load_text("")
-        if self.link is not None:
+        if self.link is not None and message.room_id:
             self.link.entry(message.room_id).mark_read()
         self.notify_status("Sent.")
-        if message.error == "composer" and self.round is not None:
-            if self.round.current == message.room_id:
-                self._round_next()
+        if message.room_id == self.current:
+            self._render_thread()
+        if message.room_id and self.round is not None and self.round.current == message.room_id:
+            self._round_next()
+
+    def _restore(self, body: str) -> None:
+        """Put an unsent text back in the composer, before what was typed since."""
+        composer = self.query_one("#composer", TextArea)
+        typed = composer.text
+        composer.load_text(body + ("\n" + typed if typed.strip() else ""))
 
     # ------------------------------------------------------------------ reply round
 
@@ -663,15 +1003,55 @@ class CounselorApp(App[None]):
             return None
         return self.link.entry(self.current)
 
-    def _command(self, room_id: str, body: str) -> None:
-        self.notify_status("Sending…")
-        self._send(room_id, body)
+    def _command(self, command: str, *, restore: str = "") -> None:
+        """Send a command to the case channel; ``restore`` goes back into the
+        composer if it does not get there."""
+        self.notify_status(f"Sending {command.split(chr(10), 1)[0][:60]} to the service…")
+        self._send_command(command, restore)
+
+    def _case_command(self, entry: ClientEntry, word: str, *args: str) -> None:
+        try:
+            command = for_case(word, entry.engagement, *args)
+        except CommandRefused as exc:
+            self.notify_status(str(exc))
+            return
+        self._command(command)
+
+    @work(group="send", exit_on_error=False)
+    async def _send_command(self, command: str, restore: str) -> None:
+        assert self.link is not None
+        try:
+            await self.link.send_command(command)
+        except E2ECounselError as exc:
+            logger.warning("command not sent: %s", type(exc).__name__)
+            text = (
+                "Not sent: there is no case channel with the service yet."
+                if isinstance(exc, NoCaseChannel)
+                else "Not sent: the homeserver did not take the command."
+            )
+            self.post_message(SendFinished("", False, text, restore))
+            return
+        self.post_message(SendFinished("", True, "", ""))
+
+    def action_take_page(self) -> None:
+        """Answer a crisis page: ``!take P`` in the case channel."""
+        pages = self.queue_pages()
+        chosen = next((p for p in pages if p.page_id == self.current_page), None)
+        if chosen is None and len(pages) == 1:
+            chosen = pages[0]
+        if chosen is None:
+            self.notify_status(
+                "Highlight a crisis page at the top of the queue, then press t."
+                if pages
+                else "There is no open crisis page."
+            )
+            return
+        self._command(f"!take {chosen.page_id}")
 
     def action_close_case(self) -> None:
         entry = self._need_room()
         if entry is None:
             return
-        room = entry.room_id
 
         def chosen(outcome: str | None) -> None:
             if outcome is None:
@@ -679,7 +1059,7 @@ class CounselorApp(App[None]):
 
             def confirmed(yes: bool | None) -> None:
                 if yes:
-                    self._command(room, f"!close {outcome}")
+                    self._case_command(entry, "close", outcome)
 
             self.push_screen(
                 ConfirmScreen(
@@ -699,11 +1079,10 @@ class CounselorApp(App[None]):
         entry = self._need_room()
         if entry is None:
             return
-        room = entry.room_id
 
         def chosen(level: str | None) -> None:
             if level is not None:
-                self._command(room, f"!risk {level}")
+                self._case_command(entry, "risk", level)
 
         self.push_screen(
             ChoiceScreen("Set the risk level", {"high": "High", "medium": "Medium", "low": "Low"}),
@@ -714,7 +1093,6 @@ class CounselorApp(App[None]):
         entry = self._need_room()
         if entry is None:
             return
-        room = entry.room_id
 
         def entered(values: dict[str, str] | None) -> None:
             if not values:
@@ -726,7 +1104,7 @@ class CounselorApp(App[None]):
 
             def confirmed(yes: bool | None) -> None:
                 if yes:
-                    self._command(room, f"!refer {target}")
+                    self._case_command(entry, "refer", target)
 
             self.push_screen(
                 ConfirmScreen(
@@ -751,7 +1129,7 @@ class CounselorApp(App[None]):
         entry = self._need_room()
         if entry is None:
             return
-        self._command(entry.room_id, "!book")
+        self._case_command(entry, "book")
 
     # ------------------------------------------------------------------ snippets
 
@@ -846,8 +1224,7 @@ def make_app(
     session: MatrixSession | None = None,
     notes: NoteBook | None = None,
     *,
-    policy: Policy | None = None,
     now: Callable[[], float] = time.time,
 ) -> CounselorApp:
     """Build the app with its services. Without a session it opens on sign-in."""
-    return CounselorApp(settings, session, notes, policy=policy, now=now)
+    return CounselorApp(settings, session, notes, now=now)

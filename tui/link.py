@@ -2,9 +2,16 @@
 
 Everything the app knows comes from here, through the counselor's own E2EE
 session: session rooms (the bot at power 100, the counselor at 50, the client),
-the case channel (the bot's DM with the counselor, whose briefs are parsed by
-:mod:`tui.briefs`), and the timeline of each. It feeds :mod:`tui.queue` and calls
+the case channel (the bot's DM with the counselor, read through the
+machine-readable field of :mod:`e2ecounsel.casechannel`, see :mod:`tui.case`), and
+the timeline of each. Only the configured bot's invitations are joined, at start
+(those that waited while the app was closed) and whenever one arrives. It feeds
+:mod:`tui.queue`, collects :class:`~tui.queue.Alert` items for the app, and calls
 ``on_change`` with the rooms that changed; it holds no widgets.
+
+A room shaped like a session room is a client's only once the case channel named
+it (a brief) and until it says ``released``; both are compared by time, because
+history arrives newest page first.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from typing import Any
 
 from nio import (
     InviteMemberEvent,
+    JoinError,
     MatrixRoom,
     MegolmEvent,
     RoomMemberEvent,
@@ -30,20 +38,22 @@ from nio import (
     RoomMessageText,
 )
 
+from e2ecounsel.casechannel import CaseEvent, parse
 from e2ecounsel.domain.text import clean_text
+from e2ecounsel.errors import E2ECounselError
 from e2ecounsel.matrix import MatrixSession
 from e2ecounsel.matrix.trust import TrustPolicy, TrustReport
-from tui.briefs import CaseFact, CaseReader, screening_lines
-from tui.queue import Brief, ClientEntry, Message
+from tui.case import booking_of, brief_of, page_of, risk_of, text
+from tui.queue import Alert, ClientEntry, Message, Page
 
 logger = logging.getLogger(__name__)
 
 MAX_BODY = 20_000
 BOT_POWER = 100
 COUNSELOR_POWER = 50
-OUTCOMES = ("resolved", "face-to-face", "continue", "refer")
-RISKS = ("high", "medium", "low")
 CASE_PAGES = 20
+#: Case-channel kinds whose own text is worth a toast when they arrive.
+_SAID = frozenset({"reply", "reminder", "flag", "notice"})
 
 
 @dataclass
@@ -55,25 +65,36 @@ class TrustInfo:
     identity_changed: bool = False
 
 
+def _ts(event: Any) -> int:
+    return int(getattr(event, "server_timestamp", 0) or 0)
+
+
 class MatrixLink:
     """Keeps the queue model in step with the counselor's Matrix account."""
 
     def __init__(
         self,
         session: MatrixSession,
-        reader: CaseReader,
         *,
         bot_id: str,
         trust_file: Path | None = None,
         on_change: Callable[[set[str]], None] = lambda rooms: None,
     ) -> None:
         self.session = session
-        self.reader = reader
         self.bot_id = bot_id
         self.on_change = on_change
         self.entries: dict[str, ClientEntry] = {}
         self.session_rooms: set[str] = set()
+        self.pages: dict[str, Page] = {}
+        self.alerts: list[Alert] = []
+        #: Rooms joined since start whose history the app should fetch.
+        self.needs_history: set[str] = set()
         self.trust_info: dict[str, TrustInfo] = {}
+        self._case_rooms: dict[str, int] = {}  # case-channel room -> latest case event
+        self._briefed_rooms: set[str] = set()
+        self._named_ms: dict[str, int] = {}  # session room -> latest brief
+        self._released_ms: dict[str, int] = {}
+        self._history_done: set[str] = set()
         self._identity_changed: set[str] = set()
         self.trust = TrustPolicy(
             "cross-signed-only",
@@ -102,6 +123,23 @@ class MatrixLink:
         s.add_event_callback(self._on_member, RoomMemberEvent)
         s.use_trust(self.trust)
         s.before_encrypt.append(self._before_encrypt)
+
+    async def join_invitations(self) -> set[str]:
+        """Join every invitation from the bot still pending (sent while the app was
+        closed); the rooms joined. Invitations from anyone else are left for the
+        counselor's own Matrix client."""
+        joined: set[str] = set()
+        for room_id, room in list(self.session.client.invited_rooms.items()):
+            if getattr(room, "inviter", None) == self.bot_id and await self._join(room_id):
+                joined.add(room_id)
+        return joined
+
+    async def _join(self, room_id: str) -> bool:
+        resp = await self.session.client.join(room_id)
+        if isinstance(resp, JoinError):
+            logger.warning("could not join a room the bot invited us to: %s", resp.status_code)
+            return False
+        return True
 
     def scan_rooms(self) -> None:
         """Classify every joined room (after the first sync)."""
@@ -146,26 +184,76 @@ class MatrixLink:
             e = self.entries[room_id] = ClientEntry(room_id)
         return e
 
+    def is_client(self, room_id: str) -> bool:
+        """A session room the case channel gave us (a brief) and did not take back."""
+        named = self._named_ms.get(room_id)
+        return (
+            named is not None
+            and named > self._released_ms.get(room_id, -1)
+            and room_id in self.session_rooms
+        )
+
     def active_entries(self) -> list[ClientEntry]:
-        return [self.entries[r] for r in self.session_rooms if r in self.entries]
+        return [
+            self.entries[r] for r in self.session_rooms if r in self.entries and self.is_client(r)
+        ]
+
+    @property
+    def case_room(self) -> str | None:
+        """The case channel commands go to: of the bot-and-us rooms, one that
+        carried briefs (a supervisors' room with us alone never does), the one
+        that spoke last."""
+        if self._case_rooms:
+            return max(
+                self._case_rooms,
+                key=lambda r: (r in self._briefed_rooms, self._case_rooms[r], r),
+            )
+        for room in self.session.client.rooms.values():
+            if self._classify(room) == "case":
+                return str(room.room_id)
+        return None
+
+    def take_alerts(self) -> list[Alert]:
+        alerts, self.alerts = self.alerts, []
+        return alerts
 
     # ------------------------------------------------------------------ events
 
     async def _on_event(self, room: MatrixRoom, event: Any) -> None:
-        changed = self.ingest(room, event)
+        changed = self.ingest(room, event, live=True)
         if changed:
             self.on_change(changed)
 
-    def ingest(self, room: MatrixRoom, event: Any) -> set[str]:
-        """Take one timeline event (from sync or history) into the model."""
+    def ingest(self, room: MatrixRoom, event: Any, *, live: bool = False) -> set[str]:
+        """Take one timeline event (``live`` from sync, else from history) into the model."""
         kind = self._classify(room)
+        if kind is None:
+            return set()
+        if getattr(event, "sender", None) == self.bot_id and not self.is_client(room.room_id):
+            case = self._case_of(event)
+            if case is not None:
+                if kind == "case":
+                    seen = self._case_rooms.get(room.room_id, 0)
+                    self._case_rooms[room.room_id] = max(seen, _ts(event))
+                    if case.kind == "brief":
+                        self._briefed_rooms.add(room.room_id)
+                return self.apply_case(case, _ts(event), body=self._body(event), live=live)
         if kind == "session":
-            return self._session_event(room, event)
-        if kind == "case" and getattr(event, "sender", None) == self.bot_id:
-            return self._case_event(event)
+            return self._session_event(room, event, live)
         return set()
 
-    def _session_event(self, room: MatrixRoom, event: Any) -> set[str]:
+    @staticmethod
+    def _case_of(event: Any) -> CaseEvent | None:
+        if not isinstance(event, RoomMessage) or isinstance(event, MegolmEvent):
+            return None
+        content = (getattr(event, "source", None) or {}).get("content")
+        return parse(content) if isinstance(content, dict) else None
+
+    @staticmethod
+    def _body(event: Any) -> str:
+        return clean_text(str(getattr(event, "body", "")), 2000).strip()
+
+    def _session_event(self, room: MatrixRoom, event: Any, live: bool) -> set[str]:
         entry = self.entry(room.room_id)
         sender = str(getattr(event, "sender", ""))
         if not entry.client_id or sender == entry.client_id:
@@ -188,7 +276,7 @@ class MatrixLink:
         msg = Message(
             event_id=str(getattr(event, "event_id", "")),
             sender=sender,
-            ts_ms=int(getattr(event, "server_timestamp", 0) or 0),
+            ts_ms=_ts(event),
             body=body,
             kind=role,
             notice=isinstance(event, RoomMessageNotice),
@@ -197,68 +285,102 @@ class MatrixLink:
         )
         if not entry.add(msg):
             return set()
-        if role == "counselor" and body.startswith("!"):
-            self._own_command(entry, body, msg.ts_ms)
+        if live and role == "client" and self.is_client(room.room_id):
+            self.alerts.append(Alert("message", room.room_id))
         return {room.room_id}
 
-    def _own_command(self, entry: ClientEntry, body: str, ts_ms: int) -> None:
-        """Our own ``!close``/``!risk`` in the room: the queue follows at once."""
-        word, _, rest = body[1:].partition(" ")
-        arg = rest.strip().split(" ", 1)[0].lower() if rest.strip() else ""
-        if word.lower() == "close" and arg in OUTCOMES:
-            entry.closed = True
-        elif word.lower() == "risk" and arg in RISKS and entry.risk_set_ms <= ts_ms:
-            entry.risk = arg
-            entry.risk_set_ms = ts_ms
-        elif word.lower() == "refer" and arg.startswith("@"):
-            entry.closed = True
-
-    def _case_event(self, event: Any) -> set[str]:
-        if not isinstance(event, RoomMessage) or isinstance(event, MegolmEvent):
+    def apply_case(
+        self, case: CaseEvent, ts_ms: int, *, body: str = "", live: bool = False
+    ) -> set[str]:
+        """One case-channel fact into the model; the rooms whose entry changed."""
+        if case.kind in ("page", "take"):
+            return self._page_fact(case, ts_ms, live)
+        if case.kind in _SAID:
+            if live and body:
+                ok = case.data.get("ok") is not False
+                self.alerts.append(Alert("said", case.room or "", body, ok=ok))
+            if case.kind != "flag" or not case.room:
+                return set()
+        room = case.room
+        if room is None:
             return set()
-        fact = self.reader.read(str(getattr(event, "body", "")))
-        if fact is None or not fact.room_id:
-            return set()
-        return self.apply_fact(fact, int(getattr(event, "server_timestamp", 0) or 0))
-
-    def apply_fact(self, fact: CaseFact, ts_ms: int) -> set[str]:
-        entry = self.entry(fact.room_id)
-        f = fact.fields
-        if fact.kind == "brief.new":
+        if case.kind == "released":
+            return self._released(room, ts_ms, live)
+        entry = self.entry(room)
+        if case.engagement is not None:
+            entry.engagement = case.engagement
+        if case.kind == "brief":
             if entry.brief is not None and entry.brief.received_ms > ts_ms:
                 return set()
-            risk = self.reader.risk_level(f.get("risk", "")) or "low"
-            entry.brief = Brief(
-                pseudonym=clean_text(f.get("pseudonym", ""), 80),
-                language=clean_text(f.get("language", ""), 20),
-                country=clean_text(f.get("country", ""), 80),
-                topic=clean_text(f.get("topic", ""), 120),
-                consent_date=clean_text(f.get("consent_date", ""), 40),
-                risk=risk,
-                screening=screening_lines(clean_text(f.get("screening", ""), 2000)),
-                received_ms=ts_ms,
-            )
-            if not entry.risk_set_ms or entry.risk_set_ms < ts_ms:
-                entry.risk = risk
-                entry.risk_set_ms = ts_ms
-        elif fact.kind in ("page.crisis", "page.urgent"):
-            if entry.risk_set_ms < ts_ms:
-                entry.risk = "high"
-                entry.risk_set_ms = ts_ms
-        elif fact.kind == "digest.line":
-            level = self.reader.risk_level(f.get("risk", ""))
-            if level and entry.risk_set_ms < ts_ms:
-                entry.risk = level
-                entry.risk_set_ms = ts_ms
-        elif fact.kind == "booking.counselor_new":
-            when = clean_text(f.get("when", ""), 80)
-            if when and when not in entry.bookings:
-                entry.bookings.append(when)
-        elif fact.kind == "booking.counselor_cancelled":
-            when = clean_text(f.get("when", ""), 80)
-            if when in entry.bookings:
-                entry.bookings.remove(when)
-        return {fact.room_id}
+            entry.brief = brief_of(case.data, ts_ms)
+            self._named_ms[room] = max(self._named_ms.get(room, 0), ts_ms)
+            self._set_risk(entry, entry.brief.risk, ts_ms)
+        elif case.kind == "risk":
+            self._set_risk(entry, risk_of(case.data.get("risk")), ts_ms)
+        elif case.kind == "closed":
+            if ts_ms > entry.closed_ms:
+                entry.closed_ms = ts_ms
+                entry.outcome = text(case.data.get("outcome"), 40)
+                if live and entry.closed:
+                    self.alerts.append(Alert("closed", room, entry.outcome))
+        elif case.kind == "booking":
+            booking, when = booking_of(case.data)
+            if not booking:
+                return set()
+            if when is None:
+                entry.bookings.pop(booking, None)
+            else:
+                entry.bookings[booking] = when
+        elif case.kind == "flag":
+            reason = text(case.data.get("reason"), 200)
+            if reason and reason not in entry.flags:
+                entry.flags.append(reason)
+        return {room}
+
+    @staticmethod
+    def _set_risk(entry: ClientEntry, level: str | None, ts_ms: int) -> None:
+        if level and entry.risk_set_ms <= ts_ms:
+            entry.risk = level
+            entry.risk_set_ms = ts_ms
+
+    def _released(self, room: str, ts_ms: int, live: bool) -> set[str]:
+        if ts_ms <= self._released_ms.get(room, -1):
+            return set()
+        self._released_ms[room] = ts_ms
+        if self._named_ms.get(room, -1) > ts_ms:
+            return set()  # given back later (a newer brief)
+        self.entries.pop(room, None)
+        self.trust_info.pop(room, None)
+        self.alerts.append(Alert("released", room, live=live))
+        return {room}
+
+    def _page_fact(self, case: CaseEvent, ts_ms: int, live: bool) -> set[str]:
+        page_id = text(case.data.get("page"), 40)
+        if not page_id:
+            return set()
+        known = self.pages.get(page_id)
+        if case.kind == "take":
+            by = text(case.data.get("by"), 200) or "someone"
+            if known is None:
+                self.pages[page_id] = Page(page_id, ts_ms, taken_by=by)
+            elif not known.taken_by:
+                known.taken_by = by
+                if live:
+                    self.alerts.append(Alert("take", known.room_id or "", by))
+            return {f"page:{page_id}"}
+        page = page_of(case, ts_ms)
+        if page is None:
+            return set()
+        if known is not None:
+            page.taken_by = known.taken_by
+        self.pages[page_id] = page
+        changed = {f"page:{page_id}"}
+        if known is None and not page.taken_by:
+            self.alerts.append(Alert("page", page.room_id or "", page_id, live=live))
+        if page.room_id and page.room_id in self.entries:
+            self._set_risk(self.entries[page.room_id], "high", ts_ms)
+            changed.add(page.room_id)
+        return changed
 
     async def _on_invite(self, room: MatrixRoom, event: InviteMemberEvent) -> None:
         # Only the service's bot adds us to rooms; other invitations wait for
@@ -268,15 +390,25 @@ class MatrixLink:
             and event.membership == "invite"
             and event.sender == self.bot_id
         ):
-            await self.session.client.join(room.room_id)
+            await self._join(room.room_id)
 
     async def _on_member(self, room: MatrixRoom, event: RoomMemberEvent) -> None:
         if event.state_key == self.me and event.membership in ("leave", "ban"):
             if room.room_id in self.session_rooms:
                 self.session_rooms.discard(room.room_id)
                 self.on_change({room.room_id})
-        else:
-            self._classify(room)
+            return
+        kind = self._classify(room)
+        if (
+            event.state_key == self.me
+            and event.membership == "join"
+            and kind is not None
+            and room.room_id not in self._history_done
+        ):
+            # Joined while running: what was said since the invitation (and the
+            # case channel's briefs) is fetched by the app, off the sync loop.
+            self.needs_history.add(room.room_id)
+            self.on_change({room.room_id})
 
     # ------------------------------------------------------------------ history
 
@@ -284,7 +416,11 @@ class MatrixLink:
         """Fetch the recent timeline of each room (a restart starts from the saved
         sync token, so history comes from here). A few requests at a time."""
         client = self.session.client
-        targets = list(rooms) if rooms is not None else list(client.rooms)
+        targets = [
+            r for r in (rooms if rooms is not None else list(client.rooms)) if r in client.rooms
+        ]
+        self._history_done.update(targets)
+        self.needs_history.difference_update(targets)
         gate = asyncio.Semaphore(6)
 
         async def one(room_id: str) -> set[str]:
@@ -307,7 +443,8 @@ class MatrixLink:
                     logger.warning("history of a room could not be read: %s", resp.status_code)
                     break
                 for event in reversed(resp.chunk):
-                    changed |= self.ingest(room, event)
+                    if isinstance(event, RoomMessage | MegolmEvent):  # not state events
+                        changed |= self.ingest(room, event)
                 if not resp.chunk or not resp.end or resp.end == token:
                     break
                 token = resp.end
@@ -356,4 +493,18 @@ class MatrixLink:
     # ------------------------------------------------------------------ sending
 
     async def send(self, room_id: str, body: str) -> str:
+        """A message to the client, in their session room (never a command)."""
+        if body.lstrip().startswith("!"):
+            raise ValueError("commands go to the case channel")
         return await self.session.send_text(room_id, body)
+
+    async def send_command(self, command: str) -> str:
+        """A command for the bot, in the case channel (the only place it goes)."""
+        room = self.case_room
+        if room is None:
+            raise NoCaseChannel("no case channel with the service yet")
+        return await self.session.send_text(room, command)
+
+
+class NoCaseChannel(E2ECounselError):
+    """The bot has not opened a case channel with us (or we are not in it yet)."""

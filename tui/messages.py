@@ -27,9 +27,13 @@ class ConnectionChanged(Message):
 
 @dataclass
 class SendFinished(Message):
+    """A message (``room_id`` set) or a command (``room_id`` empty) was sent or not;
+    ``body`` is the text to give back to the composer when it was not."""
+
     room_id: str
     ok: bool
     error: str = ""
+    body: str = ""
 
 
 @dataclass

@@ -4,9 +4,10 @@ No Textual and no Matrix here. The Matrix adapter feeds in messages (sender, tim
 body) and case-channel facts (brief, risk, booking); the widgets read the order
 back. Everything takes ``now`` explicitly, so the unit tests need no clock.
 
-Order, from the counseling practice this app follows: clients at high risk first;
-then everyone awaiting a reply, longest wait first; then the rest, most recent
-activity first.
+Order, from the counseling practice this app follows: by risk (high first); within a
+level, everyone awaiting a reply, longest wait first; then the rest, most recent
+activity first; closed engagements (read-only threads) last. Open crisis pages are
+not clients: the app shows them as alerts above the queue.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time
 
-RISK_RANK = {"high": 0, "medium": 1, "low": 2}
+from e2ecounsel.casechannel import RISKS
+
+RISK_RANK: dict[str, int] = {level: rank for rank, level in enumerate(RISKS)}
 
 Kind = str  # "client" | "counselor" | "bot" | "other"
 
@@ -36,7 +39,7 @@ class Message:
 
 @dataclass
 class Brief:
-    """What the case channel told us about a client (parsed from the bot's brief)."""
+    """What the case channel told us about a client (the bot's brief)."""
 
     pseudonym: str = ""
     language: str = ""
@@ -45,7 +48,37 @@ class Brief:
     risk: str = ""
     consent_date: str = ""
     screening: tuple[str, ...] = ()
+    critical: tuple[str, ...] = ()
+    shared: bool = True
     received_ms: int = 0
+
+
+@dataclass
+class Page:
+    """A crisis page from the case channel, open until someone takes it."""
+
+    page_id: str
+    ts_ms: int
+    reason: str = ""
+    engagement: int | None = None
+    room_id: str | None = None
+    client_room: str | None = None
+    taken_by: str = ""
+
+
+@dataclass(frozen=True)
+class Alert:
+    """Something the counselor should notice now: the app rings and shows a toast.
+
+    ``kind`` is "page", "take", "message", "released", "closed" or "said" (a
+    reply, reminder, flag or notice of the bot, whose own text is in ``text``).
+    """
+
+    kind: str
+    room_id: str = ""
+    text: str = ""
+    ok: bool = True
+    live: bool = True
 
 
 @dataclass
@@ -55,13 +88,21 @@ class ClientEntry:
     room_id: str
     client_id: str = ""
     brief: Brief | None = None
+    engagement: int | None = None
     risk: str = "low"
     risk_set_ms: int = 0
-    bookings: list[str] = field(default_factory=list)
+    bookings: dict[str, datetime] = field(default_factory=dict)  # booking id -> start
+    flags: list[str] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     read_up_to_ms: int = 0
-    closed: bool = False
+    closed_ms: int = 0
+    outcome: str = ""
     _seen: set[str] = field(default_factory=set, repr=False)
+
+    @property
+    def closed(self) -> bool:
+        """Closed by the bot after the latest brief (a new brief opens it again)."""
+        return self.closed_ms > (self.brief.received_ms if self.brief is not None else 0)
 
     @property
     def pseudonym(self) -> str:
@@ -119,21 +160,37 @@ class ClientEntry:
 
     @property
     def next_booking(self) -> str | None:
-        return self.bookings[0] if self.bookings else None
+        """The earliest booked live session, in this machine's time zone."""
+        if not self.bookings:
+            return None
+        return format_when(min(self.bookings.values()))
 
 
-def sort_key(entry: ClientEntry) -> tuple[int, int, int]:
-    """High risk, then awaiting (oldest first), then the rest (latest activity first)."""
-    high = 0 if entry.risk == "high" else 1
-    since = entry.awaiting_since_ms if not entry.closed else None
+def format_when(when: datetime) -> str:
+    """A booking's start as the queue and the card show it (local time)."""
+    return when.astimezone().strftime("%a %d %b %H:%M")
+
+
+def sort_key(entry: ClientEntry) -> tuple[int, int, int, int]:
+    """Closed last; then by risk (high first); within a level awaiting (oldest
+    first), then the rest (latest activity first)."""
+    rank = RISK_RANK.get(entry.risk, len(RISKS))
+    if entry.closed:
+        return (1, 0, 1, -entry.last_activity_ms)
+    since = entry.awaiting_since_ms
     if since is not None:
-        return (high, 0, since)
-    return (high, 1, -entry.last_activity_ms)
+        return (0, rank, 0, since)
+    return (0, rank, 1, -entry.last_activity_ms)
 
 
 def order(entries: Iterable[ClientEntry]) -> list[ClientEntry]:
-    """The queue, in the order the counselor works it (closed clients left out)."""
-    return sorted((e for e in entries if not e.closed), key=lambda e: (*sort_key(e), e.room_id))
+    """The queue, in the order the counselor works it."""
+    return sorted(entries, key=lambda e: (*sort_key(e), e.room_id))
+
+
+def open_pages(pages: Iterable[Page]) -> list[Page]:
+    """Pages nobody took yet, newest first: the alerts above the queue."""
+    return sorted((p for p in pages if not p.taken_by), key=lambda p: (-p.ts_ms, p.page_id))
 
 
 def format_wait(ms: int) -> str:

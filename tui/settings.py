@@ -45,7 +45,6 @@ class TuiSettings:
     reply_windows: tuple[time, ...] = field(default_factory=lambda: parse_windows(DEFAULT_WINDOWS))
     device_name: str = "e2ecounsel tui"
     kdf: KdfLimits = MODERATE
-    policies_dir: Path | None = None
 
     def bot_for(self, user_id: str) -> str:
         if self.bot_user_id:
@@ -72,8 +71,8 @@ def load_settings(
 ) -> TuiSettings:
     """Settings from ``tui.toml`` in ``config_dir`` (optional), overridden by arguments.
 
-    ``tui.toml`` may hold ``homeserver``, ``user_id``, ``bot_user_id``,
-    ``reply_windows`` (list of "HH:MM") and ``policies_dir``.
+    ``tui.toml`` may hold ``homeserver``, ``user_id``, ``bot_user_id`` and
+    ``reply_windows`` (list of "HH:MM").
     """
     path = config_dir / "tui.toml"
     data: dict[str, object] = {}
@@ -82,7 +81,7 @@ def load_settings(
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read the settings: {exc}", file=path) from exc
-    known = {"homeserver", "user_id", "bot_user_id", "reply_windows", "policies_dir"}
+    known = {"homeserver", "user_id", "bot_user_id", "reply_windows"}
     for key in data:
         if key not in known:
             raise ConfigError(
@@ -91,7 +90,7 @@ def load_settings(
     windows = data.get("reply_windows", list(DEFAULT_WINDOWS))
     try:
         if not isinstance(windows, list):
-            raise TypeError("reply_windows is not a list")
+            raise TypeError("not a list")
         parsed = parse_windows([str(w) for w in windows])
     except (ValueError, TypeError) as exc:
         raise ConfigError(
@@ -100,7 +99,6 @@ def load_settings(
     for key in ("homeserver", "user_id", "bot_user_id"):
         if key in data and not isinstance(data[key], str):
             raise ConfigError("must be a string", file=path, key=key)
-    policies = data.get("policies_dir")
     return TuiSettings(
         data_dir=data_dir or default_tui_data_dir(),
         config_dir=config_dir,
@@ -108,5 +106,4 @@ def load_settings(
         user_id=user_id or str(data.get("user_id", "")),
         bot_user_id=str(data.get("bot_user_id", "")),
         reply_windows=parsed,
-        policies_dir=Path(str(policies)).expanduser() if policies else None,
     )

@@ -43,7 +43,10 @@ async def test_queue_order_reply_and_layout(world):
                 await world.clients[room].session.send_text(room, f"hello from {room[:6]}")
             await wait_app(
                 pilot,
-                lambda: queue_ids(app) == [risky, early, late, quiet],
+                lambda: (
+                    queue_ids(app) == [risky, early, late, quiet]
+                    and sum(e.unread for e in app.queue_entries()) == 3
+                ),
                 what="queue order high risk, then longest wait, then the rest",
             )
             entries = app.queue_entries()
@@ -93,7 +96,13 @@ async def test_reply_round_walks_awaiting_clients_in_order(world):
             c = await world.add_client("Citra", risk="high")
             for room in (a, b, c):
                 await world.clients[room].session.send_text(room, "are you there?")
-            await wait_app(pilot, lambda: queue_ids(app) == [c, a, b], what="queue ready")
+            await wait_app(
+                pilot,
+                lambda: (
+                    queue_ids(app) == [c, a, b] and all(e.awaiting for e in app.queue_entries())
+                ),
+                what="queue ready, everyone awaiting",
+            )
 
             await pilot.press("f2")
             status = app.query_one("#status", Static)
@@ -144,27 +153,33 @@ async def test_actions_snippets_and_help(world):
                 assert key in help_text
             await pilot.press("escape")
 
-            # Risk: no confirmation; the bot sees the command in the session room.
+            # Risk: no confirmation; the bot gets the command in the case channel,
+            # naming the case; the badge follows the bot's answer, not the keypress.
+            n = world.engagements[room]
             await pilot.press("f6")
             await pilot.press("enter")  # "High" is first
             bot = world.bot
-            await pilot.pause()
-            await until(lambda: "!risk high" in bot.bodies(room), what="!risk at the bot")
+            case = world.case_room
+            await until(lambda: f"!risk {n} high" in bot.bodies(case), what="!risk at the bot")
+            await world.send_case("risk", room, {"risk": "high"})
             await wait_app(pilot, lambda: app.link.entry(room).risk == "high", what="risk badge")
 
-            # Offer live-session slots: the bot gets `!book` in the room.
+            # Offer live-session slots: the bot gets `!book N`.
             await pilot.press("f10")
-            await pilot.pause()
-            await until(lambda: "!book" in bot.bodies(room), what="!book at the bot")
+            await until(lambda: f"!book {n}" in bot.bodies(case), what="!book at the bot")
 
             # Close: outcome, then a confirmation; "no" sends nothing.
             await pilot.press("f5", "enter")
             assert "Close the counseling with" in str(app.screen.query_one("#question").content)
             await pilot.press("n")
             await pilot.press("f5", "enter", "y")
-            await until(lambda: "!close resolved" in bot.bodies(room), what="!close at the bot")
-            assert bot.bodies(room).count("!close resolved") == 1
-            await wait_app(pilot, lambda: queue_ids(app) == [], what="closed client leaves")
+            await until(lambda: f"!close {n} resolved" in bot.bodies(case), what="!close")
+            assert bot.bodies(case).count(f"!close {n} resolved") == 1
+            assert not [b for b in bot.bodies(room) if b.startswith("!")]
+            await world.send_case("closed", room, {"outcome": "resolved"})
+            await wait_app(pilot, lambda: app.link.entry(room).closed, what="closed")
+            assert queue_ids(app) == [room]  # still readable, at the end of the queue
+            assert "read-only" in str(app.query_one("#thread-title", Static).content)
     finally:
         await done.session.close()
 

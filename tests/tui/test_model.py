@@ -1,27 +1,32 @@
-"""The TUI's pure parts: queue order, waiting times, reply rounds, case-channel
-parsing, snippets and sealed notes. No Textual, no homeserver."""
+"""The TUI's pure parts: queue order, waiting times, reply rounds, reading the case
+channel's field, command routing, snippets and sealed notes. No Textual, no
+homeserver."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from types import SimpleNamespace
 
 import pytest
+from nio import MatrixRoom, RoomMessageText
 
-from e2ecounsel.policy import load_policy
-from tui.briefs import CaseReader
+from e2ecounsel.casechannel import CaseEvent, attach, parse
+from tests.tui.world import brief_data, case_content
+from tui.case import booking_of, brief_of, critical_line, page_of
+from tui.commands import CommandRefused, needs_case, route
+from tui.link import MatrixLink
 from tui.notes import FAST_FOR_TESTS, NoteBook, WrongPassphrase
 from tui.queue import (
     ClientEntry,
     Message,
     ReplyRound,
     format_wait,
+    open_pages,
     order,
     parse_windows,
     round_number,
 )
 from tui.snippets import Snippet, search
-
-POLICY = load_policy(None)
 
 
 def entry(room: str, *msgs: tuple[str, int], risk: str = "low") -> ClientEntry:
@@ -66,27 +71,121 @@ def test_reply_round_counts_down_and_ends():
     assert r.advance() is None and r.label().endswith("done")
 
 
-@pytest.mark.parametrize("lang", POLICY.languages)
-def test_case_reader_reads_the_bridge_texts_in_every_language(lang):
-    reader = CaseReader(POLICY)
-    body = POLICY.text(
-        lang,
-        "brief.new",
-        pseudonym="[red]Rain",
-        language=lang,
-        country="ID",
-        topic="T",
-        risk=POLICY.text(lang, "risk.high"),
-        screening="PHQ-9: 5\nGAD-7: 3",
-        room_link="https://matrix.to/#/!abc:srv",
-        consent_date="2026-11-20",
+def case(kind, engagement=1, room="!r:srv", **data) -> CaseEvent:
+    return CaseEvent(kind, engagement, room, data)
+
+
+def offline_link() -> MatrixLink:
+    """The link's model alone: case events are fed in directly, no homeserver."""
+    session = SimpleNamespace(user_id="@me:srv", client=SimpleNamespace(rooms={}))
+    link = MatrixLink(session, bot_id="@counsel:srv")  # type: ignore[arg-type]
+    link.session_rooms.add("!r:srv")
+    return link
+
+
+def test_the_card_reads_the_field_never_the_text():
+    content = attach(
+        {"msgtype": "m.text", "body": "Klien baru: sesuatu yang lain sama sekali"},
+        case("brief", **brief_data("[red]Rain\x1b[2J", risk="high")),
     )
-    fact = reader.read(body)
-    assert fact is not None and fact.kind == "brief.new" and fact.room_id == "!abc:srv"
-    assert fact.fields["pseudonym"] == "[red]Rain"
-    assert reader.risk_level(fact.fields["risk"]) == "high"
-    assert fact.fields["consent_date"] == "2026-11-20"
-    assert reader.read("just chatting about https://matrix.to/#/!abc:srv") is None
+    event = parse(content)
+    assert event is not None
+    brief = brief_of(event.data, 5)
+    assert brief.pseudonym == "[red]Rain" and brief.risk == "high"
+    assert brief.screening == ("PHQ-9: 7 (mild)", "GAD-7: skipped")
+    assert brief.consent_date == "2026-11-20" and brief.shared
+    odd = brief_of({"pseudonym": ["x"], "risk": "extreme", "screening": "PHQ-9: 27"}, 1)
+    assert odd.pseudonym == "" and odd.risk == "" and odd.screening == ()
+    assert critical_line({"title": "PHQ-9", "item": 9, "answer": 2}) == "PHQ-9 item 9: answer 2"
+
+
+def test_pages_bookings_and_their_bad_values():
+    page = page_of(case("page", page=7, reason="crisis", client_room="not a room"), 10)
+    assert page is not None and page.page_id == "7" and page.client_room is None
+    assert page_of(case("page", reason="crisis"), 10) is None  # nothing to take
+    assert booking_of({"booking": 3, "start": "2026-12-01T10:00:00+07:00"})[1] is not None
+    assert booking_of({"booking": 3, "start": "2026-12-01T10:00:00"}) == ("3", None)
+    assert booking_of({"booking": 3, "status": "cancelled"}) == ("3", None)
+
+
+def test_history_out_of_order_brief_risk_closed_released():
+    link = offline_link()
+    # History comes newest page first: the later facts are applied before the earlier.
+    link.apply_case(case("risk", risk="medium"), 300)
+    link.apply_case(case("brief", **brief_data("Ana", risk="high")), 100)
+    entry = link.entry("!r:srv")
+    assert entry.risk == "medium" and entry.engagement == 1 and link.is_client("!r:srv")
+    link.apply_case(case("closed", outcome="face_to_face"), 400)
+    assert entry.closed and entry.outcome == "face_to_face"
+    assert order([entry]) == [entry]  # still shown (read-only), not dropped
+    link.apply_case(case("released"), 500)
+    assert not link.is_client("!r:srv") and link.active_entries() == []
+    assert [a.kind for a in link.take_alerts()] == ["released"]
+    link.apply_case(case("brief", **brief_data("Ana")), 200)  # older than the release
+    assert not link.is_client("!r:srv")
+    link.apply_case(case("brief", engagement=9, **brief_data("Ana")), 600)  # given back
+    assert link.is_client("!r:srv") and not link.entry("!r:srv").closed
+
+
+def test_a_page_alerts_once_and_a_take_closes_it():
+    link = offline_link()
+    link.apply_case(case("brief", **brief_data("Ana")), 100)
+    link.apply_case(case("page", page=7, reason="crisis"), 200, live=True)
+    link.apply_case(case("page", page=7, reason="crisis"), 200, live=True)  # a duplicate
+    assert [a.kind for a in link.take_alerts()] == ["page"]
+    assert [p.page_id for p in open_pages(link.pages.values())] == ["7"]
+    assert link.entry("!r:srv").risk == "high"
+    link.apply_case(case("take", page=7, by="@oncall:srv"), 300, live=True)
+    assert open_pages(link.pages.values()) == []
+    assert [(a.kind, a.text) for a in link.take_alerts()] == [("take", "@oncall:srv")]
+    # A take read before its page (history): the page never opens.
+    link.apply_case(case("take", page=8, by="@x:srv"), 500)
+    link.apply_case(case("page", page=8), 400)
+    assert open_pages(link.pages.values()) == [] and link.take_alerts() == []
+
+
+@pytest.mark.parametrize(
+    ("typed", "sent"),
+    [
+        ("!risk medium", "!risk 12 medium"),
+        ("!RISK High", "!risk 12 high"),
+        (
+            "!close face-to-face see you at the clinic",
+            "!close 12 face-to-face see you at the clinic",
+        ),
+        ("!close 12 resolved", "!close 12 resolved"),
+        ("!refer @budi:srv", "!refer 12 @budi:srv"),
+        ("!book", "!book 12"),
+        ("!take 7", "!take 7"),
+        ("!cases", "!cases"),
+        ("!help", "!help"),
+    ],
+)
+def test_a_bang_line_becomes_a_command_for_this_case(typed, sent):
+    assert route(typed, 12) == sent
+
+
+@pytest.mark.parametrize(
+    ("typed", "engagement", "why"),
+    [
+        ("!!! so glad", 12, "no command"),
+        ("!hello there", 12, "no command"),
+        ("!close 13 resolved", 12, "case 13"),
+        ("!close finished", 12, "one of"),
+        ("!risk extreme", 12, "one of"),
+        ("!refer budi", 12, "Matrix ID"),
+        ("!take", 12, "which page"),
+        ("!risk high", None, "not known yet"),
+    ],
+)
+def test_a_bad_command_is_refused_with_a_hint(typed, engagement, why):
+    with pytest.raises(CommandRefused, match=why):
+        route(typed, engagement)
+
+
+def test_only_case_commands_need_an_open_thread():
+    assert needs_case("!risk high") and needs_case("!whatever")
+    assert not needs_case("!take 7") and not needs_case(" !CASES") and not needs_case("!help")
 
 
 def test_snippets_search_prefers_the_client_language():
@@ -103,3 +202,45 @@ def test_notes_are_sealed_and_need_the_passphrase(tmp_path):
     assert NoteBook.open(tmp_path, "right").get("!room") == "CANARY-note"
     with pytest.raises(WrongPassphrase, match="does not open"):
         NoteBook.open(tmp_path, "wrong")
+
+
+def bot_room(room_id: str, *others: str) -> MatrixRoom:
+    """A room shaped as the bridge builds it: the bot, us at 50, maybe others."""
+    room = MatrixRoom(room_id, "@me:srv", encrypted=True)
+    for user in ("@counsel:srv", "@me:srv", *others):
+        room.add_member(user, None, None)
+    room.power_levels.users.update({"@me:srv": 50, **dict.fromkeys(others, 50)})
+    return room
+
+
+def bot_says(kind, ts: int, room=None, **data) -> RoomMessageText:
+    content = case_content(kind, 1, room, data, body="any words at all")
+    return RoomMessageText.from_dict(
+        {
+            "type": "m.room.message",
+            "event_id": f"$e{ts}",
+            "sender": "@counsel:srv",
+            "origin_server_ts": ts,
+            "content": content,
+        }
+    )
+
+
+def test_commands_go_to_the_case_channel_not_a_room_that_only_pages():
+    link = offline_link()
+    case, supervisors = bot_room("!case:srv"), bot_room("!sup:srv")
+    link.ingest(case, bot_says("brief", 100, "!r:srv", **brief_data("Ana")))
+    link.ingest(supervisors, bot_says("page", 200, page=4, reason="urgent"))
+    assert link.case_room == "!case:srv"
+    assert [p.page_id for p in open_pages(link.pages.values())] == ["4"]
+    # A bot text without the field is no case fact, whatever it says.
+    plain = RoomMessageText.from_dict(
+        {
+            "type": "m.room.message",
+            "event_id": "$plain",
+            "sender": "@counsel:srv",
+            "origin_server_ts": 300,
+            "content": {"msgtype": "m.text", "body": "Crisis page 5"},
+        }
+    )
+    assert link.ingest(case, plain) == set() and "5" not in link.pages

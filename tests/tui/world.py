@@ -1,40 +1,66 @@
 """Seeding a counselor's world on the real Synapse: a bot-like account that opens
-session rooms (same shape as the bridge's) and posts briefs into the case channel,
-real E2EE clients that write in them, and the counselor's TUI store.
+session rooms (same shape as the bridge's) and posts case events (the
+machine-readable ``org.e2ecounsel.case`` field) into the case channel, real E2EE
+clients that write in them, and the counselor's TUI store.
 """
 
 from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from e2ecounsel.policy import load_policy
+from e2ecounsel.casechannel import CaseEvent, Kind, attach
 from tests.integration.matrixkit import ENCRYPTION_STATE, Recorder, until
-from tui.app import CounselorApp
+from tui.app import CounselorApp, make_app
 from tui.connect import connect
 from tui.notes import FAST_FOR_TESTS
 from tui.settings import TuiSettings
 
-POLICY = load_policy(None)
 PASSPHRASE = "correct horse battery staple"
+#: As the bridge's session rooms: what a client writes while the counselor is only
+#: invited is readable to the counselor.
+HISTORY_INVITED = {
+    "type": "m.room.history_visibility",
+    "state_key": "",
+    "content": {"history_visibility": "invited"},
+}
 
 
-def brief(pseudonym: str, room_id: str, risk: str = "low", lang: str = "en") -> str:
-    """The bridge's own brief text (same policy template)."""
-    return POLICY.text(
-        lang,
-        "brief.new",
-        pseudonym=pseudonym,
-        language=lang,
-        country="Indonesia",
-        topic="Stress",
-        risk=POLICY.text(lang, f"risk.{risk}"),
-        screening="PHQ-9: 7 (mild)\nGAD-7: skipped by the client",
-        room_link=f"https://matrix.to/#/{room_id}",
-        consent_date="2026-11-20",
-    )
+def brief_data(pseudonym: str, risk: str = "low", lang: str = "en") -> dict[str, Any]:
+    """A brief's data as the bridge writes it in the case channel."""
+    return {
+        "pseudonym": pseudonym,
+        "language": lang,
+        "country": "Indonesia",
+        "topic": "Stress",
+        "risk": risk,
+        "screening": [
+            {
+                "instrument": "phq9",
+                "title": "PHQ-9",
+                "score": 7,
+                "severity": "mild",
+                "severity_label": "mild",
+            },
+            {"instrument": "gad7", "title": "GAD-7", "score": None},
+        ],
+        "critical": [],
+        "consent_date": "2026-11-20",
+        "shared": True,
+    }
+
+
+def case_content(
+    kind: Kind, engagement: int | None, room: str | None, data: dict[str, Any], body: str = ""
+) -> dict[str, Any]:
+    """A case-channel message: a human text (never read by the app) and the field."""
+    content = {"msgtype": "m.text", "body": body or f"(case {engagement}: {kind})"}
+    return attach(content, CaseEvent(kind, engagement, room, data))
 
 
 async def account(homeserver, prefix: str) -> tuple[str, str]:
@@ -64,6 +90,7 @@ class World:
     settings: TuiSettings
     case_room: str = ""
     clients: dict[str, Recorder] = field(default_factory=dict)  # room id -> client
+    engagements: dict[str, int] = field(default_factory=dict)  # room id -> case number
 
     @property
     def base_url(self) -> str:
@@ -79,12 +106,13 @@ class World:
             password=self.counselor_password,
         )
 
-    async def open_case_room(self) -> str:
+    async def open_case_room(self, *, wait: bool = True) -> str:
+        """The bot's DM with the counselor; ``wait`` for the running app to join it."""
         resp = await self.bot.session.client.room_create(
             name="Case channel",
             invite=[self.counselor_id],
             is_direct=True,
-            initial_state=[ENCRYPTION_STATE],
+            initial_state=[ENCRYPTION_STATE, HISTORY_INVITED],
             power_level_override={
                 "users": {self.counselor_id: 50},
                 "state_default": 100,
@@ -94,20 +122,25 @@ class World:
         )
         self.case_room = resp.room_id
         await self.bot.session.wait_for_room(self.case_room)
+        if not wait:
+            return self.case_room
         await until(
             lambda: self.bot.joined(self.case_room, self.counselor_id),
             what="counselor joins the case channel",
         )
         return self.case_room
 
-    async def add_client(self, pseudonym: str, *, risk: str = "low", lang: str = "en") -> str:
-        """A session room like the bridge's, joined by both, and the brief posted."""
+    async def add_client(
+        self, pseudonym: str, *, risk: str = "low", lang: str = "en", wait: bool = True
+    ) -> str:
+        """A session room like the bridge's, joined by the client (and, with
+        ``wait``, by the running app), and the brief posted."""
         client = await recorder(self.homeserver, self.tmp_path, "client")
         client_id = client.session.user_id
         resp = await self.bot.session.client.room_create(
             name="Counseling session",
             invite=[self.counselor_id, client_id],
-            initial_state=[ENCRYPTION_STATE],
+            initial_state=[ENCRYPTION_STATE, HISTORY_INVITED],
             power_level_override={
                 # As the bridge does: the creator (bot) is not listed (room v12).
                 "users": {self.counselor_id: 50, client_id: 0},
@@ -120,15 +153,22 @@ class World:
         await self.bot.session.wait_for_room(room_id)
         await until(
             lambda: (
-                self.bot.joined(room_id, self.counselor_id) and self.bot.joined(room_id, client_id)
+                self.bot.joined(room_id, client_id)
+                and (not wait or self.bot.joined(room_id, self.counselor_id))
             ),
             what="counselor and client join the session room",
         )
         self.clients[room_id] = client
-        await self.bot.session.send_text(
-            self.case_room, brief(pseudonym, room_id, risk, lang), notice=True
-        )
+        self.engagements[room_id] = len(self.engagements) + 1
+        await self.send_case("brief", room_id, brief_data(pseudonym, risk, lang))
         return room_id
+
+    async def send_case(self, kind: Kind, room_id: str | None, data: dict[str, Any]) -> str:
+        """The bot tells the counselor a case fact in the case channel."""
+        engagement = self.engagements.get(room_id or "")
+        return await self.bot.session.send(
+            self.case_room, case_content(kind, engagement, room_id, data)
+        )
 
     async def close(self) -> None:
         for c in self.clients.values():
@@ -171,3 +211,23 @@ def queue_ids(app: CounselorApp) -> list[str]:
 
     ql = app.query_one("#queue", OptionList)
     return [ql.get_option_at_index(i).id or "" for i in range(ql.option_count)]
+
+
+@asynccontextmanager
+async def counselor_app(world: World) -> AsyncIterator[tuple[CounselorApp, Any]]:
+    """The counselor signs in (the TUI's own path) and runs the app under Pilot."""
+    done = await world.connect_counselor()
+    app = make_app(world.settings, done.session, done.notes)
+    try:
+        async with app.run_test(size=(120, 36)) as pilot:
+            yield app, pilot
+    finally:
+        await done.session.close()
+
+
+async def with_client(world: World, pilot: Any, pseudonym: str) -> str:
+    """A case channel and one client, shown in the running app's queue."""
+    await world.open_case_room()
+    room = await world.add_client(pseudonym)
+    await wait_app(pilot, lambda: queue_ids(pilot.app) == [room], what="queue ready")
+    return room
