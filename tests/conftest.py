@@ -25,14 +25,14 @@ pytest_plugins = ["tests.pgkit"]
 # A missing policy text or parameter fails the test instead of rendering leniently.
 os.environ[STRICT_TEXTS_ENV] = "1"
 
-_INTEGRATION_DIRS = ("integration", "interop")
+_INTEGRATION_DIRS = ("integration", "interop", "journeys")
 _TESTS_ROOT = Path(__file__).resolve().parent
 
 MakeUser = Callable[[str], Awaitable[tuple[str, str]]]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark everything under tests/integration and tests/interop as `integration`."""
+    """Mark everything in the integration, interop and journeys folders as `integration`."""
     for item in items:
         try:
             relative = item.path.resolve().relative_to(_TESTS_ROOT)
