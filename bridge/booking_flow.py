@@ -156,7 +156,9 @@ async def reserve(
     )
     if engine.cadence is not None:
         cadence = engine.cadence
-        fx.after.append(lambda: cadence.on_booked(booking, eng, counselor))
+        # The reminders are job rows, written with the booking's messages.
+        with_room = replace(counselor, case_room_id=case_room)
+        fx.write(lambda: cadence.on_booked(booking, eng, with_room))
 
 
 async def cmd_bookings(
@@ -226,7 +228,7 @@ async def cmd_cancel(
         )
     if engine.cadence is not None:
         cadence = engine.cadence
-        fx.after.append(lambda: cadence.on_cancelled(booking.id))
+        fx.write(lambda: cadence.on_cancelled(booking.id))
 
 
 async def cmd_counselor_book(

@@ -15,6 +15,7 @@ from bridge.effects import (
 )
 from bridge.inbox import InboxItem
 from bridge.store import ClientRecord, Counselor, Engagement
+from e2ecounsel.casechannel import CaseEvent
 from e2ecounsel.domain.text import normalize_command
 
 if TYPE_CHECKING:
@@ -73,27 +74,48 @@ async def cmd_close(
     args: str,
     item: InboxItem,
 ) -> None:
+    """End the engagement with one of the four outcomes (``continue`` ends only a round).
+
+    ``continue`` is the next phase of online counseling: the round is
+    audited and nothing closes. The other three close the engagement, keep the
+    closing note sealed (the hand-over for ``face-to-face`` and ``refer``),
+    make the room read-only for both people (its history stays readable),
+    tell the counselor's app with a ``closed`` case event and ask the client
+    for a short survey.
+    """
     lang = engine.counselor_lang(counselor)
     outcome = args.split(maxsplit=1)[0].lower() if args else ""
     if outcome not in OUTCOMES:
         fx.say(item.room_id, engine.render.text(lang, "close.usage"))
         return
-    fx.write(lambda: engine.store.close_engagement(eng.id, outcome))
     note = args.split(maxsplit=1)[1].strip() if len(args.split(maxsplit=1)) > 1 else ""
     if note:
         fx.write(lambda: engine.store.set_close_note(eng.id, note))
-    fx.write(engine.audit_fn(counselor.user_id, "engagement.close", eng.id, detail=outcome))
     clang = engine.lang_of(client)
     fx.say(
         item.room_id,
         engine.render.text(clang, f"close.{OUTCOMES[outcome]}", counselor_name=counselor.name),
     )
+    if OUTCOMES[outcome] == "continue":
+        fx.write(engine.audit_fn(counselor.user_id, "engagement.continue", eng.id))
+        fx.say(item.room_id, engine.render.text(lang, "close.continued"))
+        return
+    fx.write(lambda: engine.store.close_engagement(eng.id, outcome))
+    fx.write(engine.audit_fn(counselor.user_id, "engagement.close", eng.id, detail=outcome))
     fx.say(item.room_id, engine.render.text(lang, "close.done", outcome=outcome))
+    if counselor.case_room_id:
+        fx.say(
+            counselor.case_room_id,
+            engine.render.text(lang, "case.closed", case=eng.id, outcome=outcome),
+            reader=counselor.user_id,
+            case=CaseEvent("closed", eng.id, item.room_id, {"outcome": OUTCOMES[outcome]}),
+        )
     if client is not None and client.dm_room_id:
         rec = replace(client, pending={"kind": "survey", "engagement": eng.id})
         fx.write(lambda: engine.store.save_client(rec))
         fx.say(client.dm_room_id, engine.render.text(clang, "survey.ask"))
-    fx.after.append(lambda: engine.drain_waitlist(f"close:{eng.id}"))
+    fx.follow("lock", room=item.room_id)
+    fx.follow("drain", cause=f"close:{eng.id}")
 
 
 async def cmd_risk(
@@ -144,15 +166,14 @@ async def cmd_refer(
         return
     fx.say(item.room_id, engine.render.text(lang, "refer.done", counselor_name=target.name))
     fx.write(engine.audit_fn(counselor.user_id, "engagement.refer", eng.id))
-    fx.after.append(
-        lambda: engine.switch(
-            client,
-            target_id,
-            eng.share_brief,
-            cause=item.event_id,
-            note_key="refer.client",
-            incoming_key="refer.incoming",
-        )
+    fx.follow(
+        "switch",
+        client=client.user_id,
+        target=target_id,
+        share=eng.share_brief,
+        cause=item.event_id,
+        note_key="refer.client",
+        incoming_key="refer.incoming",
     )
 
 

@@ -272,4 +272,6 @@ async def run_intake(
     fx.write(lambda: engine.store.save_client(record))
     if complete:
         fx.write(engine._audit_fn(client.user_id, "intake.complete"))
-        fx.after.append(lambda: engine.place_client(record, cause=f"place:{item.event_id}"))
+        # Placement is recorded with the last answer and the client record, so
+        # a crash right after this step cannot lose the finished intake.
+        fx.follow("place", client=client.user_id, cause=f"place:{item.event_id}")

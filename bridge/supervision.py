@@ -95,16 +95,15 @@ async def cmd_reassign(engine: Engine, fx: Effects, args: str, item: InboxItem) 
         return
     fx.say(item.room_id, engine.render.text(lang, "reassign.done", counselor_name=target.name))
     fx.write(engine.audit_fn(item.sender, "engagement.reassign", eng.id))
-    fx.after.append(
-        lambda: engine.switch(
-            client,
-            target_id,
-            eng.share_brief,
-            cause=item.event_id,
-            note_key="counselor.rematched",
-            old_notice_key="sla.reassigned_previous",
-            incoming_key="sla.reassigned_counselor",
-        )
+    fx.follow(
+        "switch",
+        client=client.user_id,
+        target=target_id,
+        share=eng.share_brief,
+        cause=item.event_id,
+        note_key="counselor.rematched",
+        old_notice_key="sla.reassigned_previous",
+        incoming_key="sla.reassigned_counselor",
     )
 
 

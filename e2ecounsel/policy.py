@@ -168,6 +168,7 @@ _CATALOG: dict[str, tuple[str, ...]] = {
     "close.continue": ("counselor_name",),
     "close.refer": ("counselor_name",),
     "close.done": ("outcome",),
+    "close.continued": (),
     "close.usage": (),
     "survey.ask": (),
     "survey.invalid": (),
@@ -191,7 +192,10 @@ _CATALOG: dict[str, tuple[str, ...]] = {
     "session.room_name": (),
     "case.room_name": (),
     "case.welcome": (),
+    "case.released": ("case",),
+    "case.closed": ("case", "outcome"),
     "brief.new": (
+        "case",
         "pseudonym",
         "language",
         "country",
@@ -204,7 +208,7 @@ _CATALOG: dict[str, tuple[str, ...]] = {
     "brief.screening_line": ("instrument_title", "score", "severity"),
     "brief.screening_skipped": ("instrument_title",),
     "brief.critical": ("instrument_title", "item", "answer"),
-    "brief.not_shared": ("room_link",),
+    "brief.not_shared": ("room_link", "case"),
     # Pages (content-free) and supervisors
     "page.crisis": ("room_link",),
     "page.urgent": ("room_link",),

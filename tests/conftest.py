@@ -17,7 +17,7 @@ import pytest_asyncio
 
 from e2ecounsel.homeserver import EmbeddedHomeserver, free_port
 
-_INTEGRATION_DIRS = ("integration", "interop")
+_INTEGRATION_DIRS = ("integration", "interop", "journeys")
 _TESTS_ROOT = Path(__file__).resolve().parent
 
 MakeUser = Callable[[str], Awaitable[tuple[str, str]]]
