@@ -10,7 +10,7 @@ import secrets
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +19,15 @@ from bridge.store import BridgeStore
 from e2ecounsel.sealing import Sealer
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+async def poll(check: Callable[[], Awaitable[bool]], *, timeout: float = 60.0, what: str) -> None:
+    """Wait until the async ``check()`` holds; fail with ``what`` after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
 
 
 @dataclass

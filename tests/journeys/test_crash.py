@@ -28,7 +28,7 @@ from tests.integration.bridgekit import (
     walk_intake,
 )
 from tests.integration.matrixkit import Recorder, until
-from tests.journeys.conftest import BotProcess
+from tests.journeys.conftest import BotProcess, poll
 
 PLACEMENT = [
     ("committed:place", 1),  # the last intake answer and the placement job committed
@@ -74,15 +74,6 @@ def other_rooms(who: Recorder, bot_id: str, but: set[str]) -> list[str]:
         for room_id, room in who.session.client.rooms.items()
         if room_id not in but and bot_id in room.users
     ]
-
-
-async def poll(check, *, timeout: float = 60.0, what: str) -> None:
-    """Wait until the async ``check()`` holds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.3)
 
 
 def count(who: Recorder, room_id: str, bot_id: str, want) -> int:

@@ -1,0 +1,152 @@
+"""The client's first words, and endings that end: real Synapse, real bridge, real E2EE
+clients on both sides.
+
+- A client who writes before the counselor accepted the invitation is read: the
+  counselor's client decrypts it once they join, and it counts as awaiting.
+- A closed session room is read-only for both people, its history readable.
+- ``!close continue`` keeps the engagement open: the client keeps writing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from e2ecounsel.errors import MatrixError
+from tests.integration.bridgekit import (
+    BotEnv,
+    Seated,
+    bot_event_ids,
+    counselor_record,
+    fetch_event,
+    make_bot,
+    person,
+    seat_client,
+    text,
+)
+from tests.integration.matrixkit import Recorder, until
+from tests.journeys.conftest import poll
+
+
+@pytest.fixture
+async def bot(homeserver, tmp_path) -> AsyncIterator[BotEnv]:
+    env = await make_bot(homeserver, tmp_path)
+    await env.start()
+    yield env
+    await env.stop()
+
+
+@pytest.fixture
+async def people(homeserver, user_factory, tmp_path) -> AsyncIterator[list[Recorder]]:
+    made: list[Recorder] = []
+    yield made
+    for who in made:
+        await who.close()
+
+
+async def hire(env: BotEnv, who: Recorder, name: str) -> None:
+    assert env.bridge is not None
+    await env.bridge.store.add_counselor(counselor_record(who.session.user_id, name))
+
+
+async def seated_pair(
+    env: BotEnv, homeserver, user_factory, tmp_path, made: list[Recorder], *, join: bool = True
+) -> tuple[Recorder, Seated]:
+    counselor = await person(homeserver, user_factory, tmp_path, "ana")
+    counselor.auto_join = join
+    client = await person(homeserver, user_factory, tmp_path, "client")
+    made += [counselor, client]
+    await hire(env, counselor, "Ana")
+    seated = await seat_client(env, client, "Ana")
+    if join:
+        await until(
+            lambda: counselor.joined(seated.room.room_id, counselor.session.user_id),
+            what="the counselor joins",
+        )
+    return counselor, seated
+
+
+async def test_words_written_before_the_counselor_joined_are_read_and_awaited(
+    bot, homeserver, user_factory, tmp_path, people
+) -> None:
+    counselor, seated = await seated_pair(
+        bot, homeserver, user_factory, tmp_path, people, join=False
+    )
+    room_id = seated.room.room_id
+    assert bot.bridge is not None
+    store = bot.bridge.store
+    assert counselor.session.user_id in seated.client.session.client.rooms[room_id].invited_users
+    first_words = "I have not slept for days and I do not know who to talk to"
+    await seated.room.send(first_words)
+
+    async def awaiting() -> int | None:
+        eng = await store.engagement_by_room(room_id)
+        return eng.awaiting_since if eng else None
+
+    async def counted() -> bool:
+        return await awaiting() is not None
+
+    await poll(counted, what="the message counts as awaiting while the counselor is invited")
+    since = await awaiting()
+
+    await counselor.session.client.join(room_id)
+    await until(
+        lambda: first_words in counselor.bodies(room_id, sender=seated.user_id),
+        timeout=30,
+        what="the counselor decrypts what was written before they joined",
+    )
+    assert not [e for e in counselor.undecryptable if e[0] == room_id]
+    assert await awaiting() == since, "still awaiting: nobody answered yet"
+
+
+async def test_a_closed_room_is_read_only_for_both_and_stays_readable(
+    bot, homeserver, user_factory, tmp_path, people
+) -> None:
+    counselor, seated = await seated_pair(bot, homeserver, user_factory, tmp_path, people)
+    room_id = seated.room.room_id
+    await seated.room.send("thank you for everything")
+    await counselor.session.send_text(room_id, "!close resolved")
+    await seated.room.expect(text("en", "close.resolved", counselor_name="Ana"))
+    assert bot.bridge is not None
+    eng = await bot.bridge.store.engagement_by_room(room_id)
+    assert eng is not None and eng.status == "closed"
+    await until(
+        lambda: any(f"Case {eng.id} is closed" in b for b in counselor.bodies()),
+        what="the closed case event in the case channel",
+    )
+
+    async def locked() -> bool:
+        status, levels = await seated.client.session.raw(
+            "GET", f"/_matrix/client/v3/rooms/{room_id}/state/m.room.power_levels/"
+        )
+        return status == 200 and levels.get("events_default") == 100
+
+    await poll(locked, what="the closed room becomes read-only")
+    for who in (seated.client, counselor):
+        with pytest.raises(MatrixError):
+            await who.session.send_text(room_id, "is anyone still here?")
+    # The history stays readable for both.
+    intro = bot_event_ids(seated.client, room_id, bot.user_id)[0]
+    for who in (seated.client, counselor):
+        assert (await fetch_event(who, room_id, intro)).get("content")
+
+
+async def test_close_continue_keeps_the_engagement_open(
+    bot, homeserver, user_factory, tmp_path, people
+) -> None:
+    counselor, seated = await seated_pair(bot, homeserver, user_factory, tmp_path, people)
+    room_id = seated.room.room_id
+    await counselor.session.send_text(room_id, "!close continue next round online")
+    await seated.room.expect(text("en", "close.continue", counselor_name="Ana"))
+    assert bot.bridge is not None
+    store = bot.bridge.store
+    eng = await store.engagement_by_room(room_id)
+    assert eng is not None and eng.status == "active" and eng.outcome is None
+    assert (await store.current_engagement(seated.user_id)) == eng
+    await seated.room.send("so we go on, good")
+    await until(
+        lambda: "so we go on, good" in counselor.bodies(room_id, sender=seated.user_id),
+        what="the counselor reads the client after continue",
+    )
+    assert not seated.dm.bot_messages()[-1] == text("en", "survey.ask"), "no survey yet"
