@@ -19,6 +19,7 @@ from bridge import rooms
 from bridge.bookings import Booking, Bookings, parse_days_off
 from bridge.scheduler import DurableScheduler, Job, Message
 from bridge.store import ABOUT, ClientRecord, Counselor, Engagement
+from e2ecounsel.casechannel import CaseEvent, attach
 from e2ecounsel.domain.cadence import ReplyWindows, next_window
 
 if TYPE_CHECKING:
@@ -233,7 +234,10 @@ class Cadence:
             hours=self._fmt_hours(self.policy.service.sla_hours),
             room_link=rooms.room_link(eng.room_id),
         )
-        return [(job.target, {**notice(body), ABOUT: eng.client_id})]
+        fact = CaseEvent(
+            "reminder", eng.id, eng.room_id, {"reason": "sla", "since_ms": eng.awaiting_since}
+        )
+        return [(job.target, attach({**notice(body), ABOUT: eng.client_id}, fact))]
 
     async def fire_sla_offer(self, job: Job, now: datetime) -> Sequence[Message]:
         waiting = await self._still_waiting(job)
@@ -290,7 +294,21 @@ class Cadence:
                     room_link=rooms.room_link(e.room_id or ""),
                 )
             )
-        return [(job.target, notice("\n".join(lines)))]
+        fact = CaseEvent(
+            "digest",
+            data={
+                "waiting": [
+                    {
+                        "engagement": e.id,
+                        "room": e.room_id,
+                        "since_ms": e.awaiting_since,
+                        "risk": e.risk,
+                    }
+                    for e in waiting
+                ]
+            },
+        )
+        return [(job.target, attach(notice("\n".join(lines)), fact))]
 
     async def fire_booking_remind(self, job: Job, now: datetime) -> Sequence[Message]:
         booking = await self.bookings.get(int(job.payload["booking"]))
@@ -323,7 +341,13 @@ class Cadence:
                 when=self.when(booking.starts_at, tz),
                 room_link=rooms.room_link(eng.room_id),
             ) + self._late(lang, job, now, tz)
-            return [(job.target, {**notice(body), ABOUT: eng.client_id})]
+            fact = CaseEvent(
+                "reminder",
+                eng.id,
+                eng.room_id,
+                {"reason": "booking", "booking": booking.id, "due": booking.starts_at.isoformat()},
+            )
+            return [(job.target, attach({**notice(body), ABOUT: eng.client_id}, fact))]
         return [(job.target, notice(body))]
 
     async def fire_booking_start(self, job: Job, now: datetime) -> Sequence[Message]:

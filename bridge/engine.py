@@ -91,6 +91,7 @@ class Engine:
             ("drain", self._follow_drain),
             ("sla", self._follow_sla),
             ("lock", self._follow_lock),
+            ("reinvite", self._follow_reinvite),
             ("erase.room", self._follow_erase_room),
             ("erase.about", self._follow_erase_about),
         ):
@@ -268,6 +269,12 @@ class Engine:
     async def _follow_lock(self, payload: dict[str, Any]) -> None:
         """A closed engagement's room becomes read-only (its history stays readable)."""
         await rooms.make_read_only(self.session, str(payload["room"]))
+
+    async def _follow_reinvite(self, payload: dict[str, Any]) -> None:
+        """Invite a client back into their session room if they left it."""
+        room_id, client_id = str(payload["room"]), str(payload["client"])
+        if (await rooms.members(self.session, room_id)).get(client_id) == "leave":
+            await rooms.invite(self.session, room_id, client_id)
 
     async def _follow_sla(self, payload: dict[str, Any]) -> None:
         eng = await self.store.engagement_by_room(str(payload["room"]))

@@ -10,17 +10,23 @@ clients on both sides.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
+from bridge.app import Bridge
 from e2ecounsel.errors import MatrixError
+from e2ecounsel.policy import ConsentText
+from e2ecounsel.sealing import Sealer
 from tests.integration.bridgekit import (
+    POLICY,
     BotEnv,
     Seated,
     bot_event_ids,
     counselor_record,
     fetch_event,
     make_bot,
+    membership,
     person,
     seat_client,
     text,
@@ -111,10 +117,6 @@ async def test_a_closed_room_is_read_only_for_both_and_stays_readable(
     assert bot.bridge is not None
     eng = await bot.bridge.store.engagement_by_room(room_id)
     assert eng is not None and eng.status == "closed"
-    await until(
-        lambda: any(f"Case {eng.id} is closed" in b for b in counselor.bodies()),
-        what="the closed case event in the case channel",
-    )
 
     async def locked() -> bool:
         status, levels = await seated.client.session.raw(
@@ -130,6 +132,10 @@ async def test_a_closed_room_is_read_only_for_both_and_stays_readable(
     intro = bot_event_ids(seated.client, room_id, bot.user_id)[0]
     for who in (seated.client, counselor):
         assert (await fetch_event(who, room_id, intro)).get("content")
+    await until(
+        lambda: any(f"Case {eng.id} is closed" in b for b in counselor.bodies()),
+        what="the closed case event in the case channel",
+    )
 
 
 async def test_close_continue_keeps_the_engagement_open(
@@ -150,3 +156,55 @@ async def test_close_continue_keeps_the_engagement_open(
         what="the counselor reads the client after continue",
     )
     assert not seated.dm.bot_messages()[-1] == text("en", "survey.ask"), "no survey yet"
+
+
+async def test_a_client_who_left_the_session_room_is_invited_back_when_they_write(
+    bot, homeserver, user_factory, tmp_path, people
+) -> None:
+    counselor, seated = await seated_pair(bot, homeserver, user_factory, tmp_path, people)
+    room_id = seated.room.room_id
+    seated.client.auto_join = False
+    await seated.client.session.client.room_leave(room_id)
+
+    async def member(state: str) -> bool:
+        return await membership(counselor, room_id, seated.user_id) == state
+
+    await poll(lambda: member("leave"), what="the client has left")
+    await seated.dm.send("status")
+    await seated.dm.expect(
+        lambda b: b.startswith(
+            text(
+                "en",
+                "status.active",
+                counselor_name="Ana",
+                credentials="M.Psi., Psikolog, SIPP 1234-56",
+            )[:30]
+        )
+    )
+    await poll(lambda: member("invite"), what="the client is invited back")
+
+
+async def test_a_changed_consent_is_asked_again_during_counseling(
+    bot, homeserver, user_factory, tmp_path, people
+) -> None:
+    counselor, seated = await seated_pair(bot, homeserver, user_factory, tmp_path, people)
+    old = POLICY.consent["en"]
+    changed = replace(
+        POLICY,
+        consent={
+            **POLICY.consent,
+            "en": ConsentText(old.text + "\n\nUpdated.", "v2" + old.version[2:]),
+        },
+    )
+    await bot.stop()
+    bot.bridge = Bridge(bot.config(), Sealer(bot.key), policy=changed, tick_seconds=0.5)
+    await bot.bridge.start()
+    await seated.dm.send("status")
+    await seated.dm.expect(lambda b: "Updated." in b)
+    await seated.dm.send("agree")
+    await seated.dm.send("status")
+    await seated.dm.expect(lambda b: "Ana" in b)
+    eng = await bot.bridge.store.current_engagement(seated.user_id)
+    client = await bot.bridge.store.get_client(seated.user_id)
+    assert eng is not None and eng.status == "active"
+    assert client is not None and client.consent_version == changed.consent["en"].version
