@@ -191,7 +191,7 @@ class Engine:
         """After intake: open an engagement and match it, or put it on the waitlist.
 
         Resumable: an engagement already open is reused, and one whose room
-        was being created (see :meth:`_ensure_room`) goes to the counselor
+        was being created (see :meth:`ensure_room`) goes to the counselor
         chosen then, so a crash half-way never yields a second room.
         """
         async with self._match_lock:
@@ -316,7 +316,7 @@ class Engine:
     async def _create_case_room(self, counselor: Counselor) -> str:
         lang = self.counselor_lang(counselor)
         purpose = f"case:{counselor.user_id}"
-        room_id = await self._ensure_room(
+        room_id = await self.ensure_room(
             purpose,
             counselor.user_id,
             rooms.private_room_body(
@@ -332,14 +332,17 @@ class Engine:
         self.crash_point("case_room.recorded")
         return room_id
 
-    async def _ensure_room(self, purpose: str, counselor_id: str, body: dict[str, Any]) -> str:
+    async def ensure_room(self, purpose: str, counselor_id: str, body: dict[str, Any]) -> str:
         """The room for ``purpose``: found again after a crash, else created (once).
 
         The request is committed before the homeserver is asked; a request
         that was tried before may have created a room whose answer was lost,
         so the bot's rooms are searched for the purpose marker first.
         """
-        request = await self.store.request_room(purpose, counselor_id)
+        async with self.store.transaction():
+            request = await self.store.request_room(purpose, counselor_id)
+            if request.room_id is None:
+                await self.store.room_attempted(purpose)
         if request.room_id is not None:
             return request.room_id
         if request.attempted_at is not None:
@@ -348,7 +351,6 @@ class Engine:
                 logger.info("found the room of an interrupted creation again")
                 await self.store.room_created(purpose, found)
                 return found
-        await self.store.room_attempted(purpose)
         self.crash_point("room.requested")
         room_id = await rooms.create_room(self.session, body, purpose)
         self.crash_point("room.created")
@@ -478,7 +480,7 @@ class Engine:
         assert counselor is not None
         lang = self.lang_of(client)
         purpose = f"engagement:{eng.id}"
-        room_id = await self._ensure_room(
+        room_id = await self.ensure_room(
             purpose,
             counselor.user_id,
             rooms.session_room_body(
@@ -553,9 +555,12 @@ class Engine:
                 c = await self.store.get_client(e.client_id)
                 if c is None:
                     continue
-                requested = await self._requested_counselor(e)
+                request = await self.store.room_request(f"engagement:{e.id}")
+                if request is not None and request.attempted_at is None:
+                    continue  # a switch's own follow-up places it, with its texts
+                requested = await self._requested_counselor(e) if request else None
                 if requested is not None:
-                    # Its room was being created (a switch, a crash): finish that.
+                    # Its room was being created when the bridge stopped: finish that.
                     await self.assign(e, c, requested, cause=f"{cause}:{e.id}")
                     continue
                 clients[e.client_id] = (c, e)
@@ -759,7 +764,7 @@ class Engine:
                 case=CaseEvent("released", int(payload["engagement"]), room_id),
             )
         await self.commit(fx, None)
-        await rooms.kick(self.session, room_id, counselor_id, "switch")
+        await rooms.kick(self.session, room_id, counselor_id)
         self.crash_point("retire.kicked")
 
     async def erase(self, fx: Effects, client: ClientRecord, item: InboxItem) -> None:
@@ -841,7 +846,7 @@ class Engine:
                 if user_id in (self.bot, payload.get("client")):
                     continue
                 if membership in ("join", "invite"):
-                    await rooms.kick(self.session, room_id, user_id, "erasure")
+                    await rooms.kick(self.session, room_id, user_id)
                     self.crash_point("erase.kicked")
         await self.store.forget_room(room_id)
         await rooms.leave(self.session, room_id)

@@ -200,14 +200,17 @@ async def members(session: MatrixSession, room_id: str) -> dict[str, str]:
     return out
 
 
-async def kick(session: MatrixSession, room_id: str, user_id: str, reason: str) -> None:
-    """Remove ``user_id`` (joined or invited); nothing to do if they are gone already."""
+async def kick(session: MatrixSession, room_id: str, user_id: str) -> None:
+    """Remove ``user_id`` (joined or invited); nothing to do if they are gone already.
+
+    No reason is given: a membership event is not encrypted.
+    """
     if (await members(session, room_id)).get(user_id) not in ("join", "invite"):
         return
     status, answer = await session.raw(
         "POST",
         f"/_matrix/client/v3/rooms/{quote(room_id)}/kick",
-        {"user_id": user_id, "reason": reason},
+        {"user_id": user_id},
     )
     if status != 200:
         raise MatrixError(f"removing a member: {status}")
@@ -225,7 +228,7 @@ async def invite(session: MatrixSession, room_id: str, user_id: str) -> None:
 async def redact(session: MatrixSession, room_id: str, event_id: str, txn_id: str) -> None:
     """Redact one of the bot's events (a repeated ``txn_id`` is dropped by the homeserver)."""
     path = f"/_matrix/client/v3/rooms/{quote(room_id)}/redact/{quote(event_id)}/{quote(txn_id)}"
-    status, answer = await session.raw("PUT", path, {"reason": "erasure"})
+    status, answer = await session.raw("PUT", path, {})
     if status not in (200, 403, 404):
         raise MatrixError(f"redacting: {status}")
     if status != 200:

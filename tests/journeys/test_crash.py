@@ -167,7 +167,7 @@ async def placement_killed_at(
     placed.append(Placed(client, counselor, dm, name, eng.id, eng.room_id, c.case_room_id))
 
 
-async def erasure_killed_at(bot: BotProcess, p: Placed, point: str, nth: int) -> None:
+async def erasure_killed_at(bot: BotProcess, p: Placed, point: str, nth: int, tally: Tally) -> None:
     bot_id = bot.user_id
     cid, coid = p.client.session.user_id, p.counselor.session.user_id
     await bot.start()
@@ -187,7 +187,16 @@ async def erasure_killed_at(bot: BotProcess, p: Placed, point: str, nth: int) ->
         )
 
     await poll(erased, what=f"the erasure after a kill at {point} #{nth}")
+    released = text("en", "case.released", case=p.engagement)
+    await until(
+        lambda: released in p.counselor.bodies(p.case_room, sender=bot_id),
+        what="the counselor's app is told to drop the client",
+    )
+    await asyncio.sleep(1)
     await bot.stop()
+    copies = p.counselor.bodies(p.case_room, sender=bot_id).count(released)
+    tally.duplicate_messages += max(copies - 1, 0)
+    assert copies == 1, (point, nth, copies)
     in_room = bot_event_ids(p.client, p.room_id, bot_id)
     in_dm = bot_event_ids(p.client, p.dm.room_id, bot_id)
     briefs = [
@@ -226,7 +235,7 @@ async def test_kill_9_at_every_step_of_placement_and_erasure(
                 bot, homeserver, user_factory, tmp_path, n, point, nth, placed, made, tally
             )
         for k, (point, nth) in enumerate(ERASURE):
-            await erasure_killed_at(bot, placed[k], point, nth)
+            await erasure_killed_at(bot, placed[k], point, nth, tally)
     finally:
         await bot.stop()
         for who in made:
