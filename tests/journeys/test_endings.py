@@ -13,8 +13,10 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
+from nio import MatrixRoom, RoomMessageNotice, RoomMessageText
 
 from bridge.app import Bridge
+from e2ecounsel import casechannel
 from e2ecounsel.errors import MatrixError
 from e2ecounsel.policy import ConsentText
 from e2ecounsel.sealing import Sealer
@@ -33,6 +35,9 @@ from tests.integration.bridgekit import (
 )
 from tests.integration.matrixkit import Recorder, until
 from tests.journeys.conftest import poll
+
+#: What each counselor's app reads in the case channel: the machine-readable facts.
+FACTS: dict[str, list[casechannel.CaseEvent]] = {}
 
 
 @pytest.fixture
@@ -61,6 +66,14 @@ async def seated_pair(
 ) -> tuple[Recorder, Seated]:
     counselor = await person(homeserver, user_factory, tmp_path, "ana")
     counselor.auto_join = join
+    facts = FACTS.setdefault(counselor.session.user_id, [])
+
+    async def on_message(room: MatrixRoom, event: RoomMessageText | RoomMessageNotice) -> None:
+        fact = casechannel.parse(event.source.get("content", {}))
+        if fact is not None and event.sender == env.user_id:
+            facts.append(fact)
+
+    counselor.session.add_event_callback(on_message, (RoomMessageText, RoomMessageNotice))
     client = await person(homeserver, user_factory, tmp_path, "client")
     made += [counselor, client]
     await hire(env, counselor, "Ana")
@@ -136,6 +149,16 @@ async def test_a_closed_room_is_read_only_for_both_and_stays_readable(
         lambda: any(f"Case {eng.id} is closed" in b for b in counselor.bodies()),
         what="the closed case event in the case channel",
     )
+    facts = FACTS[counselor.session.user_id]
+    await until(lambda: any(f.kind == "closed" for f in facts), what="the closed fact")
+    brief = next(f for f in facts if f.kind == "brief")
+    assert (brief.engagement, brief.room) == (eng.id, room_id)
+    assert brief.data["case"] == eng.id and brief.data["shared"] is True
+    assert brief.data["pseudonym"] == "Rain" and brief.data["language"] == "en"
+    assert [e["instrument"] for e in brief.data["screening"]] == ["phq9", "gad7"]
+    assert brief.data["risk"] == "low" and brief.data["critical"] == []
+    closed = next(f for f in facts if f.kind == "closed")
+    assert (closed.engagement, closed.data) == (eng.id, {"outcome": "resolved"})
 
 
 async def test_close_continue_keeps_the_engagement_open(
