@@ -72,6 +72,7 @@ def test_case_reader_reads_the_bridge_texts_in_every_language(lang):
     body = POLICY.text(
         lang,
         "brief.new",
+        case=7,
         pseudonym="[red]Rain",
         language=lang,
         country="ID",

@@ -26,6 +26,7 @@ def brief(pseudonym: str, room_id: str, risk: str = "low", lang: str = "en") -> 
     return POLICY.text(
         lang,
         "brief.new",
+        case=7,
         pseudonym=pseudonym,
         language=lang,
         country="Indonesia",
