@@ -128,3 +128,22 @@ async def test_a_done_follow_up_keeps_no_payload(store) -> None:
     await work.commit(fx, None)
     rows = await store.db.fetchall("SELECT status, payload FROM followups")
     assert [(r["status"], r["payload"]) for r in rows] == [("done", None)]
+
+
+async def test_the_follow_up_is_written_inside_the_steps_transaction(store) -> None:
+    seen: list[int] = []
+
+    async def mark_done(event_id: str) -> None:
+        # Called inside the step's transaction, after its writes and follow-ups.
+        seen.append(await store.pending_followups())
+
+    work = Work(store, txn_id=txn_id, mark_done=mark_done, crash_point=_crash)
+    fx = Effects("event-1")
+    fx.follow("place", client="@c:x")
+    with pytest.raises(Crash):
+        await work.commit(fx, "event-1")
+    assert seen == [1]
+
+
+def _crash(point: str) -> None:
+    raise Crash
