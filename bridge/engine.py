@@ -751,17 +751,21 @@ class Engine:
         fx = Effects(str(payload["cause"]))
         if payload.get("moved") and client is not None:
             fx.say(room_id, self.render.text(self.lang_of(client), "switch.old_room"))
-        notice_key = payload.get("notice_key")
-        if notice_key is not None and counselor is not None and counselor.case_room_id:
+        # Without a notice of its own the counselor is still told (and their
+        # app drops the client): a referral, a re-match after a roster change.
+        notice_key = payload.get("notice_key") or "case.handed_over"
+        engagement = int(payload["engagement"])
+        if counselor is not None and counselor.case_room_id:
             fx.say(
                 counselor.case_room_id,
                 self.render.text(
                     self.counselor_lang(counselor),
                     str(notice_key),
                     room_link=rooms.room_link(room_id),
+                    case=engagement,
                 ),
                 reader=counselor.user_id,
-                case=CaseEvent("released", int(payload["engagement"]), room_id),
+                case=CaseEvent("released", engagement, room_id),
             )
         await self.commit(fx, None)
         await rooms.kick(self.session, room_id, counselor_id)

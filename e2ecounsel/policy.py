@@ -193,6 +193,7 @@ _CATALOG: dict[str, tuple[str, ...]] = {
     "case.room_name": (),
     "case.welcome": (),
     "case.released": ("case",),
+    "case.handed_over": ("case", "room_link"),
     "case.closed": ("case", "outcome"),
     "brief.new": (
         "case",
