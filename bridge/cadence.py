@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: How long a finished follow-up row is kept (it holds no payload, only its key).
+FOLLOWUPS_KEPT = timedelta(days=7)
+
 # Where a country's clients most likely are, to show times in their zone.
 COUNTRY_ZONES = {
     "ID": "Asia/Jakarta",
@@ -374,6 +377,8 @@ class Cadence:
     async def fire_retention(self, job: Job, now: datetime) -> Sequence[Message]:
         purged = await self.purge(now)
         logger.info("retention: %d closed engagement record(s) purged", purged)
+        done = await self.store.purge_followups(FOLLOWUPS_KEPT)
+        logger.info("retention: %d finished follow-up(s) forgotten", done)
         nxt = (now + timedelta(days=1)).replace(hour=3, minute=0, second=0, microsecond=0)
         await self.scheduler.schedule(
             "retention.purge", nxt, "system", key=f"retention:{nxt:%Y-%m-%d}"

@@ -776,6 +776,14 @@ class BridgeStore:
             (iso(self._clock() + delay), followup_id),
         )
 
+    async def purge_followups(self, older_than: timedelta) -> int:
+        """Forget follow-ups done before ``now - older_than`` (their steps are marked handled)."""
+        result = await self.db.execute(
+            "DELETE FROM followups WHERE status = 'done' AND done_at < ?",
+            (iso(self._clock() - older_than),),
+        )
+        return result.rowcount
+
     async def pending_followups(self) -> int:
         return int(
             await self.db.fetchval("SELECT COUNT(*) FROM followups WHERE status = 'pending'") or 0

@@ -147,3 +147,22 @@ async def test_the_follow_up_is_written_inside_the_steps_transaction(store) -> N
 
 def _crash(point: str) -> None:
     raise Crash
+
+
+async def test_finished_follow_ups_are_forgotten_after_a_week(store) -> None:
+    work = Work(store, txn_id=txn_id)
+    work.handle("sla", recorder([]))
+    for n in range(2):
+        fx = Effects(f"event-{n}")
+        fx.follow("sla", room="!r:x")
+        await work.commit(fx, None)
+    fx = Effects("event-late")
+    fx.follow("unknown-kind", room="!r:x")
+    await work.commit(fx, None)  # no handler: stays pending, never purged
+    clock = store._clock
+    assert isinstance(clock, Clock)
+    clock.now += timedelta(days=6)
+    assert await store.purge_followups(timedelta(days=7)) == 0
+    clock.now += timedelta(days=2)
+    assert await store.purge_followups(timedelta(days=7)) == 2
+    assert await store.pending_followups() == 1
