@@ -231,3 +231,37 @@ async def test_a_changed_consent_is_asked_again_during_counseling(
     client = await bot.bridge.store.get_client(seated.user_id)
     assert eng is not None and eng.status == "active"
     assert client is not None and client.consent_version == changed.consent["en"].version
+
+
+async def test_after_a_switch_words_written_before_the_new_counselor_joined_are_read(
+    bot, homeserver, user_factory, tmp_path, people
+) -> None:
+    ana, seated = await seated_pair(bot, homeserver, user_factory, tmp_path, people)
+    budi = await person(homeserver, user_factory, tmp_path, "budi")
+    budi.auto_join = False
+    people.append(budi)
+    await hire(bot, budi, "Budi")
+    await seated.dm.send("switch")
+    await seated.dm.expect(lambda b: "1. Budi" in b)
+    await seated.dm.send("1")
+    await seated.dm.expect(lambda b: "intake summary" in b)
+    await seated.dm.send("yes")
+    await seated.dm.expect(text("en", "switch.done", counselor_name="Budi"))
+    assert bot.bridge is not None
+    eng = await bot.bridge.store.current_engagement(seated.user_id)
+    assert eng is not None and eng.counselor_id == budi.session.user_id and eng.room_id
+    room_id = eng.room_id
+    await until(lambda: seated.client.joined(room_id, seated.user_id), what="new room joined")
+    words = "starting over with someone new feels strange"
+    await seated.client.session.send_text(room_id, words)
+
+    async def counted() -> bool:
+        fresh = await bot.bridge.store.engagement_by_room(room_id)  # type: ignore[union-attr]
+        return fresh is not None and fresh.awaiting_since is not None
+
+    await poll(counted, what="the message counts as awaiting")
+    await budi.session.client.join(room_id)
+    await until(
+        lambda: words in budi.bodies(room_id, sender=seated.user_id),
+        what="the new counselor decrypts what was written before they joined",
+    )
