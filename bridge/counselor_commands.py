@@ -92,8 +92,9 @@ async def cmd_close(
     if note:
         fx.write(lambda: engine.store.set_close_note(eng.id, note))
     clang = engine.lang_of(client)
+    session_room = eng.room_id or item.room_id  # the client's room, wherever the command came
     fx.say(
-        item.room_id,
+        session_room,
         engine.render.text(clang, f"close.{OUTCOMES[outcome]}", counselor_name=counselor.name),
     )
     if OUTCOMES[outcome] == "continue":
@@ -108,13 +109,13 @@ async def cmd_close(
             counselor.case_room_id,
             engine.render.text(lang, "case.closed", case=eng.id, outcome=outcome),
             reader=counselor.user_id,
-            case=CaseEvent("closed", eng.id, item.room_id, {"outcome": OUTCOMES[outcome]}),
+            case=CaseEvent("closed", eng.id, session_room, {"outcome": OUTCOMES[outcome]}),
         )
     if client is not None and client.dm_room_id:
         rec = replace(client, pending={"kind": "survey", "engagement": eng.id})
         fx.write(lambda: engine.store.save_client(rec))
         fx.say(client.dm_room_id, engine.render.text(clang, "survey.ask"))
-    fx.follow("lock", room=item.room_id)
+    fx.follow("lock", room=session_room)
     fx.follow("drain", cause=f"close:{eng.id}")
 
 
