@@ -36,6 +36,7 @@ from bridge.cadence import Cadence
 from bridge.effects import AWAIT_JOIN, PLAINTEXT_OK, message_content, txn_id
 from bridge.engine import Engine
 from bridge.inbox import Inbox, InboxItem
+from bridge.kernel.work import CrashPoint, no_crash
 from bridge.scheduler import DurableScheduler
 from bridge.store import BridgeStore
 from e2ecounsel.config import BridgeConfig
@@ -78,8 +79,10 @@ class Bridge:
         policy: Policy | None = None,
         tick_seconds: float = TICK_SECONDS,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        crash_point: CrashPoint = no_crash,
     ) -> None:
         self.config = config
+        self.crash_point = crash_point
         self.clock = clock
         self.sealer = sealer
         self.policy = policy or load_policy(config.policies_dir)
@@ -143,7 +146,7 @@ class Bridge:
             mark_done=self.inbox.done,
             flush=self.flush,
             clock=self.clock,
-            trust=self.trust,
+            crash_point=self.crash_point,
         )
         self.scheduler = DurableScheduler(
             self.store, misfire=self.policy.service.misfire, clock=self.clock, flush=self.flush
@@ -168,6 +171,8 @@ class Bridge:
         # policy; then the alarm is armed from the database.
         await self.cadence.plan_all(self.clock())
         await self.scheduler.start()
+        # Follow-ups a crash interrupted (placements, rooms, erasures) resume now.
+        self.background(self.engine.work.run(), name="followups:start")
         self._ticker = asyncio.create_task(self._tick(), name="bridge-tick")
         return BridgeStatus(
             self.session.user_id,
@@ -252,6 +257,7 @@ class Bridge:
             try:
                 await self.flush()
                 assert self.engine is not None
+                await self.engine.work.run()
                 await supervision.rematch_orphans(self.engine)
                 await supervision.keep_supervisors_room(
                     self.engine, manage=not self._configured_supervisors
@@ -407,9 +413,10 @@ class Bridge:
     async def _reader_joined(self, room_id: str, user_id: str) -> bool | None:
         """True once ``user_id`` joined ``room_id``; None while invited (or unsure); False if gone.
 
-        The bot's rooms keep history from the join on (``history_visibility:
-        joined``), so a message sent before its reader accepts the invite is
-        lost to them; it waits instead, and their join triggers a flush. With
+        The bot's rooms keep history from the invitation on, but room keys go
+        only to the devices a reader has when the message is sent (see
+        ``AWAIT_JOIN``); the message waits instead, and their join triggers a
+        flush. With
         lazy-loaded members the sync may not name the reader at all; then the
         member state is asked for once.
         """
@@ -479,4 +486,5 @@ class Bridge:
             except Exception:
                 logger.exception("sending to %s failed; will retry", item.room_id)
                 return
+            self.crash_point("sent")
             await self.store.mark_sent(item.txn_id, event_id)

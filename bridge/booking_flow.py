@@ -159,7 +159,9 @@ async def reserve(
     )
     if engine.cadence is not None:
         cadence = engine.cadence
-        fx.after.append(lambda: cadence.on_booked(booking, eng, counselor))
+        # The reminders are job rows, written with the booking's messages.
+        with_room = replace(counselor, case_room_id=case_room)
+        fx.write(lambda: cadence.on_booked(booking, eng, with_room))
 
 
 def booking_fact(eng: Engagement, booking_id: int, start: datetime, status: str) -> CaseEvent:
@@ -242,7 +244,7 @@ async def cmd_cancel(
         )
     if engine.cadence is not None:
         cadence = engine.cadence
-        fx.after.append(lambda: cadence.on_cancelled(booking.id))
+        fx.write(lambda: cadence.on_cancelled(booking.id))
 
 
 async def answer_in_session(

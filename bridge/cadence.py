@@ -20,12 +20,16 @@ from bridge.bookings import Booking, Bookings, parse_days_off
 from bridge.effects import message_content
 from bridge.scheduler import DurableScheduler, Job, Message
 from bridge.store import ABOUT, ClientRecord, Counselor, Engagement
+from e2ecounsel.casechannel import CaseEvent, attach
 from e2ecounsel.domain.cadence import ReplyWindows, next_window
 
 if TYPE_CHECKING:
     from bridge.engine import Engine
 
 logger = logging.getLogger(__name__)
+
+#: How long a finished follow-up row is kept (it holds no payload, only its key).
+FOLLOWUPS_KEPT = timedelta(days=7)
 
 # Where a country's clients most likely are, to show times in their zone.
 COUNTRY_ZONES = {
@@ -243,7 +247,11 @@ class Cadence:
             hours=self._fmt_hours(self.policy.service.sla_hours),
             room_link=rooms.room_link(eng.room_id),
         )
-        return [(job.target, {**notice(body, mention=counselor.user_id), ABOUT: eng.client_id})]
+        fact = CaseEvent(
+            "reminder", eng.id, eng.room_id, {"reason": "sla", "since_ms": eng.awaiting_since}
+        )
+        content = {**notice(body, mention=counselor.user_id), ABOUT: eng.client_id}
+        return [(job.target, attach(content, fact))]
 
     async def fire_sla_offer(self, job: Job, now: datetime) -> Sequence[Message]:
         waiting = await self._still_waiting(job)
@@ -300,7 +308,21 @@ class Cadence:
                     room_link=rooms.room_link(e.room_id or ""),
                 )
             )
-        return [(job.target, notice("\n".join(lines)))]
+        fact = CaseEvent(
+            "digest",
+            data={
+                "waiting": [
+                    {
+                        "engagement": e.id,
+                        "room": e.room_id,
+                        "since_ms": e.awaiting_since,
+                        "risk": e.risk,
+                    }
+                    for e in waiting
+                ]
+            },
+        )
+        return [(job.target, attach(notice("\n".join(lines)), fact))]
 
     async def fire_booking_remind(self, job: Job, now: datetime) -> Sequence[Message]:
         booking = await self.bookings.get(int(job.payload["booking"]))
@@ -333,7 +355,14 @@ class Cadence:
                 when=self.when(booking.starts_at, tz),
                 room_link=rooms.room_link(eng.room_id),
             ) + self._late(lang, job, now, tz)
-            return [(job.target, {**notice(body, mention=counselor.user_id), ABOUT: eng.client_id})]
+            fact = CaseEvent(
+                "reminder",
+                eng.id,
+                eng.room_id,
+                {"reason": "booking", "booking": booking.id, "due": booking.starts_at.isoformat()},
+            )
+            content = {**notice(body, mention=counselor.user_id), ABOUT: eng.client_id}
+            return [(job.target, attach(content, fact))]
         return [(job.target, notice(body, mention=eng.client_id))]
 
     async def fire_booking_start(self, job: Job, now: datetime) -> Sequence[Message]:
@@ -360,6 +389,8 @@ class Cadence:
     async def fire_retention(self, job: Job, now: datetime) -> Sequence[Message]:
         purged = await self.purge(now)
         logger.info("retention: %d closed engagement record(s) purged", purged)
+        done = await self.store.purge_followups(FOLLOWUPS_KEPT)
+        logger.info("retention: %d finished follow-up(s) forgotten", done)
         nxt = (now + timedelta(days=1)).replace(hour=3, minute=0, second=0, microsecond=0)
         await self.scheduler.schedule(
             "retention.purge", nxt, "system", key=f"retention:{nxt:%Y-%m-%d}"

@@ -256,15 +256,14 @@ async def answer_pending(
         fx.write(lambda: engine.store.save_client(cleared))
         chosen = str(pending.get("target"))
         share = answer in YES
-        fx.after.append(
-            lambda: engine.switch(
-                cleared,
-                chosen,
-                share,
-                cause=item.event_id,
-                note_key="switch.done",
-                old_notice_key="switch.counselor_notice",
-            )
+        fx.follow(
+            "switch",
+            client=client.user_id,
+            target=chosen,
+            share=share,
+            cause=item.event_id,
+            note_key="switch.done",
+            old_notice_key="switch.counselor_notice",
         )
     elif kind == "book":
         number = parse_number(answer)

@@ -224,24 +224,30 @@ async def cmd_close(call: CounselorCall) -> None:
     if outcome not in OUTCOMES:
         call.reply("close.usage", ok=False)
         return
-    fx.write(lambda: engine.store.close_engagement(eng.id, outcome))
     note = args.split(maxsplit=1)[1].strip() if len(args.split(maxsplit=1)) > 1 else ""
     if note:
         fx.write(lambda: engine.store.set_close_note(eng.id, note))
-    fx.write(engine.audit_fn(counselor.user_id, "engagement.close", eng.id, detail=outcome))
     clang = engine.lang_of(client)
     if eng.room_id:
         fx.say(
             eng.room_id,
             engine.render.text(clang, f"close.{OUTCOMES[outcome]}", counselor_name=counselor.name),
         )
+    if OUTCOMES[outcome] == "continue":
+        fx.write(engine.audit_fn(counselor.user_id, "engagement.continue", eng.id))
+        call.reply("close.continued")
+        return
+    fx.write(lambda: engine.store.close_engagement(eng.id, outcome))
+    fx.write(engine.audit_fn(counselor.user_id, "engagement.close", eng.id, detail=outcome))
     closed = CaseEvent("closed", eng.id, eng.room_id, {"outcome": OUTCOMES[outcome]})
     call.reply("close.done", fact=closed, outcome=outcome)
     if client is not None and client.dm_room_id:
         rec = replace(client, pending={"kind": "survey", "engagement": eng.id})
         fx.write(lambda: engine.store.save_client(rec))
         fx.say(client.dm_room_id, engine.render.text(clang, "survey.ask"))
-    fx.after.append(lambda: engine.drain_waitlist(f"close:{eng.id}"))
+    if eng.room_id:
+        fx.follow("lock", room=eng.room_id)
+    fx.follow("drain", cause=f"close:{eng.id}")
 
 
 async def cmd_risk(call: CounselorCall) -> None:
@@ -279,15 +285,14 @@ async def cmd_refer(call: CounselorCall) -> None:
     released = CaseEvent("released", eng.id, eng.room_id, {})
     call.reply("refer.done", fact=released, counselor_name=target.name)
     fx.write(engine.audit_fn(counselor.user_id, "engagement.refer", eng.id))
-    fx.after.append(
-        lambda: engine.switch(
-            client,
-            target_id,
-            eng.share_brief,
-            cause=fx.cause,
-            note_key="refer.client",
-            incoming_key="refer.incoming",
-        )
+    fx.follow(
+        "switch",
+        client=client.user_id,
+        target=target_id,
+        share=eng.share_brief,
+        cause=fx.cause,
+        note_key="refer.client",
+        incoming_key="refer.incoming",
     )
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge import markup
+from bridge.kernel.work import FollowUp
 from bridge.store import ABOUT
 from e2ecounsel.casechannel import CaseEvent, attach
 from e2ecounsel.domain import intake
@@ -23,8 +24,10 @@ RISKS = ("high", "medium", "low")
 #: Outbox marker for the one message allowed in clear: "this room is not encrypted".
 PLAINTEXT_OK = "org.e2ecounsel.plaintext_ok"
 #: Outbox marker: hold this message (and the room's later ones) until this user has joined.
-#: Rooms the bot creates keep history from the join on, so a message sent while its reader
-#: is still only invited would never reach them.
+#: The bot's rooms keep history from the invitation on, and nio shares room keys with
+#: invited members too, but only with the devices they have when the message is sent: a
+#: counselor's first device may not exist yet when they are invited. A message held until
+#: the join goes out when the joining device exists, so it can always be decrypted.
 AWAIT_JOIN = "org.e2ecounsel.await_join"
 YES = frozenset({"yes", "y", "ya", "iya"})
 NO = frozenset({"no", "n", "tidak", "tdk", "cancel", "batal"})
@@ -73,12 +76,12 @@ def txn_id(cause: str, index: int) -> str:
 
 @dataclass
 class Effects:
-    """What one handler decided: messages to queue and state writes to apply."""
+    """What one handler decided: messages to queue, state writes, durable follow-ups."""
 
     cause: str
     messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     writes: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
-    after: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+    follow_ups: list[FollowUp] = field(default_factory=list)
 
     def say(
         self,
@@ -118,3 +121,12 @@ class Effects:
 
     def write(self, fn: Callable[[], Awaitable[Any]]) -> None:
         self.writes.append(fn)
+
+    def follow(self, kind: str, **payload: Any) -> None:
+        """Leave a durable follow-up ``kind`` (JSON ``payload``), committed with the step.
+
+        Its key derives from the cause and its place in the step, so a step
+        replayed after a crash records nothing twice.
+        """
+        key = f"{self.cause}\x00{len(self.follow_ups)}\x00{kind}"
+        self.follow_ups.append(FollowUp(kind, payload, key))

@@ -7,15 +7,16 @@ lifecycle moves (switch, refer, erase). Features live beside it: the intake in
 Every handler follows one pattern, which is what makes the bot safe to crash:
 
 1. read what it needs;
-2. do the Matrix side effects that must happen first (creating a room);
-3. in ONE database transaction: write the new state, queue every message to
-   send in the outbox (with a transaction id derived from the triggering event
-   id), and mark the event handled;
-4. flush the outbox.
+2. in ONE database transaction (:class:`bridge.kernel.work.Work`): write the
+   new state, queue every message to send in the outbox (with a transaction id
+   derived from the triggering event id), record every follow-up (placing a
+   client, creating, retiring or leaving a room), and mark the event handled;
+3. flush the outbox and run the follow-ups, which are retried until done.
 
-A replayed event is skipped at step 1; a crash after step 3 is finished by the
-outbox flush at the next start, and the homeserver drops a repeated
-transaction id, so no message is ever sent twice.
+A replayed event is skipped at step 1; a crash after step 2 is finished by the
+outbox flush and the follow-ups at the next start. The homeserver drops a
+repeated transaction id and a room is created with a marker that finds it
+again after a crash, so nothing is ever sent or created twice.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
-
-from nio import ErrorResponse
 
 from bridge import (
     booking_flow,
@@ -45,9 +44,11 @@ from bridge.effects import (
     txn_id,
 )
 from bridge.inbox import InboxItem
+from bridge.kernel.work import CrashPoint, Retry, Work, no_crash
 from bridge.pages import Pages
 from bridge.render import Renderer
 from bridge.store import BridgeStore, ClientRecord, Counselor, Engagement
+from e2ecounsel import casechannel
 from e2ecounsel.casechannel import CaseEvent
 from e2ecounsel.domain import matching
 from e2ecounsel.domain.text import clean_text
@@ -73,6 +74,7 @@ class Engine:
         flush: Callable[[set[str] | None], Awaitable[None]] | None = None,
         audit_key: bytes = b"",
         trust: TrustPolicy | None = None,
+        crash_point: CrashPoint = no_crash,
     ) -> None:
         self.session = session
         self.store = store
@@ -81,8 +83,24 @@ class Engine:
         self.supervisors_room = supervisors_room
         self.clock = clock
         self.crisis = policy.crisis.detector()
-        self._mark_done = mark_done
         self._flush = flush
+        self.crash_point = crash_point
+        self.work = Work(
+            store, txn_id=txn_id, mark_done=mark_done, flush=flush, crash_point=crash_point
+        )
+        for kind, handler in (
+            ("place", self._follow_place),
+            ("switch", self._follow_switch),
+            ("retire", self._follow_retire),
+            ("page", self._follow_page),
+            ("drain", self._follow_drain),
+            ("sla", self._follow_sla),
+            ("lock", self._follow_lock),
+            ("reinvite", self._follow_reinvite),
+            ("erase.room", self._follow_erase_room),
+            ("erase.about", self._follow_erase_about),
+        ):
+            self.work.handle(kind, handler)
         self._match_lock = asyncio.Lock()
         self._case_locks: dict[str, asyncio.Lock] = {}
         self.max_chars = policy.service.max_message_chars
@@ -104,24 +122,8 @@ class Engine:
     # ------------------------------------------------------------------ plumbing
 
     async def commit(self, fx: Effects, event_id: str | None) -> None:
-        async with self.store.transaction():
-            for write in fx.writes:
-                await write()
-            for i, (room_id, content) in enumerate(fx.messages):
-                await self.store.queue(room_id, content, txn_id(fx.cause, i))
-            if event_id is not None:
-                if self._mark_done is not None:
-                    await self._mark_done(event_id)
-                await self.store.mark_handled(event_id)
-        # Send first: a crisis reply must not wait for follow-ups such as
-        # opening a room. Only the rooms this step wrote to are flushed here.
-        if self._flush is not None and fx.messages:
-            await self._flush({room for room, _ in fx.messages})
-        for fn in fx.after:
-            try:
-                await fn()
-            except Exception:
-                logger.exception("follow-up action failed after %s", fx.cause)
+        """One step's writes, messages and follow-ups in one transaction; then send them."""
+        await self.work.commit(fx, event_id)
 
     async def audit(
         self, actor: str, action: str, engagement_id: int | None = None, detail: str = ""
@@ -304,26 +306,106 @@ class Engine:
             for c in counselors
         ]
 
-    async def place_client(self, client: ClientRecord, *, cause: str) -> None:
-        """After intake: open an engagement and match it, or put it on the waitlist."""
+    async def place_client(
+        self,
+        client: ClientRecord,
+        *,
+        cause: str,
+        note_key: str = "intake.matched",
+        incoming_key: str | None = None,
+    ) -> None:
+        """After intake: open an engagement and match it, or put it on the waitlist.
+
+        Resumable: an engagement already open is reused, and one whose room
+        was being created (see :meth:`ensure_room`) goes to the counselor
+        chosen then, so a crash half-way never yields a second room.
+        """
         async with self._match_lock:
             existing = await self.store.current_engagement(client.user_id)
             if existing is None:
-                existing = await self.store.open_engagement(
-                    client.user_id, crisis=bool(client.profile.get("crisis"))
-                )
-                if client.profile.get("crisis"):
-                    await self.store.set_risk(existing.id, "high")
-                await self.audit(client.user_id, "engagement.open", existing.id)
+                crisis = bool(client.profile.get("crisis"))
+                async with self.store.transaction():
+                    existing = await self.store.open_engagement(client.user_id, crisis=crisis)
+                    if crisis:
+                        await self.store.set_risk(existing.id, "high")
+                    await self.audit(client.user_id, "engagement.open", existing.id)
+                self.crash_point("engagement.opened")
             if existing.status != "waiting":
                 return
-            chosen = matching.match(
-                self.match_request(client), await self.counselor_loads(), self.match_weights()
-            )
+            chosen = await self._requested_counselor(existing)
+            if chosen is None:
+                chosen = matching.match(
+                    self.match_request(client), await self.counselor_loads(), self.match_weights()
+                )
             if chosen is None:
                 await self._tell_waitlisted(client, cause)
                 return
-            await self.assign(existing, client, chosen, cause=cause)
+            await self.assign(
+                existing,
+                client,
+                chosen,
+                cause=cause,
+                share_brief=existing.share_brief,
+                note_key=note_key,
+                incoming_key=incoming_key,
+            )
+
+    async def _requested_counselor(self, eng: Engagement) -> str | None:
+        """The counselor an engagement's room is (being) created for, if still on the roster."""
+        request = await self.store.room_request(f"engagement:{eng.id}")
+        if request is None:
+            return None
+        counselor = await self.store.get_counselor(request.counselor_id)
+        if counselor is not None and (counselor.active or request.attempted_at is not None):
+            return counselor.user_id  # a room may exist already: use it
+        await self.store.drop_room_request(request.purpose)
+        return None
+
+    # ------------------------------------------------------------------ follow-ups
+
+    async def _follow_place(self, payload: dict[str, Any]) -> None:
+        client = await self.store.get_client(str(payload["client"]))
+        if client is None:
+            return  # erased meanwhile
+        await self.place_client(
+            client,
+            cause=str(payload["cause"]),
+            note_key=str(payload.get("note_key") or "intake.matched"),
+            incoming_key=payload.get("incoming_key"),
+        )
+
+    async def _follow_switch(self, payload: dict[str, Any]) -> None:
+        client = await self.store.get_client(str(payload["client"]))
+        if client is None:
+            return
+        await self.switch(
+            client,
+            payload.get("target"),
+            bool(payload["share"]),
+            cause=str(payload["cause"]),
+            note_key=str(payload["note_key"]),
+            old_notice_key=payload.get("old_notice_key"),
+            incoming_key=payload.get("incoming_key"),
+            waitlist_key=str(payload.get("waitlist_key") or "intake.waitlisted"),
+        )
+
+    async def _follow_drain(self, payload: dict[str, Any]) -> None:
+        await self.drain_waitlist(str(payload["cause"]))
+
+    async def _follow_lock(self, payload: dict[str, Any]) -> None:
+        """A closed engagement's room becomes read-only (its history stays readable)."""
+        await rooms.make_read_only(self.session, str(payload["room"]))
+
+    async def _follow_reinvite(self, payload: dict[str, Any]) -> None:
+        """Invite a client back into their session room if they left it."""
+        room_id, client_id = str(payload["room"]), str(payload["client"])
+        if (await rooms.members(self.session, room_id)).get(client_id) == "leave":
+            await rooms.invite(self.session, room_id, client_id)
+
+    async def _follow_sla(self, payload: dict[str, Any]) -> None:
+        eng = await self.store.engagement_by_room(str(payload["room"]))
+        if eng is not None and self.cadence is not None:
+            await self.cadence.on_client_message(eng)
 
     def match_weights(self) -> matching.MatchWeights:
         w = self.policy.service.matching
@@ -358,46 +440,70 @@ class Engine:
             return await self._create_case_room(counselor)
 
     async def _create_case_room(self, counselor: Counselor) -> str:
-        lang = counselor.languages[0] if counselor.languages else None
-        lang = self.policy.language(lang)
-        room_id = await rooms.create_private_room(
-            self.session, name=self.render.text(lang, "case.room_name"), invite=[counselor.user_id]
+        lang = self.counselor_lang(counselor)
+        purpose = f"case:{counselor.user_id}"
+        room_id = await self.ensure_room(
+            purpose,
+            counselor.user_id,
+            rooms.private_room_body(
+                name=self.render.text(lang, "case.room_name"), invite=[counselor.user_id]
+            ),
         )
-        await self.store.set_case_room(counselor.user_id, room_id)
-        await self.store.set_room(room_id, "case", counselor.user_id)
         fx = Effects(f"case-welcome:{room_id}")
+        fx.write(lambda: self.store.set_case_room(counselor.user_id, room_id))
+        fx.write(lambda: self.store.set_room(room_id, "case", counselor.user_id))
+        fx.write(lambda: self.store.drop_room_request(purpose))
         fx.say(room_id, self.render.text(lang, "case.welcome"), reader=counselor.user_id)
         await self.commit(fx, None)
+        self.crash_point("case_room.recorded")
+        return room_id
+
+    async def ensure_room(self, purpose: str, counselor_id: str, body: dict[str, Any]) -> str:
+        """The room for ``purpose``: found again after a crash, else created (once).
+
+        The request is committed before the homeserver is asked; a request
+        that was tried before may have created a room whose answer was lost,
+        so the bot's rooms are searched for the purpose marker first.
+        """
+        async with self.store.transaction():
+            request = await self.store.request_room(purpose, counselor_id)
+            if request.room_id is None:
+                await self.store.room_attempted(purpose)
+        if request.room_id is not None:
+            return request.room_id
+        if request.attempted_at is not None:
+            found = await rooms.find_room(self.session, purpose, await self.store.known_rooms())
+            if found is not None:
+                logger.info("found the room of an interrupted creation again")
+                await self.store.room_created(purpose, found)
+                return found
+        self.crash_point("room.requested")
+        room_id = await rooms.create_room(self.session, body, purpose)
+        self.crash_point("room.created")
+        await self.store.room_created(purpose, room_id)
         return room_id
 
     def counselor_lang(self, counselor: Counselor) -> str:
         return self.policy.language(counselor.languages[0] if counselor.languages else None)
 
-    def brief_text(
-        self, client: ClientRecord, counselor: Counselor, room_id: str, risk: str
-    ) -> str:
+    def brief_data(self, client: ClientRecord, counselor: Counselor, risk: str) -> dict[str, Any]:
+        """The brief as data, for the counselor app (keys: see :mod:`e2ecounsel.casechannel`)."""
         lang = self.counselor_lang(counselor)
         p = client.profile
-        lines = []
+        screening: list[dict[str, Any]] = []
         for inst_id in self.policy.service.screening:
             inst = self.policy.instruments[inst_id]
-            title = inst.title.get(lang, inst.id)
+            entry: dict[str, Any] = {"instrument": inst.id, "title": inst.title.get(lang, inst.id)}
             scored = (p.get("scores") or {}).get(inst_id)
-            if scored is None:
-                lines.append(
-                    self.render.text(lang, "brief.screening_skipped", instrument_title=title)
-                )
-                continue
-            band = inst.band(str(scored.get("severity") or ""))
-            lines.append(
-                self.render.text(
-                    lang,
-                    "brief.screening_line",
-                    instrument_title=title,
+            if scored is not None:
+                band = inst.band(str(scored.get("severity") or ""))
+                entry.update(
                     score=scored["score"],
-                    severity=band.label.get(lang, band.severity) if band else "",
+                    severity=band.severity if band else None,
+                    severity_label=band.label.get(lang, band.severity) if band else None,
                 )
-            )
+            screening.append(entry)
+        critical: list[dict[str, Any]] = []
         answers = p.get("answers") or []
         for idx, inst_id in enumerate(self.policy.service.screening):
             inst = self.policy.instruments[inst_id]
@@ -405,30 +511,78 @@ class Engine:
             if not got or len(got) != len(inst.items):
                 continue  # skipped or unfinished: no critical item to report
             for item_index in inst.critical_hits(got):
-                lines.append(
-                    self.render.text(
-                        lang,
-                        "brief.critical",
-                        instrument_title=inst.title.get(lang, inst.id),
-                        item=item_index + 1,
-                        answer=got[item_index],
-                    )
+                critical.append(
+                    {
+                        "instrument": inst.id,
+                        "title": inst.title.get(lang, inst.id),
+                        "item": item_index + 1,
+                        "answer": got[item_index],
+                    }
                 )
-        if p.get(crisis_triage.FLAG) == "check:no":
-            lines.append(self.render.text(lang, "brief.check_no"))
+        flags = ["check:no"] if p.get(crisis_triage.FLAG) == "check:no" else []
         topic = self.policy.service.topic(str(p.get("topic") or ""))
         country = self.policy.crisis.country(p.get("country"))
+        return {
+            "pseudonym": p.get("pseudonym"),
+            "language": client.language,
+            "country": country.code,
+            "country_label": country.label.get(lang, country.code),
+            "topic": topic.id if topic else None,
+            "topic_label": topic.label.get(lang, topic.id) if topic else None,
+            "risk": risk,
+            "screening": screening,
+            "critical": critical,
+            "consent_date": (client.consented_at or "")[:10] or None,
+            "flags": flags,
+        }
+
+    def brief_text(
+        self, counselor: Counselor, data: dict[str, Any], room_id: str, case: int
+    ) -> str:
+        """The human side of the brief, rendered from :meth:`brief_data`."""
+        lang = self.counselor_lang(counselor)
+        lines = []
+        for entry in data["screening"]:
+            if "score" not in entry:
+                lines.append(
+                    self.render.text(
+                        lang, "brief.screening_skipped", instrument_title=entry["title"]
+                    )
+                )
+                continue
+            lines.append(
+                self.render.text(
+                    lang,
+                    "brief.screening_line",
+                    instrument_title=entry["title"],
+                    score=entry["score"],
+                    severity=entry["severity_label"] or "",
+                )
+            )
+        for hit in data["critical"]:
+            lines.append(
+                self.render.text(
+                    lang,
+                    "brief.critical",
+                    instrument_title=hit["title"],
+                    item=hit["item"],
+                    answer=hit["answer"],
+                )
+            )
+        if "check:no" in data.get("flags", ()):
+            lines.append(self.render.text(lang, "brief.check_no"))
         return self.render.text(
             lang,
             "brief.new",
-            pseudonym=p.get("pseudonym") or "?",
-            language=client.language or "?",
-            country=country.label.get(lang, country.code),
-            topic=topic.label.get(lang, topic.id) if topic else "?",
+            pseudonym=data["pseudonym"] or "?",
+            language=data["language"] or "?",
+            country=data["country_label"],
+            topic=data["topic_label"] or "?",
             screening="\n".join(lines),
-            risk=self.render.text(lang, f"risk.{risk}"),
+            risk=self.render.text(lang, f"risk.{data['risk']}"),
             room_link=rooms.room_link(room_id),
-            consent_date=(client.consented_at or "?")[:10],
+            consent_date=data["consent_date"] or "?",
+            case=case,
         )
 
     async def assign(
@@ -446,24 +600,33 @@ class Engine:
 
         The counselor's case channel gets ``incoming_key`` (a hand-over note)
         if given, then the brief, or only the room link when the client chose
-        not to share their intake summary. Callers hold the match lock.
+        not to share their intake summary. The room is made (or found again)
+        first; the assignment, every message and the counselor's next digest
+        then commit together, with transaction ids derived from the
+        engagement, so a repeated assignment sends nothing twice. Callers
+        hold the match lock.
         """
         counselor = await self.store.get_counselor(counselor_id)
         assert counselor is not None
         lang = self.lang_of(client)
-        room_id = await rooms.create_session_room(
-            self.session,
-            name=self.render.text(lang, "session.room_name"),
-            counselor=counselor.user_id,
-            client=client.user_id,
+        purpose = f"engagement:{eng.id}"
+        room_id = await self.ensure_room(
+            purpose,
+            counselor.user_id,
+            rooms.session_room_body(
+                name=self.render.text(lang, "session.room_name"),
+                counselor=counselor.user_id,
+                client=client.user_id,
+            ),
         )
-        await self.store.assign(eng.id, counselor.user_id, room_id)
-        await self.store.set_room(room_id, "session", client.user_id)
-        await self.audit(counselor.user_id, "engagement.assign", eng.id)
         case_room = await self.case_room(counselor)
         fresh = await self.store.get_engagement(eng.id)
         risk = fresh.risk if fresh else "low"
-        fx = Effects(f"{cause}:assign:{eng.id}:{counselor_id}")
+        fx = Effects(f"assign:{eng.id}:{counselor_id}")
+        fx.write(lambda: self.store.assign(eng.id, counselor.user_id, room_id))
+        fx.write(lambda: self.store.set_room(room_id, "session", client.user_id))
+        fx.write(lambda: self.store.drop_room_request(purpose))
+        fx.write(self._audit_fn(counselor.user_id, "engagement.assign", eng.id))
         country = client.profile.get("country")
         fx.say(
             room_id,
@@ -484,11 +647,19 @@ class Engine:
                 self.render.text(clang, incoming_key, room_link=link),
                 reader=counselor.user_id,
             )
+        data: dict[str, Any] = {"case": eng.id, "shared": share_brief, "risk": risk}
         if share_brief:
-            brief = self.brief_text(client, counselor, room_id, risk)
+            data.update(self.brief_data(client, counselor, risk))
+            brief = self.brief_text(counselor, data, room_id, eng.id)
         else:
-            brief = self.render.text(clang, "brief.not_shared", room_link=link)
-        fx.say(case_room, brief, reader=counselor.user_id, about=client.user_id)
+            brief = self.render.text(clang, "brief.not_shared", room_link=link, case=eng.id)
+        fx.say(
+            case_room,
+            brief,
+            reader=counselor.user_id,
+            about=client.user_id,
+            case=CaseEvent("brief", eng.id, room_id, data),
+        )
         if client.dm_room_id:
             fx.say(
                 client.dm_room_id, self.render.text(lang, note_key, counselor_name=counselor.name)
@@ -496,8 +667,10 @@ class Engine:
         if self.cadence is not None:
             cadence, fresh_counselor = self.cadence, await self.store.get_counselor(counselor_id)
             if fresh_counselor is not None:
-                fx.after.append(lambda: cadence.plan_digest(fresh_counselor, self.clock()))
+                fx.write(lambda: cadence.plan_digest(fresh_counselor, self.clock()))
         await self.commit(fx, None)
+        logger.info("engagement %d assigned (%s)", eng.id, cause)
+        self.crash_point("assigned")
         return room_id
 
     async def drain_waitlist(self, cause: str) -> None:
@@ -511,6 +684,14 @@ class Engine:
             for e in waiting:
                 c = await self.store.get_client(e.client_id)
                 if c is None:
+                    continue
+                request = await self.store.room_request(f"engagement:{e.id}")
+                if request is not None and request.attempted_at is None:
+                    continue  # a switch's own follow-up places it, with its texts
+                requested = await self._requested_counselor(e) if request else None
+                if requested is not None:
+                    # Its room was being created when the bridge stopped: finish that.
+                    await self.assign(e, c, requested, cause=f"{cause}:{e.id}")
                     continue
                 clients[e.client_id] = (c, e)
                 wl.append(
@@ -603,7 +784,9 @@ class Engine:
         for c in targets:
             body = self.render.text(self.counselor_lang(c), key, page=page_id)
             if c.case_room_id is None:
-                fx.after.append(self._page_later(c, body, case, fx.cause))
+                fx.follow(
+                    "page", counselor=c.user_id, body=body, case=case.to_content(), cause=fx.cause
+                )
             else:
                 fx.say(c.case_room_id, body, reader=c.user_id, case=case, mention=c.user_id)
         if supervisors:
@@ -611,18 +794,16 @@ class Engine:
             fx.say(supervisors, self.render.text(lang0, key, page=page_id), case=case)
         return eng
 
-    def _page_later(
-        self, c: Counselor, body: str, case: CaseEvent, cause: str
-    ) -> Callable[[], Awaitable[None]]:
-        """A page for a counselor who has no case channel yet (it is created first)."""
-
-        async def page() -> None:
-            room = await self.case_room(c)
-            fx = Effects(f"{cause}:page:{c.user_id}")
-            fx.say(room, body, reader=c.user_id, case=case, mention=c.user_id)
-            await self.commit(fx, None)
-
-        return page
+    async def _follow_page(self, payload: dict[str, Any]) -> None:
+        """A page for a counselor who had no case channel yet (it is created first)."""
+        c = await self.store.get_counselor(str(payload["counselor"]))
+        if c is None:
+            return
+        room = await self.case_room(c)
+        fx = Effects(f"{payload['cause']}:page:{c.user_id}")
+        case = casechannel.parse({casechannel.FIELD: payload["case"]})
+        fx.say(room, str(payload["body"]), reader=c.user_id, case=case, mention=c.user_id)
+        await self.commit(fx, None)
 
     async def switch(
         self,
@@ -643,11 +824,13 @@ class Engine:
         the roster. ``target_id`` None (or a target who has no room any more)
         means "the best match other than the current counselor"; when nobody
         is free the client waits on the list with ``waitlist_key``. The old
-        engagement is closed without an outcome, the old counselor leaves the
-        old room (the client keeps it and its history), and the new engagement
-        keeps the risk level and crisis flag. Everything runs under the match
-        lock so the periodic waitlist drain cannot grab the new engagement
-        half-way.
+        engagement is closed without an outcome and the new one opened (with
+        the risk level, the crisis flag and the chosen counselor) in one
+        transaction that also records the follow-ups: the old counselor
+        leaves the old room (the client keeps it and its history) and the new
+        room is made. The decision runs under the match lock, so the periodic
+        waitlist drain cannot grab the new engagement half-way; the follow-ups
+        run once the lock is released.
         """
         async with self._match_lock:
             eng = await self.store.current_engagement(client.user_id)
@@ -662,7 +845,9 @@ class Engine:
                 target_id = matching.match(
                     replace(request, preferred=None), loads, self.match_weights()
                 )
-            async with self.store.transaction():
+            chosen = target_id
+
+            async def move() -> None:
                 await self.store.close_engagement(eng.id, None)
                 await self.audit(client.user_id, "engagement.switch", eng.id)
                 new = await self.store.open_engagement(
@@ -670,69 +855,90 @@ class Engine:
                 )
                 if eng.risk != "low":
                     await self.store.set_risk(new.id, eng.risk)
+                if chosen is not None:
+                    await self.store.request_room(f"engagement:{new.id}", chosen)
+
+            fx = Effects(f"{cause}:switch")
+            fx.write(move)
             if old_room:
-                await self._retire_room(
-                    old_room,
-                    old_counselor,
-                    client,
+                fx.follow(
+                    "retire",
+                    room=old_room,
+                    counselor=old_counselor,
+                    client=client.user_id,
+                    engagement=eng.id,
                     cause=f"{cause}:old-room",
-                    moved=target_id is not None,
+                    moved=chosen is not None,
                     notice_key=old_notice_key,
                 )
-            if target_id is None:
-                await self._tell_waitlisted(client, f"{cause}:waitlist", key=waitlist_key)
-                return
-            await self.assign(
-                new,
-                client,
-                target_id,
-                cause=f"{cause}:switch",
-                share_brief=share,
-                note_key=note_key,
-                incoming_key=incoming_key,
-            )
+            if chosen is not None:
+                fx.follow(
+                    "place",
+                    client=client.user_id,
+                    cause=f"{cause}:switch",
+                    note_key=note_key,
+                    incoming_key=incoming_key,
+                )
+            await self.work.commit(fx, None, follow=False)
+        await self.work.run([f.key for f in fx.follow_ups])
+        if chosen is None:
+            await self._tell_waitlisted(client, f"{cause}:waitlist", key=waitlist_key)
 
-    async def _retire_room(
-        self,
-        room_id: str,
-        counselor_id: str,
-        client: ClientRecord,
-        *,
-        cause: str,
-        moved: bool,
-        notice_key: str | None,
-    ) -> None:
+    async def _follow_retire(self, payload: dict[str, Any]) -> None:
         """The old counselor leaves the client's old room; the client keeps it."""
-        fx = Effects(cause)
-        if moved:
-            fx.say(room_id, self.render.text(self.lang_of(client), "switch.old_room"))
+        room_id, counselor_id = str(payload["room"]), str(payload["counselor"])
+        client = await self.store.get_client(str(payload["client"]))
         counselor = await self.store.get_counselor(counselor_id)
-        if notice_key is not None and counselor is not None and counselor.case_room_id:
+        fx = Effects(str(payload["cause"]))
+        if payload.get("moved") and client is not None:
+            fx.say(room_id, self.render.text(self.lang_of(client), "switch.old_room"))
+        # Without a notice of its own the counselor is still told (and their
+        # app drops the client): a referral, a re-match after a roster change.
+        notice_key = payload.get("notice_key") or "case.handed_over"
+        engagement = int(payload["engagement"])
+        if counselor is not None and counselor.case_room_id:
             fx.say(
                 counselor.case_room_id,
                 self.render.text(
-                    self.counselor_lang(counselor), notice_key, room_link=rooms.room_link(room_id)
+                    self.counselor_lang(counselor),
+                    str(notice_key),
+                    room_link=rooms.room_link(room_id),
+                    case=engagement,
                 ),
                 reader=counselor.user_id,
+                case=CaseEvent("released", engagement, room_id),
             )
         await self.commit(fx, None)
-        resp = await self.session.client.room_kick(room_id, counselor_id)
-        if isinstance(resp, ErrorResponse):
-            logger.warning(
-                "removing the previous counselor from %s failed: %s", room_id, resp.status_code
-            )
+        await rooms.kick(self.session, room_id, counselor_id)
+        self.crash_point("retire.kicked")
 
     async def erase(self, fx: Effects, client: ClientRecord, item: InboxItem) -> None:
-        """Delete what we store about the client, redact our messages, leave their rooms.
+        """Delete what we store about the client; redact, remove the counselor, leave.
 
-        The goodbye goes into the same transaction as the deletion; the
-        redactions and leaves run after it (they need the event ids the outbox
-        still holds, and a crash there leaves nothing readable in the
-        database). The freed capacity goes to the waiting list.
+        The goodbye, the deletion, a ``released`` note to each counselor who
+        still has the client, and one follow-up per room go into ONE
+        transaction. The follow-ups redact the bot's messages (they need the
+        event ids the outbox still holds, and a crash there leaves nothing
+        readable in the database), remove the counselor from the session
+        room, and leave; they are retried until done, also after a crash. The
+        freed capacity goes to the waiting list.
         """
         lang = self.lang_of(client)
         fx.say(item.room_id, self.render.text(lang, "erase.done"))
         engagements = await self.store.engagements_of_client(client.user_id)
+        for e in engagements:
+            if e.status != "active" or e.counselor_id is None:
+                continue
+            counselor = await self.store.get_counselor(e.counselor_id)
+            if counselor is None or counselor.case_room_id is None:
+                continue
+            fx.say(
+                counselor.case_room_id,
+                self.render.text(self.counselor_lang(counselor), "case.released", case=e.id),
+                reader=counselor.user_id,
+                case=CaseEvent("released", e.id, e.room_id),
+            )
+        sessions = {e.room_id for e in engagements if e.room_id}
         room_ids = list(
             dict.fromkeys(
                 [*(e.room_id for e in engagements if e.room_id), client.dm_room_id, item.room_id]
@@ -740,38 +946,56 @@ class Engine:
         )
         fx.write(self._audit_fn(client.user_id, "client.erase"))
         fx.write(lambda: self.store.delete_client(client.user_id))
-        fx.after.append(
-            lambda: self._redact_and_leave(
-                [r for r in room_ids if r], keep_last=item.room_id, subject=client.user_id
-            )
-        )
-        fx.after.append(lambda: self.drain_waitlist(f"erase:{item.event_id}"))
-
-    async def _redact_and_leave(self, room_ids: list[str], *, keep_last: str, subject: str) -> None:
-        """Redact the bot's messages in each room, forget the room, leave it.
-
-        In ``keep_last`` (the DM) the newest message, the goodbye, stays
-        readable: it is the client's confirmation that the erasure happened.
-        """
-        if self._flush is not None:
-            await self._flush(None)  # the goodbye goes out before we leave
-        for room_id, event_id in await self.store.events_about(subject):
-            resp = await self.session.client.room_redact(room_id, event_id, reason="erasure")
-            if isinstance(resp, ErrorResponse):
-                logger.warning("redacting in %s failed: %s", room_id, resp.status_code)
-        await self.store.forget_about(subject)
+        fx.follow("erase.about", subject=client.user_id)
         for room_id in room_ids:
-            sent = await self.store.sent_events(room_id)
-            if room_id == keep_last:
-                sent = sent[:-1]
-            for event_id in sent:
-                resp = await self.session.client.room_redact(room_id, event_id, reason="erasure")
-                if isinstance(resp, ErrorResponse):
-                    logger.warning("redacting in %s failed: %s", room_id, resp.status_code)
-            await self.store.forget_room(room_id)
-            resp = await self.session.client.room_leave(room_id)
-            if isinstance(resp, ErrorResponse):
-                logger.warning("leaving %s failed: %s", room_id, resp.status_code)
+            if room_id:
+                fx.follow(
+                    "erase.room",
+                    room=room_id,
+                    keep_last=room_id == item.room_id,
+                    session=room_id in sessions,
+                    client=client.user_id,
+                )
+        fx.follow("drain", cause=f"erase:{item.event_id}")
+
+    async def _follow_erase_about(self, payload: dict[str, Any]) -> None:
+        """Redact what the bot wrote about an erased client in other rooms (briefs)."""
+        subject = str(payload["subject"])
+        for room_id, event_id in await self.store.events_about(subject):
+            await rooms.redact(self.session, room_id, event_id, txn_id(f"redact:{event_id}", 0))
+            self.crash_point("erase.redacted")
+        await self.store.forget_about(subject)
+
+    async def _follow_erase_room(self, payload: dict[str, Any]) -> None:
+        """Redact the bot's messages in one of an erased client's rooms, remove the
+        counselor, forget the room, leave it.
+
+        In the room where the client asked (``keep_last``) the newest
+        message, the goodbye, stays readable: it is the client's confirmation
+        that the erasure happened, so it must have gone out first.
+        """
+        room_id = str(payload["room"])
+        if payload.get("keep_last"):
+            if self._flush is not None:
+                await self._flush({room_id})
+            if room_id in await self.store.unsent_rooms():
+                raise Retry("the goodbye is not sent yet")
+        sent = await self.store.sent_events(room_id)
+        if payload.get("keep_last"):
+            sent = sent[:-1]
+        for event_id in sent:
+            await rooms.redact(self.session, room_id, event_id, txn_id(f"redact:{event_id}", 0))
+            self.crash_point("erase.redacted")
+        if payload.get("session"):
+            for user_id, membership in (await rooms.members(self.session, room_id)).items():
+                if user_id in (self.bot, payload.get("client")):
+                    continue
+                if membership in ("join", "invite"):
+                    await rooms.kick(self.session, room_id, user_id)
+                    self.crash_point("erase.kicked")
+        await self.store.forget_room(room_id)
+        await rooms.leave(self.session, room_id)
+        self.crash_point("erase.left")
 
     # ------------------------------------------------------------------ session rooms
 
@@ -801,7 +1025,7 @@ class Engine:
         if role is not None and eng.status == "active" and item.kind != "edit":
             fx.write(lambda: self.store.record_message(item.room_id, role=role, ts_ms=item.ts))
             if role == "client" and self.cadence is not None:
-                fx.after.append(self._plan_sla(item.room_id))
+                fx.follow("sla", room=item.room_id)
         if item.kind != "text":
             await self.commit(fx, item.event_id)
             return
@@ -829,14 +1053,6 @@ class Engine:
         elif screened is None and role == "client" and client is not None:
             await booking_flow.answer_in_session(self, fx, client, text, item.room_id)
         await self.commit(fx, item.event_id)
-
-    def _plan_sla(self, room_id: str) -> Callable[[], Awaitable[None]]:
-        async def plan() -> None:
-            eng = await self.store.engagement_by_room(room_id)
-            if eng is not None and self.cadence is not None:
-                await self.cadence.on_client_message(eng)
-
-        return plan
 
     async def has_room(self, counselor_id: str) -> bool:
         return any(c.id == counselor_id and c.has_room for c in await self.counselor_loads())

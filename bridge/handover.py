@@ -93,12 +93,12 @@ async def cmd_take(
             await _invite(engine, room_id, taker)
         await engine.pages.set_room(page.id, room_id)
     else:
-        room_id = await rooms.create_session_room(
-            engine.session,
+        body = rooms.session_room_body(
             name=engine.render.text(clang, "session.room_name"),
             counselor=taker,
             client=client.user_id,
         )
+        room_id = await engine.ensure_room(f"page:{page.id}", taker, body)
         await engine.pages.set_room(page.id, room_id)
     new_room = not (eng is not None and eng.room_id == room_id)
     fx.write(engine.audit_fn(taker, "page.take", page.engagement_id, detail=str(page.id)))

@@ -123,10 +123,16 @@ async def on_dm_message(engine: Engine, item: InboxItem) -> None:
         # screening again, as befits a new episode); commands still work.
         fresh = replace(client, intake=None, pending=None)
         await run_intake(engine, fx, fresh, None, "", item)
+    elif finished and changed_consent(engine, client, state):
+        # The service text changed since they agreed: they are asked again
+        # before anything else, also in the middle of their counseling.
+        await run_intake(engine, fx, client, state, "", item)
     elif finished:
         await client_commands.client_command(engine, fx, client, text, item)
     else:
         await run_intake(engine, fx, client, state if started else None, text, item)
+    if finished or (state is not None and state.step is intake.Stage.RECONSENT):
+        await rejoin_if_left(engine, fx, client)
     await engine.commit(fx, item.event_id)
 
 
@@ -152,6 +158,20 @@ def pause_intake(
         fx.say(item.room_id, engine.render.reply(lang, reply, country=state.country))
     held = replace(client, intake=step.state.to_dict(), profile={**client.profile, "crisis": True})
     fx.write(lambda: engine.store.save_client(held))
+
+
+def changed_consent(engine: Engine, client: ClientRecord, state: intake.IntakeState | None) -> bool:
+    if state is None:
+        return False
+    version = engine.policy.consent[engine.lang_of(client)].version
+    return intake.needs_reconsent(state, version)
+
+
+async def rejoin_if_left(engine: Engine, fx: Effects, client: ClientRecord) -> None:
+    """A client who left their session room is invited again when they next write."""
+    eng = await engine.store.current_engagement(client.user_id)
+    if eng is not None and eng.status == "active" and eng.room_id:
+        fx.follow("reinvite", room=eng.room_id, client=client.user_id)
 
 
 async def returning(engine: Engine, client: ClientRecord, text: str) -> bool:
@@ -278,6 +298,11 @@ async def run_intake(
         elif isinstance(event, intake.IntakeComplete):
             complete = True
     if declined:
+        if await engine.store.engagements_of_client(client.user_id):
+            # Declining a changed consent mid-counseling: everything goes,
+            # rooms and messages included, as an erasure does.
+            await engine.erase(fx, client, item)
+            return
         # Nothing stays about a person who said no, only the audit line.
         fx.write(lambda: engine.store.delete_client(client.user_id))
         return
@@ -302,4 +327,6 @@ async def run_intake(
     fx.write(lambda: engine.store.save_client(record))
     if complete:
         fx.write(engine._audit_fn(client.user_id, "intake.complete"))
-        fx.after.append(lambda: engine.place_client(record, cause=f"place:{item.event_id}"))
+        # Placement is recorded with the last answer and the client record, so
+        # a crash right after this step cannot lose the finished intake.
+        fx.follow("place", client=client.user_id, cause=f"place:{item.event_id}")

@@ -259,3 +259,34 @@ MIGRATIONS.add_sql(
     );
     """,
 )
+
+MIGRATIONS.add_sql(
+    "durable follow-ups of a step; rooms being created",
+    """
+    -- What a step decided to do after its transaction (place a client, open a
+    -- room, retire a room, redact and leave after an erasure), written in that
+    -- same transaction and retried with back-off until done (bridge/kernel/work.py).
+    CREATE TABLE followups (
+        id         INTEGER PRIMARY KEY,
+        key        TEXT NOT NULL UNIQUE,
+        kind       TEXT NOT NULL,
+        payload    BLOB,                  -- sealed; NULL once done
+        status     TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'done')),
+        attempts   INTEGER NOT NULL DEFAULT 0,
+        next_at    TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        done_at    TEXT
+    );
+    CREATE INDEX followups_pending ON followups(next_at, id) WHERE status = 'pending';
+    -- A room the bot is about to create: its purpose ('engagement:<id>',
+    -- 'case:<counselor>'), the counselor it is for, when a creation was first
+    -- tried and, once known, the room. After a crash, a room whose creation
+    -- content names the purpose is found again instead of created twice.
+    CREATE TABLE room_requests (
+        purpose      TEXT PRIMARY KEY,
+        counselor_id TEXT NOT NULL,
+        attempted_at TEXT,
+        room_id      TEXT
+    );
+    """,
+)

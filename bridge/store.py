@@ -126,6 +126,27 @@ class Counselor:
 
 
 @dataclass(frozen=True)
+class PendingFollowUp:
+    """A follow-up row not done yet (see :mod:`bridge.kernel.work`)."""
+
+    id: int
+    key: str
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True)
+class RoomRequest:
+    """A room the bot is creating for ``purpose`` (see :meth:`BridgeStore.request_room`)."""
+
+    purpose: str
+    counselor_id: str
+    attempted_at: str | None
+    room_id: str | None
+
+
+@dataclass(frozen=True)
 class Engagement:
     """One client–counselor relationship: ``waiting`` (no counselor yet), ``active``, ``closed``.
 
@@ -718,6 +739,112 @@ class BridgeStore:
             if result.rowcount == 0:
                 return None
             return await self.engagement_by_room(room_id)
+
+    # ------------------------------------------------------------------ follow-ups
+
+    async def add_followup(self, key: str, kind: str, payload: dict[str, Any]) -> bool:
+        """Record a follow-up (inside the step's transaction); False if ``key`` exists."""
+        result = await self.db.execute(
+            "INSERT OR IGNORE INTO followups (key, kind, payload, next_at, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (key, kind, self._seal_json(payload, "followups.payload"), self._now(), self._now()),
+        )
+        return bool(result.rowcount)
+
+    async def due_followups(self, keys: list[str] | None = None) -> list[PendingFollowUp]:
+        """Pending follow-ups due now (or the pending ones among ``keys``), oldest first."""
+        if keys is None:
+            rows = await self.db.fetchall(
+                "SELECT id, key, kind, payload, attempts FROM followups"
+                " WHERE status = 'pending' AND next_at <= ? ORDER BY id",
+                (self._now(),),
+            )
+        else:
+            marks = ", ".join("?" * len(keys))
+            rows = await self.db.fetchall(
+                "SELECT id, key, kind, payload, attempts FROM followups"
+                f" WHERE status = 'pending' AND key IN ({marks}) ORDER BY id",
+                tuple(keys),
+            )
+        return [
+            PendingFollowUp(
+                int(r["id"]),
+                str(r["key"]),
+                str(r["kind"]),
+                self._open_json(r["payload"], "followups.payload") or {},
+                int(r["attempts"]),
+            )
+            for r in rows
+        ]
+
+    async def followup_done(self, followup_id: int) -> None:
+        """Done: the payload (it may name a client) is dropped with it."""
+        await self.db.execute(
+            "UPDATE followups SET status = 'done', payload = NULL, done_at = ? WHERE id = ?",
+            (self._now(), followup_id),
+        )
+
+    async def followup_later(self, followup_id: int, delay: timedelta) -> None:
+        await self.db.execute(
+            "UPDATE followups SET attempts = attempts + 1, next_at = ? WHERE id = ?",
+            (iso(self._clock() + delay), followup_id),
+        )
+
+    async def purge_followups(self, older_than: timedelta) -> int:
+        """Forget follow-ups done before ``now - older_than`` (their steps are marked handled)."""
+        result = await self.db.execute(
+            "DELETE FROM followups WHERE status = 'done' AND done_at < ?",
+            (iso(self._clock() - older_than),),
+        )
+        return result.rowcount
+
+    async def pending_followups(self) -> int:
+        return int(
+            await self.db.fetchval("SELECT COUNT(*) FROM followups WHERE status = 'pending'") or 0
+        )
+
+    # ------------------------------------------------------------------ rooms being created
+
+    async def request_room(self, purpose: str, counselor_id: str) -> RoomRequest:
+        """Note that a room for ``purpose`` is wanted (kept if noted before); return the row."""
+        await self.db.execute(
+            "INSERT OR IGNORE INTO room_requests (purpose, counselor_id) VALUES (?, ?)",
+            (purpose, counselor_id),
+        )
+        found = await self.room_request(purpose)
+        assert found is not None
+        return found
+
+    async def room_request(self, purpose: str) -> RoomRequest | None:
+        row = await self.db.fetchone(
+            "SELECT purpose, counselor_id, attempted_at, room_id FROM room_requests"
+            " WHERE purpose = ?",
+            (purpose,),
+        )
+        if row is None:
+            return None
+        return RoomRequest(
+            str(row["purpose"]), str(row["counselor_id"]), row["attempted_at"], row["room_id"]
+        )
+
+    async def room_attempted(self, purpose: str) -> None:
+        """Written (and committed) right before the homeserver is asked to create the room."""
+        await self.db.execute(
+            "UPDATE room_requests SET attempted_at = ? WHERE purpose = ?", (self._now(), purpose)
+        )
+
+    async def room_created(self, purpose: str, room_id: str) -> None:
+        await self.db.execute(
+            "UPDATE room_requests SET room_id = ? WHERE purpose = ?", (room_id, purpose)
+        )
+
+    async def drop_room_request(self, purpose: str) -> None:
+        await self.db.execute("DELETE FROM room_requests WHERE purpose = ?", (purpose,))
+
+    async def known_rooms(self) -> set[str]:
+        """Every room the bridge has on record (to tell an orphan from a known room)."""
+        rows = await self.db.fetchall("SELECT room_id FROM rooms")
+        return {str(r["room_id"]) for r in rows}
 
     # ------------------------------------------------------------------ rooms
 

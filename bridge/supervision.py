@@ -65,11 +65,12 @@ async def keep_supervisors_room(engine: Engine, *, manage: bool = True) -> None:
         if not people:
             return
         lang = engine.policy.service.default_language
-        room = await rooms.create_private_room(
-            engine.session,
+        body = rooms.private_room_body(
             name=engine.render.text(lang, "supervisors.room_name"),
             invite=sorted(people),
+            direct=False,
         )
+        room = await engine.ensure_room("supervisors", engine.bot, body)
         await engine.store.set_room(room, "supervisors", None)
         engine.supervisors_room = room
         fx = Effects(f"supervisors-welcome:{room}")
@@ -172,16 +173,15 @@ async def cmd_reassign(engine: Engine, fx: Effects, args: str, item: InboxItem) 
         return
     fx.say(item.room_id, engine.render.text(lang, "reassign.done", counselor_name=target.name))
     fx.write(engine.audit_fn(item.sender, "engagement.reassign", eng.id))
-    fx.after.append(
-        lambda: engine.switch(
-            client,
-            target_id,
-            eng.share_brief,
-            cause=item.event_id,
-            note_key="counselor.rematched",
-            old_notice_key="sla.reassigned_previous",
-            incoming_key="sla.reassigned_counselor",
-        )
+    fx.follow(
+        "switch",
+        client=client.user_id,
+        target=target_id,
+        share=eng.share_brief,
+        cause=item.event_id,
+        note_key="counselor.rematched",
+        old_notice_key="sla.reassigned_previous",
+        incoming_key="sla.reassigned_counselor",
     )
 
 

@@ -27,15 +27,22 @@ FIELD: Final = "org.e2ecounsel.case"
 VERSION: Final = 1
 
 Kind = Literal[
-    "brief",  # a new client (or one handed over): screening, topic, risk; data["shared"]
+    # a new client (or one handed over). data: "case" (the engagement id, the number
+    # counselors address the case by), "shared" (bool), "risk"; only when shared:
+    # "pseudonym", "language", "country", "country_label", "topic", "topic_label",
+    # "consent_date" (YYYY-MM-DD), "screening" = [{instrument, title, score, severity,
+    # severity_label}] (no score: skipped), "critical" = [{instrument, title, item, answer}]
+    "brief",
     "risk",  # the engagement's risk level changed: data["risk"]
     "page",  # a crisis page: data["page"] (id), data["reason"], data["client_room"] (optional)
     "take",  # someone answered a page: data["page"], data["by"]
-    "digest",  # who waits at a reply window: data["waiting"] = [{engagement, room, since_ms}]
-    "reminder",  # SLA or booking reminder: data["reason"], data["due"] (ISO time, optional)
+    "digest",  # who waits at a reply window: data["waiting"] = [{engagement, room, since_ms, risk}]
+    # SLA or booking reminder: data["reason"] ("sla": data["since_ms"]; "booking":
+    # data["booking"], data["due"] (ISO time))
+    "reminder",
     "booking",  # a live session booked or cancelled: data["booking"], data["start"], data["status"]
-    "closed",  # the engagement ended: data["outcome"]
-    "released",  # the counselor no longer has this client (switch, referral, erasure)
+    "closed",  # the engagement ended and its room is read-only: data["outcome"]
+    "released",  # the counselor no longer has this client (switch, referral, erasure); drop it
     "flag",  # a non-crisis signal for the queue, e.g. a crisis check answered "no": data["reason"]
     "reply",  # the bot's answer to a counselor command: data["command"], data["ok"]
     "notice",  # anything else addressed to the counselor (welcome, help)

@@ -182,6 +182,7 @@ _CATALOG: dict[str, tuple[str, ...]] = {
     "close.continue": ("counselor_name",),
     "close.refer": ("counselor_name",),
     "close.done": ("outcome",),
+    "close.continued": (),
     "close.usage": (),
     "survey.ask": (),
     "survey.invalid": (),
@@ -212,7 +213,11 @@ _CATALOG: dict[str, tuple[str, ...]] = {
     "case.list": ("cases",),
     "case.line": ("number", "pseudonym", "risk"),
     "case.line_awaiting": ("number", "pseudonym", "risk"),
+    "case.released": ("case",),
+    "case.handed_over": ("case", "room_link"),
+    "case.closed": ("case", "outcome"),
     "brief.new": (
+        "case",
         "pseudonym",
         "language",
         "country",
@@ -225,7 +230,7 @@ _CATALOG: dict[str, tuple[str, ...]] = {
     "brief.screening_line": ("instrument_title", "score", "severity"),
     "brief.screening_skipped": ("instrument_title",),
     "brief.critical": ("instrument_title", "item", "answer"),
-    "brief.not_shared": ("room_link",),
+    "brief.not_shared": ("room_link", "case"),
     "brief.check_no": (),
     # Crisis triage: the check question, its "no", short acknowledgements while in a crisis
     "crisis.check": (),

@@ -150,7 +150,7 @@ async def test_intake_in_english_opens_a_private_session_room(
         assert by_type[("m.room.encryption", "")]["algorithm"] == "m.megolm.v1.aes-sha2"
         assert by_type[("m.room.join_rules", "")]["join_rule"] == "invite"
         assert by_type[("m.room.guest_access", "")]["guest_access"] == "forbidden"
-        assert by_type[("m.room.history_visibility", "")]["history_visibility"] == "joined"
+        assert by_type[("m.room.history_visibility", "")]["history_visibility"] == "invited"
         power = by_type[("m.room.power_levels", "")]
         create = by_type[("m.room.create", "")]
         # The bot created the room: in room v12 that is power above 100, else 100.

@@ -456,7 +456,7 @@ async def test_switch_to_another_counselor_without_sharing_the_brief(
 
     # Budi: a room link and no brief, so not the pseudonym either.
     budi_case = await case_channel(bot, staff.budi)
-    await budi_case.expect(text("en", "brief.not_shared", room_link=link(new.room_id)))
+    await budi_case.expect(text("en", "brief.not_shared", room_link=link(new.room_id), case=new.id))
     assert all("Kestrel" not in b for b in budi_case.bot_messages())
     await until(lambda: client.joined(new.room_id, client.session.user_id), what="new room")
     await Chat(client, new.room_id, bot.user_id).expect(lambda b: "Budi" in b)

@@ -1,0 +1,166 @@
+"""The unit of work: what one step decided, committed at once, and what it leaves to do.
+
+A step (handling one event, one follow-up) reads what it needs and collects its
+decisions: state writes, messages for the outbox, and follow-ups — side
+effects that cannot live inside a database transaction (creating a room,
+redacting, kicking, leaving) or that need locks the step does not hold
+(placing a client). :meth:`Work.commit` writes all three in ONE transaction,
+with the event marked handled, then sends the messages and runs the
+follow-ups.
+
+A follow-up is a row (``followups``) with a key derived from its cause, so a
+replayed step adds nothing twice. It runs right after the commit and, until
+it is done, again at every tick and after a restart, with back-off between
+failed attempts. Handlers are therefore idempotent: each checks the state it
+would change and does nothing twice (rooms are created with a marker in their
+creation content and found again after a crash; messages use deterministic
+transaction ids). A follow-up that cannot finish yet raises :class:`Retry`.
+
+``crash_point(name)`` is called between side effects. In production it does
+nothing; fault tests make it kill the process, to prove that a crash at any
+such point loses and repeats nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+from bridge.store import BridgeStore, PendingFollowUp
+
+logger = logging.getLogger(__name__)
+
+FollowUpHandler = Callable[[dict[str, Any]], Awaitable[None]]
+CrashPoint = Callable[[str], None]
+#: Back-off of a failed follow-up: 5 s, 10 s, 20 s ... at most 10 minutes.
+_FIRST_DELAY = 5.0
+_MAX_DELAY = 600.0
+
+
+def no_crash(_point: str) -> None:
+    """The production crash point: nothing happens."""
+
+
+class Retry(Exception):
+    """A follow-up cannot finish yet (a message it must wait for is still queued)."""
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """One side effect a step decided on: handler ``kind`` with a JSON ``payload``."""
+
+    kind: str
+    payload: dict[str, Any]
+    key: str
+
+
+class Step(Protocol):
+    """What :meth:`Work.commit` needs of a step's effects (see :class:`bridge.effects.Effects`)."""
+
+    cause: str
+
+    @property
+    def messages(self) -> Sequence[tuple[str, dict[str, Any]]]: ...
+
+    @property
+    def writes(self) -> Sequence[Callable[[], Awaitable[Any]]]: ...
+
+    @property
+    def follow_ups(self) -> Sequence[FollowUp]: ...
+
+
+def delay_after(attempts: int) -> timedelta:
+    return timedelta(seconds=min(_FIRST_DELAY * 2**attempts, _MAX_DELAY))
+
+
+class Work:
+    """Commits steps and runs their follow-ups; handlers are registered by kind."""
+
+    def __init__(
+        self,
+        store: BridgeStore,
+        *,
+        txn_id: Callable[[str, int], str],
+        mark_done: Callable[[str], Awaitable[None]] | None = None,
+        flush: Callable[[set[str] | None], Awaitable[None]] | None = None,
+        crash_point: CrashPoint = no_crash,
+    ) -> None:
+        self.store = store
+        self._txn_id = txn_id
+        self._mark_done = mark_done
+        self._flush = flush
+        self.crash_point = crash_point
+        self.handlers: dict[str, FollowUpHandler] = {}
+        self._running: set[int] = set()
+
+    def handle(self, kind: str, fn: FollowUpHandler) -> None:
+        """Register the handler of one follow-up kind."""
+        self.handlers[kind] = fn
+
+    async def commit(self, fx: Step, event_id: str | None, *, follow: bool = True) -> None:
+        """Write, queue and record follow-ups atomically; then send and follow up.
+
+        With ``follow`` False the follow-ups are left to the caller (who holds
+        a lock they need) or to the next round.
+        """
+        async with self.store.transaction():
+            for write in fx.writes:
+                await write()
+            for i, (room_id, content) in enumerate(fx.messages):
+                await self.store.queue(room_id, content, self._txn_id(fx.cause, i))
+            for follow_up in fx.follow_ups:
+                await self.store.add_followup(follow_up.key, follow_up.kind, follow_up.payload)
+            if event_id is not None:
+                if self._mark_done is not None:
+                    await self._mark_done(event_id)
+                await self.store.mark_handled(event_id)
+        self.crash_point(f"committed:{fx.follow_ups[0].kind}" if fx.follow_ups else "committed")
+        # Send first: a crisis reply must not wait for follow-ups such as
+        # opening a room. Only the rooms this step wrote to are flushed here.
+        if self._flush is not None and fx.messages:
+            await self._flush({room for room, _ in fx.messages})
+        if follow and fx.follow_ups:
+            await self.run([f.key for f in fx.follow_ups])
+
+    async def run(self, keys: Collection[str] | None = None) -> int:
+        """Run pending follow-ups (those due, or the ones named); return how many finished.
+
+        One runs at a time per row: a row another task is running is skipped
+        (its runner finishes it or leaves it for the next round).
+        """
+        done = 0
+        for follow_up in await self.store.due_followups(None if keys is None else list(keys)):
+            if follow_up.id in self._running:
+                continue
+            self._running.add(follow_up.id)
+            try:
+                done += await self._run_one(follow_up)
+            finally:
+                self._running.discard(follow_up.id)
+        return done
+
+    async def _run_one(self, follow_up: PendingFollowUp) -> int:
+        handler = self.handlers.get(follow_up.kind)
+        if handler is None:
+            logger.error("no handler for follow-up kind %s (%d)", follow_up.kind, follow_up.id)
+            await self.store.followup_later(follow_up.id, delay_after(follow_up.attempts))
+            return 0
+        try:
+            await handler(follow_up.payload)
+        except Retry:
+            logger.info("follow-up %d (%s) waits; retried later", follow_up.id, follow_up.kind)
+        except Exception:
+            logger.exception(
+                "follow-up %d (%s) failed (attempt %d); retried later",
+                follow_up.id,
+                follow_up.kind,
+                follow_up.attempts + 1,
+            )
+        else:
+            await self.store.followup_done(follow_up.id)
+            return 1
+        await self.store.followup_later(follow_up.id, delay_after(follow_up.attempts))
+        return 0
