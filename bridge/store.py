@@ -745,8 +745,8 @@ class BridgeStore:
     async def add_followup(self, key: str, kind: str, payload: dict[str, Any]) -> bool:
         """Record a follow-up (inside the step's transaction); False if ``key`` exists."""
         result = await self.db.execute(
-            "INSERT OR IGNORE INTO followups (key, kind, payload, next_at, created_at)"
-            " VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO followups (key, kind, payload, next_at, created_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (key, kind, self._seal_json(payload, "followups.payload"), self._now(), self._now()),
         )
         return bool(result.rowcount)
@@ -808,7 +808,7 @@ class BridgeStore:
     async def request_room(self, purpose: str, counselor_id: str) -> RoomRequest:
         """Note that a room for ``purpose`` is wanted (kept if noted before); return the row."""
         await self.db.execute(
-            "INSERT OR IGNORE INTO room_requests (purpose, counselor_id) VALUES (?, ?)",
+            "INSERT INTO room_requests (purpose, counselor_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
             (purpose, counselor_id),
         )
         found = await self.room_request(purpose)
