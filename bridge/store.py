@@ -808,7 +808,8 @@ class BridgeStore:
     async def request_room(self, purpose: str, counselor_id: str) -> RoomRequest:
         """Note that a room for ``purpose`` is wanted (kept if noted before); return the row."""
         await self.db.execute(
-            "INSERT INTO room_requests (purpose, counselor_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO room_requests (purpose, counselor_id) VALUES (?, ?)"
+            " ON CONFLICT DO NOTHING",
             (purpose, counselor_id),
         )
         found = await self.room_request(purpose)
