@@ -146,6 +146,7 @@ class Bridge:
             mark_done=self.inbox.done,
             flush=self.flush,
             clock=self.clock,
+            trust=self.trust,
             crash_point=self.crash_point,
         )
         self.scheduler = DurableScheduler(

@@ -161,7 +161,15 @@ def pause_intake(
 
 
 def changed_consent(engine: Engine, client: ClientRecord, state: intake.IntakeState | None) -> bool:
+    """Whether the text the client agreed to has changed since.
+
+    Each language has its own consent text and version. A client who agreed in
+    one language and later switches to another did not agree to a changed text,
+    so only a version that is no longer current in any language asks again.
+    """
     if state is None:
+        return False
+    if state.consent_version in {c.version for c in engine.policy.consent.values()}:
         return False
     version = engine.policy.consent[engine.lang_of(client)].version
     return intake.needs_reconsent(state, version)

@@ -215,7 +215,6 @@ _CATALOG: dict[str, tuple[str, ...]] = {
     "case.line_awaiting": ("number", "pseudonym", "risk"),
     "case.released": ("case",),
     "case.handed_over": ("case", "room_link"),
-    "case.closed": ("case", "outcome"),
     "brief.new": (
         "case",
         "pseudonym",

@@ -146,8 +146,8 @@ async def test_a_closed_room_is_read_only_for_both_and_stays_readable(
     for who in (seated.client, counselor):
         assert (await fetch_event(who, room_id, intro)).get("content")
     await until(
-        lambda: any(f"Case {eng.id} is closed" in b for b in counselor.bodies()),
-        what="the closed case event in the case channel",
+        lambda: text("en", "close.done", outcome="resolved") in counselor.bodies(),
+        what="the answer to the command in the case channel",
     )
     facts = FACTS[counselor.session.user_id]
     await until(lambda: any(f.kind == "closed" for f in facts), what="the closed fact")
