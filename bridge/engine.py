@@ -916,7 +916,8 @@ class Engine:
         """Delete what we store about the client; redact, remove the counselor, leave.
 
         The goodbye, the deletion, a ``released`` note to each counselor who
-        still has the client, and one follow-up per room go into ONE
+        still has the client, and one follow-up per room (session rooms, the
+        rooms a page's taker met the client in, the DM) go into ONE
         transaction. The follow-ups redact the bot's messages (they need the
         event ids the outbox still holds, and a crash there leaves nothing
         readable in the database), remove the counselor from the session
@@ -938,10 +939,18 @@ class Engine:
                 reader=counselor.user_id,
                 case=CaseEvent("released", e.id, e.room_id),
             )
-        sessions = {e.room_id for e in engagements if e.room_id}
+        # Rooms where a page's taker met the client count as session rooms:
+        # everyone but the client is removed. Read before the deletion below.
+        page_rooms = await self.store.page_rooms(client.user_id)
+        sessions = {e.room_id for e in engagements if e.room_id} | set(page_rooms)
         room_ids = list(
             dict.fromkeys(
-                [*(e.room_id for e in engagements if e.room_id), client.dm_room_id, item.room_id]
+                [
+                    *(e.room_id for e in engagements if e.room_id),
+                    *page_rooms,
+                    client.dm_room_id,
+                    item.room_id,
+                ]
             )
         )
         fx.write(self._audit_fn(client.user_id, "client.erase"))

@@ -11,7 +11,10 @@ follow-ups.
 A follow-up is a row (``followups``) with a key derived from its cause, so a
 replayed step adds nothing twice. It runs right after the commit and, until
 it is done, again at every tick and after a restart, with back-off between
-failed attempts. Handlers are therefore idempotent: each checks the state it
+failed attempts, until :data:`MAX_ATTEMPTS` attempts have failed: then it is
+marked ``failed`` (a warning and an audit line, ids only; see
+:meth:`bridge.store.BridgeStore.failed_followups`) and left to an operator
+instead of being retried forever. Handlers are therefore idempotent: each checks the state it
 would change and does nothing twice (rooms are created with a marker in their
 creation content and found again after a crash; messages use deterministic
 transaction ids). A follow-up that cannot finish yet raises :class:`Retry`.
@@ -38,6 +41,9 @@ CrashPoint = Callable[[str], None]
 #: Back-off of a failed follow-up: 5 s, 10 s, 20 s ... at most 10 minutes.
 _FIRST_DELAY = 5.0
 _MAX_DELAY = 600.0
+#: Attempts (including the first) before a follow-up is given up: with the
+#: back-off above, about three hours of trying.
+MAX_ATTEMPTS = 25
 
 
 def no_crash(_point: str) -> None:
@@ -87,8 +93,10 @@ class Work:
         mark_done: Callable[[str], Awaitable[None]] | None = None,
         flush: Callable[[set[str] | None], Awaitable[None]] | None = None,
         crash_point: CrashPoint = no_crash,
+        max_attempts: int = MAX_ATTEMPTS,
     ) -> None:
         self.store = store
+        self.max_attempts = max_attempts
         self._txn_id = txn_id
         self._mark_done = mark_done
         self._flush = flush
@@ -154,7 +162,7 @@ class Work:
             logger.info("follow-up %d (%s) waits; retried later", follow_up.id, follow_up.kind)
         except Exception:
             logger.exception(
-                "follow-up %d (%s) failed (attempt %d); retried later",
+                "follow-up %d (%s) failed (attempt %d)",
                 follow_up.id,
                 follow_up.kind,
                 follow_up.attempts + 1,
@@ -162,5 +170,20 @@ class Work:
         else:
             await self.store.followup_done(follow_up.id)
             return 1
-        await self.store.followup_later(follow_up.id, delay_after(follow_up.attempts))
+        if follow_up.attempts + 1 >= self.max_attempts:
+            await self._give_up(follow_up)
+        else:
+            await self.store.followup_later(follow_up.id, delay_after(follow_up.attempts))
         return 0
+
+    async def _give_up(self, follow_up: PendingFollowUp) -> None:
+        """Too many attempts: stop retrying; an operator sees it in ``failed_followups``."""
+        attempts = follow_up.attempts + 1
+        logger.warning(
+            "follow-up %d (%s) given up after %d attempts", follow_up.id, follow_up.kind, attempts
+        )
+        async with self.store.transaction():
+            await self.store.followup_failed(follow_up.id)
+            await self.store.audit(
+                "bridge", "followup.failed", detail=f"{follow_up.kind}:{follow_up.id}"
+            )

@@ -166,3 +166,41 @@ async def test_finished_follow_ups_are_forgotten_after_a_week(store) -> None:
     clock.now += timedelta(days=2)
     assert await store.purge_followups(timedelta(days=7)) == 2
     assert await store.pending_followups() == 1
+
+
+async def test_a_follow_up_that_keeps_failing_is_given_up_and_reported(store, caplog) -> None:
+    calls: list[dict[str, Any]] = []
+    work = Work(store, txn_id=txn_id, max_attempts=3)
+    work.handle("erase.room", recorder(calls, fail=100))  # say a kick that always gets 403
+    fx = Effects("event-1")
+    fx.follow("erase.room", room="!r:x", client="@client:x")
+    await work.commit(fx, None)
+    clock = store._clock
+    assert isinstance(clock, Clock)
+    for attempt in range(1, 5):
+        clock.now += timedelta(hours=1)
+        await work.run()
+        assert len(calls) == min(attempt + 1, 3), "no attempt after the third"
+    assert await store.pending_followups() == 0
+    [failed] = await store.failed_followups()
+    assert (failed.kind, failed.attempts) == ("erase.room", 3)
+    [line] = [r for r in caplog.records if "given up" in r.getMessage()]
+    assert line.levelname == "WARNING" and "@client:x" not in line.getMessage()
+    [audit] = [a for a in await store.audit_lines() if a.action == "followup.failed"]
+    assert audit.detail == f"erase.room:{failed.id}"
+
+
+async def test_a_follow_up_that_recovers_before_the_limit_is_not_given_up(store) -> None:
+    calls: list[dict[str, Any]] = []
+    work = Work(store, txn_id=txn_id, max_attempts=3)
+    work.handle("leave", recorder(calls, fail=2))
+    fx = Effects("event-1")
+    fx.follow("leave", room="!r:x")
+    await work.commit(fx, None)
+    clock = store._clock
+    assert isinstance(clock, Clock)
+    for _ in range(2):
+        clock.now += timedelta(hours=1)
+        await work.run()
+    assert len(calls) == 3 and await store.failed_followups() == []
+    assert await store.pending_followups() == 0
