@@ -145,6 +145,7 @@ class PendingFollowUp:
     kind: str
     payload: dict[str, Any]
     attempts: int
+    failures: int  # attempts that count towards giving up
 
 
 @dataclass(frozen=True)
@@ -779,14 +780,14 @@ class BridgeStore:
         """Pending follow-ups due now (or the pending ones among ``keys``), oldest first."""
         if keys is None:
             rows = await self.db.fetchall(
-                "SELECT id, key, kind, payload, attempts FROM followups"
+                "SELECT id, key, kind, payload, attempts, failures FROM followups"
                 " WHERE status = 'pending' AND next_at <= ? ORDER BY id",
                 (self._now(),),
             )
         else:
             marks = ", ".join("?" * len(keys))
             rows = await self.db.fetchall(
-                "SELECT id, key, kind, payload, attempts FROM followups"
+                "SELECT id, key, kind, payload, attempts, failures FROM followups"
                 f" WHERE status = 'pending' AND key IN ({marks}) ORDER BY id",
                 tuple(keys),
             )
@@ -797,6 +798,7 @@ class BridgeStore:
                 str(r["kind"]),
                 self._open_json(r["payload"], "followups.payload") or {},
                 int(r["attempts"]),
+                int(r["failures"]),
             )
             for r in rows
         ]
@@ -808,16 +810,21 @@ class BridgeStore:
             (self._now(), followup_id),
         )
 
-    async def followup_later(self, followup_id: int, delay: timedelta) -> None:
+    async def followup_later(
+        self, followup_id: int, delay: timedelta, *, failed: bool = False
+    ) -> None:
+        """Try again after ``delay``; ``failed``: the attempt counts towards giving up."""
         await self.db.execute(
-            "UPDATE followups SET attempts = attempts + 1, next_at = ? WHERE id = ?",
-            (iso(self._clock() + delay), followup_id),
+            "UPDATE followups SET attempts = attempts + 1, failures = failures + ?, next_at = ?"
+            " WHERE id = ?",
+            (int(failed), iso(self._clock() + delay), followup_id),
         )
 
     async def followup_failed(self, followup_id: int) -> None:
         """Given up on: not retried any more; kept (payload sealed) for an operator to see."""
         await self.db.execute(
-            "UPDATE followups SET status = 'failed', attempts = attempts + 1, done_at = ?"
+            "UPDATE followups SET status = 'failed', attempts = attempts + 1,"
+            " failures = failures + 1, done_at = ?"
             " WHERE id = ?",
             (self._now(), followup_id),
         )

@@ -11,10 +11,13 @@ follow-ups.
 A follow-up is a row (``followups``) with a key derived from its cause, so a
 replayed step adds nothing twice. It runs right after the commit and, until
 it is done, again at every tick and after a restart, with back-off between
-failed attempts, until :data:`MAX_ATTEMPTS` attempts have failed: then it is
-marked ``failed`` (a warning and an audit line, ids only; see
-:meth:`bridge.store.BridgeStore.failed_followups`) and left to an operator
-instead of being retried forever. Handlers are therefore idempotent: each checks the state it
+failed attempts. After :data:`MAX_ATTEMPTS` refused attempts (say a kick
+that always gets 403, or a bug) it is marked ``failed`` (a warning and an
+audit line, ids only; see :meth:`bridge.store.BridgeStore.failed_followups`)
+and left to an operator instead of being retried forever. Attempts that could
+not reach the homeserver (no connection, a timeout, 5xx, 429) and follow-ups
+that wait (:class:`Retry`) do not count: an outage, however long, gives up on
+nothing. Handlers are therefore idempotent: each checks the state it
 would change and does nothing twice (rooms are created with a marker in their
 creation content and found again after a crash; messages use deterministic
 transaction ids). A follow-up that cannot finish yet raises :class:`Retry`.
@@ -32,7 +35,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
+import aiohttp
+
 from bridge.store import BridgeStore, PendingFollowUp
+from e2ecounsel.errors import MatrixError
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +47,8 @@ CrashPoint = Callable[[str], None]
 #: Back-off of a failed follow-up: 5 s, 10 s, 20 s ... at most 10 minutes.
 _FIRST_DELAY = 5.0
 _MAX_DELAY = 600.0
-#: Attempts (including the first) before a follow-up is given up: with the
-#: back-off above, about three hours of trying.
+#: Refused attempts (including the first) before a follow-up is given up:
+#: with the back-off above, about three hours of trying.
 MAX_ATTEMPTS = 25
 
 
@@ -76,6 +82,13 @@ class Step(Protocol):
 
     @property
     def follow_ups(self) -> Sequence[FollowUp]: ...
+
+
+def unreachable(exc: BaseException) -> bool:
+    """True if ``exc`` means the homeserver could not be reached or asked us to wait."""
+    if isinstance(exc, MatrixError):
+        return exc.status is not None and (exc.status >= 500 or exc.status == 429)
+    return isinstance(exc, (OSError, TimeoutError, aiohttp.ClientError))
 
 
 def delay_after(attempts: int) -> timedelta:
@@ -156,11 +169,13 @@ class Work:
             logger.error("no handler for follow-up kind %s (%d)", follow_up.kind, follow_up.id)
             await self.store.followup_later(follow_up.id, delay_after(follow_up.attempts))
             return 0
+        refused = False
         try:
             await handler(follow_up.payload)
         except Retry:
             logger.info("follow-up %d (%s) waits; retried later", follow_up.id, follow_up.kind)
-        except Exception:
+        except Exception as exc:
+            refused = not unreachable(exc)
             logger.exception(
                 "follow-up %d (%s) failed (attempt %d)",
                 follow_up.id,
@@ -170,17 +185,21 @@ class Work:
         else:
             await self.store.followup_done(follow_up.id)
             return 1
-        if follow_up.attempts + 1 >= self.max_attempts:
+        if refused and follow_up.failures + 1 >= self.max_attempts:
             await self._give_up(follow_up)
         else:
-            await self.store.followup_later(follow_up.id, delay_after(follow_up.attempts))
+            delay = delay_after(follow_up.attempts)
+            await self.store.followup_later(follow_up.id, delay, failed=refused)
         return 0
 
     async def _give_up(self, follow_up: PendingFollowUp) -> None:
-        """Too many attempts: stop retrying; an operator sees it in ``failed_followups``."""
-        attempts = follow_up.attempts + 1
+        """Refused too often: stop retrying; an operator sees it in ``failed_followups``."""
         logger.warning(
-            "follow-up %d (%s) given up after %d attempts", follow_up.id, follow_up.kind, attempts
+            "follow-up %d (%s) given up after %d attempts (%d refused)",
+            follow_up.id,
+            follow_up.kind,
+            follow_up.attempts + 1,
+            follow_up.failures + 1,
         )
         async with self.store.transaction():
             await self.store.followup_failed(follow_up.id)
