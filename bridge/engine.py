@@ -91,6 +91,7 @@ class Engine:
         for kind, handler in (
             ("place", self._follow_place),
             ("switch", self._follow_switch),
+            ("waitlisted", self._follow_waitlisted),
             ("retire", self._follow_retire),
             ("page", self._follow_page),
             ("drain", self._follow_drain),
@@ -823,7 +824,8 @@ class Engine:
         supervisor's ``!reassign`` and the re-match after a counselor leaves
         the roster. ``target_id`` None (or a target who has no room any more)
         means "the best match other than the current counselor"; when nobody
-        is free the client waits on the list with ``waitlist_key``. The old
+        is free the client waits on the list and is told so with
+        ``waitlist_key`` (a follow-up of the same step). The old
         engagement is closed without an outcome and the new one opened (with
         the risk level, the crisis flag and the chosen counselor) in one
         transaction that also records the follow-ups: the old counselor
@@ -879,10 +881,22 @@ class Engine:
                     note_key=note_key,
                     incoming_key=incoming_key,
                 )
+            else:
+                fx.follow(
+                    "waitlisted", client=client.user_id, cause=f"{cause}:waitlist", key=waitlist_key
+                )
             await self.work.commit(fx, None, follow=False)
         await self.work.run([f.key for f in fx.follow_ups])
-        if chosen is None:
-            await self._tell_waitlisted(client, f"{cause}:waitlist", key=waitlist_key)
+
+    async def _follow_waitlisted(self, payload: dict[str, Any]) -> None:
+        """Tell a client they are on the waiting list (unless placed or gone meanwhile)."""
+        client = await self.store.get_client(str(payload["client"]))
+        if client is None:
+            return
+        eng = await self.store.current_engagement(client.user_id)
+        if eng is None or eng.status != "waiting":
+            return
+        await self._tell_waitlisted(client, str(payload["cause"]), key=str(payload["key"]))
 
     async def _follow_retire(self, payload: dict[str, Any]) -> None:
         """The old counselor leaves the client's old room; the client keeps it."""
@@ -916,7 +930,8 @@ class Engine:
         """Delete what we store about the client; redact, remove the counselor, leave.
 
         The goodbye, the deletion, a ``released`` note to each counselor who
-        still has the client, and one follow-up per room go into ONE
+        still has the client, and one follow-up per room (session rooms, the
+        rooms a page's taker met the client in, the DM) go into ONE
         transaction. The follow-ups redact the bot's messages (they need the
         event ids the outbox still holds, and a crash there leaves nothing
         readable in the database), remove the counselor from the session
@@ -938,10 +953,18 @@ class Engine:
                 reader=counselor.user_id,
                 case=CaseEvent("released", e.id, e.room_id),
             )
-        sessions = {e.room_id for e in engagements if e.room_id}
+        # Rooms where a page's taker met the client count as session rooms:
+        # everyone but the client is removed. Read before the deletion below.
+        page_rooms = await self.store.page_rooms(client.user_id)
+        sessions = {e.room_id for e in engagements if e.room_id} | set(page_rooms)
         room_ids = list(
             dict.fromkeys(
-                [*(e.room_id for e in engagements if e.room_id), client.dm_room_id, item.room_id]
+                [
+                    *(e.room_id for e in engagements if e.room_id),
+                    *page_rooms,
+                    client.dm_room_id,
+                    item.room_id,
+                ]
             )
         )
         fx.write(self._audit_fn(client.user_id, "client.erase"))

@@ -127,15 +127,15 @@ async def create_room(session: MatrixSession, body: dict[str, Any], purpose: str
             await asyncio.sleep(min(float(answer.get("retry_after_ms", 1000)) / 1000, 30.0))
             continue
         errcode = answer.get("errcode") if isinstance(answer, dict) else None
-        raise MatrixError(f"creating a room: {status} {errcode}", errcode=errcode)
-    raise MatrixError("creating a room: rate limited")
+        raise MatrixError(f"creating a room: {status} {errcode}", errcode=errcode, status=status)
+    raise MatrixError("creating a room: rate limited", status=429)
 
 
 async def find_room(session: MatrixSession, purpose: str, known: Collection[str]) -> str | None:
     """A room the bot is in whose creation content names ``purpose`` (not one of ``known``)."""
     status, answer = await session.raw("GET", "/_matrix/client/v3/joined_rooms")
     if status != 200 or not isinstance(answer, dict):
-        raise MatrixError(f"listing joined rooms: {status}")
+        raise MatrixError(f"listing joined rooms: {status}", status=status)
     for room_id in answer.get("joined_rooms", []):
         if room_id in known:
             continue
@@ -182,12 +182,12 @@ async def make_read_only(session: MatrixSession, room_id: str) -> None:
     path = f"/_matrix/client/v3/rooms/{quote(room_id)}/state/m.room.power_levels/"
     status, levels = await session.raw("GET", path)
     if status != 200 or not isinstance(levels, dict):
-        raise MatrixError(f"reading power levels: {status}")
+        raise MatrixError(f"reading power levels: {status}", status=status)
     if levels.get("events_default") == READ_ONLY:
         return
     status, answer = await session.raw("PUT", path, read_only(levels))
     if status != 200:
-        raise MatrixError(f"locking a closed room: {status}")
+        raise MatrixError(f"locking a closed room: {status}", status=status)
 
 
 async def members(session: MatrixSession, room_id: str) -> dict[str, str]:
@@ -196,7 +196,7 @@ async def members(session: MatrixSession, room_id: str) -> dict[str, str]:
     if status == 403:
         return {}  # we are no longer in the room
     if status != 200 or not isinstance(answer, dict):
-        raise MatrixError(f"reading members: {status}")
+        raise MatrixError(f"reading members: {status}", status=status)
     out: dict[str, str] = {}
     for event in answer.get("chunk", []):
         content = event.get("content") or {}
@@ -217,7 +217,7 @@ async def kick(session: MatrixSession, room_id: str, user_id: str) -> None:
         {"user_id": user_id},
     )
     if status != 200:
-        raise MatrixError(f"removing a member: {status}")
+        raise MatrixError(f"removing a member: {status}", status=status)
 
 
 async def invite(session: MatrixSession, room_id: str, user_id: str) -> None:
@@ -226,7 +226,7 @@ async def invite(session: MatrixSession, room_id: str, user_id: str) -> None:
         "POST", f"/_matrix/client/v3/rooms/{quote(room_id)}/invite", {"user_id": user_id}
     )
     if status != 200:
-        raise MatrixError(f"inviting a member: {status}")
+        raise MatrixError(f"inviting a member: {status}", status=status)
 
 
 async def redact(session: MatrixSession, room_id: str, event_id: str, txn_id: str) -> None:
@@ -234,7 +234,7 @@ async def redact(session: MatrixSession, room_id: str, event_id: str, txn_id: st
     path = f"/_matrix/client/v3/rooms/{quote(room_id)}/redact/{quote(event_id)}/{quote(txn_id)}"
     status, answer = await session.raw("PUT", path, {})
     if status not in (200, 403, 404):
-        raise MatrixError(f"redacting: {status}")
+        raise MatrixError(f"redacting: {status}", status=status)
     if status != 200:
         logger.warning("redacting in %s refused: %s", room_id, status)
 
@@ -244,7 +244,7 @@ async def leave(session: MatrixSession, room_id: str) -> None:
         "POST", f"/_matrix/client/v3/rooms/{quote(room_id)}/leave", {}
     )
     if status not in (200, 403, 404):
-        raise MatrixError(f"leaving a room: {status}")
+        raise MatrixError(f"leaving a room: {status}", status=status)
 
 
 def room_link(room_id: str) -> str:

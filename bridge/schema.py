@@ -11,7 +11,7 @@ engagement per client, capacity above zero, known risk levels and outcomes.
 
 from __future__ import annotations
 
-from e2ecounsel.store import MigrationRegistry
+from e2ecounsel.store import Database, MigrationRegistry
 
 MIGRATIONS = MigrationRegistry()
 
@@ -290,3 +290,43 @@ MIGRATIONS.add_sql(
     );
     """,
 )
+
+# A follow-up given up on after too many refused attempts (bridge/kernel/work.py)
+# is 'failed': it is no longer retried and waits for an operator. `failures`
+# counts only the attempts that count towards that (not an unreachable
+# homeserver). SQLite cannot change a CHECK constraint in place, so its table
+# is rebuilt.
+_FOLLOWUPS_MAY_FAIL = {
+    "sqlite": """
+        CREATE TABLE followups_new (
+            id         INTEGER PRIMARY KEY,
+            key        TEXT NOT NULL UNIQUE,
+            kind       TEXT NOT NULL,
+            payload    BLOB,
+            status     TEXT NOT NULL DEFAULT 'pending'
+                       CHECK (status IN ('pending', 'done', 'failed')),
+            attempts   INTEGER NOT NULL DEFAULT 0,
+            next_at    TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            done_at    TEXT,
+            failures   INTEGER NOT NULL DEFAULT 0
+        );
+        INSERT INTO followups_new
+            SELECT id, key, kind, payload, status, attempts, next_at, created_at, done_at, 0
+            FROM followups;
+        DROP TABLE followups;
+        ALTER TABLE followups_new RENAME TO followups;
+        CREATE INDEX followups_pending ON followups(next_at, id) WHERE status = 'pending';
+        """,
+    "postgresql": """
+        ALTER TABLE followups ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE followups DROP CONSTRAINT followups_status_check;
+        ALTER TABLE followups ADD CONSTRAINT followups_status_check
+            CHECK (status IN ('pending', 'done', 'failed'));
+        """,
+}
+
+
+@MIGRATIONS.register("follow-ups that kept failing are marked failed")
+async def _followups_may_fail(db: Database) -> None:
+    await db.execute_script(_FOLLOWUPS_MAY_FAIL[db.dialect], native=True)

@@ -126,6 +126,17 @@ class Counselor:
 
 
 @dataclass(frozen=True)
+class FailedFollowUp:
+    """A follow-up given up on (see :meth:`BridgeStore.failed_followups`)."""
+
+    id: int
+    kind: str
+    attempts: int
+    created_at: str
+    failed_at: str
+
+
+@dataclass(frozen=True)
 class PendingFollowUp:
     """A follow-up row not done yet (see :mod:`bridge.kernel.work`)."""
 
@@ -134,6 +145,7 @@ class PendingFollowUp:
     kind: str
     payload: dict[str, Any]
     attempts: int
+    failures: int  # attempts that count towards giving up
 
 
 @dataclass(frozen=True)
@@ -409,9 +421,11 @@ class BridgeStore:
         return [str(r["event_id"]) for r in rows]
 
     async def forget_room(self, room_id: str) -> None:
-        """Drop what is kept about ``room_id``: its outbox rows (sent or not), its rooms row."""
+        """Drop what is kept about ``room_id``: its outbox rows (sent or not), its
+        rooms row, the request it was created by."""
         async with self.db.transaction():
             await self.db.execute("DELETE FROM outbox WHERE room_id = ?", (room_id,))
+            await self.db.execute("DELETE FROM room_requests WHERE room_id = ?", (room_id,))
             await self.db.execute("DELETE FROM rooms WHERE room_id = ?", (room_id,))
 
     async def purge_sent(self, older_than: timedelta) -> int:
@@ -482,13 +496,24 @@ class BridgeStore:
         )
         return replace(rec, created_at=str(stored))
 
+    async def page_rooms(self, user_id: str) -> list[str]:
+        """The rooms where someone who took one of the client's pages met them."""
+        rows = await self.db.fetchall(
+            "SELECT DISTINCT room_id FROM pages WHERE client_id = ? AND room_id IS NOT NULL"
+            " ORDER BY room_id",
+            (user_id,),
+        )
+        return [str(r["room_id"]) for r in rows]
+
     async def delete_client(self, user_id: str) -> bool:
         """Erase a client: their row, their engagements (cascade) and their rooms rows.
 
         The outbox is left alone: the bridge still needs the event ids of its
         own messages to redact them, and a goodbye queued in the same
         transaction must still go out; :meth:`forget_room` clears each room
-        afterwards. Audit lines stay (they name nobody). True if the client existed.
+        afterwards. Their pages go too: read :meth:`page_rooms` first, the
+        rooms a page's taker met them in must be cleared like their session
+        rooms. Audit lines stay (they name nobody). True if the client existed.
         """
         async with self.db.transaction():
             await self.db.execute("DELETE FROM rooms WHERE user_id = ?", (user_id,))
@@ -755,14 +780,14 @@ class BridgeStore:
         """Pending follow-ups due now (or the pending ones among ``keys``), oldest first."""
         if keys is None:
             rows = await self.db.fetchall(
-                "SELECT id, key, kind, payload, attempts FROM followups"
+                "SELECT id, key, kind, payload, attempts, failures FROM followups"
                 " WHERE status = 'pending' AND next_at <= ? ORDER BY id",
                 (self._now(),),
             )
         else:
             marks = ", ".join("?" * len(keys))
             rows = await self.db.fetchall(
-                "SELECT id, key, kind, payload, attempts FROM followups"
+                "SELECT id, key, kind, payload, attempts, failures FROM followups"
                 f" WHERE status = 'pending' AND key IN ({marks}) ORDER BY id",
                 tuple(keys),
             )
@@ -773,6 +798,7 @@ class BridgeStore:
                 str(r["kind"]),
                 self._open_json(r["payload"], "followups.payload") or {},
                 int(r["attempts"]),
+                int(r["failures"]),
             )
             for r in rows
         ]
@@ -784,11 +810,41 @@ class BridgeStore:
             (self._now(), followup_id),
         )
 
-    async def followup_later(self, followup_id: int, delay: timedelta) -> None:
+    async def followup_later(
+        self, followup_id: int, delay: timedelta, *, failed: bool = False
+    ) -> None:
+        """Try again after ``delay``; ``failed``: the attempt counts towards giving up."""
         await self.db.execute(
-            "UPDATE followups SET attempts = attempts + 1, next_at = ? WHERE id = ?",
-            (iso(self._clock() + delay), followup_id),
+            "UPDATE followups SET attempts = attempts + 1, failures = failures + ?, next_at = ?"
+            " WHERE id = ?",
+            (int(failed), iso(self._clock() + delay), followup_id),
         )
+
+    async def followup_failed(self, followup_id: int) -> None:
+        """Given up on: not retried any more; kept (payload sealed) for an operator to see."""
+        await self.db.execute(
+            "UPDATE followups SET status = 'failed', attempts = attempts + 1,"
+            " failures = failures + 1, done_at = ?"
+            " WHERE id = ?",
+            (self._now(), followup_id),
+        )
+
+    async def failed_followups(self) -> list[FailedFollowUp]:
+        """Follow-ups given up on after too many attempts, oldest first (ids and kinds only)."""
+        rows = await self.db.fetchall(
+            "SELECT id, kind, attempts, created_at, done_at FROM followups"
+            " WHERE status = 'failed' ORDER BY id"
+        )
+        return [
+            FailedFollowUp(
+                int(r["id"]),
+                str(r["kind"]),
+                int(r["attempts"]),
+                str(r["created_at"]),
+                str(r["done_at"]),
+            )
+            for r in rows
+        ]
 
     async def purge_followups(self, older_than: timedelta) -> int:
         """Forget follow-ups done before ``now - older_than`` (their steps are marked handled)."""

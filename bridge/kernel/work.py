@@ -11,7 +11,13 @@ follow-ups.
 A follow-up is a row (``followups``) with a key derived from its cause, so a
 replayed step adds nothing twice. It runs right after the commit and, until
 it is done, again at every tick and after a restart, with back-off between
-failed attempts. Handlers are therefore idempotent: each checks the state it
+failed attempts. After :data:`MAX_ATTEMPTS` refused attempts (say a kick
+that always gets 403, or a bug) it is marked ``failed`` (a warning and an
+audit line, ids only; see :meth:`bridge.store.BridgeStore.failed_followups`)
+and left to an operator instead of being retried forever. Attempts that could
+not reach the homeserver (no connection, a timeout, 5xx, 429) and follow-ups
+that wait (:class:`Retry`) do not count: an outage, however long, gives up on
+nothing. Handlers are therefore idempotent: each checks the state it
 would change and does nothing twice (rooms are created with a marker in their
 creation content and found again after a crash; messages use deterministic
 transaction ids). A follow-up that cannot finish yet raises :class:`Retry`.
@@ -29,7 +35,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
+import aiohttp
+
 from bridge.store import BridgeStore, PendingFollowUp
+from e2ecounsel.errors import MatrixError
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +47,9 @@ CrashPoint = Callable[[str], None]
 #: Back-off of a failed follow-up: 5 s, 10 s, 20 s ... at most 10 minutes.
 _FIRST_DELAY = 5.0
 _MAX_DELAY = 600.0
+#: Refused attempts (including the first) before a follow-up is given up:
+#: with the back-off above, about three hours of trying.
+MAX_ATTEMPTS = 25
 
 
 def no_crash(_point: str) -> None:
@@ -72,6 +84,13 @@ class Step(Protocol):
     def follow_ups(self) -> Sequence[FollowUp]: ...
 
 
+def unreachable(exc: BaseException) -> bool:
+    """True if ``exc`` means the homeserver could not be reached or asked us to wait."""
+    if isinstance(exc, MatrixError):
+        return exc.status is not None and (exc.status >= 500 or exc.status == 429)
+    return isinstance(exc, (OSError, TimeoutError, aiohttp.ClientError))
+
+
 def delay_after(attempts: int) -> timedelta:
     return timedelta(seconds=min(_FIRST_DELAY * 2**attempts, _MAX_DELAY))
 
@@ -87,8 +106,10 @@ class Work:
         mark_done: Callable[[str], Awaitable[None]] | None = None,
         flush: Callable[[set[str] | None], Awaitable[None]] | None = None,
         crash_point: CrashPoint = no_crash,
+        max_attempts: int = MAX_ATTEMPTS,
     ) -> None:
         self.store = store
+        self.max_attempts = max_attempts
         self._txn_id = txn_id
         self._mark_done = mark_done
         self._flush = flush
@@ -148,13 +169,15 @@ class Work:
             logger.error("no handler for follow-up kind %s (%d)", follow_up.kind, follow_up.id)
             await self.store.followup_later(follow_up.id, delay_after(follow_up.attempts))
             return 0
+        refused = False
         try:
             await handler(follow_up.payload)
         except Retry:
             logger.info("follow-up %d (%s) waits; retried later", follow_up.id, follow_up.kind)
-        except Exception:
+        except Exception as exc:
+            refused = not unreachable(exc)
             logger.exception(
-                "follow-up %d (%s) failed (attempt %d); retried later",
+                "follow-up %d (%s) failed (attempt %d)",
                 follow_up.id,
                 follow_up.kind,
                 follow_up.attempts + 1,
@@ -162,5 +185,24 @@ class Work:
         else:
             await self.store.followup_done(follow_up.id)
             return 1
-        await self.store.followup_later(follow_up.id, delay_after(follow_up.attempts))
+        if refused and follow_up.failures + 1 >= self.max_attempts:
+            await self._give_up(follow_up)
+        else:
+            delay = delay_after(follow_up.attempts)
+            await self.store.followup_later(follow_up.id, delay, failed=refused)
         return 0
+
+    async def _give_up(self, follow_up: PendingFollowUp) -> None:
+        """Refused too often: stop retrying; an operator sees it in ``failed_followups``."""
+        logger.warning(
+            "follow-up %d (%s) given up after %d attempts (%d refused)",
+            follow_up.id,
+            follow_up.kind,
+            follow_up.attempts + 1,
+            follow_up.failures + 1,
+        )
+        async with self.store.transaction():
+            await self.store.followup_failed(follow_up.id)
+            await self.store.audit(
+                "bridge", "followup.failed", detail=f"{follow_up.kind}:{follow_up.id}"
+            )

@@ -247,3 +247,42 @@ async def test_kill_9_at_every_step_of_placement_and_erasure(
     )
     assert bot.kills == len(PLACEMENT) + len(ERASURE)
     assert (tally.lost, tally.duplicate_rooms, tally.duplicate_messages) == (0, 0, 0)
+
+
+async def test_kill_9_right_after_a_switch_to_the_waiting_list_still_tells_the_client(
+    homeserver, user_factory, tmp_path
+) -> None:
+    """The counselor leaves the roster, nobody else is free: the client goes on the
+    waiting list. Killed right after that step committed, the bridge still tells them."""
+    bot_id, password = await user_factory("counsel")
+    bot = BotProcess(homeserver.info.base_url, bot_id, password, tmp_path / "bot")
+    ana = await person(homeserver, user_factory, tmp_path, "ana")
+    client = await person(homeserver, user_factory, tmp_path, "client")
+    try:
+        async with bot.store() as store:
+            await store.add_counselor(counselor_record(ana.session.user_id, "Ana"))
+        await bot.start()
+        dm = await open_dm(client, bot_id)
+        await walk_intake(dm)
+        await dm.send("auto")
+        await dm.expect(text("en", "intake.matched", counselor_name="Ana"))
+        await bot.stop()
+        async with bot.store() as store:
+            await store.deactivate_counselor(ana.session.user_id)
+
+        await bot.start("committed:retire")
+        assert await bot.killed(), "the switch never committed"
+        await bot.start()
+        waitlisted = text("en", "counselor.removed_waitlisted", position=1)
+        await dm.expect(waitlisted)
+        await asyncio.sleep(1)
+        assert dm.bot_messages().count(waitlisted) == 1
+        await bot.stop()
+        async with bot.store() as store:
+            eng = await store.current_engagement(client.session.user_id)
+            assert eng is not None and eng.status == "waiting"
+            assert await store.pending_followups() == 0
+    finally:
+        await bot.stop()
+        for who in (ana, client):
+            await who.close()

@@ -9,9 +9,20 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.integration.bridgekit import POLICY, Chat, answer_country, open_dm, seat_client, text
+from tests.integration.bridgekit import (
+    POLICY,
+    Chat,
+    answer_country,
+    bot_event_ids,
+    fetch_event,
+    membership,
+    open_dm,
+    seat_client,
+    text,
+    walk_intake,
+)
 from tests.integration.matrixkit import until
-from tests.journeys.conftest import Contents, case_channel, eventually, hire
+from tests.journeys.conftest import Contents, case_channel, eventually, hire, poll
 
 COUNTRY = POLICY.crisis.countries[0].code
 
@@ -112,16 +123,22 @@ async def test_nobody_to_page_means_the_client_is_not_told_anyone_was_alerted(bo
     assert await bot.bridge.engine.pages.newest_open() is None
 
 
+async def supervisors_room(bot, who, name: str) -> Chat:
+    """Make ``who`` a supervisor; the bridge makes the room once and invites them (they accept)."""
+    pages = bot.bridge.engine.pages
+    await pages.add_supervisor(who.session.user_id, name)
+    room = await eventually(pages.supervisors_room, what="the supervisors' room")
+    await until(lambda: who.joined(room, who.session.user_id), what=f"{name} joins")
+    sup = Chat(who, str(room), bot.user_id)
+    await sup.expect(text("en", "supervisors.welcome"))
+    return sup
+
+
 async def test_supervisors_get_a_room_of_their_own_and_take_pages_there(bot, people):
     sari = await people("sari")
     other = await people("other")
     pages = bot.bridge.engine.pages
-    await pages.add_supervisor(sari.session.user_id, "Sari")
-    # The bridge makes the room once and invites the supervisor (who accepts).
-    room = await eventually(pages.supervisors_room, what="the supervisors' room")
-    await until(lambda: sari.joined(room, sari.session.user_id), what="Sari joins")
-    sup = Chat(sari, str(room), bot.user_id)
-    await sup.expect(text("en", "supervisors.welcome"))
+    sup = await supervisors_room(bot, sari, "Sari")
 
     client = await people("client")
     dm = await open_dm(client, bot.user_id)
@@ -192,3 +209,51 @@ async def test_a_page_about_a_seated_client_brings_the_taker_into_the_session_ro
 
 def link(room_id: str) -> str:
     return f"https://matrix.to/#/{room_id}"
+
+
+async def test_erase_clears_the_room_a_page_was_taken_in(bot, people):
+    # A client on the waiting list pages; a supervisor takes it and meets the
+    # client in a room made for the page. Erasing must clear that room too.
+    sari = await people("sari")
+    pages = bot.bridge.engine.pages
+    sup = await supervisors_room(bot, sari, "Sari")
+    client = await people("client")
+    dm = await open_dm(client, bot.user_id)
+    await walk_intake(dm)
+    await dm.send("auto")
+    await dm.expect(text("en", "intake.waitlisted", position=1))
+    await dm.send("urgent")
+    page = await eventually(pages.newest_open, what="the page")
+    await sup.expect(text("en", "page.urgent", page=page.id))
+    await sari.session.send_text(sup.room_id, f"!take {page.id}")
+    await dm.expect(text("en", "take.client_invited", name="Sari"))
+    room = (await pages.get(page.id)).room_id
+    await until(lambda: client.joined(room, client.session.user_id), what="client joins")
+    await until(lambda: sari.joined(room, sari.session.user_id), what="Sari joins")
+    await Chat(client, room, bot.user_id).expect(lambda b: b.startswith("Sari from the team"))
+    intro = bot_event_ids(client, room, bot.user_id)
+    assert intro
+
+    await dm.send("erase")
+    await dm.expect(text("en", "erase.confirm"))
+    await dm.send("yes")
+    await dm.expect(text("en", "erase.done"))
+
+    async def cleared() -> bool:
+        return (
+            await membership(client, room, sari.session.user_id) == "leave"
+            and await membership(client, room, bot.user_id) == "leave"
+        )
+
+    await poll(cleared, what="the taker removed and the bot gone from the page's room")
+    for event_id in intro:
+        assert not (await fetch_event(client, room, event_id)).get("content"), "not redacted"
+    store = bot.bridge.store
+    assert await store.get_client(client.session.user_id) is None
+    await poll(lambda: _none_pending(store), what="every clean-up done")
+    assert await store.page_rooms(client.session.user_id) == []
+    assert not await pages.is_page_room(room)
+
+
+async def _none_pending(store) -> bool:
+    return await store.pending_followups() == 0

@@ -413,3 +413,33 @@ async def test_open_data_dir_without_database(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="no bridge database"):
         await BridgeStore.open_data_dir(tmp_path / "missing", create=False)
     assert not (tmp_path / "missing").exists()
+
+
+# ---------------------------------------------------------------------- follow-ups
+
+
+async def test_a_follow_up_given_up_is_listed_and_no_longer_due(store: BridgeStore) -> None:
+    async with store.transaction():
+        await store.add_followup("k1", "erase.room", {"room": "!r:x"})
+        await store.add_followup("k2", "leave", {"room": "!r:x"})
+    first, second = await store.due_followups()
+    await store.followup_failed(first.id)
+    assert [f.key for f in await store.due_followups()] == [second.key]
+    [failed] = await store.failed_followups()
+    assert (failed.id, failed.kind, failed.attempts) == (first.id, "erase.room", 1)
+    assert await store.pending_followups() == 1
+
+
+async def test_the_rooms_of_a_clients_pages_are_read_before_the_erasure(
+    store: BridgeStore,
+) -> None:
+    client = await add_client(store)
+    for cause, room in (("e1", "!page:x"), ("e2", None), ("e3", "!page:x")):
+        await store.db.execute(
+            "INSERT INTO pages (cause, client_id, reason, created_at, room_id)"
+            " VALUES (?, ?, 'command:urgent', '2026-03-01', ?)",
+            (cause, client.user_id, room),
+        )
+    assert await store.page_rooms(client.user_id) == ["!page:x"]
+    assert await store.delete_client(client.user_id)
+    assert await store.page_rooms(client.user_id) == []

@@ -14,6 +14,7 @@ import pytest
 from bridge.effects import Effects, txn_id
 from bridge.kernel.work import Retry, Work, delay_after
 from bridge.store import BridgeStore
+from e2ecounsel.errors import MatrixError
 from e2ecounsel.sealing import Sealer
 
 
@@ -166,3 +167,74 @@ async def test_finished_follow_ups_are_forgotten_after_a_week(store) -> None:
     clock.now += timedelta(days=2)
     assert await store.purge_followups(timedelta(days=7)) == 2
     assert await store.pending_followups() == 1
+
+
+async def hourly(store: BridgeStore, handler, runs: int) -> None:
+    """Commit one ``erase.room`` follow-up (at most 3 refused attempts), then run every hour."""
+    work = Work(store, txn_id=txn_id, max_attempts=3)
+    work.handle("erase.room", handler)
+    fx = Effects("event-1")
+    fx.follow("erase.room", room="!r:x", client="@client:x")
+    await work.commit(fx, None)
+    clock = store._clock
+    assert isinstance(clock, Clock)
+    for _ in range(runs):
+        clock.now += timedelta(hours=1)
+        await work.run()
+
+
+async def test_a_follow_up_that_keeps_failing_is_given_up_and_reported(store, caplog) -> None:
+    calls: list[dict[str, Any]] = []
+    await hourly(store, recorder(calls, fail=100), 4)  # say a kick that always gets 403
+    assert len(calls) == 3, "no attempt after the third"
+    assert await store.pending_followups() == 0
+    [failed] = await store.failed_followups()
+    assert (failed.kind, failed.attempts) == ("erase.room", 3)
+    [line] = [r for r in caplog.records if "given up" in r.getMessage()]
+    assert line.levelname == "WARNING" and "@client:x" not in line.getMessage()
+    [audit] = [a for a in await store.audit_lines() if a.action == "followup.failed"]
+    assert audit.detail == f"erase.room:{failed.id}"
+
+
+async def test_a_follow_up_that_recovers_before_the_limit_is_not_given_up(store) -> None:
+    calls: list[dict[str, Any]] = []
+    await hourly(store, recorder(calls, fail=2), 2)
+    assert len(calls) == 3 and await store.failed_followups() == []
+    assert await store.pending_followups() == 0
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        Retry("the goodbye is not sent yet"),
+        OSError("connection refused"),
+        TimeoutError(),
+        MatrixError("removing a member: 502", status=502),
+        MatrixError("creating a room: rate limited", status=429),
+    ],
+)
+async def test_an_unreachable_homeserver_or_a_wait_never_gives_a_follow_up_up(store, error) -> None:
+    calls: list[dict[str, Any]] = []
+
+    async def handler(payload: dict[str, Any]) -> None:
+        calls.append(payload)
+        if len(calls) <= 6:
+            raise error
+
+    await hourly(store, handler, 6)
+    assert len(calls) == 7 and await store.failed_followups() == []
+    assert await store.pending_followups() == 0
+
+
+async def test_a_refusal_of_the_homeserver_counts_towards_giving_up(store) -> None:
+    calls: list[dict[str, Any]] = []
+
+    async def handler(payload: dict[str, Any]) -> None:
+        calls.append(payload)
+        if len(calls) % 2:
+            raise OSError("connection reset")  # between outages: 403 every time
+        raise MatrixError("removing a member: 403", status=403)
+
+    await hourly(store, handler, 8)
+    [failed] = await store.failed_followups()
+    assert len(calls) == 6 and failed.attempts == 6
