@@ -10,12 +10,13 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest_asyncio
 
-from e2ecounsel.config import load_config
+from e2ecounsel.config import load_config, write_config
 from e2ecounsel.homeserver import EmbeddedHomeserver, free_port
 from tests.integration.test_cli_up import run_cli
 from tests.integration.test_homeserver import _call, _login
@@ -210,6 +211,18 @@ async def test_doctor_names_each_problem_and_passes_once_fixed(install: Install)
     ]
     assert found["on call"] == [
         "WARN no counselor on call: crisis pages reach the supervisors only"
+    ]
+
+    # A configured room that is not there is named as such.
+    path = install.root / "bridge.toml"
+    kept = path.read_text()
+    write_config(path, replace(load_config(path), supervisors_room="!nowhere:localhost"))
+    code, out, err = await install.cli("doctor")
+    path.write_text(kept)
+    assert code == 1, out + err
+    assert findings(out)["supervisors' room"] == [
+        "OK !nowhere:localhost",
+        "FAIL !nowhere:localhost does not exist on localhost",
     ]
 
     status, joined = await _call(
