@@ -12,7 +12,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -101,8 +101,17 @@ async def cmd_up(args: argparse.Namespace) -> int:
                 expires_ms=int((time.time() + FIRST_TOKEN_DAYS * 86400) * 1000),
             )
         recovery_file = _save_recovery_key(root, status.recovery_key)
+        assert bridge.store is not None
+        escalation = await Escalation.read(bridge.store)
         print(
-            banner(info, status, root, token=token, recovery_file=recovery_file),
+            banner(
+                info,
+                status,
+                root,
+                token=token,
+                recovery_file=recovery_file,
+                escalation=escalation,
+            ),
             flush=True,
         )
         if not args.exit_when_ready:
@@ -164,6 +173,55 @@ def _save_recovery_key(root: Path, recovery_key: str | None) -> Path | None:
     return path
 
 
+@dataclass(frozen=True)
+class Escalation:
+    """Who a crisis page or an SLA escalation can reach, as the bridge's store says at start."""
+
+    supervisors: int
+    room: str | None
+    on_call: int
+
+    @classmethod
+    async def read(cls, store: BridgeStore) -> Escalation:
+        pages = Pages(store.db)
+        counselors = await store.list_counselors(active_only=True)
+        return cls(
+            supervisors=len(await pages.supervisors()),
+            room=await pages.supervisors_room(),
+            on_call=sum(1 for c in counselors if c.on_call),
+        )
+
+    @property
+    def possible(self) -> bool:
+        return self.supervisors > 0 and self.room is not None
+
+    def lines(self) -> list[str]:
+        if self.supervisors == 0:
+            people = "no supervisors yet: `e2ecounsel supervisor add MXID`"
+        elif self.room is None:
+            people = (
+                f"{self.supervisors} on the list; their room is not created yet (the running "
+                "bridge makes it within seconds)"
+            )
+        else:
+            people = f"{self.supervisors} on the list; their room {self.room}"
+        on_call = (
+            f"{self.on_call} counselor(s)"
+            if self.on_call
+            else "nobody: `e2ecounsel counselor on-call MXID on`"
+        )
+        verdict = (
+            "possible: crisis pages and SLA escalations reach the supervisors"
+            if self.possible
+            else "NOT possible yet: crisis pages and SLA escalations reach no supervisor"
+        )
+        return [
+            f"  supervisors         {people}",
+            f"  on call             {on_call}",
+            f"  escalation          {verdict}",
+        ]
+
+
 def banner(
     info: HomeserverInfo,
     status: BridgeStatus,
@@ -171,6 +229,7 @@ def banner(
     *,
     token: RegistrationToken | None = None,
     recovery_file: Path | None = None,
+    escalation: Escalation,
 ) -> str:
     signed = "yes" if status.cross_signed else "NO"
     make_token = "e2ecounsel token new --uses N --expires 7d"
@@ -210,6 +269,7 @@ def banner(
                 else []
             ),
             *key_warning,
+            *escalation.lines(),
             "",
             "Connect:",
             f"  Element:   sign up on {info.base_url} with a registration token,",

@@ -5,16 +5,16 @@ be) or ``fail`` (something people rely on is broken or unsafe). The checks read 
 of ``e2ecounsel up`` (``bridge.toml``, the embedded homeserver's files, the bridge's database)
 and ask the running homeserver; they change nothing.
 
-The roster is read straight from the bridge's SQLite file (read-only): the core never imports
-the bot, and the counselors' ids are plain columns.
+The roster, the supervisors and their room are read through the store port from the configured
+``database`` (SQLite or PostgreSQL) with plain SELECTs: the core never imports the bot, and these
+ids are plain columns.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import quote
@@ -27,9 +27,11 @@ from e2ecounsel.homeserver import MIN_PASSWORD_LENGTH, EmbeddedHomeserver, reque
 from e2ecounsel.matrix.crosssigning import UserIdentity
 from e2ecounsel.policy import load_policy
 from e2ecounsel.sealing import KEY_ENV, KEY_FILE_ENV, placement_of_sealing_key
+from e2ecounsel.store import Database
+from e2ecounsel.store.dialects import redact_url
 
 Level = Literal["ok", "warn", "fail"]
-_BRIDGE_DB: Final = "bridge.db"
+ADD_SUPERVISOR: Final = "e2ecounsel supervisor add MXID"
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,44 @@ class Finding:
     check: str
     detail: str
     fix: str = ""
+
+
+@dataclass(frozen=True)
+class People:
+    """Who the bridge's database names: the roster, the supervisors, the room it keeps for them."""
+
+    counselors: list[str] = field(default_factory=list)  # active, by id
+    on_call: list[str] = field(default_factory=list)
+    supervisors: list[str] = field(default_factory=list)
+    supervisors_room: str | None = None
+
+
+async def read_people(config: BridgeConfig) -> People:
+    """The bridge's :class:`People`, read-only; an SQLite file not made yet holds nobody.
+
+    Raises whatever the database raises when it cannot be read (not reachable,
+    not an e2ecounsel database, a schema older than these tables).
+    """
+    target = config.database_target
+    if isinstance(target, Path) and not target.is_file():
+        return People()
+    db = await Database.open(target, None)
+    try:
+        rows = await db.fetchall(
+            "SELECT user_id, on_call FROM counselors WHERE active = 1 ORDER BY user_id"
+        )
+        supervisors = await db.fetchall("SELECT user_id FROM supervisors ORDER BY user_id")
+        room = await db.fetchval(
+            "SELECT room_id FROM rooms WHERE kind = 'supervisors' ORDER BY room_id LIMIT 1"
+        )
+    finally:
+        await db.close()
+    return People(
+        counselors=[str(r[0]) for r in rows],
+        on_call=[str(r[0]) for r in rows if r[1]],
+        supervisors=[str(r[0]) for r in supervisors],
+        supervisors_room=None if room is None else str(room),
+    )
 
 
 def _ok(check: str, detail: str) -> Finding:
@@ -54,6 +94,20 @@ async def diagnose(root: Path) -> list[Finding]:
         return [Finding("fail", "bridge config", str(exc), "run `e2ecounsel up` once")]
     findings += _check_key_placement(root)
     findings += _check_bot_password(config, config_path)
+    try:
+        people = await read_people(config)
+    except Exception as exc:  # noqa: BLE001 - whatever stops the read is what to report
+        why = (str(exc).splitlines() or [type(exc).__name__])[0]
+        findings.append(
+            Finding(
+                "fail",
+                "bridge database",
+                f"cannot read {redact_url(str(config.database_target))}: {why}",
+                "check the `database` setting in bridge.toml; start the bridge once "
+                "(`e2ecounsel up`) so its schema is up to date",
+            )
+        )
+        return findings
     hs = EmbeddedHomeserver(root)
     if not (root / "synapse" / "homeserver.yaml").is_file():
         findings.append(
@@ -64,7 +118,7 @@ async def diagnose(root: Path) -> list[Finding]:
                 "check registration and the admin API of your own homeserver by hand",
             )
         )
-        return findings + _check_supervisors_room(config, None)
+        return findings + _check_supervisors(config, people)
     hs.ensure_config()
     if not await hs.is_healthy():
         findings.append(
@@ -81,9 +135,9 @@ async def diagnose(root: Path) -> list[Finding]:
     findings += _check_registration_config(hs)
     findings += await _check_tokens(hs)
     findings += await _check_bot_signed(hs, config.bot_user_id)
-    findings += _check_supervisors_room(config, hs)
-    findings += await _check_supervisors_membership(hs, config)
-    findings += await _check_roster(hs, root)
+    findings += _check_supervisors(config, people)
+    findings += await _check_supervisors_membership(hs, config, people)
+    findings += await _check_roster(hs, people)
     return findings
 
 
@@ -258,39 +312,56 @@ def _identity(body: Mapping[str, Any], user_id: str) -> UserIdentity:
     return ident
 
 
-def _supervisors_room(config: BridgeConfig) -> str | None:
+def _supervisors_room(config: BridgeConfig, people: People) -> str | None:
+    """The configured room (an id, or an alias doctor warns about), else the one the bridge made."""
     policy = load_policy(config.policies_dir)
-    return config.supervisors_room or policy.service.supervisors_room or None
+    return config.supervisors_room or policy.service.supervisors_room or people.supervisors_room
 
 
-def _check_supervisors_room(config: BridgeConfig, hs: EmbeddedHomeserver | None) -> list[Finding]:
-    room = _supervisors_room(config)
-    if room is None:
-        return [
+def _check_supervisors(config: BridgeConfig, people: People) -> list[Finding]:
+    findings: list[Finding] = []
+    if not people.supervisors:
+        findings.append(
             Finding(
                 "fail",
-                "supervisors' room",
-                "none configured: crisis pages and SLA escalations reach no supervisor",
-                "create a room for the supervisors and set its id as `supervisors_room` under "
-                "[bridge] in bridge.toml",
+                "supervisors",
+                "none on the list: crisis pages and SLA escalations reach no supervisor",
+                f"{ADD_SUPERVISOR} (the bridge makes their room and invites them)",
             )
-        ]
+        )
+    else:
+        findings.append(_ok("supervisors", f"{len(people.supervisors)} on the list"))
+    room = _supervisors_room(config, people)
+    if room is None:
+        if people.supervisors:
+            findings.append(
+                Finding(
+                    "fail",
+                    "supervisors' room",
+                    "not created yet: pages have nowhere to go",
+                    "start the bridge (`e2ecounsel up`): it creates the room and invites them",
+                )
+            )
+        return findings
     if room.startswith("#"):
-        return [
+        findings.append(
             Finding(
                 "warn",
                 "supervisors' room",
                 f"configured by alias {room}: whoever claims the alias first receives pages",
-                "use the room id (!…) instead",
+                "use the room id (!…) instead, or remove `supervisors_room` and let the "
+                "bridge make the room",
             )
-        ]
-    return [_ok("supervisors' room", f"configured: {room}")]
+        )
+    else:
+        findings.append(_ok("supervisors' room", room))
+    return findings
 
 
 async def _check_supervisors_membership(
-    hs: EmbeddedHomeserver, config: BridgeConfig
+    hs: EmbeddedHomeserver, config: BridgeConfig, people: People
 ) -> list[Finding]:
-    room = _supervisors_room(config)
+    room = _supervisors_room(config, people)
     if room is None or room.startswith("#"):
         return []
     try:
@@ -300,7 +371,15 @@ async def _check_supervisors_membership(
             what="list the supervisors' room",
         )
     except HomeserverError:
-        body = {}
+        return [
+            Finding(
+                "fail",
+                "supervisors' room",
+                f"{room} does not exist on {hs.info.server_name}",
+                "remove `supervisors_room` from bridge.toml and restart the bridge: it makes "
+                "the room",
+            )
+        ]
     members = body.get("members")
     if not isinstance(members, list) or config.bot_user_id not in members:
         return [
@@ -311,20 +390,27 @@ async def _check_supervisors_membership(
                 f"invite {config.bot_user_id} to the room (it joins by itself)",
             )
         ]
-    return [_ok("supervisors' room", f"the bot and {len(members) - 1} other member(s) are in it")]
+    joined = [s for s in people.supervisors if s in members]
+    findings = [
+        _ok(
+            "supervisors' room",
+            f"the bot and {len(joined)} of {len(people.supervisors)} supervisor(s) are in it",
+        )
+    ]
+    if len(joined) < len(people.supervisors):
+        findings.append(
+            Finding(
+                "warn",
+                "supervisors' room",
+                f"{len(people.supervisors) - len(joined)} supervisor(s) have not joined yet",
+                "they accept the invitation in their Matrix client",
+            )
+        )
+    return findings
 
 
-def _roster(root: Path) -> list[str]:
-    path = root / _BRIDGE_DB
-    if not path.is_file():
-        return []
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-        rows = conn.execute("SELECT user_id FROM counselors WHERE active = 1 ORDER BY user_id")
-        return [str(row[0]) for row in rows]
-
-
-async def _check_roster(hs: EmbeddedHomeserver, root: Path) -> list[Finding]:
-    counselors = _roster(root)
+async def _check_roster(hs: EmbeddedHomeserver, people: People) -> list[Finding]:
+    counselors = people.counselors
     if not counselors:
         return [
             Finding(
@@ -354,6 +440,17 @@ async def _check_roster(hs: EmbeddedHomeserver, root: Path) -> list[Finding]:
         )
     if not findings:
         findings.append(_ok("roster", f"{len(counselors)} counselor(s), every account active"))
+    if people.on_call:
+        findings.append(_ok("on call", f"{len(people.on_call)} counselor(s)"))
+    else:
+        findings.append(
+            Finding(
+                "warn",
+                "on call",
+                "no counselor on call: crisis pages reach the supervisors only",
+                "e2ecounsel counselor on-call MXID on",
+            )
+        )
     return findings
 
 

@@ -406,7 +406,11 @@ class Database:
 
     @classmethod
     async def open(
-        cls, target: Path | str, registry: MigrationRegistry, *, sealer: Sealer | None = None
+        cls,
+        target: Path | str,
+        registry: MigrationRegistry | None,
+        *,
+        sealer: Sealer | None = None,
     ) -> Database:
         """Open (or create) the database and apply pending migrations.
 
@@ -416,6 +420,10 @@ class Database:
         ``registry`` knows (an older e2ecounsel must not write to it), or if a
         migration fails (that migration leaves nothing behind; earlier ones
         stay applied).
+
+        With ``registry=None`` the schema is taken as it is, for a tool that
+        only reads a database its program keeps (``e2ecounsel doctor``): no
+        migration runs and no table is made.
         """
         driver: _Driver
         if is_postgres_url(target):
@@ -425,7 +433,8 @@ class Database:
         db = cls(driver, sealer)
         try:
             await driver.configure()
-            await db._migrate(registry)
+            if registry is not None:
+                await db._migrate(registry)
         except BaseException:
             await driver.close()
             db._closed = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import sys
@@ -11,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest_asyncio
 
@@ -146,9 +148,12 @@ async def test_doctor_names_each_problem_and_passes_once_fixed(install: Install)
     assert found["password policy"] == ["OK at least 10 characters"]
     assert found["registration tokens"][0].startswith("OK 1 valid")
     assert found["bot cross-signing"][0].startswith("OK @counsel:localhost: 1 device(s)")
-    assert found["supervisors' room"][0].startswith("FAIL none configured")
+    assert found["supervisors"] == [
+        "FAIL none on the list: crisis pages and SLA escalations reach no supervisor"
+    ]
+    assert "supervisors' room" not in found
     assert found["roster"][0].startswith("WARN no counselor")
-    assert "fix: create a room for the supervisors" in out
+    assert "fix: e2ecounsel supervisor add MXID" in out
 
     # The key beside the database, an unbounded token, a ghost on the roster: each is named.
     code, out, _ = await install.cli("doctor", env={})
@@ -185,30 +190,111 @@ async def test_doctor_names_each_problem_and_passes_once_fixed(install: Install)
     assert (await install.cli("counselor", "add", "@dewi:localhost", *COUNSELOR_FLAGS))[0] == 0
     status, body = await _login(bystander.info.base_url, "@dewi:localhost", "dewi-password-1")
     assert status == 200, body
-    status, room = await _call(
-        "POST",
-        f"{bystander.info.base_url}/_matrix/client/v3/createRoom",
-        json={"preset": "private_chat", "invite": ["@counsel:localhost"]},
-        token=body["access_token"],
-    )
-    assert status == 200, room
-    path = install.root / "bridge.toml"
-    write_config(path, replace(load_config(path), supervisors_room=room["room_id"]))
-    await install.stop()
-    await install.start(int(bystander.info.base_url.rsplit(":", 1)[1]))
+    assert (await install.cli("supervisor", "add", "@dewi:localhost"))[0] == 0
 
-    # The restarted bridge joins the supervisors' room it was invited to.
+    # The running bridge makes the supervisors' room and invites her; nothing is edited by hand.
     deadline = time.monotonic() + 60
     while True:
         code, out, err = await install.cli("doctor")
-        if code == 0 or time.monotonic() > deadline:
+        room_lines = findings(out).get("supervisors' room", [])
+        if len(room_lines) > 1 or time.monotonic() > deadline:
             break
         await asyncio.sleep(1)
     assert code == 0, out + err
     found = findings(out)
+    assert found["supervisors"] == ["OK 1 on the list"]
+    room = found["supervisors' room"][0].removeprefix("OK ")
+    assert room.startswith("!"), found
+    assert found["supervisors' room"][1:] == [
+        "OK the bot and 0 of 1 supervisor(s) are in it",
+        "WARN 1 supervisor(s) have not joined yet",
+    ]
+    assert found["on call"] == [
+        "WARN no counselor on call: crisis pages reach the supervisors only"
+    ]
+
+    # A configured room that is not there is named as such.
+    path = install.root / "bridge.toml"
+    kept = path.read_text()
+    write_config(path, replace(load_config(path), supervisors_room="!nowhere:localhost"))
+    code, out, err = await install.cli("doctor")
+    path.write_text(kept)
+    assert code == 1, out + err
+    assert findings(out)["supervisors' room"] == [
+        "OK !nowhere:localhost",
+        "FAIL !nowhere:localhost does not exist on localhost",
+    ]
+
+    status, joined = await _call(
+        "POST",
+        f"{bystander.info.base_url}/_matrix/client/v3/join/{quote(room)}",
+        json={},
+        token=body["access_token"],
+    )
+    assert status == 200, joined
+    assert (await install.cli("counselor", "on-call", "@dewi:localhost", "on"))[0] == 0
+    code, out, err = await install.cli("doctor")
+    assert code == 0, out + err
+    found = findings(out)
     assert found["supervisors' room"] == [
-        f"OK configured: {room['room_id']}",
-        "OK the bot and 1 other member(s) are in it",
+        f"OK {room}",
+        "OK the bot and 1 of 1 supervisor(s) are in it",
     ]
     assert found["roster"] == ["OK 1 counselor(s), every account active"]
+    assert found["on call"] == ["OK 1 counselor(s)"]
+    assert "WARN" not in out
     assert out.rstrip().endswith("no problem found")
+
+
+def banner_line(banner: str, name: str) -> str:
+    match = re.search(rf"^  {name}\s+(.+)$", banner, re.MULTILINE)
+    assert match, f"no {name!r} in banner:\n{banner}"
+    return match.group(1)
+
+
+async def test_up_says_whether_escalation_is_possible(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir(mode=0o700)
+    setup = Install(tmp_path / "data", {"E2ECOUNSEL_SEALING_KEY_FILE": str(keys / "sealing.key")})
+    port = free_port()
+    up = ("up", "--data-dir", str(setup.root), "--port", str(port), "--exit-when-ready")
+    code, out, err = await run_cli(*up, env=setup.env)
+    assert code == 0, err
+    assert banner_line(out, "supervisors") == "no supervisors yet: `e2ecounsel supervisor add MXID`"
+    assert banner_line(out, "on call") == "nobody: `e2ecounsel counselor on-call MXID on`"
+    assert banner_line(out, "escalation").startswith("NOT possible yet")
+
+    for name in ("sari", "dewi"):
+        code, _, err = await setup.cli("user", "add", name, "--password", f"{name}-password-1")
+        assert code == 0, err
+    assert (await setup.cli("supervisor", "add", "@sari:localhost"))[0] == 0
+    code, _, err = await setup.cli(
+        "counselor", "add", "@dewi:localhost", *COUNSELOR_FLAGS, "--on-call"
+    )
+    assert code == 0, err
+
+    try:
+        out = await setup.start(port)
+        assert banner_line(out, "supervisors").startswith(
+            "1 on the list; their room is not created yet"
+        )
+        assert banner_line(out, "on call") == "1 counselor(s)"
+        assert banner_line(out, "escalation").startswith("NOT possible yet")
+        deadline = time.monotonic() + 60
+        while True:
+            code, listed, err = await setup.cli("supervisor", "list")
+            assert code == 0, err
+            if "supervisors' room: !" in listed or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(1)
+    finally:
+        await setup.stop()
+    room = listed.rsplit("supervisors' room: ", 1)[1].strip()
+    assert room.startswith("!"), listed
+
+    code, out, err = await run_cli(*up, env=setup.env)
+    assert code == 0, err
+    assert banner_line(out, "supervisors") == f"1 on the list; their room {room}"
+    assert banner_line(out, "escalation") == (
+        "possible: crisis pages and SLA escalations reach the supervisors"
+    )
