@@ -3,8 +3,11 @@
 Layout: the queue on the left (open crisis pages as alerts on top, then clients by
 risk and longest wait), the thread and a composer in the centre, the client card
 with the brief and private notes on the right; a status line on top, the main keys
-in the footer. Pages and new client messages ring the terminal bell and show a
-toast.
+in the footer. Pages, flags (a crisis check answered "no") and new client messages
+ring the terminal bell and show a toast. While a client is in an active crisis (an
+open page or risk high) every message of theirs is marked urgent in the thread and
+rings even when the counselor is in that thread: the bot does not page again for
+each message.
 
 Commands never go into a client's room: the actions (close, risk, refer, offer
 slots, take a page) and any ``!`` line typed in the composer go to the case channel,

@@ -140,3 +140,13 @@ def said(event_id: str, ts: int, body: str):
             "content": {"msgtype": "m.text", "body": body},
         }
     )
+
+
+def test_a_page_read_before_the_brief_still_counts_and_a_closed_case_is_calm():
+    link = offline_link()
+    link.apply_case(case("page", page=9), 500)  # history: the page came first
+    link.apply_case(case("brief", **brief_data("Ana")), 100)
+    e = link.entry(ROOM)
+    assert e.open_pages == {"9": 500} and e.urgent
+    link.apply_case(case("closed", outcome="refer"), 900)
+    assert not e.urgent  # a read-only thread is nobody's crisis
