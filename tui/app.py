@@ -3,8 +3,11 @@
 Layout: the queue on the left (open crisis pages as alerts on top, then clients by
 risk and longest wait), the thread and a composer in the centre, the client card
 with the brief and private notes on the right; a status line on top, the main keys
-in the footer. Pages and new client messages ring the terminal bell and show a
-toast.
+in the footer. Pages, flags (a crisis check answered "no") and new client messages
+ring the terminal bell and show a toast. While a client is in an active crisis (an
+open page or risk high) every message of theirs is marked urgent in the thread and
+rings even when the counselor is in that thread: the bot does not page again for
+each message.
 
 Commands never go into a client's room: the actions (close, risk, refer, offer
 slots, take a page) and any ``!`` line typed in the composer go to the case channel,
@@ -47,7 +50,9 @@ from tui.link import MatrixLink, NoCaseChannel
 from tui.messages import ConnectionChanged, Problem, QueueChanged, SendFinished, TrustChecked
 from tui.notes import NoteBook
 from tui.queue import (
+    CHECK_NO,
     Alert,
+    Brief,
     ClientEntry,
     Page,
     ReplyRound,
@@ -72,6 +77,11 @@ from tui.snippets import Snippet, load_snippets
 logger = logging.getLogger(__name__)
 
 RISK_STYLE = {"high": "bold white on red", "medium": "black on yellow", "low": "dim"}
+URGENT_STYLE = "bold red"
+URGENT_MARK = "‼ URGENT"
+FLAG_STYLE = "bold yellow"
+#: How the queue row shows a flag (by reason; any other reason is shown as it is).
+FLAG_ROW = {CHECK_NO: "⚑ asked: no"}
 STATE_TEXT = {
     ConnectionState.STARTING: ("… connecting", "yellow"),
     ConnectionState.ONLINE: ("● online", "green"),
@@ -354,6 +364,7 @@ class CounselorApp(App[None]):
             return
         ring = False
         messages: list[str] = []
+        urgent: list[str] = []
         for alert in self.link.take_alerts():
             if alert.kind == "released":
                 self._released(alert)
@@ -361,11 +372,19 @@ class CounselorApp(App[None]):
                 ring = self._page_toast(alert.text) or ring
             elif not alert.live:
                 continue
+            elif alert.kind == "message" and alert.urgent:
+                # An active crisis: rung and shown every time, even to a counselor
+                # in the thread (the bot does not page again for each message).
+                ring = True
+                urgent.append(self.link.entry(alert.room_id).pseudonym)
             elif alert.kind == "message":
                 if alert.room_id == self.current and self._replying():
                     continue  # they are looking at it
                 ring = True
                 messages.append(self.link.entry(alert.room_id).pseudonym)
+            elif alert.kind == "flag":
+                ring = True
+                self.notify(alert.text, title="Flag", severity="warning", timeout=20, markup=False)
             elif alert.kind == "take":
                 mine = self.session is not None and alert.text == self.session.user_id
                 self.notify(
@@ -389,6 +408,15 @@ class CounselorApp(App[None]):
                     timeout=12,
                     markup=False,
                 )
+        if urgent:
+            names = ", ".join(dict.fromkeys(urgent))
+            self.notify(
+                f"Urgent: new message from {names} (active crisis)",
+                title="Urgent",
+                severity="error",
+                timeout=20,
+                markup=False,
+            )
         if messages:
             names = ", ".join(dict.fromkeys(messages))
             self.notify(f"New message from {names}", title="Queue", markup=False)
@@ -473,12 +501,17 @@ class CounselorApp(App[None]):
             return line
         line.append(f" {e.risk.upper()[:4]:<4} ", style=RISK_STYLE.get(e.risk, ""))
         line.append(" ")
+        if e.urgent:
+            line.append("‼ ", style=URGENT_STYLE)
         line.append(e.pseudonym[:18], style="bold" if e.unread else "")
         since = e.awaiting_since_ms
         if since is not None:
             line.append(f"  {format_wait(now_ms - since)}", style="yellow")
         if e.unread:
             line.append(f"  ({e.unread})", style="bold cyan")
+        if e.flags:
+            marks = " ".join(FLAG_ROW.get(r, f"⚑ {r}") for r in e.flags)
+            line.append(f"\n       {marks}", style=FLAG_STYLE)
         if e.next_booking:
             line.append(f"\n       next: {e.next_booking}", style="dim")
         return line
@@ -641,6 +674,9 @@ class CounselorApp(App[None]):
                 out.append(entry.pseudonym if entry.brief else "Client", style="bold cyan")
             else:
                 out.append(m.sender, style="bold")
+            urgent = entry.is_urgent(m)
+            if urgent:
+                out.append(f" {URGENT_MARK}", style=f"{URGENT_STYLE} reverse")
             if (
                 m.kind == "client"
                 and not m.undecryptable
@@ -656,11 +692,11 @@ class CounselorApp(App[None]):
                     style="bold red",
                 )
             else:
-                style = "italic magenta" if m.kind == "bot" else ""
+                style = "italic magenta" if m.kind == "bot" else URGENT_STYLE if urgent else ""
                 for i, line in enumerate(m.body.split("\n")):
                     if i:
                         out.append("\n")
-                    out.append("  " + line, style=style)
+                    out.append(("‼ " if urgent else "  ") + line, style=style)
         for body in self._sending.get(self.current, ()):
             if out:
                 out.append("\n")
@@ -741,10 +777,15 @@ class CounselorApp(App[None]):
                     out.append(f"  {line}\n")
             for line in b.critical:
                 out.append(f"⚠ {line}\n", style="bold red")
+        if e.urgent:
+            out.append(
+                "‼ Active crisis: every message of this client is shown as urgent.\n",
+                style=URGENT_STYLE,
+            )
         if e.flags:
             out.append("\nFlags\n", style="bold underline")
-            for reason in e.flags:
-                out.append(f"  ⚑ {reason}\n")
+            for reason, ts_ms in e.flags.items():
+                out.append(self._flag_text(reason, ts_ms, b), style=FLAG_STYLE)
         out.append("\nBookings\n", style="bold underline")
         if e.bookings:
             for when in sorted(e.bookings.values()):
@@ -752,6 +793,18 @@ class CounselorApp(App[None]):
         else:
             out.append("  none\n")
         return out
+
+    def _flag_text(self, reason: str, ts_ms: int, brief: Brief | None) -> str:
+        """A flag in words, with when it was raised."""
+        when = self._stamp(ts_ms)
+        if reason != CHECK_NO:
+            return f"⚑ {reason} ({when})\n"
+        if brief is not None and brief.received_ms == ts_ms and CHECK_NO in brief.flags:
+            when = f"during intake (brief of {when})"
+        return (
+            "⚑ The client was asked the crisis check question (are you thinking about "
+            f"ending your life?) and said no: {when}. Please look in soon.\n"
+        )
 
     def _render_card(self) -> None:
         self.query_one("#card", Static).update(self.card_text())

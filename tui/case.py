@@ -62,6 +62,11 @@ def critical_line(item: Any) -> str:
     return text(item, 200)
 
 
+def flag_of(value: Any) -> str:
+    """A flag's reason (``"check:no"``…) as safe text; "" for anything but a string."""
+    return text(value, 40) if isinstance(value, str) else ""
+
+
 def _lines(values: Any, one: Any) -> tuple[str, ...]:
     if not isinstance(values, list):
         return ()
@@ -79,6 +84,7 @@ def brief_of(data: Mapping[str, Any], ts_ms: int) -> Brief:
         consent_date=text(data.get("consent_date"), 40),
         screening=_lines(data.get("screening"), screening_line),
         critical=_lines(data.get("critical"), critical_line),
+        flags=_lines(data.get("flags"), flag_of),
         shared=data.get("shared") is not False,
         received_ms=ts_ms,
     )

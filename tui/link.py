@@ -43,7 +43,7 @@ from e2ecounsel.domain.text import clean_text
 from e2ecounsel.errors import E2ECounselError
 from e2ecounsel.matrix import MatrixSession
 from e2ecounsel.matrix.trust import TrustPolicy, TrustReport
-from tui.case import booking_of, brief_of, page_of, risk_of, text
+from tui.case import booking_of, brief_of, flag_of, page_of, risk_of, text
 from tui.queue import Alert, ClientEntry, Message, Page
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ BOT_POWER = 100
 COUNSELOR_POWER = 50
 CASE_PAGES = 20
 #: Case-channel kinds whose own text is worth a toast when they arrive.
-_SAID = frozenset({"reply", "reminder", "flag", "notice"})
+_SAID = frozenset({"reply", "reminder", "notice"})
 
 
 @dataclass
@@ -286,7 +286,7 @@ class MatrixLink:
         if not entry.add(msg):
             return set()
         if live and role == "client" and self.is_client(room.room_id):
-            self.alerts.append(Alert("message", room.room_id))
+            self.alerts.append(Alert("message", room.room_id, urgent=entry.is_urgent(msg)))
         return {room.room_id}
 
     def apply_case(
@@ -295,12 +295,13 @@ class MatrixLink:
         """One case-channel fact into the model; the rooms whose entry changed."""
         if case.kind in ("page", "take"):
             return self._page_fact(case, ts_ms, live)
+        if case.kind == "flag":
+            return self._flag(case, ts_ms, body, live)
         if case.kind in _SAID:
             if live and body:
                 ok = case.data.get("ok") is not False
                 self.alerts.append(Alert("said", case.room or "", body, ok=ok))
-            if case.kind != "flag" or not case.room:
-                return set()
+            return set()
         room = case.room
         if room is None:
             return set()
@@ -313,6 +314,9 @@ class MatrixLink:
             if entry.brief is not None and entry.brief.received_ms > ts_ms:
                 return set()
             entry.brief = brief_of(case.data, ts_ms)
+            for reason in entry.brief.flags:
+                entry.flag(reason, ts_ms)
+            self._open_pages_of(room)  # a page read before the brief
             self._named_ms[room] = max(self._named_ms.get(room, 0), ts_ms)
             self._set_risk(entry, entry.brief.risk, ts_ms)
         elif case.kind == "risk":
@@ -331,11 +335,20 @@ class MatrixLink:
                 entry.bookings.pop(booking, None)
             else:
                 entry.bookings[booking] = when
-        elif case.kind == "flag":
-            reason = text(case.data.get("reason"), 200)
-            if reason and reason not in entry.flags:
-                entry.flags.append(reason)
         return {room}
+
+    def _flag(self, case: CaseEvent, ts_ms: int, body: str, live: bool) -> set[str]:
+        """A flag on a client (e.g. the crisis check answered "no"): kept on the
+        entry, so the queue and the card show it, and rung when it arrives."""
+        reason = flag_of(case.data.get("reason"))
+        if live and (body or reason):
+            self.alerts.append(Alert("flag", case.room or "", body or reason))
+        if not reason or case.room is None:
+            return set()
+        entry = self.entry(case.room)
+        if case.engagement is not None:
+            entry.engagement = case.engagement
+        return {case.room} if entry.flag(reason, ts_ms) else set()
 
     @staticmethod
     def _set_risk(entry: ClientEntry, level: str | None, ts_ms: int) -> None:
@@ -367,7 +380,7 @@ class MatrixLink:
                 known.taken_by = by
                 if live:
                     self.alerts.append(Alert("take", known.room_id or "", by))
-            return {f"page:{page_id}"}
+            return {f"page:{page_id}"} | self._open_pages_of(known.room_id if known else None)
         page = page_of(case, ts_ms)
         if page is None:
             return set()
@@ -380,7 +393,16 @@ class MatrixLink:
         if page.room_id and page.room_id in self.entries:
             self._set_risk(self.entries[page.room_id], "high", ts_ms)
             changed.add(page.room_id)
-        return changed
+        return changed | self._open_pages_of(page.room_id)
+
+    def _open_pages_of(self, room: str | None) -> set[str]:
+        """Give a client's entry its pages nobody took yet (what makes it urgent)."""
+        if room is None or room not in self.entries:
+            return set()
+        self.entries[room].open_pages = {
+            p.page_id: p.ts_ms for p in self.pages.values() if p.room_id == room and not p.taken_by
+        }
+        return {room}
 
     async def _on_invite(self, room: MatrixRoom, event: InviteMemberEvent) -> None:
         # Only the service's bot adds us to rooms; other invitations wait for

@@ -4,10 +4,16 @@ No Textual and no Matrix here. The Matrix adapter feeds in messages (sender, tim
 body) and case-channel facts (brief, risk, booking); the widgets read the order
 back. Everything takes ``now`` explicitly, so the unit tests need no clock.
 
-Order, from the counseling practice this app follows: by risk (high first); within a
-level, everyone awaiting a reply, longest wait first; then the rest, most recent
-activity first; closed engagements (read-only threads) last. Open crisis pages are
-not clients: the app shows them as alerts above the queue.
+Order, from the counseling practice this app follows: by risk (high first; a client
+with an open crisis page counts as high whatever their level says); within a level,
+flagged clients (e.g. asked the crisis check question and said no) first, then
+everyone awaiting a reply, longest wait first; then the rest, most recent activity
+first; closed engagements (read-only threads) last. Open crisis pages are not
+clients: the app shows them as alerts above the queue.
+
+A client in an active crisis (an open page, or risk high) is *urgent*: every message
+of theirs is shown and rung as urgent, whether or not the bot sent a new page (it
+does not repeat pages for the same client within its window).
 """
 
 from __future__ import annotations
@@ -19,6 +25,11 @@ from datetime import datetime, time
 from e2ecounsel.casechannel import RISKS
 
 RISK_RANK: dict[str, int] = {level: rank for rank, level in enumerate(RISKS)}
+#: The flag of a crisis check answered "no" (case channel ``flag`` or a brief's ``flags``).
+CHECK_NO = "check:no"
+#: How long before a crisis began a client message still counts as part of it: the
+#: message that made the bot page arrives a moment before the page itself.
+URGENT_LEAD_MS = 5 * 60_000
 
 Kind = str  # "client" | "counselor" | "bot" | "other"
 
@@ -49,6 +60,7 @@ class Brief:
     consent_date: str = ""
     screening: tuple[str, ...] = ()
     critical: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()
     shared: bool = True
     received_ms: int = 0
 
@@ -70,8 +82,9 @@ class Page:
 class Alert:
     """Something the counselor should notice now: the app rings and shows a toast.
 
-    ``kind`` is "page", "take", "message", "released", "closed" or "said" (a
-    reply, reminder, flag or notice of the bot, whose own text is in ``text``).
+    ``kind`` is "page", "take", "message", "released", "closed", "flag" or "said"
+    (a reply, reminder or notice of the bot); the bot's own text is in ``text``. A
+    message is ``urgent`` when its client was in an active crisis.
     """
 
     kind: str
@@ -79,6 +92,7 @@ class Alert:
     text: str = ""
     ok: bool = True
     live: bool = True
+    urgent: bool = False
 
 
 @dataclass
@@ -92,7 +106,8 @@ class ClientEntry:
     risk: str = "low"
     risk_set_ms: int = 0
     bookings: dict[str, datetime] = field(default_factory=dict)  # booking id -> start
-    flags: list[str] = field(default_factory=list)
+    flags: dict[str, int] = field(default_factory=dict)  # reason -> latest time
+    open_pages: dict[str, int] = field(default_factory=dict)  # page id -> time
     messages: list[Message] = field(default_factory=list)
     read_up_to_ms: int = 0
     closed_ms: int = 0
@@ -109,6 +124,43 @@ class ClientEntry:
         if self.brief is not None and self.brief.pseudonym:
             return self.brief.pseudonym
         return "(no brief yet)"
+
+    def flag(self, reason: str, ts_ms: int) -> bool:
+        """Record a flag (the latest time it was raised); False if nothing changed."""
+        if self.flags.get(reason, -1) >= ts_ms:
+            return False
+        self.flags[reason] = ts_ms
+        return True
+
+    @property
+    def checked_no_ms(self) -> int | None:
+        """When the client last answered the crisis check question "no" (None: never)."""
+        return self.flags.get(CHECK_NO)
+
+    @property
+    def urgent_since_ms(self) -> int | None:
+        """Start of the active crisis (the oldest open page, or when risk became
+        high); None when there is none. A closed case is never urgent."""
+        if self.closed:
+            return None
+        starts = list(self.open_pages.values())
+        if self.risk == "high":
+            starts.append(self.risk_set_ms)
+        return min(starts) if starts else None
+
+    @property
+    def urgent(self) -> bool:
+        return self.urgent_since_ms is not None
+
+    def is_urgent(self, message: Message) -> bool:
+        """A client message written during the active crisis (or just before it
+        began: the one that started it)."""
+        since = self.urgent_since_ms
+        return (
+            since is not None
+            and message.kind == "client"
+            and message.ts_ms >= since - URGENT_LEAD_MS
+        )
 
     def add(self, message: Message) -> bool:
         """Add a message in time order; False if it was already there (sync and
@@ -171,16 +223,18 @@ def format_when(when: datetime) -> str:
     return when.astimezone().strftime("%a %d %b %H:%M")
 
 
-def sort_key(entry: ClientEntry) -> tuple[int, int, int, int]:
-    """Closed last; then by risk (high first); within a level awaiting (oldest
-    first), then the rest (latest activity first)."""
-    rank = RISK_RANK.get(entry.risk, len(RISKS))
+def sort_key(entry: ClientEntry) -> tuple[int, int, int, int, int]:
+    """Closed last; then by risk (high first, and so anyone urgent); within a level
+    the flagged first, then awaiting (oldest first), then the rest (latest activity
+    first)."""
     if entry.closed:
-        return (1, 0, 1, -entry.last_activity_ms)
+        return (1, 0, 1, 1, -entry.last_activity_ms)
+    rank = 0 if entry.urgent else RISK_RANK.get(entry.risk, len(RISKS))
+    flagged = 0 if entry.flags else 1
     since = entry.awaiting_since_ms
     if since is not None:
-        return (0, rank, 0, since)
-    return (0, rank, 1, -entry.last_activity_ms)
+        return (0, rank, flagged, 0, since)
+    return (0, rank, flagged, 1, -entry.last_activity_ms)
 
 
 def order(entries: Iterable[ClientEntry]) -> list[ClientEntry]:

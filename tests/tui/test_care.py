@@ -127,10 +127,10 @@ async def test_a_page_rings_on_top_of_the_queue_and_t_takes_it(world):
         await wait_app(pilot, lambda: queue_ids(app) == [room], what="page answered")
         assert any("You took the page" in t for t in toasts)
 
-        # A new message from a client rings too.
+        # A new message from the client rings too, as urgent: their risk is high.
         await world.clients[room].session.send_text(room, "I am still here")
         await wait_app(pilot, lambda: len(bells) == 2, what="a bell for the message")
-        assert any("New message from Paged" in t for t in toasts)
+        assert any("Urgent: new message from Paged" in t for t in toasts)
 
 
 async def test_commands_stay_out_of_the_session_room(world):

@@ -31,7 +31,9 @@ HISTORY_INVITED = {
 }
 
 
-def brief_data(pseudonym: str, risk: str = "low", lang: str = "en") -> dict[str, Any]:
+def brief_data(
+    pseudonym: str, risk: str = "low", lang: str = "en", flags: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """A brief's data as the bridge writes it in the case channel."""
     return {
         "pseudonym": pseudonym,
@@ -51,6 +53,7 @@ def brief_data(pseudonym: str, risk: str = "low", lang: str = "en") -> dict[str,
         ],
         "critical": [],
         "consent_date": "2026-11-20",
+        "flags": list(flags),
         "shared": True,
     }
 
@@ -131,7 +134,13 @@ class World:
         return self.case_room
 
     async def add_client(
-        self, pseudonym: str, *, risk: str = "low", lang: str = "en", wait: bool = True
+        self,
+        pseudonym: str,
+        *,
+        risk: str = "low",
+        lang: str = "en",
+        flags: tuple[str, ...] = (),
+        wait: bool = True,
     ) -> str:
         """A session room like the bridge's, joined by the client (and, with
         ``wait``, by the running app), and the brief posted."""
@@ -160,7 +169,7 @@ class World:
         )
         self.clients[room_id] = client
         self.engagements[room_id] = len(self.engagements) + 1
-        await self.send_case("brief", room_id, brief_data(pseudonym, risk, lang))
+        await self.send_case("brief", room_id, brief_data(pseudonym, risk, lang, flags))
         return room_id
 
     async def send_case(self, kind: Kind, room_id: str | None, data: dict[str, Any]) -> str:
