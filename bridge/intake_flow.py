@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from bridge import client_commands, crisis_triage
 from bridge.effects import (
     _NOT_STARTED,
+    ALWAYS_AVAILABLE,
     URGENT_WORDS,
     Effects,
 )
@@ -129,11 +130,23 @@ async def on_dm_message(engine: Engine, item: InboxItem) -> None:
         await run_intake(engine, fx, client, state, "", item)
     elif finished:
         await client_commands.client_command(engine, fx, client, text, item)
+    elif started and _global_mid_intake(client, text):
+        if normalize_command(text)[0] == "status":
+            fx.say(item.room_id, engine.render.text(lang, "status.intake"))
+        else:
+            await client_commands.client_command(engine, fx, client, text, item)
     else:
         await run_intake(engine, fx, client, state if started else None, text, item)
     if finished or (state is not None and state.step is intake.Stage.RECONSENT):
         await rejoin_if_left(engine, fx, client)
     await engine.commit(fx, item.event_id)
+
+
+def _global_mid_intake(client: ClientRecord, text: str) -> bool:
+    """A bare global command (``erase``, ``status``, ``help``) typed during the intake, or
+    the answer to the question such a command asked: never taken as an intake answer."""
+    word, args = normalize_command(text)
+    return client.pending is not None or (word in ALWAYS_AVAILABLE and not args)
 
 
 def pause_intake(

@@ -8,7 +8,7 @@ offer open asks to erase (it is not taken as "no booking").
 from __future__ import annotations
 
 from bridge.store import iso
-from tests.integration.bridgekit import seat_client, text
+from tests.integration.bridgekit import consent_start, open_dm, seat_client, text
 from tests.integration.matrixkit import until
 from tests.journeys.conftest import case_channel, eventually, hire
 
@@ -66,6 +66,37 @@ async def test_erase_status_help_and_book_n_with_an_offer_open(bot, people):
 async def _pending_kind(store, user_id: str, kind: str) -> bool:
     rec = await store.get_client(user_id)
     return rec is not None and rec.pending is not None and rec.pending.get("kind") == kind
+
+
+async def _gone(store, user_id: str) -> bool:
+    return await store.get_client(user_id) is None
+
+
+async def test_erase_status_and_help_in_the_middle_of_the_intake(bot, people):
+    """Half-way through signing up, the global commands still work and are no answers."""
+    client = await people("client")
+    dm = await open_dm(client, bot.user_id)
+    await dm.send("hi")
+    await dm.expect(lambda b: "Welcome to" in b)
+    await dm.send("1")
+    await dm.expect(lambda b: consent_start("en") in b)
+    await dm.send("agree")
+    await dm.expect(text("en", "intake.age", min_age=18))
+    store = bot.bridge.store
+    before = (await store.get_client(client.session.user_id)).intake
+
+    await dm.send("status")
+    await dm.expect(text("en", "status.intake"))
+    await dm.send("help")
+    await dm.expect(text("en", "help.client"))
+    assert (await store.get_client(client.session.user_id)).intake == before
+    await dm.send("erase")
+    await dm.expect(text("en", "erase.confirm"))
+    await dm.send("yes")
+    await dm.expect(text("en", "erase.done"))
+    await eventually(
+        lambda: _gone(store, client.session.user_id), what="the client's record is deleted"
+    )
 
 
 async def _gone(store, user_id: str) -> bool:
