@@ -126,7 +126,9 @@ class Effects:
         """Leave a durable follow-up ``kind`` (JSON ``payload``), committed with the step.
 
         Its key derives from the cause and its place in the step, so a step
-        replayed after a crash records nothing twice.
+        replayed after a crash records nothing twice (hashed: any database takes
+        it as text, whatever the cause holds).
         """
-        key = f"{self.cause}\x00{len(self.follow_ups)}\x00{kind}"
+        seed = f"{self.cause}\x00{len(self.follow_ups)}\x00{kind}"
+        key = "fu." + hashlib.sha256(seed.encode()).hexdigest()[:40]
         self.follow_ups.append(FollowUp(kind, payload, key))
