@@ -90,10 +90,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
         config = await _ensure_bridge_config(hs, info, config_path, root)
         bridge = Bridge.from_config(config)
         status = await bridge.start()
-        if config.bot_password is not None and status.cross_signed:
-            # Signed in and cross-signed: the saved session is what persists from now on.
-            if bridge.session.has_stored_login:
-                write_config(config_path, replace(config, bot_password=None))
+        _forget_password(config_path, config, bridge, status)
         token = None
         if first_start:
             token = await hs.create_registration_token(
@@ -287,6 +284,15 @@ def _bridge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, required=True, help="the bridge's TOML config file")
 
 
+def _forget_password(
+    config_path: Path, config: BridgeConfig, bridge: Bridge, status: BridgeStatus
+) -> None:
+    """Once the bot is signed in and cross-signed, its password leaves ``bridge.toml``:
+    the saved session (access token and device) is what persists from then on."""
+    if config.bot_password is not None and status.cross_signed and bridge.session.has_stored_login:
+        write_config(config_path, replace(config, bot_password=None))
+
+
 @command("bridge", "run the bridge alone against any homeserver")(_bridge_args)
 async def cmd_bridge(args: argparse.Namespace) -> int:
     config = load_config(args.config)
@@ -294,6 +300,7 @@ async def cmd_bridge(args: argparse.Namespace) -> int:
     bridge = Bridge.from_config(config)
     try:
         status = await bridge.start()
+        _forget_password(args.config, config, bridge, status)
         print(f"bridge online as {status.user_id} (device {status.device_id})", flush=True)
         await wait_for_signal()
     finally:

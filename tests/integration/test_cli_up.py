@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from e2ecounsel.config import BridgeConfig, load_config, write_config
 from e2ecounsel.homeserver import free_port
 
 
@@ -175,3 +176,46 @@ async def test_policy_check_and_user_add(tmp_path: Path):
     code, out, err = await run_cli("user", "add", "dewi", "--data-dir", str(data))
     assert code == 1 and "Traceback" not in err
     assert len([line for line in err.splitlines() if line.strip()]) == 1
+
+
+async def test_bridge_alone_drops_the_bot_password_after_the_first_sign_in(
+    homeserver, user_factory, tmp_path: Path
+):
+    """The production shape: an operator's bridge.toml holds the password once, not for good."""
+    user_id, password = await user_factory("counsel")
+    config_path = tmp_path / "bridge.toml"
+    write_config(
+        config_path,
+        BridgeConfig(
+            homeserver_url=homeserver.info.base_url,
+            bot_user_id=user_id,
+            bot_password=password,
+            data_dir=tmp_path / "data",
+            policies_dir=None,
+            supervisors_room=None,
+            allowed_servers=(),
+            device_name="e2ecounsel bridge",
+            log_level="INFO",
+        ),
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("E2ECOUNSEL_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "e2ecounsel",
+        "bridge",
+        "--config",
+        str(config_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=environ,
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 120)
+        assert line.decode().startswith(f"bridge online as {user_id}")
+        assert load_config(config_path).bot_password is None
+        assert password not in config_path.read_text()
+    finally:
+        proc.terminate()
+        await proc.wait()
