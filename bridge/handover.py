@@ -118,6 +118,8 @@ async def cmd_take(
             fx.say(client.dm_room_id, engine.render.text(clang, "take.client_invited", name=name))
     elif eng is None or taker != eng.counselor_id:
         fx.say(room_id, engine.render.text(clang, "take.client_joined", name=name))
+    else:  # their own counselor: already in the room, and now answering the page
+        fx.say(room_id, engine.render.text(clang, "take.counselor_here", name=name))
     taken = CaseEvent("take", page.engagement_id, room_id, {"page": page.id, "by": taker})
     fx.say(
         reply_room,

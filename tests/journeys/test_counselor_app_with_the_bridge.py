@@ -106,9 +106,9 @@ async def test_a_client_seated_while_the_app_was_closed_is_cared_for_from_the_ap
         await pilot.press("t")
         await wait_app(pilot, lambda: queue_ids(app) == [room], what="the page taken")
         assert any("You took the page" in t for t in toasts), toasts
-        # Ana is the client's own counselor, already in their room: nothing new to tell them.
-        joined = text("en", "take.client_joined", name="Ana")
-        assert joined not in seated.dm.bot_messages() + seated.room.bot_messages()
+        # Ana is the client's own counselor, already in their room: the client is told
+        # she has seen the message and is with them now.
+        await seated.room.expect(text("en", "take.counselor_here", name="Ana"))
 
         # A command typed in the client's thread: to the bridge only; the risk comes back.
         app.open_room(room)
