@@ -72,7 +72,6 @@ class Engine:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         mark_done: Callable[[str], Awaitable[None]] | None = None,
         flush: Callable[[set[str] | None], Awaitable[None]] | None = None,
-        audit_key: bytes = b"",
         trust: TrustPolicy | None = None,
         crash_point: CrashPoint = no_crash,
     ) -> None:

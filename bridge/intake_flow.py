@@ -189,10 +189,19 @@ def changed_consent(engine: Engine, client: ClientRecord, state: intake.IntakeSt
 
 
 async def rejoin_if_left(engine: Engine, fx: Effects, client: ClientRecord) -> None:
-    """A client who left their session room is invited again when they next write."""
+    """A client who left their session room is invited again when they next write.
+
+    While the synced room still lists them (joined or invited) nothing is to be
+    done, so an ordinary message costs no membership lookup; a room not loaded
+    since a lazy restart is checked by the follow-up itself.
+    """
     eng = await engine.store.current_engagement(client.user_id)
-    if eng is not None and eng.status == "active" and eng.room_id:
-        fx.follow("reinvite", room=eng.room_id, client=client.user_id)
+    if eng is None or eng.status != "active" or not eng.room_id:
+        return
+    room = engine.session.client.rooms.get(eng.room_id)
+    if room is not None and client.user_id in room.users:
+        return
+    fx.follow("reinvite", room=eng.room_id, client=client.user_id)
 
 
 async def returning(engine: Engine, client: ClientRecord, text: str) -> bool:
