@@ -49,7 +49,7 @@ from nio import (
     RoomMessageText,
 )
 
-from bridge import markup
+from bridge.kernel import markup
 from bridge.app import Bridge
 from bridge.store import Counselor
 from e2ecounsel.config import BridgeConfig
@@ -437,7 +437,7 @@ class LocalBots:
         config = bridge_config(spec.base_url, spec.bot_id, spec.bot_password, root / "bridge")
         self.bridge = bridge = Bridge(config, Sealer(secrets.token_bytes(32)))
         await bridge.start()
-        assert bridge.store is not None and bridge.engine is not None
+        assert bridge.store is not None and bridge.router is not None
         for i, user_id in enumerate(spec.counselor_ids):
             await bridge.store.add_counselor(
                 Counselor(
@@ -455,7 +455,7 @@ class LocalBots:
         if not spec.cold_case_rooms:
             # Steady state: counselors already have their case channel with the bot.
             for c in await bridge.store.list_counselors():
-                await bridge.engine.case_room(c)
+                await bridge.ctx.case_room(c)
 
         session = MatrixSession(
             spec.base_url,

@@ -2,8 +2,8 @@
 
 Wiring only. nio callbacks write each event into the durable inbox and
 return at once; one worker per room hands the room's events to the
-:class:`~bridge.engine.Engine` in order; the outbox flusher sends what the
-engine queued. A periodic tick retries the outbox and assigns waiting clients
+:class:`~bridge.router.Router` in order; the outbox flusher sends what the
+router queued. A periodic tick retries the outbox and assigns waiting clients
 when capacity frees up.
 """
 
@@ -30,13 +30,13 @@ from nio import (
     RoomMessageText,
 )
 
-from bridge import supervision
-from bridge.bookings import Bookings
-from bridge.cadence import Cadence
-from bridge.effects import AWAIT_JOIN, PLAINTEXT_OK, message_content, txn_id
-from bridge.engine import Engine
+from bridge.features import placement, supervision
+from bridge.features.cadence import Cadence
 from bridge.inbox import Inbox, InboxItem
+from bridge.kernel.context import Context
+from bridge.kernel.effects import AWAIT_JOIN, PLAINTEXT_OK, message_content, txn_id
 from bridge.kernel.work import CrashPoint, no_crash
+from bridge.router import Router
 from bridge.scheduler import DurableScheduler
 from bridge.store import BridgeStore
 from e2ecounsel.config import BridgeConfig
@@ -101,7 +101,7 @@ class Bridge:
         )
         self.store: BridgeStore | None = None
         self.inbox: Inbox | None = None
-        self.engine: Engine | None = None
+        self.router: Router | None = None
         self.scheduler: DurableScheduler | None = None
         self.cadence: Cadence | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -124,6 +124,13 @@ class Bridge:
         return cls(config, Sealer(key))
 
     @property
+    def ctx(self) -> Context:
+        """The features' context (once :meth:`start` has built it)."""
+        if self.router is None:
+            raise RuntimeError("the bridge has not started")
+        return self.router.ctx
+
+    @property
     def data_dir(self) -> Path:
         return self.config.data_dir
 
@@ -138,25 +145,23 @@ class Bridge:
             known_identities=self.data_dir / "bot" / "identities.json",
             on_identity_change=self._on_identity_change,
         )
-        self.engine = Engine(
+        self.scheduler = DurableScheduler(
+            self.store, misfire=self.policy.service.misfire, clock=self.clock, flush=self.flush
+        )
+        self.router = Router(
             self.session,
             self.store,
             self.policy,
+            self.scheduler,
             supervisors_room=self.supervisors_room,
             mark_done=self.inbox.done,
             flush=self.flush,
             clock=self.clock,
             trust=self.trust,
+            look_up=self._look_up,
             crash_point=self.crash_point,
         )
-        self.scheduler = DurableScheduler(
-            self.store, misfire=self.policy.service.misfire, clock=self.clock, flush=self.flush
-        )
-        self.engine.bookings = Bookings(self.store)
-        self.cadence = self.engine.cadence = Cadence(
-            self.engine, self.scheduler, self.engine.bookings
-        )
-        self.scheduler.summarize = self.cadence.summarize
+        self.cadence = self.router.cadence
         await self.session.login(self.config.bot_password)
         signing = await self.session.ensure_cross_signing(self.config.bot_password)
         self.session.use_trust(self.trust)
@@ -173,7 +178,7 @@ class Bridge:
         await self.cadence.plan_all(self.clock())
         await self.scheduler.start()
         # Follow-ups a crash interrupted (placements, rooms, erasures) resume now.
-        self.background(self.engine.work.run(), name="followups:start")
+        self.background(self.ctx.work.run(), name="followups:start")
         self._ticker = asyncio.create_task(self._tick(), name="bridge-tick")
         return BridgeStatus(
             self.session.user_id,
@@ -181,6 +186,10 @@ class Bridge:
             cross_signed=signing.device_cross_signed,
             recovery_key=signing.recovery_key,
         )
+
+    async def _look_up(self, users: list[str]) -> None:
+        assert self.trust is not None
+        await self.trust.apply_users(self.session.client, users)
 
     async def _apply_trust(self, room_id: str) -> None:
         """Share room keys only with devices their owners cross-signed (MSC4153)."""
@@ -203,13 +212,13 @@ class Bridge:
         Their signed devices (if any) read it; the unsigned one shows an
         undecryptable message, which is the hint Element users know.
         """
-        assert self.store is not None and self.engine is not None
+        assert self.store is not None
         for user_id in users:
             client = await self.store.get_client(user_id)
             if client is None or client.dm_room_id is None:
                 continue
-            lang = self.engine.lang_of(client)
-            content = message_content(self.engine.render.text(lang, "trust.unsigned_device"))
+            lang = self.ctx.lang_of(client)
+            content = message_content(self.ctx.render.text(lang, "trust.unsigned_device"))
             cause = f"trust:{user_id}:{len(self._told_unsigned)}"
             await self.store.queue(client.dm_room_id, content, txn_id(cause, 0))
             await self.store.audit(user_id, "trust.device_excluded")
@@ -257,13 +266,12 @@ class Bridge:
             await asyncio.sleep(self.tick_seconds)
             try:
                 await self.flush()
-                assert self.engine is not None
-                await self.engine.work.run()
-                await supervision.rematch_orphans(self.engine)
+                await self.ctx.work.run()
+                await placement.rematch_orphans(self.ctx)
                 await supervision.keep_supervisors_room(
-                    self.engine, manage=not self._configured_supervisors
+                    self.ctx, manage=not self._configured_supervisors
                 )
-                await self.engine.drain_waitlist(f"tick:{datetime.now(UTC):%Y%m%d%H%M%S}")
+                await placement.drain_waitlist(self.ctx, f"tick:{datetime.now(UTC):%Y%m%d%H%M%S}")
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -289,7 +297,7 @@ class Bridge:
 
     def _supervisors(self) -> str | None:
         """The supervisors' room now (the bridge may create it while running)."""
-        return self.engine.supervisors_room if self.engine is not None else self.supervisors_room
+        return self.ctx.live.supervisors_room if self.router is not None else self.supervisors_room
 
     async def _find_supervisors_room(self) -> None:
         """The supervisors' room: a configured room id, else the one the bridge made.
@@ -297,14 +305,14 @@ class Bridge:
         A configured alias is not used: whoever controls an alias can point it
         at a room of their own, and pages would follow. The room is kept by id.
         """
-        assert self.store is not None and self.engine is not None
+        assert self.store is not None
         configured = self.supervisors_room
         if configured and not configured.startswith("!"):
             logger.warning("supervisors_room must be a room id (!…), not an alias; ignored")
             configured = None
         self._configured_supervisors = configured is not None
-        room_id = configured or await self.engine.pages.supervisors_room()
-        self.supervisors_room = self.engine.supervisors_room = room_id
+        room_id = configured or await self.ctx.pages.supervisors_room()
+        self.supervisors_room = self.ctx.live.supervisors_room = room_id
         if room_id:
             await self.store.set_room(room_id, "supervisors", None)
             if room_id not in self.session.client.rooms:
@@ -351,12 +359,12 @@ class Bridge:
         await self._receive(room, event, "undecryptable", "")
 
     async def _on_room_rules(self, room: MatrixRoom, event: Any) -> None:
-        if self.engine is not None:
-            self.engine.room_changed(room.room_id)
+        if self.router is not None:
+            self.router.ctx.room_changed(room.room_id)
 
     async def _on_member(self, room: MatrixRoom, event: RoomMemberEvent) -> None:
-        if self.engine is not None:
-            self.engine.room_changed(room.room_id)
+        if self.router is not None:
+            self.router.ctx.room_changed(room.room_id)
         # Someone joined: messages held for them (see AWAIT_JOIN) can go out now.
         if event.membership == "join" and event.state_key != self.session.user_id:
             self.background(self.flush({room.room_id}), name=f"flush:join:{room.room_id}")
@@ -396,14 +404,14 @@ class Bridge:
         self._workers[room_id] = asyncio.create_task(self._drain(room_id), name=f"room:{room_id}")
 
     async def _drain(self, room_id: str) -> None:
-        assert self.inbox is not None and self.engine is not None
+        assert self.inbox is not None and self.router is not None
         while True:
             items = await self.inbox.pending(room_id)
             if not items:
                 return
             for item in items:
                 try:
-                    await self.engine.handle(item)
+                    await self.router.handle(item)
                 except asyncio.CancelledError:
                     raise
                 except Exception:

@@ -863,6 +863,11 @@ class MatrixSession:
             content["formatted_body"] = html
         return await self.send(room_id, content, txn_id=txn_id, allow_plaintext=allow_plaintext)
 
+    def synced_members(self, room_id: str) -> frozenset[str] | None:
+        """Who the last sync lists as joined or invited in ``room_id``; None if not loaded."""
+        room = self.client.rooms.get(room_id)
+        return None if room is None else frozenset(room.users)
+
     async def raw(
         self, method: str, path: str, body: Mapping[str, Any] | None = None
     ) -> tuple[int, Any]:

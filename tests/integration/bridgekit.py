@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from bridge import markup
+from bridge.kernel import markup
 from bridge.app import Bridge
 from bridge.store import Counselor
 from e2ecounsel.config import BridgeConfig

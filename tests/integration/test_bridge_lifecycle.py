@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from bridge.render import Renderer
+from bridge.kernel.render import Renderer
 from e2ecounsel.domain import intake
 from tests.integration.bridgekit import (
     POLICY,
@@ -84,7 +84,7 @@ async def bot(homeserver, tmp_path, staff, bridge_database) -> AsyncIterator[Bot
     env = await make_bot(homeserver, tmp_path, bridge_database)
     env.supervisors_room = await supervisors_room(staff.supervisor, env.user_id)
     await env.start()
-    await env.bridge.engine.pages.add_supervisor(staff.supervisor.session.user_id, "Sari")
+    await env.bridge.ctx.pages.add_supervisor(staff.supervisor.session.user_id, "Sari")
     await until(
         lambda: staff.supervisor.joined(env.supervisors_room, env.user_id),
         what="bot joins the supervisors' room",
@@ -155,7 +155,7 @@ async def newest_page(env: BotEnv) -> int:
     found: list[int] = []
 
     async def poll() -> bool:
-        page = await env.bridge.engine.pages.newest_open()
+        page = await env.bridge.ctx.pages.newest_open()
         if page is not None:
             found.append(page.id)
         return page is not None

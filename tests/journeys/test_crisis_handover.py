@@ -51,7 +51,7 @@ async def test_urgent_mid_intake_page_take_and_the_taker_reads_the_client(bot, p
     await dm.send("urgent")
     reply = await dm.expect(lambda b: POLICY.crisis_reply("en", COUNTRY).strip()[:80] in b)
     assert reply.endswith(text("en", "crisis.paged")), "the client is told the team was alerted"
-    page = await eventually(bot.bridge.engine.pages.newest_open, what="the page row")
+    page = await eventually(bot.bridge.ctx.pages.newest_open, what="the page row")
     ana_case = await case_channel(bot, ana)
     budi_case = await case_channel(bot, budi)
     await ana_case.expect(text("en", "page.urgent", page=page.id))
@@ -69,7 +69,7 @@ async def test_urgent_mid_intake_page_take_and_the_taker_reads_the_client(bot, p
     await until(lambda: ana.joined(ana_case.room_id, ana.session.user_id), what="Ana's channel")
     await ana.session.send_text(ana_case.room_id, f"!take {page.id}")
     done = await ana_case.expect(lambda b: b.startswith(f"Page {page.id}") or "You have page" in b)
-    taken = await bot.bridge.engine.pages.get(page.id)
+    taken = await bot.bridge.ctx.pages.get(page.id)
     assert taken.taken_by == ana.session.user_id and taken.room_id is not None
     assert taken.room_id in done
     await dm.expect(text("en", "take.client_invited", name="Ana"))
@@ -89,7 +89,7 @@ async def test_urgent_mid_intake_page_take_and_the_taker_reads_the_client(bot, p
     await until(lambda: budi.joined(budi_case.room_id, budi.session.user_id), what="Budi")
     await budi.session.send_text(budi_case.room_id, f"!take {page.id}")
     await budi_case.expect(text("en", "take.already", page_id=page.id, name="Ana"))
-    again = await bot.bridge.engine.pages.get(page.id)
+    again = await bot.bridge.ctx.pages.get(page.id)
     assert again.taken_by == ana.session.user_id and again.room_id == room
     assert not budi.joined(room, budi.session.user_id)
     # Ana asking again is told where she is; the client is not invited twice.
@@ -103,7 +103,7 @@ async def test_urgent_mid_intake_page_take_and_the_taker_reads_the_client(bot, p
 
 
 async def test_two_takes_at_once_give_the_page_to_exactly_one(bot):
-    pages = bot.bridge.engine.pages
+    pages = bot.bridge.ctx.pages
     page_id = await pages.open(
         cause="race", client_id="@c:x", engagement_id=None, reason="command:urgent"
     )
@@ -120,12 +120,12 @@ async def test_nobody_to_page_means_the_client_is_not_told_anyone_was_alerted(bo
     reply = await dm.expect(lambda b: POLICY.crisis_reply("en", COUNTRY).strip()[:80] in b)
     assert reply.endswith(text("en", "crisis.not_paged"))
     assert text("en", "crisis.paged") not in reply
-    assert await bot.bridge.engine.pages.newest_open() is None
+    assert await bot.bridge.ctx.pages.newest_open() is None
 
 
 async def supervisors_room(bot, who, name: str) -> Chat:
     """Make ``who`` a supervisor; the bridge makes the room once and invites them (they accept)."""
-    pages = bot.bridge.engine.pages
+    pages = bot.bridge.ctx.pages
     await pages.add_supervisor(who.session.user_id, name)
     room = await eventually(pages.supervisors_room, what="the supervisors' room")
     await until(lambda: who.joined(room, who.session.user_id), what=f"{name} joins")
@@ -137,7 +137,7 @@ async def supervisors_room(bot, who, name: str) -> Chat:
 async def test_supervisors_get_a_room_of_their_own_and_take_pages_there(bot, people):
     sari = await people("sari")
     other = await people("other")
-    pages = bot.bridge.engine.pages
+    pages = bot.bridge.ctx.pages
     sup = await supervisors_room(bot, sari, "Sari")
 
     client = await people("client")
@@ -184,7 +184,7 @@ async def test_a_page_about_a_seated_client_brings_the_taker_into_the_session_ro
     room = seated.room.room_id
 
     await seated.dm.send("urgent")
-    page = await eventually(bot.bridge.engine.pages.newest_open, what="the page")
+    page = await eventually(bot.bridge.ctx.pages.newest_open, what="the page")
     budi_case = await case_channel(bot, budi)
     ana_case = await case_channel(bot, ana)
     await budi_case.expect(text("en", "page.urgent", page=page.id))
@@ -215,7 +215,7 @@ async def test_erase_clears_the_room_a_page_was_taken_in(bot, people):
     # A client on the waiting list pages; a supervisor takes it and meets the
     # client in a room made for the page. Erasing must clear that room too.
     sari = await people("sari")
-    pages = bot.bridge.engine.pages
+    pages = bot.bridge.ctx.pages
     sup = await supervisors_room(bot, sari, "Sari")
     client = await people("client")
     dm = await open_dm(client, bot.user_id)

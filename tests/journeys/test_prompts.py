@@ -16,7 +16,7 @@ from tests.journeys.conftest import case_channel, eventually, hire
 async def test_erase_status_help_and_book_n_with_an_offer_open(bot, people):
     ana = await people("ana")
     await hire(bot, ana, "Ana")
-    await bot.bridge.engine.bookings.set_schedule(
+    await bot.bridge.ctx.bookings.set_schedule(
         ana.session.user_id, availability="mon-sun 00:00-23:59", days_off=""
     )
     client = await people("client")
@@ -46,7 +46,7 @@ async def test_erase_status_help_and_book_n_with_an_offer_open(bot, people):
     second = (await store.get_client(seated.user_id)).pending["offer"][1]
     await dm.send("book 2")
     confirmed = await dm.expect(lambda b: b.startswith("Booked: a live session with Ana"))
-    booked = await bot.bridge.engine.bookings.of_engagement(eng.id, now=bot.bridge.clock())
+    booked = await bot.bridge.ctx.bookings.of_engagement(eng.id, now=bot.bridge.clock())
     assert len(booked) == 1 and iso(booked[0].starts_at) == second
     rec = await store.get_client(seated.user_id)
     assert rec.pending is None

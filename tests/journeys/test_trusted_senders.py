@@ -73,7 +73,7 @@ async def test_a_bare_token_and_an_unsigned_device_cannot_erase_the_client(
         kept = await store.get_client(user_id)
         assert kept is not None and kept.pending is None
         assert await store.current_engagement(user_id) is not None
-        assert await bot.bridge.engine.pages.newest_open() is None
+        assert await bot.bridge.ctx.pages.newest_open() is None
 
         # The verified device still works as before.
         ana_record = await store.get_counselor(ana.session.user_id)

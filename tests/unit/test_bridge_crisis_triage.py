@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bridge.crisis_triage import CHECK_ASKED, _answer, _within
+from bridge.features.crisis.triage import CHECK_ASKED, _answer, _within
 
 NOW = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.cadence import client_zone
+from bridge.kernel.timefmt import client_zone
 from bridge.store import ClientRecord
 from tests.integration.bridgekit import counselor_record
 

@@ -7,8 +7,8 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge import markup
-from bridge.effects import Effects, message_content
+from bridge.kernel import markup
+from bridge.kernel.effects import Effects, message_content
 from e2ecounsel.casechannel import FIELD, CaseEvent
 from e2ecounsel.policy import load_policy
 

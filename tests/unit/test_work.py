@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bridge.effects import Effects, txn_id
+from bridge.kernel.effects import Effects, txn_id
 from bridge.kernel.work import Retry, Work, delay_after
 from bridge.store import BridgeStore
 from e2ecounsel.errors import MatrixError

@@ -8,52 +8,50 @@ import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from bridge import client_commands, crisis_triage
-from bridge.effects import (
-    _NOT_STARTED,
-    ALWAYS_AVAILABLE,
-    URGENT_WORDS,
-    Effects,
-)
 from bridge.inbox import InboxItem
+from bridge.kernel import dispatch
+from bridge.kernel.commands import CLIENT
+from bridge.kernel.effects import Effects
 from bridge.store import ClientRecord, Counselor
 from e2ecounsel.domain import intake
 from e2ecounsel.domain.replies import Reply
 from e2ecounsel.domain.text import clean_text, normalize_command
 
 if TYPE_CHECKING:
-    from bridge.engine import Engine
+    from bridge.kernel.context import Context
 
 logger = logging.getLogger(__name__)
 
+#: Intake states after which a new message starts a new intake.
+_NOT_STARTED = frozenset({intake.Stage.DECLINED, intake.Stage.AGE_REFUSED})
 #: Replies long enough to be sent in parts a phone screen holds (the consent).
 LONG_REPLIES = frozenset({"intake.consent", "intake.reconsent"})
 
 
-async def on_joined(engine: Engine, item: InboxItem) -> None:
+async def on_joined(ctx: Context, item: InboxItem) -> None:
     """The bot joined a DM: greet, or explain why it will not talk here."""
     fx = Effects(item.event_id)
-    lang = engine.policy.service.default_language
+    lang = ctx.policy.service.default_language
     if not item.encrypted:
-        fx.say(item.room_id, engine.render.text(lang, "intake.unencrypted"), plaintext_ok=True)
-        await engine.commit(fx, item.event_id)
+        fx.say(item.room_id, ctx.render.text(lang, "intake.unencrypted"), plaintext_ok=True)
+        await ctx.commit(fx, item.event_id)
         return
-    client = await engine.store.get_client(item.sender)
-    fx.write(lambda: engine.store.set_room(item.room_id, "dm", item.sender))
+    client = await ctx.store.get_client(item.sender)
+    fx.write(lambda: ctx.store.set_room(item.room_id, "dm", item.sender))
     if client is None or client.intake is None:
-        step = intake.start(intake_context(engine, ()))
-        new = new_client(engine, item.sender, item.room_id, client)
+        step = intake.start(intake_context(ctx, ()))
+        new = new_client(ctx, item.sender, item.room_id, client)
         new = replace(new, intake=step.state.to_dict())
-        fx.write(lambda: engine.store.save_client(new))
+        fx.write(lambda: ctx.store.save_client(new))
         for reply in step.replies:
-            fx.say(item.room_id, engine.render.reply(lang, reply))
+            fx.say(item.room_id, ctx.render.reply(lang, reply))
     else:
         rec = replace(client, dm_room_id=item.room_id)
-        fx.write(lambda: engine.store.save_client(rec))
-    await engine.commit(fx, item.event_id)
+        fx.write(lambda: ctx.store.save_client(rec))
+    await ctx.commit(fx, item.event_id)
 
 
-def new_client(engine: Engine, user_id: str, dm: str, old: ClientRecord | None) -> ClientRecord:
+def new_client(ctx: Context, user_id: str, dm: str, old: ClientRecord | None) -> ClientRecord:
     return ClientRecord(
         user_id=user_id,
         dm_room_id=dm,
@@ -63,11 +61,11 @@ def new_client(engine: Engine, user_id: str, dm: str, old: ClientRecord | None) 
         intake=None,
         profile={},
         pending=None,
-        created_at=engine.clock().isoformat(),
+        created_at=ctx.clock().isoformat(),
     )
 
 
-async def on_dm_message(engine: Engine, item: InboxItem) -> None:
+async def on_dm_message(ctx: Context, item: InboxItem) -> None:
     """A message in a client's DM: crisis first, then the intake or a command.
 
     A crisis phrase is never taken as an answer or a command: the client
@@ -76,81 +74,78 @@ async def on_dm_message(engine: Engine, item: InboxItem) -> None:
     can never become a pseudonym.
     """
     fx = Effects(item.event_id)
-    client = await engine.store.get_client(item.sender)
-    lang = engine.lang_of(client)
+    client = await ctx.store.get_client(item.sender)
+    lang = ctx.lang_of(client)
     if not item.encrypted:
-        fx.say(item.room_id, engine.render.text(lang, "intake.unencrypted"), plaintext_ok=True)
-        await engine.commit(fx, item.event_id)
+        fx.say(item.room_id, ctx.render.text(lang, "intake.unencrypted"), plaintext_ok=True)
+        await ctx.commit(fx, item.event_id)
         return
     if item.kind == "undecryptable":
-        fx.say(item.room_id, engine.render.text(lang, "trust.unsigned_device"))
-        await engine.commit(fx, item.event_id)
+        fx.say(item.room_id, ctx.render.text(lang, "trust.unsigned_device"))
+        await ctx.commit(fx, item.event_id)
         return
-    if not await engine.is_private_dm(item.room_id):
+    if not await ctx.is_private_dm(item.room_id):
         # Intake answers, status and bookings are personal: not where others read.
         country = client.profile.get("country") if client else None
-        line = engine.policy.crisis_line(lang, country)
-        fx.say(item.room_id, engine.render.text(lang, "dm.not_private", crisis_line=line))
-        await engine.commit(fx, item.event_id)
+        line = ctx.policy.crisis_line(lang, country)
+        fx.say(item.room_id, ctx.render.text(lang, "dm.not_private", crisis_line=line))
+        await ctx.commit(fx, item.event_id)
         return
-    if len(item.body) > engine.max_chars:
-        fx.say(item.room_id, engine.render.text(lang, "message_too_long"))
-        await engine.commit(fx, item.event_id)
+    if len(item.body) > ctx.max_chars:
+        fx.say(item.room_id, ctx.render.text(lang, "message_too_long"))
+        await ctx.commit(fx, item.event_id)
         return
-    text = clean_text(item.body, engine.max_chars)
+    text = clean_text(item.body, ctx.max_chars)
     if client is None or client.dm_room_id is None:
         client = (
-            new_client(engine, item.sender, item.room_id, client)
+            new_client(ctx, item.sender, item.room_id, client)
             if client is None
             else replace(client, dm_room_id=item.room_id)
         )
-        fx.write(lambda: engine.store.set_room(item.room_id, "dm", item.sender))
-    state = intake_state(engine, client)
+        fx.write(lambda: ctx.store.set_room(item.room_id, "dm", item.sender))
+    state = intake_state(ctx, client)
     finished = state is not None and state.step is intake.Stage.DONE
     started = state is not None and state.step not in _NOT_STARTED
-    screened = await crisis_triage.screen(
-        engine, fx, client, text, room=item.room_id, where="dm", remember=True
+    screened = await ctx.features.crisis.screen(
+        ctx, fx, client, text, room=item.room_id, where="dm", remember=True
     )
+    command = dispatch.is_global(ctx, client, text)
     if screened is not None:
         if started and not finished and state is not None and screened.kind != "check":
             pause_intake(
-                engine, fx, screened.client, state, item, protocol=screened.kind == "protocol"
+                ctx, fx, screened.client, state, item, protocol=screened.kind == "protocol"
             )
-    elif not finished and normalize_command(text)[0] in URGENT_WORDS:
+    elif not finished and command is not None and command.id == "urgent":
         # `urgent` works from the first message on, not only after the intake.
-        await client_commands.cmd_urgent(engine, fx, client, "", item)
-    elif finished and await returning(engine, client, text):
+        await dispatch.client_command(ctx, fx, client, text, item)
+    elif finished and await returning(ctx, client, text):
         # Their counseling ended: a new message starts a new intake (consent and
         # screening again, as befits a new episode); commands still work.
         fresh = replace(client, intake=None, pending=None)
-        await run_intake(engine, fx, fresh, None, "", item)
-    elif finished and changed_consent(engine, client, state):
+        await run_intake(ctx, fx, fresh, None, "", item)
+    elif finished and changed_consent(ctx, client, state):
         # The service text changed since they agreed: they are asked again
         # before anything else, also in the middle of their counseling.
-        await run_intake(engine, fx, client, state, "", item)
+        await run_intake(ctx, fx, client, state, "", item)
     elif finished:
-        await client_commands.client_command(engine, fx, client, text, item)
-    elif started and _global_mid_intake(client, text):
-        if normalize_command(text)[0] == "status":
-            fx.say(item.room_id, engine.render.text(lang, "status.intake"))
+        await dispatch.client_command(ctx, fx, client, text, item)
+    elif started and (client.pending is not None or command is not None):
+        # A bare command that works everywhere (``erase``, ``status``, ``help``) typed
+        # during the intake, or the answer to the question such a command asked: never
+        # taken as an intake answer.
+        if command is not None and command.id == "status":
+            fx.say(item.room_id, ctx.render.text(lang, "status.intake"))
         else:
-            await client_commands.client_command(engine, fx, client, text, item)
+            await dispatch.client_command(ctx, fx, client, text, item)
     else:
-        await run_intake(engine, fx, client, state if started else None, text, item)
+        await run_intake(ctx, fx, client, state if started else None, text, item)
     if finished or (state is not None and state.step is intake.Stage.RECONSENT):
-        await rejoin_if_left(engine, fx, client)
-    await engine.commit(fx, item.event_id)
-
-
-def _global_mid_intake(client: ClientRecord, text: str) -> bool:
-    """A bare global command (``erase``, ``status``, ``help``) typed during the intake, or
-    the answer to the question such a command asked: never taken as an intake answer."""
-    word, args = normalize_command(text)
-    return client.pending is not None or (word in ALWAYS_AVAILABLE and not args)
+        await rejoin_if_left(ctx, fx, client)
+    await ctx.commit(fx, item.event_id)
 
 
 def pause_intake(
-    engine: Engine,
+    ctx: Context,
     fx: Effects,
     client: ClientRecord,
     state: intake.IntakeState,
@@ -162,18 +157,18 @@ def pause_intake(
     counselor is being asked to come and chooses to go on now or later (a paused intake stays
     paused). Otherwise the client is pointed back to the open question."""
     step = intake.pause(state) if protocol else intake.Step(state)
-    lang = engine.policy.language(state.language or client.language)
+    lang = ctx.policy.language(state.language or client.language)
     if step.state == state:
         if state.step is not intake.Stage.PAUSED:  # before consent: point back to the question
-            fx.say(item.room_id, engine.render.text(lang, "status.intake"))
+            fx.say(item.room_id, ctx.render.text(lang, "status.intake"))
         return
     for reply in step.replies:
-        fx.say(item.room_id, engine.render.reply(lang, reply, country=state.country))
+        fx.say(item.room_id, ctx.render.reply(lang, reply, country=state.country))
     held = replace(client, intake=step.state.to_dict(), profile={**client.profile, "crisis": True})
-    fx.write(lambda: engine.store.save_client(held))
+    fx.write(lambda: ctx.store.save_client(held))
 
 
-def changed_consent(engine: Engine, client: ClientRecord, state: intake.IntakeState | None) -> bool:
+def changed_consent(ctx: Context, client: ClientRecord, state: intake.IntakeState | None) -> bool:
     """Whether the text the client agreed to has changed since.
 
     Each language has its own consent text and version. A client who agreed in
@@ -182,36 +177,37 @@ def changed_consent(engine: Engine, client: ClientRecord, state: intake.IntakeSt
     """
     if state is None:
         return False
-    if state.consent_version in {c.version for c in engine.policy.consent.values()}:
+    if state.consent_version in {c.version for c in ctx.policy.consent.values()}:
         return False
-    version = engine.policy.consent[engine.lang_of(client)].version
+    version = ctx.policy.consent[ctx.lang_of(client)].version
     return intake.needs_reconsent(state, version)
 
 
-async def rejoin_if_left(engine: Engine, fx: Effects, client: ClientRecord) -> None:
+async def rejoin_if_left(ctx: Context, fx: Effects, client: ClientRecord) -> None:
     """A client who left their session room is invited again when they next write.
 
     While the synced room still lists them (joined or invited) nothing is to be
     done, so an ordinary message costs no membership lookup; a room not loaded
     since a lazy restart is checked by the follow-up itself.
     """
-    eng = await engine.store.current_engagement(client.user_id)
+    eng = await ctx.store.current_engagement(client.user_id)
     if eng is None or eng.status != "active" or not eng.room_id:
         return
-    room = engine.session.client.rooms.get(eng.room_id)
-    if room is not None and client.user_id in room.users:
+    members = ctx.matrix.synced_members(eng.room_id)
+    if members is not None and client.user_id in members:
         return
     fx.follow("reinvite", room=eng.room_id, client=client.user_id)
 
 
-async def returning(engine: Engine, client: ClientRecord, text: str) -> bool:
+async def returning(ctx: Context, client: ClientRecord, text: str) -> bool:
     """A former client writing something that is not a command or an answer."""
-    if client.pending is not None or normalize_command(text)[0] in client_commands.CLIENT_COMMANDS:
+    word = normalize_command(text)[0]
+    if client.pending is not None or ctx.commands.find(ctx, CLIENT, word, ctx.lang_of(client)):
         return False
-    return await engine.store.current_engagement(client.user_id) is None
+    return await ctx.store.current_engagement(client.user_id) is None
 
 
-def intake_state(engine: Engine, client: ClientRecord) -> intake.IntakeState | None:
+def intake_state(ctx: Context, client: ClientRecord) -> intake.IntakeState | None:
     if client.intake is None:
         return None
     try:
@@ -221,8 +217,8 @@ def intake_state(engine: Engine, client: ClientRecord) -> intake.IntakeState | N
         return None
 
 
-def intake_context(engine: Engine, offer: tuple[str, ...]) -> intake.IntakeContext:
-    p = engine.policy
+def intake_context(ctx: Context, offer: tuple[str, ...]) -> intake.IntakeContext:
+    p = ctx.policy
     specs = [p.instruments[inst_id].spec() for inst_id in p.service.screening]
     return intake.IntakeContext(
         languages=p.languages,
@@ -232,18 +228,16 @@ def intake_context(engine: Engine, offer: tuple[str, ...]) -> intake.IntakeConte
         zones={c.code: tuple(z.zone for z in c.zones) for c in p.crisis.countries if c.zones},
         topics=tuple(t.id for t in p.service.topics),
         counselor_options=offer,
-        max_chars=engine.max_chars,
+        max_chars=ctx.max_chars,
         consent_version="",  # set per language below
     )
 
 
 async def counselor_offer(
-    engine: Engine, language: str | None
+    ctx: Context, language: str | None
 ) -> tuple[tuple[str, ...], dict[str, Counselor]]:
-    counselors = await engine.store.list_counselors(active_only=True)
-    loads = await engine.store.caseloads(
-        dormant_after_days=engine.policy.service.dormant_after_days
-    )
+    counselors = await ctx.store.list_counselors(active_only=True)
+    loads = await ctx.store.caseloads(dormant_after_days=ctx.policy.service.dormant_after_days)
     open_ = [
         c
         for c in counselors
@@ -253,7 +247,7 @@ async def counselor_offer(
 
 
 async def run_intake(
-    engine: Engine,
+    ctx: Context,
     fx: Effects,
     client: ClientRecord,
     state: intake.IntakeState | None,
@@ -261,37 +255,37 @@ async def run_intake(
     item: InboxItem,
 ) -> None:
     lang_now = state.language if state and state.language else None
-    offer, known = await counselor_offer(engine, lang_now)
-    ctx = intake_context(engine, offer)
-    version_lang = lang_now or engine.policy.service.default_language
-    ctx = replace(ctx, consent_version=engine.policy.consent[version_lang].version)
+    offer, known = await counselor_offer(ctx, lang_now)
+    ictx = intake_context(ctx, offer)
+    version_lang = lang_now or ctx.policy.service.default_language
+    ictx = replace(ictx, consent_version=ctx.policy.consent[version_lang].version)
     if state is None:
-        step = intake.start(ctx)
+        step = intake.start(ictx)
         if text and normalize_command(text)[0] not in ("", "start", "help", "mulai"):
             # A first message picks the language if it is "1"/"2"; otherwise greet.
-            probe = intake.advance(step.state, text, ctx)
+            probe = intake.advance(step.state, text, ictx)
             if probe.state.step is not intake.Stage.LANGUAGE:
                 step = probe
     else:
-        if intake.needs_reconsent(state, ctx.consent_version) and state.step not in (
+        if intake.needs_reconsent(state, ictx.consent_version) and state.step not in (
             intake.Stage.LANGUAGE,
             intake.Stage.CONSENT,
             intake.Stage.RECONSENT,
         ):
-            step = intake.begin_reconsent(state, ctx)
+            step = intake.begin_reconsent(state, ictx)
         else:
-            step = intake.advance(state, text, ctx)
+            step = intake.advance(state, text, ictx)
     new_state = step.state
-    lang = engine.policy.language(new_state.language or client.language)
+    lang = ctx.policy.language(new_state.language or client.language)
     if new_state.language and new_state.consent_version is None:
         # The consent version depends on the language just chosen.
-        ctx = replace(ctx, consent_version=engine.policy.consent[lang].version)
+        ictx = replace(ictx, consent_version=ctx.policy.consent[lang].version)
         if step.replies and step.replies[-1].key == "intake.consent":
             step = replace(
                 step,
                 replies=(
                     *step.replies[:-1],
-                    Reply("intake.consent", {"version": ctx.consent_version}),
+                    Reply("intake.consent", {"version": ictx.consent_version}),
                 ),
             )
     country = new_state.country
@@ -299,12 +293,14 @@ async def run_intake(
     profile = dict(client.profile)
     record = replace(client, language=new_state.language or client.language)
     for crisis_event in crisis_first:
-        await engine.crisis_protocol(fx, record, crisis_event.reason, reply_room=item.room_id)
+        await ctx.features.crisis.protocol(
+            ctx, fx, record, crisis_event.reason, reply_room=item.room_id
+        )
         profile["crisis"] = True
     for reply in step.replies:
         fx.say(
             item.room_id,
-            engine.render.reply(lang, reply, country=country, counselors=known),
+            ctx.render.reply(lang, reply, country=country, counselors=known),
             parts=reply.key in LONG_REPLIES,
         )
     declined = False
@@ -312,15 +308,15 @@ async def run_intake(
     for event in step.events:
         if isinstance(event, intake.ConsentGiven):
             record = replace(
-                record, consent_version=event.version, consented_at=engine.clock().isoformat()
+                record, consent_version=event.version, consented_at=ctx.clock().isoformat()
             )
-            fx.write(engine._audit_fn(client.user_id, "consent.given", detail=event.version[:16]))
+            fx.write(ctx.audit_fn(client.user_id, "consent.given", detail=event.version[:16]))
         elif isinstance(event, intake.ConsentDeclined):
             declined = True
-            fx.write(engine._audit_fn(client.user_id, "consent.declined"))
+            fx.write(ctx.audit_fn(client.user_id, "consent.declined"))
         elif isinstance(event, intake.AgeRefused):
             declined = True
-            fx.write(engine._audit_fn(client.user_id, "intake.age_refused"))
+            fx.write(ctx.audit_fn(client.user_id, "intake.age_refused"))
         elif isinstance(event, intake.InstrumentScored):
             scores = dict(profile.get("scores", {}))
             scores[event.instrument] = {"score": event.score, "severity": event.severity}
@@ -328,13 +324,13 @@ async def run_intake(
         elif isinstance(event, intake.IntakeComplete):
             complete = True
     if declined:
-        if await engine.store.engagements_of_client(client.user_id):
+        if await ctx.store.engagements_of_client(client.user_id):
             # Declining a changed consent mid-counseling: everything goes,
             # rooms and messages included, as an erasure does.
-            await engine.erase(fx, client, item)
+            await ctx.features.lifecycle.erase(ctx, fx, client, item)
             return
         # Nothing stays about a person who said no, only the audit line.
-        fx.write(lambda: engine.store.delete_client(client.user_id))
+        fx.write(lambda: ctx.store.delete_client(client.user_id))
         return
     profile.update(
         {
@@ -354,9 +350,9 @@ async def run_intake(
         profile=profile,
         dm_room_id=record.dm_room_id or item.room_id,
     )
-    fx.write(lambda: engine.store.save_client(record))
+    fx.write(lambda: ctx.store.save_client(record))
     if complete:
-        fx.write(engine._audit_fn(client.user_id, "intake.complete"))
+        fx.write(ctx.audit_fn(client.user_id, "intake.complete"))
         # Placement is recorded with the last answer and the client record, so
         # a crash right after this step cannot lose the finished intake.
         fx.follow("place", client=client.user_id, cause=f"place:{item.event_id}")

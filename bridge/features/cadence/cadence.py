@@ -11,52 +11,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from bridge import rooms
-from bridge.bookings import Booking, Bookings, parse_days_off
-from bridge.effects import message_content
-from bridge.scheduler import DurableScheduler, Job, Message
-from bridge.store import ABOUT, ClientRecord, Counselor, Engagement
+from bridge.bookings import Booking
+from bridge.kernel import rooms
+from bridge.kernel.effects import message_content
+from bridge.kernel.timefmt import client_zone, when, windows_of
+from bridge.scheduler import Job, Message
+from bridge.store import ABOUT, Counselor, Engagement
 from e2ecounsel.casechannel import CaseEvent, attach
-from e2ecounsel.domain.cadence import ReplyWindows, next_window
+from e2ecounsel.domain.cadence import next_window
 
 if TYPE_CHECKING:
-    from bridge.engine import Engine
+    from bridge.kernel.context import Context
 
 logger = logging.getLogger(__name__)
 
 #: How long a finished follow-up row is kept (it holds no payload, only its key).
 FOLLOWUPS_KEPT = timedelta(days=7)
-
-# Where a country's clients most likely are, to show times in their zone.
-COUNTRY_ZONES = {
-    "ID": "Asia/Jakarta",
-    "MY": "Asia/Kuala_Lumpur",
-    "SG": "Asia/Singapore",
-    "PH": "Asia/Manila",
-    "US": "America/New_York",
-    "GB": "Europe/London",
-    "AU": "Australia/Sydney",
-    "NL": "Europe/Amsterdam",
-    "DE": "Europe/Berlin",
-}
-
-
-def client_zone(client: ClientRecord | None, counselor: Counselor) -> ZoneInfo:
-    """The zone to show a client times in: the one they chose in the intake, else their
-    country's main zone, else the counselor's."""
-    profile = client.profile if client else {}
-    chosen = profile.get("zone")
-    if isinstance(chosen, str) and chosen:
-        try:
-            return ZoneInfo(chosen)
-        except (ZoneInfoNotFoundError, ValueError):
-            logger.warning("client zone unknown to this system; using the country's")
-    country = str(profile.get("country") or "")
-    return ZoneInfo(COUNTRY_ZONES.get(country, counselor.timezone))
 
 
 def notice(body: str, *, mention: str | None = None) -> dict[str, Any]:
@@ -64,24 +38,20 @@ def notice(body: str, *, mention: str | None = None) -> dict[str, Any]:
     return message_content(body, mention=mention)
 
 
-def windows_of(c: Counselor, days_off: str = "") -> ReplyWindows:
-    return ReplyWindows(
-        tuple(time.fromisoformat(t) for t in c.reply_windows),
-        c.timezone,
-        parse_days_off(days_off) if days_off else frozenset(),
-    )
-
-
 class Cadence:
     """Plans and fires the bridge's timed messages."""
 
-    def __init__(self, engine: Engine, scheduler: DurableScheduler, bookings: Bookings) -> None:
-        self.engine = engine
-        self.scheduler = scheduler
-        self.bookings = bookings
-        self.store = engine.store
-        self.policy = engine.policy
-        self.render = engine.render
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.scheduler = ctx.scheduler
+        self.bookings = ctx.bookings
+        self.store = ctx.store
+        self.policy = ctx.policy
+        self.render = ctx.render
+
+    def register(self) -> None:
+        """Fire this feature's jobs from the scheduler (once, when the bridge starts)."""
+        self.scheduler.summarize = self.summarize
         for kind, handler in (
             ("sla.remind", self.fire_sla_remind),
             ("sla.escalate", self.fire_sla_escalate),
@@ -92,7 +62,7 @@ class Cadence:
             ("notice", self.fire_notice),
             ("sla.offer", self.fire_sla_offer),
         ):
-            scheduler.handle(kind)(handler)
+            self.scheduler.handle(kind)(handler)
 
     # ------------------------------------------------------------------ planning
 
@@ -110,17 +80,17 @@ class Cadence:
             return
         _, days_off = await self.bookings.schedule_of(c.user_id)
         try:
-            when = next_window(now, windows_of(c, days_off))
+            due = next_window(now, windows_of(c, days_off))
         except ValueError:
             logger.warning("counselor has unusable reply windows; no digests planned")
             return
-        if when is None:
+        if due is None:
             return
         await self.scheduler.schedule(
             "digest",
-            when,
+            due,
             c.case_room_id,
-            key=f"digest:{c.user_id}:{when.isoformat()}",
+            key=f"digest:{c.user_id}:{due.isoformat()}",
             payload={"counselor": c.user_id},
         )
 
@@ -133,7 +103,7 @@ class Cadence:
         if counselor is None:
             return
         svc = self.policy.service
-        case_room = counselor.case_room_id or await self.engine.case_room(counselor)
+        case_room = counselor.case_room_id or await self.ctx.case_room(counselor)
         base = f"sla:{eng.id}:{eng.awaiting_since}"
         payload = {"engagement": eng.id, "since": eng.awaiting_since}
         await self.scheduler.schedule(
@@ -153,21 +123,21 @@ class Cadence:
                 key=f"{base}:offer",
                 payload=payload,
             )
-        if self.engine.supervisors_room:
+        if self.ctx.live.supervisors_room:
             await self.scheduler.schedule(
                 "sla.escalate",
                 since + timedelta(hours=svc.escalate_hours),
-                self.engine.supervisors_room,
+                self.ctx.live.supervisors_room,
                 key=f"{base}:escalate",
                 payload=payload,
             )
 
     async def on_booked(self, booking: Booking, eng: Engagement, counselor: Counselor) -> None:
         """Reminders to both sides before the start, and a note when it starts."""
-        case_room = counselor.case_room_id or await self.engine.case_room(counselor)
+        case_room = counselor.case_room_id or await self.ctx.case_room(counselor)
         assert eng.room_id is not None
         payload = {"booking": booking.id}
-        now = self.engine.clock()
+        now = self.ctx.clock()
         for offset in self.policy.service.booking.reminder_offsets:
             label = int(offset.total_seconds())
             due = booking.starts_at - offset
@@ -204,11 +174,6 @@ class Cadence:
         client = await self.store.get_client(eng.client_id)
         return str((client.profile or {}).get("pseudonym") or "?") if client else "?"
 
-    @staticmethod
-    def when(dt: datetime, tz: ZoneInfo) -> str:
-        local = dt.astimezone(tz)
-        return f"{local:%a %d %b %Y, %H:%M} ({local.tzname()})"
-
     def starts_in(self, lang: str, seconds: int) -> str:
         if seconds >= 3600:
             return self.render.text(lang, "reminder.in_hours", hours=round(seconds / 3600))
@@ -217,7 +182,7 @@ class Cadence:
     def _late(self, lang: str, job: Job, now: datetime, tz: ZoneInfo) -> str:
         grace = timedelta(seconds=self.policy.service.misfire.grace_seconds)
         if now - job.due > grace:
-            return "\n" + self.render.text(lang, "reminder.late", when=self.when(job.due, tz))
+            return "\n" + self.render.text(lang, "reminder.late", when=when(job.due, tz))
         return ""
 
     # ------------------------------------------------------------------ handlers
@@ -239,7 +204,7 @@ class Cadence:
             return []
         eng, counselor = waiting
         assert eng.room_id is not None
-        lang = self.engine.counselor_lang(counselor)
+        lang = self.ctx.counselor_lang(counselor)
         body = self.render.text(
             lang,
             "sla.reminder",
@@ -259,7 +224,7 @@ class Cadence:
             return []
         eng, _ = waiting
         client = await self.store.get_client(eng.client_id)
-        lang = self.engine.lang_of(client)
+        lang = self.ctx.lang_of(client)
         hours = self._fmt_hours(self.policy.service.reassign_hours)
         return [(job.target, notice(self.render.text(lang, "sla.offer_switch", hours=hours)))]
 
@@ -287,7 +252,7 @@ class Cadence:
         if counselor is None or not counselor.active:
             return []
         await self.plan_digest(counselor, max(now, job.due) + timedelta(seconds=1))
-        lang = self.engine.counselor_lang(counselor)
+        lang = self.ctx.counselor_lang(counselor)
         now_ms = int(now.timestamp() * 1000)
         waiting = [
             e for e in await self.store.active_for_counselor(counselor.user_id) if e.awaiting_since
@@ -335,24 +300,24 @@ class Cadence:
         seconds = int((booking.starts_at - now).total_seconds())
         if job.payload["side"] == "client":
             client = await self.store.get_client(eng.client_id)
-            lang = self.engine.lang_of(client)
+            lang = self.ctx.lang_of(client)
             tz = client_zone(client, counselor)
             body = self.render.text(
                 lang,
                 "reminder.client",
                 counselor_name=counselor.name,
                 starts_in=self.starts_in(lang, seconds),
-                when=self.when(booking.starts_at, tz),
+                when=when(booking.starts_at, tz),
             ) + self._late(lang, job, now, tz)
         else:
-            lang = self.engine.counselor_lang(counselor)
+            lang = self.ctx.counselor_lang(counselor)
             tz = ZoneInfo(counselor.timezone)
             body = self.render.text(
                 lang,
                 "reminder.counselor",
                 pseudonym=await self._pseudonym(eng),
                 starts_in=self.starts_in(lang, seconds),
-                when=self.when(booking.starts_at, tz),
+                when=when(booking.starts_at, tz),
                 room_link=rooms.room_link(eng.room_id),
             ) + self._late(lang, job, now, tz)
             fact = CaseEvent(
@@ -374,7 +339,7 @@ class Cadence:
         if eng is None or counselor is None:
             return []
         client = await self.store.get_client(eng.client_id)
-        lang = self.engine.lang_of(client)
+        lang = self.ctx.lang_of(client)
         return [
             (
                 job.target,
@@ -434,7 +399,29 @@ class Cadence:
             lang,
             "offline_summary",
             count=len(messages),
-            since=self.when(min(j.due for j in jobs), ZoneInfo("UTC")),
+            since=when(min(j.due for j in jobs), ZoneInfo("UTC")),
         )
         body = "\n\n".join([header, *(m[1]["body"] for m in messages)])
         return [(target, notice(body))]
+
+
+# ------------------------------------------------------------------ the feature's port
+
+
+async def plan_digest(ctx: Context, counselor: Counselor, now: datetime) -> None:
+    await Cadence(ctx).plan_digest(counselor, now)
+
+
+async def on_booked(ctx: Context, booking: Booking, eng: Engagement, counselor: Counselor) -> None:
+    await Cadence(ctx).on_booked(booking, eng, counselor)
+
+
+async def on_cancelled(ctx: Context, booking_id: int) -> None:
+    await Cadence(ctx).on_cancelled(booking_id)
+
+
+async def follow_sla(ctx: Context, payload: dict[str, Any]) -> None:
+    """A client wrote in their session room: plan the reminders if nobody answers."""
+    eng = await ctx.store.engagement_by_room(str(payload["room"]))
+    if eng is not None:
+        await Cadence(ctx).on_client_message(eng)

@@ -17,8 +17,8 @@ from collections.abc import Collection
 from typing import Any
 from urllib.parse import quote
 
+from bridge.kernel.matrix import Matrix
 from e2ecounsel.errors import MatrixError
-from e2ecounsel.matrix import MatrixSession
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def marker(purpose: str) -> dict[str, Any]:
     return out
 
 
-async def create_room(session: MatrixSession, body: dict[str, Any], purpose: str) -> str:
+async def create_room(session: Matrix, body: dict[str, Any], purpose: str) -> str:
     """Create a room with ``purpose`` in its creation content; rate limits are waited out."""
     body = {
         **body,
@@ -131,7 +131,7 @@ async def create_room(session: MatrixSession, body: dict[str, Any], purpose: str
     raise MatrixError("creating a room: rate limited", status=429)
 
 
-async def find_room(session: MatrixSession, purpose: str, known: Collection[str]) -> str | None:
+async def find_room(session: Matrix, purpose: str, known: Collection[str]) -> str | None:
     """A room the bot is in whose creation content names ``purpose`` (not one of ``known``)."""
     status, answer = await session.raw("GET", "/_matrix/client/v3/joined_rooms")
     if status != 200 or not isinstance(answer, dict):
@@ -177,7 +177,7 @@ def private_room_body(*, name: str, invite: list[str], direct: bool = True) -> d
     }
 
 
-async def make_read_only(session: MatrixSession, room_id: str) -> None:
+async def make_read_only(session: Matrix, room_id: str) -> None:
     """Nobody but the bot can post in ``room_id`` any more; everyone can still read it."""
     path = f"/_matrix/client/v3/rooms/{quote(room_id)}/state/m.room.power_levels/"
     status, levels = await session.raw("GET", path)
@@ -190,7 +190,7 @@ async def make_read_only(session: MatrixSession, room_id: str) -> None:
         raise MatrixError(f"locking a closed room: {status}", status=status)
 
 
-async def members(session: MatrixSession, room_id: str) -> dict[str, str]:
+async def members(session: Matrix, room_id: str) -> dict[str, str]:
     """Everyone's membership in ``room_id`` (joined, invited, left ...)."""
     status, answer = await session.raw("GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/members")
     if status == 403:
@@ -204,12 +204,16 @@ async def members(session: MatrixSession, room_id: str) -> dict[str, str]:
     return out
 
 
-async def kick(session: MatrixSession, room_id: str, user_id: str) -> None:
+async def kick(session: Matrix, room_id: str, user_id: str, *, known_member: bool = False) -> None:
     """Remove ``user_id`` (joined or invited); nothing to do if they are gone already.
 
-    No reason is given: a membership event is not encrypted.
+    With ``known_member`` the caller has just read the members and the lookup is
+    skipped. No reason is given: a membership event is not encrypted.
     """
-    if (await members(session, room_id)).get(user_id) not in ("join", "invite"):
+    if not known_member and (await members(session, room_id)).get(user_id) not in (
+        "join",
+        "invite",
+    ):
         return
     status, answer = await session.raw(
         "POST",
@@ -220,7 +224,7 @@ async def kick(session: MatrixSession, room_id: str, user_id: str) -> None:
         raise MatrixError(f"removing a member: {status}", status=status)
 
 
-async def invite(session: MatrixSession, room_id: str, user_id: str) -> None:
+async def invite(session: Matrix, room_id: str, user_id: str) -> None:
     """Invite ``user_id`` again (a client who left their session room)."""
     status, answer = await session.raw(
         "POST", f"/_matrix/client/v3/rooms/{quote(room_id)}/invite", {"user_id": user_id}
@@ -229,7 +233,7 @@ async def invite(session: MatrixSession, room_id: str, user_id: str) -> None:
         raise MatrixError(f"inviting a member: {status}", status=status)
 
 
-async def redact(session: MatrixSession, room_id: str, event_id: str, txn_id: str) -> None:
+async def redact(session: Matrix, room_id: str, event_id: str, txn_id: str) -> None:
     """Redact one of the bot's events (a repeated ``txn_id`` is dropped by the homeserver)."""
     path = f"/_matrix/client/v3/rooms/{quote(room_id)}/redact/{quote(event_id)}/{quote(txn_id)}"
     status, answer = await session.raw("PUT", path, {})
@@ -239,7 +243,7 @@ async def redact(session: MatrixSession, room_id: str, event_id: str, txn_id: st
         logger.warning("redacting in %s refused: %s", room_id, status)
 
 
-async def leave(session: MatrixSession, room_id: str) -> None:
+async def leave(session: Matrix, room_id: str) -> None:
     status, answer = await session.raw(
         "POST", f"/_matrix/client/v3/rooms/{quote(room_id)}/leave", {}
     )

@@ -19,37 +19,29 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from bridge import rooms
-from bridge.effects import Effects
+from bridge.features.crisis.protocol import crisis_protocol
+from bridge.kernel import rooms
+from bridge.kernel.effects import Effects
+from bridge.kernel.ports import CRISIS_FLAG, Screened
 from bridge.store import ClientRecord
 from e2ecounsel.casechannel import CaseEvent
 from e2ecounsel.domain.crisis import Outcome
 from e2ecounsel.domain.intake import DEFAULT_VOCABULARY
 
 if TYPE_CHECKING:
-    from bridge.engine import Engine
+    from bridge.kernel.context import Context
 
 logger = logging.getLogger(__name__)
 
 #: Profile keys (ISO times, a reason id).
 CHECK_ASKED = "crisis_check_at"
 PROTOCOL_AT = "crisis_protocol_at"
-FLAG = "crisis_flag"
 
 _WORDS = re.compile(r"[^\W_]+")
-
-
-@dataclass(frozen=True)
-class Screened:
-    """A message handled here: the client as now saved, and what happened (``protocol``,
-    ``check`` asked, ``answered`` no, or ``ack`` while a crisis or a check is open)."""
-
-    client: ClientRecord
-    kind: str
 
 
 def _since(profile: dict[str, object], key: str, now: datetime) -> timedelta | None:
@@ -80,7 +72,7 @@ def _answer(text: str) -> str | None:
 
 
 async def screen(
-    engine: Engine,
+    ctx: Context,
     fx: Effects,
     client: ClientRecord,
     text: str,
@@ -94,10 +86,10 @@ async def screen(
     Returns what was done, with the client as now saved (the caller builds on it, never on the
     old record), or ``None`` when the message goes on to the intake or the commands.
     """
-    now = engine.clock()
-    policy = engine.policy.crisis
+    now = ctx.clock()
+    policy = ctx.policy.crisis
     profile = dict(client.profile)
-    lang = engine.lang_of(client)
+    lang = ctx.lang_of(client)
     checking = _within(profile, CHECK_ASKED, now, policy.check_window)
     if checking:
         answer = _answer(text)
@@ -105,78 +97,76 @@ async def screen(
             profile.pop(CHECK_ASKED, None)
             answered = replace(client, profile=profile)
             if answer == "yes":
-                return await _protocol(engine, fx, answered, "check:yes", room, remember)
-            if engine.crisis.triage(text).outcome is Outcome.PROTOCOL:  # "no, I want to die"
-                return await _protocol(engine, fx, answered, f"phrase:{where}", room, remember)
-            declined = await _declined(engine, fx, answered, room, lang)
+                return await _protocol(ctx, fx, answered, "check:yes", room, remember)
+            if ctx.detector.triage(text).outcome is Outcome.PROTOCOL:  # "no, I want to die"
+                return await _protocol(ctx, fx, answered, f"phrase:{where}", room, remember)
+            declined = await _declined(ctx, fx, answered, room, lang)
             return Screened(declined, "answered")
-    found = engine.crisis.triage(text)
+    found = ctx.detector.triage(text)
     if found.outcome is Outcome.PROTOCOL:
-        return await _protocol(engine, fx, client, f"phrase:{where}", room, remember)
+        return await _protocol(ctx, fx, client, f"phrase:{where}", room, remember)
     if found.outcome is Outcome.NONE:
         return None
     if checking or _within(profile, PROTOCOL_AT, now, policy.repeat_window):
         # One check at a time, and none in the middle of an active crisis.
-        fx.say(room, engine.render.text(lang, "crisis.ack", crisis_line=_line(engine, client)))
+        fx.say(room, ctx.render.text(lang, "crisis.ack", crisis_line=_line(ctx, client)))
         return Screened(client, "ack")
     profile[CHECK_ASKED] = now.isoformat()
     asked = replace(client, profile=profile)
-    fx.say(room, engine.render.text(lang, "crisis.check"))
-    fx.write(lambda: engine.store.save_client(asked))
-    fx.write(engine.audit_fn(client.user_id, "crisis.check", detail=f"{where}:{found.reason}"[:64]))
+    fx.say(room, ctx.render.text(lang, "crisis.check"))
+    fx.write(lambda: ctx.store.save_client(asked))
+    fx.write(ctx.audit_fn(client.user_id, "crisis.check", detail=f"{where}:{found.reason}"[:64]))
     logger.info("crisis check asked (%s)", found.reason)
     return Screened(asked, "check")
 
 
-def _line(engine: Engine, client: ClientRecord) -> str:
-    return engine.policy.crisis_line(engine.lang_of(client), client.profile.get("country"))
+def _line(ctx: Context, client: ClientRecord) -> str:
+    return ctx.policy.crisis_line(ctx.lang_of(client), client.profile.get("country"))
 
 
 async def _protocol(
-    engine: Engine,
+    ctx: Context,
     fx: Effects,
     client: ClientRecord,
     reason: str,
     room: str,
     remember: bool,
 ) -> Screened:
-    now = engine.clock()
+    now = ctx.clock()
     profile = dict(client.profile)
-    if _within(profile, PROTOCOL_AT, now, engine.policy.crisis.repeat_window):
-        lang = engine.lang_of(client)
-        fx.say(room, engine.render.text(lang, "crisis.ack", crisis_line=_line(engine, client)))
-        fx.write(engine.audit_fn(client.user_id, "crisis.repeat", detail=reason[:64]))
+    if _within(profile, PROTOCOL_AT, now, ctx.policy.crisis.repeat_window):
+        lang = ctx.lang_of(client)
+        fx.say(room, ctx.render.text(lang, "crisis.ack", crisis_line=_line(ctx, client)))
+        fx.write(ctx.audit_fn(client.user_id, "crisis.repeat", detail=reason[:64]))
         if reason == "check:yes":  # the open check was closed
-            fx.write(lambda: engine.store.save_client(client))
+            fx.write(lambda: ctx.store.save_client(client))
         return Screened(client, "ack")
-    await engine.crisis_protocol(fx, client, reason, reply_room=room, remember=remember)
+    await crisis_protocol(ctx, fx, client, reason, reply_room=room, remember=remember)
     profile[PROTOCOL_AT] = now.isoformat()
     if remember:
         profile["crisis"] = True
     saved = replace(client, profile=profile)
-    fx.write(lambda: engine.store.save_client(saved))
+    fx.write(lambda: ctx.store.save_client(saved))
     return Screened(saved, "protocol")
 
 
 async def _declined(
-    engine: Engine, fx: Effects, client: ClientRecord, room: str, lang: str
+    ctx: Context, fx: Effects, client: ClientRecord, room: str, lang: str
 ) -> ClientRecord:
     """A "no": a kind reply, and a flag the counselor sees (never silence)."""
-    profile = {**client.profile, FLAG: "check:no"}
+    profile = {**client.profile, CRISIS_FLAG: "check:no"}
     flagged = replace(client, profile=profile)
-    fx.say(room, engine.render.text(lang, "crisis.check_no", crisis_line=_line(engine, client)))
-    fx.write(lambda: engine.store.save_client(flagged))
-    eng = await engine.store.current_engagement(client.user_id)
-    fx.write(engine.audit_fn(client.user_id, "crisis.check_no", eng.id if eng else None))
+    fx.say(room, ctx.render.text(lang, "crisis.check_no", crisis_line=_line(ctx, client)))
+    fx.write(lambda: ctx.store.save_client(flagged))
+    eng = await ctx.store.current_engagement(client.user_id)
+    fx.write(ctx.audit_fn(client.user_id, "crisis.check_no", eng.id if eng else None))
     if eng is not None and eng.counselor_id:
-        counselor = await engine.store.get_counselor(eng.counselor_id)
+        counselor = await ctx.store.get_counselor(eng.counselor_id)
         if counselor is not None and counselor.case_room_id is not None:
             link = rooms.room_link(eng.room_id or room)
             fx.say(
                 counselor.case_room_id,
-                engine.render.text(
-                    engine.counselor_lang(counselor), "flag.check_no", room_link=link
-                ),
+                ctx.render.text(ctx.counselor_lang(counselor), "flag.check_no", room_link=link),
                 reader=counselor.user_id,
                 case=CaseEvent("flag", eng.id, eng.room_id, {"reason": "check:no"}),
             )

@@ -1,5 +1,5 @@
-"""What a handler decides, before it is committed: the Effects of one step, and the
-shared vocabulary (accepted words, outbox markers, transaction ids)."""
+"""What a handler decides, before it is committed: the Effects of one step, with the
+outbox markers, the message format and transaction ids."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge import markup
+from bridge.kernel import markup
 from bridge.kernel.work import FollowUp
 from bridge.store import ABOUT
 from e2ecounsel.casechannel import CaseEvent, attach
-from e2ecounsel.domain import intake
 
 OUTCOMES = {
     "resolved": "resolved",
@@ -29,20 +28,6 @@ PLAINTEXT_OK = "org.e2ecounsel.plaintext_ok"
 #: counselor's first device may not exist yet when they are invited. A message held until
 #: the join goes out when the joining device exists, so it can always be decrypted.
 AWAIT_JOIN = "org.e2ecounsel.await_join"
-YES = frozenset({"yes", "y", "ya", "iya"})
-NO = frozenset({"no", "n", "tidak", "tdk", "cancel", "batal"})
-AUTO = frozenset({"auto", "automatic", "otomatis"})
-SKIP = frozenset({"skip", "lewati"})
-#: The crisis command works at every step, also in the middle of the intake.
-URGENT_WORDS = frozenset({"urgent", "darurat"})
-#: Commands that answer even while the bot waits for a reply to its question: a
-#: pending question never swallows a cry for help, an erasure request, ``status``
-#: or ``help``.
-ALWAYS_AVAILABLE = frozenset({"help", "bantuan", "status", "erase", "hapus", *URGENT_WORDS})
-#: ``book`` / ``pesan``: with a number it books that slot of the open offer.
-BOOK_WORDS = frozenset({"book", "pesan"})
-#: Intake states after which a new message starts a new intake.
-_NOT_STARTED = frozenset({intake.Stage.DECLINED, intake.Stage.AGE_REFUSED})
 
 
 def command_reply(
