@@ -28,10 +28,10 @@ from bridge.effects import Effects
 from bridge.store import ClientRecord
 from e2ecounsel.casechannel import CaseEvent
 from e2ecounsel.domain.crisis import Outcome
-from e2ecounsel.domain.intake import DEFAULT_VOCABULARY
 
 if TYPE_CHECKING:
     from bridge.engine import Engine
+    from e2ecounsel.policy import Policy
 
 logger = logging.getLogger(__name__)
 
@@ -67,16 +67,11 @@ def _within(profile: dict[str, object], key: str, now: datetime, window: timedel
     return age is not None and timedelta(0) <= age < window
 
 
-def _answer(text: str) -> str | None:
+def _answer(policy: Policy, text: str, lang: str) -> str | None:
     """``yes`` or ``no`` when the message starts with one ("Yes, I am", "tidak kok")."""
     words = _WORDS.findall(unicodedata.normalize("NFKC", text).casefold())
-    if not words:
-        return None
-    word = words[0]
-    for meaning in ("yes", "no"):
-        if word in DEFAULT_VOCABULARY[meaning]:
-            return meaning
-    return None
+    meaning = policy.meaning(words[0], lang) if words else None
+    return meaning if meaning in ("yes", "no") else None
 
 
 async def screen(
@@ -100,7 +95,7 @@ async def screen(
     lang = engine.lang_of(client)
     checking = _within(profile, CHECK_ASKED, now, policy.check_window)
     if checking:
-        answer = _answer(text)
+        answer = _answer(engine.policy, text, lang)
         if answer is not None:
             profile.pop(CHECK_ASKED, None)
             answered = replace(client, profile=profile)

@@ -234,6 +234,7 @@ def intake_context(engine: Engine, offer: tuple[str, ...]) -> intake.IntakeConte
         counselor_options=offer,
         max_chars=engine.max_chars,
         consent_version="",  # set per language below
+        vocabulary=p.answer_words(),
     )
 
 

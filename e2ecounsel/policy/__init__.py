@@ -16,11 +16,12 @@ Layout::
     screening/<id>.toml        screening instruments (PHQ-9, GAD-7)
     <lang>/consent.md          informed consent text, one per language
     <lang>/messages.toml       every text the bot shows, one per language
+    <lang>/commands.toml       the words people type: commands and answers, one per language
 
 Modules, one job each: :mod:`.model` (the frozen result), :mod:`.toml` (the validation
-toolkit), :mod:`.service`, :mod:`.texts`, :mod:`.instruments`, :mod:`.crisis` (one file kind
-each) and :mod:`.loader` (one run over the folder). Nothing here does I/O beyond reading
-that folder.
+toolkit), :mod:`.service`, :mod:`.texts`, :mod:`.instruments`, :mod:`.crisis`,
+:mod:`.vocabulary` (one file kind each) and :mod:`.loader` (one run over the folder).
+Nothing here does I/O beyond reading that folder.
 """
 
 from e2ecounsel.policy.crisis import (
@@ -33,18 +34,24 @@ from e2ecounsel.policy.crisis import (
 )
 from e2ecounsel.policy.loader import check_policy, default_policy_dir, load_policy
 from e2ecounsel.policy.model import (
+    ANSWER_GROUPS,
+    ANSWERS,
+    AUDIENCES,
     FALLBACK_COUNTRY,
     MISFIRE_MODES,
     STRICT_TEXTS_ENV,
     TRUST_MODES,
+    Audience,
     Band,
     BookingPolicy,
+    Command,
     ConsentText,
     Country,
     CrisisPolicy,
     Instrument,
     Item,
     MatchingWeights,
+    Meaning,
     MisfireMode,
     MisfirePolicy,
     OnCallPolicy,
@@ -56,6 +63,7 @@ from e2ecounsel.policy.model import (
     Specialty,
     Topic,
     TrustMode,
+    Vocabulary,
     Zone,
 )
 from e2ecounsel.policy.texts import (
@@ -67,6 +75,13 @@ from e2ecounsel.policy.texts import (
 )
 
 __all__ = [
+    "ANSWERS",
+    "ANSWER_GROUPS",
+    "AUDIENCES",
+    "Audience",
+    "Command",
+    "Meaning",
+    "Vocabulary",
     "COMMON_PARAMS",
     "CONSENT_PARAMS",
     "CRISIS_CORPUS",

@@ -23,6 +23,7 @@ from e2ecounsel.policy.model import (
 from e2ecounsel.policy.service import load_service
 from e2ecounsel.policy.texts import load_consent, load_messages
 from e2ecounsel.policy.toml import Run, suggest
+from e2ecounsel.policy.vocabulary import load_vocabularies
 
 
 def default_policy_dir() -> Path:
@@ -44,6 +45,7 @@ def load_policy(path: Path | None = None, *, strict: bool | None = None) -> Poli
     service = load_service(run)
     languages = service.languages
     messages = load_messages(run, languages, service.default_language)
+    vocabularies = load_vocabularies(run, languages, service.default_language)
     consent = load_consent(run, service)
     instruments = load_instruments(run, service.screening, languages)
     crisis = load_crisis(run, languages)
@@ -60,6 +62,7 @@ def load_policy(path: Path | None = None, *, strict: bool | None = None) -> Poli
         messages=MappingProxyType(
             {lang: MappingProxyType(texts) for lang, texts in messages.items()}
         ),
+        vocabularies=MappingProxyType(vocabularies),
         notes=tuple(run.notes),
         strict=strict,
     )

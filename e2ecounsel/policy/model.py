@@ -8,11 +8,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal
 
 from e2ecounsel.domain import crisis as triage
 from e2ecounsel.domain import crisis_model, screening
 from e2ecounsel.domain.intake import InstrumentSpec
+from e2ecounsel.domain.text import fold_answer, normalize_command
 from e2ecounsel.errors import PolicyError
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,21 @@ MISFIRE_MODES: tuple[MisfireMode, ...] = ("fire-late", "summarize")
 
 #: Country code of the crisis-resource entry used when a client's country is unknown.
 FALLBACK_COUNTRY = "other"
+
+Audience = Literal["client", "counselor", "supervisor"]
+#: Who may use a command: a client (chat with the bot, session room), a counselor (case
+#: channel, session room) or a supervisor (the supervisors' room).
+AUDIENCES: tuple[Audience, ...] = ("client", "counselor", "supervisor")
+
+Meaning = Literal["yes", "no", "skip"]
+#: The answer lists every language's ``commands.toml`` has under ``[answers]``.
+ANSWERS: tuple[str, ...] = ("yes", "no", "skip", "agree", "decline", "auto", "now", "later")
+#: Answer lists that must not share a word in one language: each word means one thing.
+ANSWER_GROUPS: tuple[tuple[str, ...], ...] = (
+    ("yes", "no", "skip"),
+    ("agree", "decline"),
+    ("now", "later"),
+)
 
 
 @dataclass(frozen=True)
@@ -324,6 +341,93 @@ class CrisisPolicy:
         )
 
 
+@dataclass(frozen=True)
+class Command:
+    """One command of one language: its stable id, who may use it, its words and help."""
+
+    id: str
+    audience: Audience
+    #: What may be typed, folded like :func:`normalize_command` folds a typed word; the
+    #: first is the one help shows.
+    words: tuple[str, ...]
+    help: str
+    #: What follows the word in help (``N``, ``N high|medium|low``), or nothing.
+    args: str = ""
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The words of one language (``<lang>/commands.toml``): commands and answers.
+
+    The code knows command ids (``status``, ``close``) and answer names (``yes``); this maps
+    what people type to them, so a new language or a new alias is data only.
+    """
+
+    lang: str
+    #: Every command, in file order, keyed by (audience, id).
+    entries: Mapping[tuple[Audience, str], Command]
+    #: Each answer list of :data:`ANSWERS`, folded like :func:`fold_answer` folds an answer.
+    answers: Mapping[str, frozenset[str]]
+    _lookup: Mapping[tuple[Audience, str], str] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        lookup = {(c.audience, w): c.id for c in self.entries.values() for w in c.words}
+        object.__setattr__(self, "_lookup", MappingProxyType(lookup))
+
+    def command(self, word: str, audience: Audience = "client") -> str | None:
+        """The id of the command ``word`` names for ``audience`` (``"!Status"`` -> ``"status"``).
+
+        ``word`` may be a whole chat line; only its first word counts.
+        """
+        return self._lookup.get((audience, normalize_command(word)[0]))
+
+    def entry(self, command_id: str, audience: Audience = "client") -> Command:
+        """The command ``command_id`` of ``audience``; KeyError names an id the file lacks."""
+        try:
+            return self.entries[(audience, command_id)]
+        except KeyError:
+            raise KeyError(f"no {audience} command {command_id!r} in {self.lang}") from None
+
+    def words(self, command_id: str, audience: Audience = "client") -> tuple[str, ...]:
+        """What may be typed for the command; the first is the one help shows."""
+        return self.entry(command_id, audience).words
+
+    def help(self, command_id: str, audience: Audience = "client") -> str:
+        """The one-line help of the command."""
+        return self.entry(command_id, audience).help
+
+    def args(self, command_id: str, audience: Audience = "client") -> str:
+        """What help shows after the command's word (``N``), or ``""``."""
+        return self.entry(command_id, audience).args
+
+    def commands(self, audience: Audience) -> tuple[str, ...]:
+        """The ids of ``audience``'s commands, in file order (the order help lists them)."""
+        return tuple(c.id for c in self.entries.values() if c.audience == audience)
+
+    @property
+    def yes(self) -> frozenset[str]:
+        return self.answers["yes"]
+
+    @property
+    def no(self) -> frozenset[str]:
+        return self.answers["no"]
+
+    @property
+    def skip(self) -> frozenset[str]:
+        return self.answers["skip"]
+
+    def meaning(self, answer: str) -> Meaning | None:
+        """``"yes"``, ``"no"`` or ``"skip"`` when the whole answer is one of those words
+        (``" Ya! "`` -> ``"yes"``), else None."""
+        folded = fold_answer(answer)
+        for name in ("yes", "no", "skip"):
+            if folded in self.answers[name]:
+                return name
+        return None
+
+
 class PolicyInvalid(PolicyError):
     """The policy folder has one or more problems; ``problems`` lists them all."""
 
@@ -352,6 +456,7 @@ class Policy:
     instruments: Mapping[str, Instrument]
     crisis: CrisisPolicy
     messages: Mapping[str, Mapping[str, str]]
+    vocabularies: Mapping[str, Vocabulary]
     notes: tuple[str, ...] = ()
     strict: bool | None = field(default=None, compare=False)
 
@@ -364,6 +469,44 @@ class Policy:
         if lang is not None and lang in self.languages:
             return lang
         return self.service.default_language
+
+    def vocabulary(self, lang: str | None) -> Vocabulary:
+        """The words of ``lang`` (the default language's when the policy lacks ``lang``)."""
+        return self.vocabularies[self.language(lang)]
+
+    def _in_order(self, lang: str | None) -> list[Vocabulary]:
+        first = self.language(lang)
+        rest = [x for x in (self.service.default_language, *self.languages) if x != first]
+        return [self.vocabularies[x] for x in dict.fromkeys([first, *rest])]
+
+    def command(
+        self, word: str, audience: Audience = "client", lang: str | None = None
+    ) -> str | None:
+        """The command id ``word`` names, in ``lang`` first, then in any other language
+        (a client writing Indonesian who types ``help`` is understood)."""
+        for vocabulary in self._in_order(lang):
+            found = vocabulary.command(word, audience)
+            if found is not None:
+                return found
+        return None
+
+    def meaning(self, answer: str, lang: str | None = None) -> Meaning | None:
+        """``"yes"``, ``"no"`` or ``"skip"``, in ``lang`` first, then in any other language."""
+        for vocabulary in self._in_order(lang):
+            found = vocabulary.meaning(answer)
+            if found is not None:
+                return found
+        return None
+
+    def answer_words(self) -> Mapping[str, frozenset[str]]:
+        """Every answer list of :data:`ANSWERS` with the words of all languages (what the
+        intake accepts, whatever language a client picked)."""
+        return MappingProxyType(
+            {
+                name: frozenset().union(*(v.answers[name] for v in self.vocabularies.values()))
+                for name in ANSWERS
+            }
+        )
 
     def common_params(self, lang: str) -> dict[str, object]:
         """Parameters every message may use without the caller passing them."""

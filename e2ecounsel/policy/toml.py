@@ -67,6 +67,8 @@ def _search_line(lines: list[str], start: int, name: str, index: int | None) -> 
     esc = re.escape(name)
     header = re.compile(rf'^\s*(\[\[?)\s*(?:[^\]]*\.)?"?{esc}"?\s*\]\]?\s*(#.*)?$')
     key = re.compile(rf'(?:^|[{{,\s])"?{esc}"?\s*[=.]')
+    # A table written only through its subtables: [client.status] locates "client".
+    parent = re.compile(rf'^\s*\[\s*(?:[^\]]*\.)?"?{esc}"?\.')
     if index is not None:
         seen = -1
         for i in range(start, len(lines)):
@@ -76,7 +78,7 @@ def _search_line(lines: list[str], start: int, name: str, index: int | None) -> 
                 if seen == index:
                     return i
     for i in range(start, len(lines)):
-        if header.match(lines[i]) or key.search(lines[i]):
+        if header.match(lines[i]) or parent.match(lines[i]) or key.search(lines[i]):
             return i
     return None
 
