@@ -66,7 +66,6 @@ question again (for ``language`` and ``consent`` the hint alone, as it already r
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -75,26 +74,10 @@ from typing import Any
 from e2ecounsel.domain import screening
 from e2ecounsel.domain.replies import Reply
 from e2ecounsel.domain.screening import Band
-from e2ecounsel.domain.text import clean_text, parse_number
+from e2ecounsel.domain.text import clean_text, fold_answer, parse_number
 
 PSEUDONYM_MAX = 40
 STATE_FORMAT = 1
-
-#: Accepted answers, any language: an Indonesian speaker typing "yes" is still understood.
-DEFAULT_VOCABULARY: Mapping[str, frozenset[str]] = {
-    "agree": frozenset({"agree", "i agree", "setuju", "saya setuju"}),
-    "decline": frozenset({"decline", "i decline", "tolak", "saya tolak", "menolak"}),
-    "yes": frozenset({"yes", "y", "ya", "iya"}),
-    "no": frozenset({"no", "n", "tidak", "tdk", "nggak", "enggak"}),
-    "skip": frozenset({"skip", "lewati", "lewat"}),
-    "auto": frozenset({"auto", "automatic", "otomatis"}),
-    "now": frozenset(
-        {"now", "continue", "go on", "yes", "y", "lanjut", "lanjutkan", "sekarang", "ya", "iya"}
-    ),
-    "later": frozenset(
-        {"later", "not now", "no", "n", "nanti", "nanti saja", "nanti aja", "tidak", "nggak"}
-    ),
-}
 
 
 class Stage(StrEnum):
@@ -168,7 +151,7 @@ class IntakeContext:
     counselor_options: tuple[str, ...]
     max_chars: int
     consent_version: str
-    vocabulary: Mapping[str, frozenset[str]] = field(default_factory=lambda: DEFAULT_VOCABULARY)
+    vocabulary: Mapping[str, frozenset[str]]
     zones: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
@@ -524,23 +507,6 @@ def advance(state: IntakeState, text: str, ctx: IntakeContext) -> Step:
 # -------------------------------------------------------------------------------------- handlers
 
 
-def _answer(text: str) -> str:
-    """Fold an answer for comparison: ``" !Setuju. "`` -> ``"setuju"``, ``"１"`` -> ``"1"``."""
-    s = unicodedata.normalize("NFKC", clean_text(text, len(text) + 1)).casefold()
-    s = " ".join(s.split())
-    start, end = 0, len(s)
-    # A leading dash is kept: "-1" is a negative number, not "1".
-    while start < end and _is_edge(s[start]) and unicodedata.category(s[start]) != "Pd":
-        start += 1
-    while end > start and _is_edge(s[end - 1]):
-        end -= 1
-    return s[start:end]
-
-
-def _is_edge(ch: str) -> bool:
-    return ch.isspace() or unicodedata.category(ch)[0] in ("P", "Z")
-
-
 def _is(answer: str, word: str, ctx: IntakeContext) -> bool:
     return answer in ctx.vocabulary.get(word, frozenset())
 
@@ -651,7 +617,7 @@ def _with_hint(hint: Reply, state: IntakeState, ctx: IntakeContext) -> Step:
 
 
 def _language(state: IntakeState, text: str, ctx: IntakeContext) -> Step:
-    lang = _pick(_answer(text), ctx.languages)
+    lang = _pick(fold_answer(text), ctx.languages)
     if lang is None:
         return Step(
             state,
@@ -667,7 +633,7 @@ def _language(state: IntakeState, text: str, ctx: IntakeContext) -> Step:
 
 
 def _consent(state: IntakeState, text: str, ctx: IntakeContext) -> Step:
-    answer = _answer(text)
+    answer = fold_answer(text)
     if _is(answer, "agree", ctx):
         new, replies = _enter(Stage.AGE, replace(state, consent_version=ctx.consent_version), ctx)
         return Step(new, tuple(replies), (ConsentGiven(ctx.consent_version),))
@@ -682,7 +648,7 @@ def _declined(state: IntakeState) -> Step:
 
 
 def _reconsent(state: IntakeState, text: str, ctx: IntakeContext) -> Step:
-    answer = _answer(text)
+    answer = fold_answer(text)
     if _is(answer, "agree", ctx):
         resumed = state.resume if state.resume is not None else Stage.DONE
         new = replace(state, step=resumed, resume=None, consent_version=ctx.consent_version)
@@ -694,7 +660,7 @@ def _reconsent(state: IntakeState, text: str, ctx: IntakeContext) -> Step:
 
 
 def _age(state: IntakeState, text: str, ctx: IntakeContext) -> Step:
-    answer = _answer(text)
+    answer = fold_answer(text)
     if _is(answer, "yes", ctx):
         new, replies = _enter(Stage.COUNTRY, replace(state, age_ok=True), ctx)
         return Step(new, tuple(replies))
@@ -705,7 +671,7 @@ def _age(state: IntakeState, text: str, ctx: IntakeContext) -> Step:
 
 
 def _country(state: IntakeState, text: str, ctx: IntakeContext) -> Step:
-    country = _pick(_answer(text), ctx.countries)
+    country = _pick(fold_answer(text), ctx.countries)
     if country is None:
         hint = Reply("intake.country_invalid", {"count": len(ctx.countries)})
         return _with_hint(hint, state, ctx)
@@ -715,7 +681,7 @@ def _country(state: IntakeState, text: str, ctx: IntakeContext) -> Step:
 
 def _zone(state: IntakeState, text: str, ctx: IntakeContext) -> Step:
     zones = ctx.zones.get(state.country or "", ())
-    zone = _pick(_answer(text), zones)
+    zone = _pick(fold_answer(text), zones)
     if zone is None:
         if len(zones) < 2:  # the policy dropped the zones mid-intake
             new, replies = _enter(Stage.ZONE, state, ctx)
@@ -726,7 +692,7 @@ def _zone(state: IntakeState, text: str, ctx: IntakeContext) -> Step:
 
 
 def _on_pause(state: IntakeState, text: str, ctx: IntakeContext) -> Step:
-    answer = _answer(text)
+    answer = fold_answer(text)
     if _is(answer, "now", ctx):
         resumed = replace(state, step=state.resume or Stage.DONE, resume=None)
         if resumed.step is Stage.SCREENING and resumed.item == 0:
@@ -753,7 +719,7 @@ def _screening(state: IntakeState, text: str, ctx: IntakeContext) -> Step:
         repaired, question = _ask_again(state, ctx)
         return Step(repaired, tuple(question))
     spec = ctx.instruments[state.instrument]
-    answer = _answer(text)
+    answer = fold_answer(text)
     replies: list[Reply] = []
     events: list[IntakeEvent] = []
     if _is(answer, "skip", ctx):
@@ -822,7 +788,7 @@ def _finish_instrument(
 
 
 def _topic(state: IntakeState, text: str, ctx: IntakeContext) -> Step:
-    topic = _pick(_answer(text), ctx.topics)
+    topic = _pick(fold_answer(text), ctx.topics)
     if topic is None:
         return _with_hint(Reply("intake.topic_invalid", {"count": len(ctx.topics)}), state, ctx)
     new, replies = _enter(Stage.COUNSELOR, replace(state, topic=topic), ctx)
@@ -830,7 +796,7 @@ def _topic(state: IntakeState, text: str, ctx: IntakeContext) -> Step:
 
 
 def _counselor(state: IntakeState, text: str, ctx: IntakeContext) -> Step:
-    answer = _answer(text)
+    answer = fold_answer(text)
     choice = "auto" if _is(answer, "auto", ctx) else _pick(answer, state.counselor_offer)
     if choice is None:
         hint = Reply("intake.counselor_invalid", {"count": len(ctx.counselor_options)})

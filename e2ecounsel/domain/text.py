@@ -69,6 +69,27 @@ def normalize_command(s: str) -> tuple[str, str]:
     return parts[0].casefold(), (parts[1].strip() if len(parts) > 1 else "")
 
 
+def fold_answer(text: str) -> str:
+    """Fold an answer for comparison: ``" !Setuju. "`` -> ``"setuju"``, ``"１"`` -> ``"1"``.
+
+    Case, width, runs of spaces and punctuation at either end do not change what an answer
+    means; a leading dash does (``-1``).
+    """
+    s = unicodedata.normalize("NFKC", clean_text(text, len(text) + 1)).casefold()
+    s = " ".join(s.split())
+    start, end = 0, len(s)
+    # A leading dash is kept: "-1" is a negative number, not "1".
+    while start < end and _is_edge(s[start]) and unicodedata.category(s[start]) != "Pd":
+        start += 1
+    while end > start and _is_edge(s[end - 1]):
+        end -= 1
+    return s[start:end]
+
+
+def _is_edge(ch: str) -> bool:
+    return ch.isspace() or unicodedata.category(ch)[0] in ("P", "Z")
+
+
 #: The longest number an answer may be; anything longer is not a choice from a list.
 MAX_NUMBER_DIGITS = 6
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bridge.features.crisis.triage import CHECK_ASKED, _answer, _within
+from e2ecounsel.policy import load_policy
 
 NOW = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 
@@ -26,12 +27,13 @@ NOW = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
         ("ya aku kepikiran", "yes"),
         ("no, not really", "no"),
         ("urgent", None),
+        ("skip", None),
         ("I guess yes", None),
         ("", None),
     ],
 )
 def test_answers_to_the_check_question(text: str, meaning: str | None) -> None:
-    assert _answer(text) == meaning
+    assert _answer(load_policy(), text, "en") == meaning
 
 
 def test_a_check_is_open_only_within_its_window() -> None:

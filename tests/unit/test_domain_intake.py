@@ -30,6 +30,7 @@ from e2ecounsel.domain.intake import (
     state_problems,
 )
 from e2ecounsel.domain.screening import Band
+from e2ecounsel.policy import load_policy
 
 PHQ9 = InstrumentSpec(
     "phq9",
@@ -47,6 +48,7 @@ CTX = IntakeContext(
     counselor_options=("@ani:example.org", "@bob:example.org"),
     max_chars=500,
     consent_version="sha256:aaa",
+    vocabulary=load_policy().answer_words(),
 )
 
 

@@ -4,7 +4,6 @@ reported with the file, the key and a hint an operator can act on."""
 from __future__ import annotations
 
 import re
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,10 +15,10 @@ from e2ecounsel.policy import (
     MESSAGE_PARAMS,
     PolicyInvalid,
     check_policy,
-    default_policy_dir,
     load_policy,
     template_params,
 )
+from tests.policykit import copy_policies, edit, problems
 
 
 @pytest.fixture(scope="module")
@@ -30,24 +29,7 @@ def policy():
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     """A private copy of the packaged policies to break one thing at a time."""
-    target = tmp_path / "policies"
-    shutil.copytree(
-        default_policy_dir(), target, ignore=shutil.ignore_patterns("*.py", "__pycache__")
-    )
-    return target
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text(encoding="utf-8")
-    assert old in text, f"test setup: {old!r} not in {path.name}"
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
-
-
-def problems(folder: Path) -> list[str]:
-    with pytest.raises(PolicyInvalid) as info:
-        load_policy(folder)
-    assert isinstance(info.value, PolicyError)
-    return list(info.value.problems)
+    return copy_policies(tmp_path / "policies")
 
 
 # ------------------------------------------------------------------ packaged policy

@@ -30,10 +30,10 @@ from bridge.kernel.ports import CRISIS_FLAG, Screened
 from bridge.store import ClientRecord
 from e2ecounsel.casechannel import CaseEvent
 from e2ecounsel.domain.crisis import Outcome
-from e2ecounsel.domain.intake import DEFAULT_VOCABULARY
 
 if TYPE_CHECKING:
     from bridge.kernel.context import Context
+    from e2ecounsel.policy import Policy
 
 logger = logging.getLogger(__name__)
 
@@ -59,16 +59,11 @@ def _within(profile: dict[str, object], key: str, now: datetime, window: timedel
     return age is not None and timedelta(0) <= age < window
 
 
-def _answer(text: str) -> str | None:
+def _answer(policy: Policy, text: str, lang: str) -> str | None:
     """``yes`` or ``no`` when the message starts with one ("Yes, I am", "tidak kok")."""
     words = _WORDS.findall(unicodedata.normalize("NFKC", text).casefold())
-    if not words:
-        return None
-    word = words[0]
-    for meaning in ("yes", "no"):
-        if word in DEFAULT_VOCABULARY[meaning]:
-            return meaning
-    return None
+    meaning = policy.meaning(words[0], lang) if words else None
+    return meaning if meaning in ("yes", "no") else None
 
 
 async def screen(
@@ -92,7 +87,7 @@ async def screen(
     lang = ctx.lang_of(client)
     checking = _within(profile, CHECK_ASKED, now, policy.check_window)
     if checking:
-        answer = _answer(text)
+        answer = _answer(ctx.policy, text, lang)
         if answer is not None:
             profile.pop(CHECK_ASKED, None)
             answered = replace(client, profile=profile)

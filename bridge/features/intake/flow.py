@@ -230,6 +230,7 @@ def intake_context(ctx: Context, offer: tuple[str, ...]) -> intake.IntakeContext
         counselor_options=offer,
         max_chars=ctx.max_chars,
         consent_version="",  # set per language below
+        vocabulary=p.answer_words(),
     )
 
 
