@@ -33,7 +33,7 @@ from bridge.kernel.effects import Effects, command_reply
 from bridge.store import ClientRecord, Counselor, Engagement
 from e2ecounsel.casechannel import CaseEvent
 from e2ecounsel.domain.text import normalize_command
-from e2ecounsel.policy import Audience
+from e2ecounsel.policy import Audience, Policy
 
 if TYPE_CHECKING:
     from bridge.kernel.context import Context
@@ -212,9 +212,9 @@ class Registry:
         command_id = ctx.policy.command(word, audience, lang)
         return self.commands.get((audience, command_id)) if command_id is not None else None
 
-    def help_text(self, ctx: Context, audience: Audience, lang: str) -> str:
+    def help_text(self, policy: Policy, audience: Audience, lang: str) -> str:
         """The list of ``audience``'s commands with their one-line help, in file order."""
-        vocabulary = ctx.policy.vocabulary(lang)
+        vocabulary = policy.vocabulary(lang)
         lines = []
         prefix = "" if audience == CLIENT else "!"
         for command_id in vocabulary.commands(audience):
@@ -224,11 +224,11 @@ class Registry:
             args = vocabulary.args(command_id, audience)
             shown = f"{prefix}{word} {args}".rstrip()
             lines.append(
-                ctx.render.text(
+                policy.text(
                     lang, "help.line", command=shown, help=vocabulary.help(command_id, audience)
                 )
             )
-        return ctx.render.text(lang, f"help.{audience}", commands="\n".join(lines))
+        return policy.text(lang, f"help.{audience}", commands="\n".join(lines))
 
 
 def _add(table: dict[Any, Any], key: object, value: object) -> None:

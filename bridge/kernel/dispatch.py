@@ -264,7 +264,7 @@ async def supervisor_message(ctx: Context, item: InboxItem) -> None:
         if not await ctx.pages.is_supervisor(item.sender):
             fx.say(item.room_id, ctx.render.text(lang, "not_allowed"))
         elif command is None:
-            fx.say(item.room_id, ctx.commands.help_text(ctx, SUPERVISOR, lang))
+            fx.say(item.room_id, ctx.commands.help_text(ctx.policy, SUPERVISOR, lang))
         else:
             await command.handler(
                 CommandEvent(

@@ -102,9 +102,10 @@ _CATALOG: dict[str, tuple[str, ...]] = {
     "list.option": ("index", "label"),
     "profile.line": ("index", "name", "credentials", "languages", "specialties"),
     # Help
-    "help.client": (),
-    "help.counselor": (),
-    "help.supervisor": (),
+    "help.line": ("command", "help"),
+    "help.client": ("commands",),
+    "help.counselor": ("commands",),
+    "help.supervisor": ("commands",),
     # Status
     "status.none": (),
     "status.intake": (),

@@ -157,7 +157,10 @@ class Hub:
             for item in await self.store.unsent(room_id):
                 content = dict(item.content)
                 reader = content.pop(AWAIT_JOIN, None)
-                if reader is not None and self.matrix.members.get(room_id, {}).get(reader) != "join":
+                if (
+                    reader is not None
+                    and self.matrix.members.get(room_id, {}).get(reader) != "join"
+                ):
                     break
                 content.pop(PLAINTEXT_OK, None)
                 self.sent.append(Sent(room_id, content))

@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from bridge.kernel import markup
 from bridge.app import Bridge
+from bridge.kernel import markup
+from bridge.kernel.commands import Registry
+from bridge.router import FEATURES
 from bridge.store import Counselor
 from e2ecounsel.config import BridgeConfig
-from e2ecounsel.policy import Policy, load_policy
+from e2ecounsel.policy import Audience, Policy, load_policy
 from e2ecounsel.sealing import Sealer
 from tests.integration.matrixkit import Recorder, until
 
@@ -27,6 +29,11 @@ def text(lang: str, key: str, **params: object) -> str:
     The body people read is plain text (markdown markers go to ``formatted_body``).
     """
     return markup.to_plain(POLICY.text(lang, key, **params))
+
+
+def help_text(audience: Audience, lang: str = "en") -> str:
+    """The bot's ``help`` for ``audience``, as generated from the registry and commands.toml."""
+    return markup.to_plain(Registry(FEATURES).help_text(POLICY, audience, lang))
 
 
 def consent_start(lang: str) -> str:

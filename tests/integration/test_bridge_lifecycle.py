@@ -30,6 +30,7 @@ from tests.integration.bridgekit import (
     consent_start,
     counselor_record,
     fetch_event,
+    help_text,
     make_bot,
     membership,
     next_message,
@@ -606,7 +607,7 @@ async def test_supervisor_commands_queue_oncall_reassign(
     await say(sup.room_id, "!oncall")
     await sup.expect(text("en", "oncall.list", names="Ana"))
     await say(sup.room_id, "!whatever")
-    await sup.expect(text("en", "help.supervisor"))
+    await sup.expect(help_text("supervisor"))
 
     # A second counselor arrives; the waiting client gets them.
     await hire(bot, staff.budi, "Budi", capacity=2)
@@ -695,7 +696,7 @@ async def test_odd_messages_after_the_intake_get_friendly_answers_and_change_not
     await dm.send("x" * (POLICY.service.max_message_chars + 1))
     assert await next_message(dm) == text("en", "message_too_long")
     await dm.send("HELP")
-    assert await next_message(dm) == text("en", "help.client")
+    assert await next_message(dm) == help_text("client")
     await dm.send("status")
     status = await next_message(dm)
     assert status.startswith(

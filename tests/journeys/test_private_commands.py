@@ -7,7 +7,7 @@ answers in the case channel only.
 
 from __future__ import annotations
 
-from tests.integration.bridgekit import POLICY, seat_client, text
+from tests.integration.bridgekit import help_text, seat_client, text
 from tests.integration.matrixkit import until
 from tests.journeys.conftest import Contents, case_channel, eventually, hire, redacted
 
@@ -76,4 +76,4 @@ async def test_counselor_commands_never_reach_the_client(bot, people):
     typed_there = [m for m in client.messages if m.body.startswith("!")]
     assert [m.event_id for m in typed_there] in ([], [typed])
     assert all("Case " not in b for b in from_bot)
-    assert POLICY.text("en", "help.counselor") not in from_bot
+    assert help_text("counselor") not in from_bot

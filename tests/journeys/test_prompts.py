@@ -8,7 +8,7 @@ offer open asks to erase (it is not taken as "no booking").
 from __future__ import annotations
 
 from bridge.store import iso
-from tests.integration.bridgekit import consent_start, open_dm, seat_client, text
+from tests.integration.bridgekit import consent_start, help_text, open_dm, seat_client, text
 from tests.integration.matrixkit import until
 from tests.journeys.conftest import case_channel, eventually, hire
 
@@ -41,7 +41,7 @@ async def test_erase_status_help_and_book_n_with_an_offer_open(bot, people):
     await dm.send("status")
     await dm.expect(lambda b: b.startswith(active))
     await dm.send("help")
-    await dm.expect(text("en", "help.client"))
+    await dm.expect(help_text("client"))
     # "book 2" books the second slot offered (not "nothing was booked").
     second = (await store.get_client(seated.user_id)).pending["offer"][1]
     await dm.send("book 2")
@@ -88,7 +88,7 @@ async def test_erase_status_and_help_in_the_middle_of_the_intake(bot, people):
     await dm.send("status")
     await dm.expect(text("en", "status.intake"))
     await dm.send("help")
-    await dm.expect(text("en", "help.client"))
+    await dm.expect(help_text("client"))
     assert (await store.get_client(client.session.user_id)).intake == before
     await dm.send("erase")
     await dm.expect(text("en", "erase.confirm"))

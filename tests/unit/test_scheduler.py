@@ -234,30 +234,3 @@ async def test_two_clients_racing_for_one_slot_exactly_one_wins(store):
     # Cancelled, the slot is free again and can be booked once more.
     assert await bookings.cancel(wins[0].id, now=T0)
     await bookings.book(b.id, "@co:x", slot, 50, now=T0)
-
-
-async def test_retention_forgets_clients_closed_longer_ago_than_policy_allows(store):
-    from bridge.cadence import Cadence
-    from bridge.engine import Engine
-    from e2ecounsel.policy import load_policy
-
-    policy = load_policy(None)
-    clock = Clock(T0)
-    engine = Engine(None, store, policy, supervisors_room=None, clock=clock)  # type: ignore[arg-type]
-    cadence = Cadence(engine, make(store, clock), Bookings(store))
-    old = await _engagement(store, "@old:x")
-    recent = await _engagement(store, "@recent:x")
-    active = await _engagement(store, "@active:x")
-    days = policy.service.retention.default_days
-    for eng, closed in ((old, T0), (recent, T0 + timedelta(days=days - 1))):
-        await store.close_engagement(eng.id, "resolved")
-        await store.db.execute(
-            "UPDATE engagements SET closed_at = ? WHERE id = ?", (closed.isoformat(), eng.id)
-        )
-    clock.advance(days=days + 1)
-    assert await cadence.purge(clock()) == 1
-    assert await store.get_client("@old:x") is None
-    assert await store.get_client("@recent:x") is not None
-    assert await store.get_client("@active:x") is not None and active.status == "active"
-    lines = await store.audit_lines(user_id="@old:x")
-    assert [line.action for line in lines] == ["retention.purge"]

@@ -24,7 +24,7 @@ commands = Commands()
 @commands.command(SUPERVISOR, "help")
 async def cmd_help(ev: CommandEvent) -> None:
     """The commands of whoever asks, with their one-line help."""
-    text = ev.ctx.commands.help_text(ev.ctx, ev.audience, ev.lang)
+    text = ev.ctx.commands.help_text(ev.ctx.policy, ev.audience, ev.lang)
     if ev.audience == CLIENT:
         ev.fx.say(ev.reply_room, text)
     else:
