@@ -49,8 +49,8 @@ from nio import (
     RoomMessageText,
 )
 
-from bridge.kernel import markup
 from bridge.app import Bridge
+from bridge.kernel import markup
 from bridge.store import Counselor
 from e2ecounsel.config import BridgeConfig
 from e2ecounsel.homeserver import EmbeddedHomeserver, free_port

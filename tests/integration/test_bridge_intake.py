@@ -247,7 +247,7 @@ async def test_a_duplicated_event_never_advances_twice(bot, homeserver, user_fac
         await chat.expect(consent_parts("en")[-1])  # the consent comes in parts
         before = await bot.bridge.store.get_client(client.session.user_id)
         item = InboxItem(event_id, chat.room_id, client.session.user_id, 0, "text", "1", True)
-        await bot.bridge.ctx.handle(item)  # the same event, again
+        await bot.bridge.router.handle(item)  # the same event, again
         assert await chat.quiet() == []
         after = await bot.bridge.store.get_client(client.session.user_id)
         assert after.intake == before.intake

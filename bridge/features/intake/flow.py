@@ -262,8 +262,9 @@ async def run_intake(
     ictx = replace(ictx, consent_version=ctx.policy.consent[version_lang].version)
     if state is None:
         step = intake.start(ictx)
-        if text and normalize_command(text)[0] not in ("", "start", "help", "mulai"):
-            # A first message picks the language if it is "1"/"2"; otherwise greet.
+        if text:
+            # A first message picks the language if it names one ("1", "2"); anything
+            # else ("hi", "start", "help") is greeted with the question.
             probe = intake.advance(step.state, text, ictx)
             if probe.state.step is not intake.Stage.LANGUAGE:
                 step = probe
