@@ -10,7 +10,6 @@ edited before it runs.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import re
@@ -23,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from e2ecounsel.errors import ConfigError
+from e2ecounsel.policy.toml import closest
 
 log = logging.getLogger(__name__)
 
@@ -271,8 +271,8 @@ def _parse(text: str, *, file: Path, base: Path, env: Mapping[str, str]) -> Brid
 
     level = (r.string("logging", "level") or "INFO").upper()
     if level not in LOG_LEVELS:
-        close = difflib.get_close_matches(level, LOG_LEVELS, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else "use " + ", ".join(LOG_LEVELS)
+        close = closest(level, LOG_LEVELS)
+        hint = f"did you mean {close!r}?" if close else "use " + ", ".join(LOG_LEVELS)
         raise r.error("logging.level", f"unknown level; {hint}")
 
     return BridgeConfig(
@@ -373,9 +373,9 @@ class _Reader:
 
 
 def _unknown_hint(key: str, valid: tuple[str, ...], *, section: str | None) -> str:
-    close = difflib.get_close_matches(key, valid, n=1)
+    close = closest(key, valid)
     if close:
-        return f"unknown key; did you mean {close[0]!r}?"
+        return f"unknown key; did you mean {close!r}?"
     if section is not None:
         for other, keys in SCHEMA.items():
             if key in keys:

@@ -26,8 +26,8 @@ def score(answers: Iterable[int]) -> int:
 def severity(total: int, bands: Sequence[Band]) -> str | None:
     """Id of the band containing ``total``; ``None`` when no band covers it.
 
-    ``None`` rather than an exception because a gap is a policy defect that ``band_problems``
-    reports at ``policy check`` time; a client mid-intake must never see an error for it.
+    ``None`` rather than an exception because a gap is a policy defect that loading the policy
+    reports (``policy check``); a client mid-intake must never see an error for it.
     """
     for band in bands:
         if band.low <= total <= band.high:
@@ -35,17 +35,12 @@ def severity(total: int, bands: Sequence[Band]) -> str | None:
     return None
 
 
-def critical_hit(answers: Sequence[int | None], critical: Mapping[int, int]) -> bool:
-    """Whether any critical item reached its threshold.
+def critical_items(answers: Sequence[int | None], critical: Mapping[int, int]) -> list[int]:
+    """0-based indexes of the critical items that reached their threshold, ascending.
 
     ``critical`` maps a **0-based** item index to the lowest answer that counts as critical, so
     PHQ-9 item 9 "> 0" is ``{8: 1}``. Unanswered items (missing or ``None``) never count.
     """
-    return bool(critical_items(answers, critical))
-
-
-def critical_items(answers: Sequence[int | None], critical: Mapping[int, int]) -> list[int]:
-    """0-based indexes of the critical items that reached their threshold, ascending."""
     hits = []
     for index, threshold in sorted(critical.items()):
         if 0 <= index < len(answers):
@@ -53,21 +48,3 @@ def critical_items(answers: Sequence[int | None], critical: Mapping[int, int]) -
             if value is not None and value >= threshold:
                 hits.append(index)
     return hits
-
-
-def band_problems(bands: Sequence[Band], max_score: int) -> list[str]:
-    """Describe gaps, overlaps and inverted bands over ``0..max_score`` (empty list: all good).
-
-    Meant for ``policy check``: the text names scores, never anything about a client.
-    """
-    problems: list[str] = []
-    for band in bands:
-        if band.low > band.high:
-            problems.append(f"band {band.id!r}: low {band.low} is above high {band.high}")
-    for value in range(0, max_score + 1):
-        owners = [b.id for b in bands if b.low <= value <= b.high]
-        if not owners:
-            problems.append(f"score {value} is in no band")
-        elif len(owners) > 1:
-            problems.append(f"score {value} is in several bands: {', '.join(owners)}")
-    return problems

@@ -182,10 +182,6 @@ class Band:
     severity: str
     label: Mapping[str, str]
 
-    def contains(self, score: int) -> bool:
-        """Whether ``score`` falls in this band."""
-        return self.lo <= score <= self.hi
-
 
 @dataclass(frozen=True)
 class Instrument:
@@ -219,14 +215,9 @@ class Instrument:
             max_answer=self.max_answer,
         )
 
-    def is_critical(self, index: int, answer: int) -> bool:
-        """Whether ``answer`` to the 0-based item ``index`` is a crisis signal."""
-        lowest = self.critical_items.get(index)
-        return lowest is not None and answer >= lowest
-
     def critical_hits(self, answers: Sequence[int]) -> tuple[int, ...]:
         """0-based indices of the answers that are crisis signals."""
-        return tuple(i for i, a in enumerate(answers) if self.is_critical(i, a))
+        return tuple(screening.critical_items(answers, self.critical_items))
 
     def band(self, severity: str) -> Band | None:
         """The band with this severity id (``"moderate"``), or None."""
@@ -299,14 +290,6 @@ class CrisisPolicy:
         """The phrases, triage rules and model compiled into one detector (do it once per
         policy); without the model for the lines it was trained on, which it cannot judge."""
         return triage.CrisisDetector(self.phrases, self.rules, self.model if with_model else None)
-
-    @property
-    def all_phrases(self) -> tuple[str, ...]:
-        """Every phrase of every language: clients do not always write in theirs."""
-        seen: dict[str, None] = {}
-        for phrases in self.phrases.values():
-            seen.update(dict.fromkeys(phrases))
-        return tuple(seen)
 
     def country(self, code: str | None) -> Country:
         """The entry for ``code``; the fallback entry when unknown or None."""

@@ -39,10 +39,16 @@ class Run:
         return self._files[rel]
 
 
+def closest(word: str, choices: Iterable[str]) -> str | None:
+    """The one of ``choices`` an operator most likely meant by ``word``, if any is close."""
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
 def suggest(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest of ``choices``, or nothing."""
-    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
+    match = closest(word, choices)
+    return f" (did you mean {match!r}?)" if match else ""
 
 
 def find_line(source: str, dotted: str) -> int | None:

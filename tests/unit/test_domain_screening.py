@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from e2ecounsel.domain.screening import Band, band_problems, critical_hit, score, severity
+from e2ecounsel.domain.screening import Band, critical_items, score, severity
 
 PHQ9_BANDS = (
     Band("minimal", 0, 4),
@@ -23,15 +23,8 @@ def test_score_and_severity() -> None:
 
 def test_critical_item_is_zero_based_with_minimum_threshold() -> None:
     critical = {8: 1}
-    assert critical_hit([0] * 8 + [1], critical)
-    assert not critical_hit([3] * 8 + [0], critical)
-    assert not critical_hit([3] * 8, critical)  # not answered yet
-    assert not critical_hit([0] * 8 + [None], critical)
-
-
-def test_band_problems() -> None:
-    assert band_problems(PHQ9_BANDS, 27) == []
-    problems = band_problems((Band("a", 0, 4), Band("b", 4, 8), Band("c", 10, 9)), 10)
-    assert "score 4 is in several bands: a, b" in problems
-    assert "score 9 is in no band" in problems
-    assert "band 'c': low 10 is above high 9" in problems
+    assert critical_items([0] * 8 + [1], critical) == [8]
+    assert critical_items([3] * 8 + [0], critical) == []
+    assert critical_items([3] * 8, critical) == []  # not answered yet
+    assert critical_items([0] * 8 + [None], critical) == []
+    assert critical_items([2, 0, 3], {0: 2, 2: 3, 1: 1}) == [0, 2]

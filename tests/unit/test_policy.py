@@ -95,7 +95,7 @@ def test_crisis_resources_per_country_and_fallback(policy) -> None:
     unknown = policy.crisis_line("en", "XX")
     assert "findahelpline.com" in unknown
     assert policy.crisis.countries[-1].code == "other"
-    assert "kill myself" in policy.crisis.all_phrases
+    assert "kill myself" in policy.crisis.phrases["en"]
     assert set(policy.crisis.rules) == {"en", "id"}
 
 
