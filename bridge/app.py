@@ -31,14 +31,14 @@ from nio import (
 )
 
 from bridge import supervision
-from bridge.bookings import Bookings
 from bridge.cadence import Cadence
 from bridge.effects import AWAIT_JOIN, PLAINTEXT_OK, message_content, txn_id
 from bridge.engine import Engine
-from bridge.inbox import Inbox, InboxItem
 from bridge.kernel.work import CrashPoint, no_crash
+from bridge.persistence.bookings import Bookings
+from bridge.persistence.inbox import Inbox, InboxItem
+from bridge.persistence.store import BridgeStore
 from bridge.scheduler import DurableScheduler
-from bridge.store import BridgeStore
 from e2ecounsel.config import BridgeConfig
 from e2ecounsel.errors import MatrixError
 from e2ecounsel.matrix import MatrixSession

@@ -15,16 +15,16 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from bridge import rooms
-from bridge.bookings import SlotTaken
 from bridge.cadence import Cadence, client_zone
-from bridge.store import ClientRecord, Counselor, Engagement, iso
+from bridge.persistence.bookings import SlotTaken
+from bridge.persistence.store import ClientRecord, Counselor, Engagement, iso
 from e2ecounsel.casechannel import CaseEvent
 from e2ecounsel.domain.text import normalize_command, parse_number
 
 if TYPE_CHECKING:
     from bridge.effects import Effects
     from bridge.engine import Engine
-    from bridge.inbox import InboxItem
+    from bridge.persistence.inbox import InboxItem
 
 OFFER_SIZE = 6
 

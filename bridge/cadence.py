@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bridge import rooms
-from bridge.bookings import Booking, Bookings, parse_days_off
 from bridge.effects import message_content
-from bridge.scheduler import DurableScheduler, Job, Message
-from bridge.store import ABOUT, ClientRecord, Counselor, Engagement
+from bridge.persistence.bookings import Booking, Bookings, parse_days_off
+from bridge.persistence.jobs import Job
+from bridge.persistence.store import ABOUT, ClientRecord, Counselor, Engagement
+from bridge.scheduler import DurableScheduler, Message
 from e2ecounsel.casechannel import CaseEvent, attach
 from e2ecounsel.domain.cadence import ReplyWindows, next_window
 
@@ -405,16 +406,12 @@ class Cadence:
         """
         retention = self.policy.service.retention
         purged = 0
-        rows = await self.store.db.fetchall(
-            "SELECT client_id, MAX(closed_at) AS last_closed FROM engagements GROUP BY client_id"
-            " HAVING COUNT(CASE WHEN status != 'closed' THEN 1 END) = 0"
-        )
-        for row in rows:
-            client = await self.store.get_client(row["client_id"])
-            if client is None or row["last_closed"] is None:
+        for client_id, last_closed in await self.store.closed_clients():
+            client = await self.store.get_client(client_id)
+            if client is None:
                 continue
             days = retention.days_for((client.profile or {}).get("country"))
-            if datetime.fromisoformat(row["last_closed"]) + timedelta(days=days) <= now:
+            if datetime.fromisoformat(last_closed) + timedelta(days=days) <= now:
                 await self.store.audit(client.user_id, "retention.purge")
                 await self.store.delete_client(client.user_id)
                 purged += 1

@@ -18,8 +18,8 @@ from bridge.effects import (
     YES,
     Effects,
 )
-from bridge.inbox import InboxItem
-from bridge.store import ClientRecord, Counselor
+from bridge.persistence.inbox import InboxItem
+from bridge.persistence.store import ClientRecord, Counselor
 from e2ecounsel.domain import matching
 from e2ecounsel.domain.cadence import next_window
 from e2ecounsel.domain.text import normalize_command, parse_number

@@ -32,8 +32,8 @@ from bridge.effects import (
     Effects,
     command_reply,
 )
-from bridge.inbox import InboxItem
-from bridge.store import ClientRecord, Counselor, Engagement
+from bridge.persistence.inbox import InboxItem
+from bridge.persistence.store import ClientRecord, Counselor, Engagement
 from e2ecounsel.casechannel import CaseEvent
 from e2ecounsel.domain.text import clean_text, normalize_command, parse_number
 from e2ecounsel.errors import MatrixError

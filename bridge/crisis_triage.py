@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from bridge import rooms
 from bridge.effects import Effects
-from bridge.store import ClientRecord
+from bridge.persistence.store import ClientRecord
 from e2ecounsel.casechannel import CaseEvent
 from e2ecounsel.domain.crisis import Outcome
 from e2ecounsel.domain.intake import DEFAULT_VOCABULARY

@@ -37,17 +37,17 @@ from bridge import (
     rooms,
     supervision,
 )
-from bridge.bookings import Bookings
 from bridge.cadence import Cadence
 from bridge.effects import (
     Effects,
     txn_id,
 )
-from bridge.inbox import InboxItem
 from bridge.kernel.work import CrashPoint, Retry, Work, no_crash
-from bridge.pages import Pages
+from bridge.persistence.bookings import Bookings
+from bridge.persistence.inbox import InboxItem
+from bridge.persistence.pages import Pages
+from bridge.persistence.store import BridgeStore, ClientRecord, Counselor, Engagement
 from bridge.render import Renderer
-from bridge.store import BridgeStore, ClientRecord, Counselor, Engagement
 from e2ecounsel import casechannel
 from e2ecounsel.casechannel import CaseEvent
 from e2ecounsel.domain import matching

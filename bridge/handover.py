@@ -17,8 +17,8 @@ from urllib.parse import quote
 
 from bridge import rooms
 from bridge.effects import Effects, command_reply
-from bridge.inbox import InboxItem
-from bridge.pages import Page
+from bridge.persistence.inbox import InboxItem
+from bridge.persistence.pages import Page
 from e2ecounsel.casechannel import CaseEvent
 from e2ecounsel.domain.text import parse_number
 from e2ecounsel.errors import MatrixError

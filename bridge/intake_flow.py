@@ -15,8 +15,8 @@ from bridge.effects import (
     URGENT_WORDS,
     Effects,
 )
-from bridge.inbox import InboxItem
-from bridge.store import ClientRecord, Counselor
+from bridge.persistence.inbox import InboxItem
+from bridge.persistence.store import ClientRecord, Counselor
 from e2ecounsel.domain import intake
 from e2ecounsel.domain.replies import Reply
 from e2ecounsel.domain.text import clean_text, normalize_command

@@ -12,7 +12,7 @@ from bridge import handover, rooms
 from bridge.effects import (
     Effects,
 )
-from bridge.inbox import InboxItem
+from bridge.persistence.inbox import InboxItem
 from e2ecounsel.domain.text import clean_text, normalize_command
 from e2ecounsel.errors import MatrixError
 from e2ecounsel.matrix import check

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bridge import markup
 from bridge.app import Bridge
-from bridge.store import Counselor
+from bridge.persistence.store import Counselor
 from e2ecounsel.config import BridgeConfig
 from e2ecounsel.policy import Policy, load_policy
 from e2ecounsel.sealing import Sealer

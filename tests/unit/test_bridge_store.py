@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.store import (
+from bridge.persistence.store import (
     BridgeStore,
     ClientRecord,
     Counselor,

@@ -155,7 +155,7 @@ MIGRATIONS.add_sql(
     },
 )
 
-# The durable inbox (bridge/inbox.py): events received but not yet handled.
+# The durable inbox (bridge/persistence/inbox.py): events received but not yet handled.
 INBOX_SQL = """
 CREATE TABLE inbox (
     seq         INTEGER PRIMARY KEY,
@@ -172,7 +172,7 @@ CREATE INDEX inbox_pending ON inbox(room_id, seq) WHERE done_at IS NULL;
 """
 MIGRATIONS.add_sql("durable inbox of received events", INBOX_SQL)
 
-# Durable jobs (bridge/scheduler.py).
+# Durable jobs (bridge/persistence/jobs.py, bridge/scheduler.py).
 JOBS_SQL = """
 CREATE TABLE jobs (
     id         INTEGER PRIMARY KEY,
@@ -189,7 +189,7 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_pending ON jobs(due_at, id) WHERE status = 'pending';
 """
 
-# Live-session bookings (bridge/bookings.py).
+# Live-session bookings (bridge/persistence/bookings.py).
 BOOKINGS_SQL = """
 ALTER TABLE counselors ADD COLUMN availability TEXT NOT NULL DEFAULT '';
 ALTER TABLE counselors ADD COLUMN days_off TEXT NOT NULL DEFAULT '';

@@ -24,9 +24,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from bridge import audit
-from bridge.audit import AuditLine, AuditReport
-from bridge.schema import MIGRATIONS
+from bridge.persistence import audit
+from bridge.persistence.audit import AuditLine, AuditReport
+from bridge.persistence.schema import MIGRATIONS
 from e2ecounsel.errors import StorageError
 from e2ecounsel.sealing import Sealer, load_or_create_key
 from e2ecounsel.store import Database, IntegrityError, Row
@@ -729,6 +729,18 @@ class BridgeStore:
         )
         return {str(r["user_id"]): int(r["n"]) for r in rows}
 
+    async def closed_clients(self) -> list[tuple[str, str]]:
+        """``(client_id, last closed_at)`` of every client whose engagements are all closed."""
+        rows = await self.db.fetchall(
+            "SELECT client_id, MAX(closed_at) AS last_closed FROM engagements GROUP BY client_id"
+            " HAVING COUNT(CASE WHEN status != 'closed' THEN 1 END) = 0"
+        )
+        return [
+            (str(r["client_id"]), str(r["last_closed"]))
+            for r in rows
+            if r["last_closed"] is not None
+        ]
+
     async def record_message(self, room_id: str, *, role: str, ts_ms: int) -> Engagement | None:
         """Note a message's metadata in an open engagement's room; the engagement, or None.
 
@@ -934,7 +946,7 @@ class BridgeStore:
     async def audit(
         self, actor: str, action: str, *, engagement_id: int | None = None, detail: str = ""
     ) -> int:
-        """Append a content-free audit line (see :mod:`bridge.audit`); returns its seq."""
+        """Append a content-free audit line (see :mod:`bridge.persistence.audit`); returns its seq."""
         return await audit.append(
             self.db,
             self._audit_key,
