@@ -18,7 +18,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from bridge import rooms
 from bridge.effects import message_content
 from bridge.persistence.bookings import Booking, Bookings, parse_days_off
+from bridge.persistence.inbox import Inbox
 from bridge.persistence.jobs import Job
+from bridge.persistence.pruning import prune_operational
 from bridge.persistence.store import ABOUT, ClientRecord, Counselor, Engagement
 from bridge.scheduler import DurableScheduler, Message
 from e2ecounsel.casechannel import CaseEvent, attach
@@ -28,9 +30,6 @@ if TYPE_CHECKING:
     from bridge.engine import Engine
 
 logger = logging.getLogger(__name__)
-
-#: How long a finished follow-up row is kept (it holds no payload, only its key).
-FOLLOWUPS_KEPT = timedelta(days=7)
 
 # Where a country's clients most likely are, to show times in their zone.
 COUNTRY_ZONES = {
@@ -390,8 +389,20 @@ class Cadence:
     async def fire_retention(self, job: Job, now: datetime) -> Sequence[Message]:
         purged = await self.purge(now)
         logger.info("retention: %d closed engagement record(s) purged", purged)
-        done = await self.store.purge_followups(FOLLOWUPS_KEPT)
-        logger.info("retention: %d finished follow-up(s) forgotten", done)
+        pruned = await prune_operational(
+            self.store,
+            Inbox(self.store.db),
+            self.scheduler.jobs,
+            operational_days=self.policy.service.retention.operational_days,
+        )
+        logger.info(
+            "retention: pruned %d inbox, %d outbox, %d job, %d follow-up row(s), %d marker(s)",
+            pruned.inbox,
+            pruned.outbox,
+            pruned.jobs,
+            pruned.followups,
+            pruned.markers,
+        )
         nxt = (now + timedelta(days=1)).replace(hour=3, minute=0, second=0, microsecond=0)
         await self.scheduler.schedule(
             "retention.purge", nxt, "system", key=f"retention:{nxt:%Y-%m-%d}"

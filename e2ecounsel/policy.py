@@ -392,6 +392,8 @@ class RetentionPolicy:
 
     default_days: int
     by_country: Mapping[str, int]
+    #: Days the bridge keeps handled inbox rows, sent outbox rows, finished jobs.
+    operational_days: int = 14
 
     def days_for(self, country: str | None) -> int:
         """Retention in days for a client's recorded country (default when unknown)."""
@@ -1181,8 +1183,9 @@ class _Loader:
         dormant_after_days = sla.integer("dormant_after_days", 1, 365)
 
         ret = root.table("retention")
-        ret.check_keys(("default_days", "countries"))
+        ret.check_keys(("default_days", "countries", "operational_days"))
         default_days = ret.integer("default_days", 1, 36500)
+        operational_days = ret.integer("operational_days", 1, 365, 14)
         by_country: dict[str, int] = {}
         countries = ret.table("countries", required=False)
         for code in countries.data:
@@ -1287,7 +1290,7 @@ class _Loader:
             escalate_hours=escalate_hours,
             reassign_hours=reassign_hours,
             dormant_after_days=dormant_after_days,
-            retention=RetentionPolicy(default_days, MappingProxyType(by_country)),
+            retention=RetentionPolicy(default_days, MappingProxyType(by_country), operational_days),
             matching=matching,
             supervisors_room=supervisors_room,
             on_call=on_call,

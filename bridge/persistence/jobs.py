@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from bridge.persistence.markers import is_marked, prune_leaving_markers
 from bridge.persistence.store import iso
 from e2ecounsel.store import Database, Row
 
@@ -50,9 +51,7 @@ class Jobs:
         """Add a pending job unless ``key`` is known (a row, or a pruned job's marker)."""
         sealed = self.db.seal(json.dumps(payload), context=_PAYLOAD)
         async with self.db.transaction():
-            if await self.db.fetchone(
-                "SELECT 1 FROM handled_events WHERE event_id = ?", (JOB_MARKER + key,)
-            ):
+            if await is_marked(self.db, JOB_MARKER + key):
                 return False
             result = await self.db.execute(
                 "INSERT INTO jobs (key, kind, due_at, target, payload, created_at)"
@@ -112,17 +111,13 @@ class Jobs:
 
         A cancelled job never fired (no ``fired_at``); its age is its due time.
         """
-        cutoff = iso(self._clock() - older_than)
-        old = (
-            "status IN ('done', 'skipped', 'folded', 'cancelled')"
-            " AND COALESCE(fired_at, due_at) < ?"
+        return await prune_leaving_markers(
+            self.db,
+            "jobs",
+            prefix=JOB_MARKER,
+            key="key",
+            at="COALESCE(fired_at, due_at)",
+            where="status IN ('done', 'skipped', 'folded', 'cancelled')"
+            " AND COALESCE(fired_at, due_at) < ?",
+            cutoff=iso(self._clock() - older_than),
         )
-        async with self.db.transaction():
-            await self.db.execute(
-                "INSERT INTO handled_events (event_id, handled_at)"
-                f" SELECT CAST(? AS TEXT) || key, COALESCE(fired_at, due_at) FROM jobs WHERE {old}"
-                " ON CONFLICT DO NOTHING",
-                (JOB_MARKER, cutoff),
-            )
-            result = await self.db.execute(f"DELETE FROM jobs WHERE {old}", (cutoff,))
-        return result.rowcount

@@ -330,3 +330,23 @@ _FOLLOWUPS_MAY_FAIL = {
 @MIGRATIONS.register("follow-ups that kept failing are marked failed")
 async def _followups_may_fail(db: Database) -> None:
     await db.execute_script(_FOLLOWUPS_MAY_FAIL[db.dialect], native=True)
+
+
+MIGRATIONS.add_sql(
+    "pruning of operational rows: ids of pruned sends; indexes by finishing time",
+    """
+    -- A sent message whose outbox row (and sealed copy) was pruned (see
+    -- bridge/persistence/pruning.py): only what erasure needs to redact it.
+    CREATE TABLE sent_log (
+        event_id   TEXT PRIMARY KEY,
+        room_id    TEXT NOT NULL,
+        subject    TEXT,                     -- as in outbox
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX sent_log_by_room ON sent_log(room_id, created_at);
+    CREATE INDEX sent_log_subject ON sent_log(subject) WHERE subject IS NOT NULL;
+    CREATE INDEX inbox_done ON inbox(done_at) WHERE done_at IS NOT NULL;
+    CREATE INDEX jobs_finished ON jobs(fired_at) WHERE status != 'pending';
+    CREATE INDEX followups_done ON followups(done_at) WHERE status = 'done';
+    """,
+)
