@@ -17,7 +17,7 @@ from bridge.kernel.work import Work
 from bridge.persistence.inbox import Inbox, InboxItem
 from bridge.persistence.jobs import Job
 from bridge.persistence.pruning import MARKERS_KEPT, Pruned, prune_operational
-from bridge.persistence.store import ABOUT, BridgeStore
+from bridge.persistence.store import ABOUT, BridgeStore, iso
 from bridge.scheduler import DurableScheduler
 from e2ecounsel.errors import PolicyError
 from e2ecounsel.policy import MisfirePolicy, load_policy
@@ -241,3 +241,34 @@ async def test_done_follow_ups_go_pending_ones_stay_and_none_runs_twice(bridge: 
     await bridge.work.commit(again, None)
     assert bridge.followed == [{"client": "@c:x"}, {"client": "@e:x"}]
     assert await bridge.store.pending_followups() == 1
+
+
+async def test_the_daily_retention_job_prunes_beside_the_client_data_retention(
+    bridge: Bridge,
+) -> None:
+    from bridge.cadence import Cadence
+    from bridge.engine import Engine
+    from bridge.persistence.bookings import Bookings
+
+    policy = load_policy(None)
+    store, clock = bridge.store, bridge.clock
+    engine = Engine(None, store, policy, supervisors_room=None, clock=clock)  # type: ignore[arg-type]
+    cadence = Cadence(engine, bridge.scheduler, Bookings(store))
+    await cadence.plan_all(clock())
+    await sent(store, "!s:x", "t-old", "$old")
+    fx = Effects("step-1")
+    fx.follow("place", client="@c:x")
+    await bridge.work.commit(fx, None)
+    # The bridge's inbox writes on the wall clock; this row was handled long ago.
+    await Inbox(store.db).put(InboxItem("$e", "!dm:x", "@c:x", 1, "text", "hi", True))
+    long_ago = datetime.now(UTC) - timedelta(days=DAYS + 6)
+    await store.db.execute("UPDATE inbox SET done_at = ?", (iso(long_ago),))
+    clock.advance(days=DAYS + 1)
+
+    await bridge.scheduler.run_due()
+
+    assert await bridge.rows("outbox") == 0
+    assert await bridge.rows("followups") == 0
+    assert await bridge.rows("inbox") == 0
+    assert await store.is_handled("$e")
+    assert [j.kind for j in await bridge.scheduler.pending()] == ["retention.purge"]
