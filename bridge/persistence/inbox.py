@@ -110,10 +110,6 @@ class Inbox:
             (iso(self._clock()), event_id),
         )
 
-    async def is_done(self, event_id: str) -> bool:
-        row = await self.db.fetchone("SELECT done_at FROM inbox WHERE event_id = ?", (event_id,))
-        return row is not None and row["done_at"] is not None
-
     async def forget_room(self, room_id: str) -> None:
         await self.db.execute("DELETE FROM inbox WHERE room_id = ?", (room_id,))
 
