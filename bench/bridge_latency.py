@@ -51,7 +51,7 @@ from nio import (
 
 from bridge.app import Bridge
 from bridge.kernel import markup
-from bridge.store import Counselor
+from bridge.persistence.store import Counselor
 from e2ecounsel.config import BridgeConfig
 from e2ecounsel.homeserver import EmbeddedHomeserver, free_port
 from e2ecounsel.matrix import MatrixSession

@@ -25,8 +25,8 @@ from pathlib import Path
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 
+from bridge.persistence.store import BridgeStore
 from bridge.scheduler import DurableScheduler
-from bridge.store import BridgeStore
 from e2ecounsel.policy import MisfirePolicy
 from e2ecounsel.sealing import Sealer
 

@@ -32,13 +32,13 @@ from nio import (
 
 from bridge.features import placement, supervision
 from bridge.features.cadence import Cadence
-from bridge.inbox import Inbox, InboxItem
 from bridge.kernel.context import Context
 from bridge.kernel.effects import AWAIT_JOIN, PLAINTEXT_OK, message_content, txn_id
 from bridge.kernel.work import CrashPoint, no_crash
+from bridge.persistence.inbox import Inbox, InboxItem
+from bridge.persistence.store import BridgeStore
 from bridge.router import Router
 from bridge.scheduler import DurableScheduler
-from bridge.store import BridgeStore
 from e2ecounsel.config import BridgeConfig
 from e2ecounsel.errors import MatrixError
 from e2ecounsel.matrix import MatrixSession

@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bridge.app import Bridge, BridgeStatus
-from bridge.bookings import Bookings, parse_days_off
-from bridge.pages import Pages
+from bridge.persistence.bookings import Bookings, parse_days_off
+from bridge.persistence.pages import Pages
+from bridge.persistence.store import BridgeStore, Counselor
 from bridge.roster import (
     parse_capacity,
     parse_credentials,
@@ -30,7 +31,6 @@ from bridge.roster import (
     parse_specialties,
     parse_timezone,
 )
-from bridge.store import BridgeStore, Counselor
 from e2ecounsel.cli import (
     account_problem,
     check_all,

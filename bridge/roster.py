@@ -1,6 +1,6 @@
 """Checking what an operator types for ``e2ecounsel counselor …``, before anything is stored.
 
-Pure functions: text in, a :class:`~bridge.store.Counselor` (or a value) out, or
+Pure functions: text in, a :class:`~bridge.persistence.store.Counselor` (or a value) out, or
 a :class:`CommandError` whose message is one friendly line saying what is wrong
 and, where a near miss is likely (a time zone, a specialty), what was probably
 meant. Names and credentials are shown to clients as the counselor's profile,
@@ -16,7 +16,7 @@ import re
 import zoneinfo
 from collections.abc import Collection, Iterable
 
-from bridge.store import Counselor
+from bridge.persistence.store import Counselor
 from e2ecounsel.errors import CommandError
 
 MAX_CAPACITY = 500

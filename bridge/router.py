@@ -32,7 +32,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from bridge.bookings import Bookings
 from bridge.features import (
     booking,
     cadence,
@@ -43,7 +42,6 @@ from bridge.features import (
     status,
     supervision,
 )
-from bridge.inbox import InboxItem
 from bridge.kernel import dispatch
 from bridge.kernel.commands import FollowUpHandler as FeatureFollowUp
 from bridge.kernel.commands import Registry
@@ -53,9 +51,11 @@ from bridge.kernel.matrix import Matrix
 from bridge.kernel.ports import Features
 from bridge.kernel.render import Renderer
 from bridge.kernel.work import CrashPoint, FollowUpHandler, Work, no_crash
-from bridge.pages import Pages
+from bridge.persistence.bookings import Bookings
+from bridge.persistence.inbox import InboxItem
+from bridge.persistence.pages import Pages
+from bridge.persistence.store import BridgeStore
 from bridge.scheduler import DurableScheduler
-from bridge.store import BridgeStore
 from e2ecounsel.domain.text import clean_text
 from e2ecounsel.matrix.trust import TrustPolicy
 from e2ecounsel.policy import Policy

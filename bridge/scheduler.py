@@ -23,35 +23,23 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 
-from bridge.store import BridgeStore, iso
+from bridge.persistence.jobs import Job, Jobs
+from bridge.persistence.store import BridgeStore
 from e2ecounsel.policy import MisfirePolicy
 
 logger = logging.getLogger(__name__)
 
-_PAYLOAD = "jobs.payload"
 _ALARM_ID = "e2ecounsel-alarm"
 
 Message = tuple[str, dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class Job:
-    id: int
-    key: str
-    kind: str
-    due: datetime
-    target: str
-    payload: dict[str, Any]
 
 
 # A handler decides what a job says when it fires; it reads state but writes
@@ -81,7 +69,7 @@ class DurableScheduler:
         timer: AsyncIOScheduler | None = None,
     ) -> None:
         self.store = store
-        self.db = store.db
+        self.jobs = Jobs(store.db, clock=clock)
         self.misfire = misfire
         self.clock = clock
         self._flush = flush
@@ -112,53 +100,21 @@ class DurableScheduler:
         key: str,
         payload: dict[str, Any] | None = None,
     ) -> bool:
-        """Add a job unless one with ``key`` exists; True when it was added."""
-        sealed = self.db.seal(json.dumps(payload or {}), context=_PAYLOAD)
-        result = await self.db.execute(
-            "INSERT INTO jobs (key, kind, due_at, target, payload, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (key, kind, iso(due), target, sealed, iso(self.clock())),
-        )
-        added = bool(result.rowcount)
+        """Add a job unless one with ``key`` exists (or existed); True when it was added."""
+        added = await self.jobs.add(kind, due, target, key=key, payload=payload or {})
         if added and self._running:
             self._arm()
         return added
 
     async def cancel(self, key_prefix: str) -> int:
         """Cancel pending jobs whose key starts with ``key_prefix`` (a booking cancelled)."""
-        result = await self.db.execute(
-            "UPDATE jobs SET status = 'cancelled'"
-            " WHERE status = 'pending' AND key LIKE ? ESCAPE '\\'",
-            (key_prefix.replace("%", "\\%").replace("_", "\\_") + "%",),
-        )
-        return result.rowcount
+        return await self.jobs.cancel(key_prefix)
 
     async def pending(self, *, due_by: datetime | None = None) -> list[Job]:
-        if due_by is None:
-            rows = await self.db.fetchall(
-                "SELECT * FROM jobs WHERE status = 'pending' ORDER BY due_at, id"
-            )
-        else:
-            rows = await self.db.fetchall(
-                "SELECT * FROM jobs WHERE status = 'pending' AND due_at <= ? ORDER BY due_at, id",
-                (iso(due_by),),
-            )
-        return [self._job(r) for r in rows]
-
-    def _job(self, row: Any) -> Job:
-        payload = json.loads(self.db.open_sealed(row["payload"], context=_PAYLOAD))
-        return Job(
-            row["id"],
-            row["key"],
-            row["kind"],
-            datetime.fromisoformat(row["due_at"]),
-            row["target"],
-            payload,
-        )
+        return await self.jobs.pending(due_by=due_by)
 
     async def next_due(self) -> datetime | None:
-        value = await self.db.fetchval("SELECT MIN(due_at) FROM jobs WHERE status = 'pending'")
-        return datetime.fromisoformat(value) if value else None
+        return await self.jobs.next_due()
 
     # ------------------------------------------------------------------ firing
 
@@ -204,10 +160,7 @@ class DurableScheduler:
         async with self.store.transaction():
             for i, (room_id, content) in enumerate(messages):
                 await self.store.queue(room_id, content, job_txn(job.key, i))
-            await self.db.execute(
-                "UPDATE jobs SET status = ?, fired_at = ? WHERE id = ? AND status = 'pending'",
-                (status, iso(now), job.id),
-            )
+            await self.jobs.finish(job.id, status, now)
 
     async def _fold(self, target: str, jobs: Sequence[Job], now: datetime) -> None:
         assert self.summarize is not None
@@ -221,10 +174,7 @@ class DurableScheduler:
             for i, (room_id, content) in enumerate(messages):
                 await self.store.queue(room_id, content, job_txn(key, i))
             for job in jobs:
-                await self.db.execute(
-                    "UPDATE jobs SET status = 'folded', fired_at = ? WHERE id = ?",
-                    (iso(now), job.id),
-                )
+                await self.jobs.finish(job.id, "folded", now)
 
     # ------------------------------------------------------------------ the alarm
 

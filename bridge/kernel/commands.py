@@ -28,9 +28,9 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from bridge.inbox import InboxItem
 from bridge.kernel.effects import Effects, command_reply
-from bridge.store import ClientRecord, Counselor, Engagement
+from bridge.persistence.inbox import InboxItem
+from bridge.persistence.store import ClientRecord, Counselor, Engagement
 from e2ecounsel.casechannel import CaseEvent
 from e2ecounsel.domain.text import normalize_command
 from e2ecounsel.policy import Audience, Policy

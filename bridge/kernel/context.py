@@ -22,23 +22,23 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from bridge.inbox import InboxItem
 from bridge.kernel import rooms
 from bridge.kernel.effects import Effects
 from bridge.kernel.matrix import Matrix
 from bridge.kernel.render import Renderer
 from bridge.kernel.work import CrashPoint, Work
-from bridge.pages import Pages
-from bridge.store import BridgeStore, ClientRecord, Counselor
+from bridge.persistence.inbox import InboxItem
+from bridge.persistence.pages import Pages
+from bridge.persistence.store import BridgeStore, ClientRecord, Counselor
 from e2ecounsel.domain import matching
 from e2ecounsel.domain.crisis import CrisisDetector
 from e2ecounsel.domain.text import fold_answer
 from e2ecounsel.policy import Policy
 
 if TYPE_CHECKING:
-    from bridge.bookings import Bookings
     from bridge.kernel.commands import Registry
     from bridge.kernel.ports import Features
+    from bridge.persistence.bookings import Bookings
     from bridge.scheduler import DurableScheduler
 
 logger = logging.getLogger(__name__)

@@ -17,7 +17,6 @@ import re
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from bridge.inbox import InboxItem
 from bridge.kernel import rooms
 from bridge.kernel.commands import (
     CLIENT,
@@ -27,7 +26,8 @@ from bridge.kernel.commands import (
     CommandEvent,
 )
 from bridge.kernel.effects import Effects, command_reply, txn_id
-from bridge.store import ClientRecord, Engagement
+from bridge.persistence.inbox import InboxItem
+from bridge.persistence.store import ClientRecord, Engagement
 from e2ecounsel.domain.text import clean_text, normalize_command, parse_number
 from e2ecounsel.errors import MatrixError
 

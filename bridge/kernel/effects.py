@@ -10,7 +10,7 @@ from typing import Any
 
 from bridge.kernel import markup
 from bridge.kernel.work import FollowUp
-from bridge.store import ABOUT
+from bridge.persistence.store import ABOUT
 from e2ecounsel.casechannel import CaseEvent, attach
 
 OUTCOMES = {

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
-from bridge.bookings import Booking
-from bridge.inbox import InboxItem
 from bridge.kernel.effects import Effects
-from bridge.store import ClientRecord, Counselor, Engagement
+from bridge.persistence.bookings import Booking
+from bridge.persistence.inbox import InboxItem
+from bridge.persistence.store import ClientRecord, Counselor, Engagement
 
 if TYPE_CHECKING:
     from bridge.kernel.context import Context

@@ -7,8 +7,8 @@ import logging
 from datetime import datetime, time
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from bridge.bookings import parse_days_off
-from bridge.store import ClientRecord, Counselor
+from bridge.persistence.bookings import parse_days_off
+from bridge.persistence.store import ClientRecord, Counselor
 from e2ecounsel.domain.cadence import ReplyWindows
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ replayed step adds nothing twice. It runs right after the commit and, until
 it is done, again at every tick and after a restart, with back-off between
 failed attempts. After :data:`MAX_ATTEMPTS` refused attempts (say a kick
 that always gets 403, or a bug) it is marked ``failed`` (a warning and an
-audit line, ids only; see :meth:`bridge.store.BridgeStore.failed_followups`)
+audit line, ids only; see :meth:`bridge.persistence.store.BridgeStore.failed_followups`)
 and left to an operator instead of being retried forever. Attempts that could
 not reach the homeserver (no connection, a timeout, 5xx, 429) and follow-ups
 that wait (:class:`Retry`) do not count: an outage, however long, gives up on
@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from bridge.store import BridgeStore, PendingFollowUp
+from bridge.persistence.store import BridgeStore, PendingFollowUp
 from e2ecounsel.errors import MatrixError
 
 logger = logging.getLogger(__name__)

@@ -88,6 +88,8 @@ class RetentionPolicy:
 
     default_days: int
     by_country: Mapping[str, int]
+    #: Days the bridge keeps handled inbox rows, sent outbox rows, finished jobs.
+    operational_days: int = 14
 
     def days_for(self, country: str | None) -> int:
         """Retention in days for a client's recorded country (default when unknown)."""

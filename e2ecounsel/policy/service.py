@@ -131,8 +131,9 @@ def load_service(run: Run) -> ServicePolicy:
     dormant_after_days = sla.integer("dormant_after_days", 1, 365)
 
     ret = root.table("retention")
-    ret.check_keys(("default_days", "countries"))
+    ret.check_keys(("default_days", "countries", "operational_days"))
     default_days = ret.integer("default_days", 1, 36500)
+    operational_days = ret.integer("operational_days", 1, 365, 14)
     by_country: dict[str, int] = {}
     countries = ret.table("countries", required=False)
     for code in countries.data:
@@ -237,7 +238,7 @@ def load_service(run: Run) -> ServicePolicy:
         escalate_hours=escalate_hours,
         reassign_hours=reassign_hours,
         dormant_after_days=dormant_after_days,
-        retention=RetentionPolicy(default_days, MappingProxyType(by_country)),
+        retention=RetentionPolicy(default_days, MappingProxyType(by_country), operational_days),
         matching=matching,
         supervisors_room=supervisors_room,
         on_call=on_call,

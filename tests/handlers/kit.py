@@ -19,11 +19,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bridge.inbox import InboxItem
 from bridge.kernel.effects import AWAIT_JOIN, PLAINTEXT_OK
+from bridge.persistence.inbox import InboxItem
+from bridge.persistence.store import BridgeStore, Counselor
 from bridge.router import Router
 from bridge.scheduler import DurableScheduler
-from bridge.store import BridgeStore, Counselor
 from e2ecounsel import casechannel
 from e2ecounsel.casechannel import CaseEvent
 from e2ecounsel.policy import Policy

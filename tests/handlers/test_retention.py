@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from bridge.features.cadence import Cadence
-from bridge.store import ClientRecord
+from bridge.persistence.store import ClientRecord
 from tests.handlers.kit import Hub
 
 

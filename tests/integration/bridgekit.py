@@ -13,8 +13,8 @@ from pathlib import Path
 from bridge.app import Bridge
 from bridge.kernel import markup
 from bridge.kernel.commands import Registry
+from bridge.persistence.store import Counselor
 from bridge.router import FEATURES
-from bridge.store import Counselor
 from e2ecounsel.config import BridgeConfig
 from e2ecounsel.policy import Audience, Policy, load_policy
 from e2ecounsel.sealing import Sealer

@@ -17,9 +17,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bridge.bookings import Bookings
+from bridge.persistence.bookings import Bookings
+from bridge.persistence.store import BridgeStore
 from bridge.scheduler import DurableScheduler
-from bridge.store import BridgeStore
 from e2ecounsel.config import BridgeConfig, write_config
 from e2ecounsel.policy import MisfirePolicy
 from e2ecounsel.sealing import Sealer, load_or_create_key

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from bridge.inbox import InboxItem
+from bridge.persistence.inbox import InboxItem
 from tests.integration.bridgekit import (
     POLICY,
     Chat,

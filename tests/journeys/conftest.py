@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from nio import MatrixRoom, RoomMessageText
 
-from bridge.store import BridgeStore
+from bridge.persistence.store import BridgeStore
 from e2ecounsel import casechannel
 from e2ecounsel.sealing import Sealer
 from tests.integration.bridgekit import (

@@ -7,7 +7,7 @@ offer open asks to erase (it is not taken as "no booking").
 
 from __future__ import annotations
 
-from bridge.store import iso
+from bridge.persistence.store import iso
 from tests.integration.bridgekit import consent_start, help_text, open_dm, seat_client, text
 from tests.integration.matrixkit import until
 from tests.journeys.conftest import case_channel, eventually, hire

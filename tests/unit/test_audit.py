@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge import audit
-from bridge.store import BridgeStore
+from bridge.persistence import audit
+from bridge.persistence.store import BridgeStore
 from e2ecounsel.cli import main
 from e2ecounsel.sealing import Sealer
 from e2ecounsel.store import POSTGRESQL, IntegrityError

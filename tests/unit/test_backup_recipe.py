@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bridge.store import BridgeStore, ClientRecord
+from bridge.persistence.store import BridgeStore, ClientRecord
 from e2ecounsel.errors import SealingError
 from e2ecounsel.sealing import Sealer
 from tests.pgkit import PgCluster, _bin_dir

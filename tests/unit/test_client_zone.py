@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bridge.kernel.timefmt import client_zone
-from bridge.store import ClientRecord
+from bridge.persistence.store import ClientRecord
 from tests.integration.bridgekit import counselor_record
 
 COUNSELOR = counselor_record("@ana:example.org", "Ana", timezone="Europe/Amsterdam")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.pages import Pages
-from bridge.store import BridgeStore, Counselor
+from bridge.persistence.pages import Pages
+from bridge.persistence.store import BridgeStore, Counselor
 from e2ecounsel.config import BridgeConfig, write_config
 from e2ecounsel.doctor import People, diagnose, read_people
 from e2ecounsel.sealing import Sealer

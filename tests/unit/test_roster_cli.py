@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.persistence.store import BridgeStore
 from bridge.roster import (
     parse_capacity,
     parse_counselor_args,
@@ -15,7 +16,6 @@ from bridge.roster import (
     parse_reply_windows,
     parse_timezone,
 )
-from bridge.store import BridgeStore
 from e2ecounsel.cli import main
 from e2ecounsel.errors import CommandError
 from tests.pgkit import Target

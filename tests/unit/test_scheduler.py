@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bridge.bookings import Bookings, SlotTaken
-from bridge.scheduler import DurableScheduler, Job, job_txn
-from bridge.store import BridgeStore, ClientRecord, Counselor
+from bridge.persistence.bookings import Bookings, SlotTaken
+from bridge.persistence.jobs import Job
+from bridge.persistence.store import BridgeStore, ClientRecord, Counselor
+from bridge.scheduler import DurableScheduler, job_txn
 from e2ecounsel.policy import MisfirePolicy
 from e2ecounsel.sealing import Sealer
 

@@ -13,7 +13,7 @@ import pytest
 
 from bridge.kernel.effects import Effects, txn_id
 from bridge.kernel.work import Retry, Work, delay_after
-from bridge.store import BridgeStore
+from bridge.persistence.store import BridgeStore
 from e2ecounsel.errors import MatrixError
 from e2ecounsel.sealing import Sealer
 

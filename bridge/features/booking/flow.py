@@ -14,11 +14,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from bridge.bookings import SlotTaken
 from bridge.kernel import rooms
 from bridge.kernel.commands import CLIENT, COUNSELOR, CommandEvent, Commands
 from bridge.kernel.timefmt import client_zone, when
-from bridge.store import ClientRecord, Counselor, Engagement, iso
+from bridge.persistence.bookings import SlotTaken
+from bridge.persistence.store import ClientRecord, Counselor, Engagement, iso
 from e2ecounsel.casechannel import CaseEvent
 from e2ecounsel.domain.text import normalize_command, parse_number
 

@@ -15,12 +15,15 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from bridge.bookings import Booking
 from bridge.kernel import rooms
 from bridge.kernel.effects import message_content
 from bridge.kernel.timefmt import client_zone, when, windows_of
-from bridge.scheduler import Job, Message
-from bridge.store import ABOUT, Counselor, Engagement
+from bridge.persistence.bookings import Booking
+from bridge.persistence.inbox import Inbox
+from bridge.persistence.jobs import Job
+from bridge.persistence.pruning import prune_operational
+from bridge.persistence.store import ABOUT, Counselor, Engagement
+from bridge.scheduler import Message
 from e2ecounsel.casechannel import CaseEvent, attach
 from e2ecounsel.domain.cadence import next_window
 
@@ -28,9 +31,6 @@ if TYPE_CHECKING:
     from bridge.kernel.context import Context
 
 logger = logging.getLogger(__name__)
-
-#: How long a finished follow-up row is kept (it holds no payload, only its key).
-FOLLOWUPS_KEPT = timedelta(days=7)
 
 
 def notice(body: str, *, mention: str | None = None) -> dict[str, Any]:
@@ -354,8 +354,20 @@ class Cadence:
     async def fire_retention(self, job: Job, now: datetime) -> Sequence[Message]:
         purged = await self.purge(now)
         logger.info("retention: %d closed engagement record(s) purged", purged)
-        done = await self.store.purge_followups(FOLLOWUPS_KEPT)
-        logger.info("retention: %d finished follow-up(s) forgotten", done)
+        pruned = await prune_operational(
+            self.store,
+            Inbox(self.store.db),
+            self.scheduler.jobs,
+            operational_days=self.policy.service.retention.operational_days,
+        )
+        logger.info(
+            "retention: pruned %d inbox, %d outbox, %d job, %d follow-up row(s), %d marker(s)",
+            pruned.inbox,
+            pruned.outbox,
+            pruned.jobs,
+            pruned.followups,
+            pruned.markers,
+        )
         nxt = (now + timedelta(days=1)).replace(hour=3, minute=0, second=0, microsecond=0)
         await self.scheduler.schedule(
             "retention.purge", nxt, "system", key=f"retention:{nxt:%Y-%m-%d}"
@@ -370,16 +382,12 @@ class Cadence:
         """
         retention = self.policy.service.retention
         purged = 0
-        rows = await self.store.db.fetchall(
-            "SELECT client_id, MAX(closed_at) AS last_closed FROM engagements GROUP BY client_id"
-            " HAVING COUNT(CASE WHEN status != 'closed' THEN 1 END) = 0"
-        )
-        for row in rows:
-            client = await self.store.get_client(row["client_id"])
-            if client is None or row["last_closed"] is None:
+        for client_id, last_closed in await self.store.closed_clients():
+            client = await self.store.get_client(client_id)
+            if client is None:
                 continue
             days = retention.days_for((client.profile or {}).get("country"))
-            if datetime.fromisoformat(row["last_closed"]) + timedelta(days=days) <= now:
+            if datetime.fromisoformat(last_closed) + timedelta(days=days) <= now:
                 await self.store.audit(client.user_id, "retention.purge")
                 await self.store.delete_client(client.user_id)
                 purged += 1

@@ -15,10 +15,10 @@ import logging
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from bridge.inbox import InboxItem
 from bridge.kernel import rooms
 from bridge.kernel.effects import Effects, command_reply
-from bridge.pages import Page
+from bridge.persistence.inbox import InboxItem
+from bridge.persistence.pages import Page
 from e2ecounsel.casechannel import CaseEvent
 from e2ecounsel.domain.text import parse_number
 from e2ecounsel.errors import MatrixError

@@ -9,7 +9,7 @@ from typing import Any
 
 from bridge.kernel.context import Context
 from bridge.kernel.effects import Effects
-from bridge.store import ClientRecord, Counselor, Engagement
+from bridge.persistence.store import ClientRecord, Counselor, Engagement
 from e2ecounsel import casechannel
 from e2ecounsel.casechannel import CaseEvent
 

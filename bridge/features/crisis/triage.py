@@ -27,7 +27,7 @@ from bridge.features.crisis.protocol import crisis_protocol
 from bridge.kernel import rooms
 from bridge.kernel.effects import Effects
 from bridge.kernel.ports import CRISIS_FLAG, Screened
-from bridge.store import ClientRecord
+from bridge.persistence.store import ClientRecord
 from e2ecounsel.casechannel import CaseEvent
 from e2ecounsel.domain.crisis import Outcome
 

@@ -8,11 +8,11 @@ import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from bridge.inbox import InboxItem
 from bridge.kernel import dispatch
 from bridge.kernel.commands import CLIENT
 from bridge.kernel.effects import Effects
-from bridge.store import ClientRecord, Counselor
+from bridge.persistence.inbox import InboxItem
+from bridge.persistence.store import ClientRecord, Counselor
 from e2ecounsel.domain import intake
 from e2ecounsel.domain.replies import Reply
 from e2ecounsel.domain.text import clean_text, normalize_command

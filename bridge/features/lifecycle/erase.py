@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bridge.inbox import InboxItem
 from bridge.kernel import rooms
 from bridge.kernel.context import Context
 from bridge.kernel.effects import Effects, txn_id
 from bridge.kernel.work import Retry
-from bridge.store import ClientRecord
+from bridge.persistence.inbox import InboxItem
+from bridge.persistence.store import ClientRecord
 from e2ecounsel.casechannel import CaseEvent
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from bridge.features.placement.placing import switch
 from bridge.kernel.commands import CLIENT, SUPERVISOR, CommandEvent, Commands
 from bridge.kernel.context import Context
 from bridge.kernel.effects import Effects
-from bridge.store import ClientRecord
+from bridge.persistence.store import ClientRecord
 from e2ecounsel.domain import matching
 from e2ecounsel.domain.text import parse_number
 

@@ -18,7 +18,7 @@ from bridge.kernel import rooms
 from bridge.kernel.context import Context
 from bridge.kernel.effects import Effects
 from bridge.kernel.ports import CRISIS_FLAG
-from bridge.store import ClientRecord, Counselor, Engagement
+from bridge.persistence.store import ClientRecord, Counselor, Engagement
 from e2ecounsel.casechannel import CaseEvent
 from e2ecounsel.domain import matching
 

@@ -10,7 +10,7 @@ from bridge.kernel.commands import CLIENT, COUNSELOR, SUPERVISOR, CommandEvent, 
 from bridge.kernel.context import Context
 from bridge.kernel.effects import command_reply
 from bridge.kernel.timefmt import client_zone, when, windows_of
-from bridge.store import ClientRecord, Counselor
+from bridge.persistence.store import ClientRecord, Counselor
 from e2ecounsel.domain.cadence import next_window
 from e2ecounsel.domain.text import parse_number
 

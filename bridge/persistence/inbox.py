@@ -4,16 +4,22 @@ A nio callback only writes the event here (one small local insert) and
 returns; per-room workers handle it afterwards. The sync token is saved only
 after the callbacks ran, so every event the homeserver delivered is either in
 the inbox or will be delivered again: a crash never loses one. The body is
-sealed, and is wiped as soon as the event is handled.
+sealed, and is wiped as soon as the event is handled. A handled row is pruned
+after the operational age and leaves its event id behind as a marker in
+``handled_events`` (see :mod:`bridge.persistence.pruning`): an event that
+comes again after that is not put in the inbox a second time.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from bridge.persistence.markers import is_marked, prune_leaving_markers
+from bridge.persistence.store import iso, utcnow
 from e2ecounsel.store import Database
 
 _CONTEXT = "inbox.payload"
@@ -36,11 +42,12 @@ class InboxItem:
 
 
 class Inbox:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, clock: Callable[[], datetime] = utcnow) -> None:
         self.db = db
+        self._clock = clock
 
     async def put(self, item: InboxItem) -> bool:
-        """Record an event once; False when it was already there (a replay)."""
+        """Record an event once; False when it was there already or was handled (a replay)."""
         payload = self.db.seal(
             json.dumps(
                 {
@@ -52,20 +59,23 @@ class Inbox:
             ),
             context=_CONTEXT,
         )
-        result = await self.db.execute(
-            "INSERT INTO inbox"
-            " (event_id, room_id, sender, ts, kind, payload, received_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (
-                item.event_id,
-                item.room_id,
-                item.sender,
-                item.ts,
-                item.kind,
-                payload,
-                datetime.now(UTC).isoformat(),
-            ),
-        )
+        async with self.db.transaction():
+            if await is_marked(self.db, item.event_id):
+                return False
+            result = await self.db.execute(
+                "INSERT INTO inbox"
+                " (event_id, room_id, sender, ts, kind, payload, received_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (
+                    item.event_id,
+                    item.room_id,
+                    item.sender,
+                    item.ts,
+                    item.kind,
+                    payload,
+                    iso(self._clock()),
+                ),
+            )
         return bool(result.rowcount)
 
     async def pending(self, room_id: str | None = None) -> list[InboxItem]:
@@ -97,12 +107,24 @@ class Inbox:
         """Mark handled and wipe the body (call inside the handler's transaction)."""
         await self.db.execute(
             "UPDATE inbox SET done_at = ?, payload = NULL WHERE event_id = ?",
-            (datetime.now(UTC).isoformat(), event_id),
+            (iso(self._clock()), event_id),
         )
-
-    async def is_done(self, event_id: str) -> bool:
-        row = await self.db.fetchone("SELECT done_at FROM inbox WHERE event_id = ?", (event_id,))
-        return row is not None and row["done_at"] is not None
 
     async def forget_room(self, room_id: str) -> None:
         await self.db.execute("DELETE FROM inbox WHERE room_id = ?", (room_id,))
+
+    async def prune(self, older_than: timedelta) -> int:
+        """Delete rows handled before ``now - older_than``; their ids stay as markers.
+
+        A row is done together with its marker in the step's transaction; the
+        copy here covers a row given up on after its handler failed.
+        """
+        return await prune_leaving_markers(
+            self.db,
+            "inbox",
+            prefix="",
+            key="event_id",
+            at="done_at",
+            where="done_at IS NOT NULL AND done_at < ?",
+            cutoff=iso(self._clock() - older_than),
+        )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from bridge.store import BridgeStore, iso
+from bridge.persistence.store import BridgeStore, iso
 from e2ecounsel.domain.booking import WeeklyAvailability, parse_weekly, slots
 from e2ecounsel.errors import StorageError
 from e2ecounsel.store import IntegrityError, Row

@@ -155,7 +155,7 @@ MIGRATIONS.add_sql(
     },
 )
 
-# The durable inbox (bridge/inbox.py): events received but not yet handled.
+# The durable inbox (bridge/persistence/inbox.py): events received but not yet handled.
 INBOX_SQL = """
 CREATE TABLE inbox (
     seq         INTEGER PRIMARY KEY,
@@ -172,7 +172,7 @@ CREATE INDEX inbox_pending ON inbox(room_id, seq) WHERE done_at IS NULL;
 """
 MIGRATIONS.add_sql("durable inbox of received events", INBOX_SQL)
 
-# Durable jobs (bridge/scheduler.py).
+# Durable jobs (bridge/persistence/jobs.py, bridge/scheduler.py).
 JOBS_SQL = """
 CREATE TABLE jobs (
     id         INTEGER PRIMARY KEY,
@@ -189,7 +189,7 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_pending ON jobs(due_at, id) WHERE status = 'pending';
 """
 
-# Live-session bookings (bridge/bookings.py).
+# Live-session bookings (bridge/persistence/bookings.py).
 BOOKINGS_SQL = """
 ALTER TABLE counselors ADD COLUMN availability TEXT NOT NULL DEFAULT '';
 ALTER TABLE counselors ADD COLUMN days_off TEXT NOT NULL DEFAULT '';
@@ -330,3 +330,23 @@ _FOLLOWUPS_MAY_FAIL = {
 @MIGRATIONS.register("follow-ups that kept failing are marked failed")
 async def _followups_may_fail(db: Database) -> None:
     await db.execute_script(_FOLLOWUPS_MAY_FAIL[db.dialect], native=True)
+
+
+MIGRATIONS.add_sql(
+    "pruning of operational rows: ids of pruned sends; indexes by finishing time",
+    """
+    -- A sent message whose outbox row (and sealed copy) was pruned (see
+    -- bridge/persistence/pruning.py): only what erasure needs to redact it.
+    CREATE TABLE sent_log (
+        event_id   TEXT PRIMARY KEY,
+        room_id    TEXT NOT NULL,
+        subject    TEXT,                     -- as in outbox
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX sent_log_by_room ON sent_log(room_id, created_at);
+    CREATE INDEX sent_log_subject ON sent_log(subject) WHERE subject IS NOT NULL;
+    CREATE INDEX inbox_done ON inbox(done_at) WHERE done_at IS NOT NULL;
+    CREATE INDEX jobs_finished ON jobs(fired_at) WHERE status != 'pending';
+    CREATE INDEX followups_done ON followups(done_at) WHERE status = 'done';
+    """,
+)

@@ -1,4 +1,4 @@
-"""Typed access to the bridge's database; every SQL statement of the bridge lives here.
+"""Typed access to the bridge's main tables (clients, counselors, engagements, rooms, outbox).
 
 Each method is one short query (or a few inside one transaction) and holds no
 business rule: matching, crisis handling and the intake live in
@@ -24,9 +24,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from bridge import audit
-from bridge.audit import AuditLine, AuditReport
-from bridge.schema import MIGRATIONS
+from bridge.persistence import audit
+from bridge.persistence.audit import AuditLine, AuditReport
+from bridge.persistence.markers import is_marked, prune_leaving_markers
+from bridge.persistence.schema import MIGRATIONS
 from e2ecounsel.errors import StorageError
 from e2ecounsel.sealing import Sealer, load_or_create_key
 from e2ecounsel.store import Database, IntegrityError, Row
@@ -185,6 +186,9 @@ class Engagement:
     survey_score: int | None = None
 
 
+#: ``handled_events`` ids of pruned follow-ups (a Matrix event id starts with ``$``).
+FOLLOWUP_MARKER = "followup:"
+
 #: Content marker (removed before queueing): the user id a message is about.
 ABOUT = "org.e2ecounsel.about"
 
@@ -327,8 +331,7 @@ class BridgeStore:
     # ------------------------------------------------------------------ events
 
     async def is_handled(self, event_id: str) -> bool:
-        row = await self.db.fetchone("SELECT 1 FROM handled_events WHERE event_id = ?", (event_id,))
-        return row is not None
+        return await is_marked(self.db, event_id)
 
     async def mark_handled(self, event_id: str) -> bool:
         """Record ``event_id``; True if it was new (False: someone handled it already)."""
@@ -340,7 +343,7 @@ class BridgeStore:
         return result.rowcount == 1
 
     async def purge_handled(self, older_than: timedelta) -> int:
-        """Forget event ids handled before ``now - older_than`` (they will not come back)."""
+        """Forget markers written before ``now - older_than`` (see :mod:`.pruning` for how long)."""
         result = await self.db.execute(
             "DELETE FROM handled_events WHERE handled_at < ?",
             (iso(self._clock() - older_than),),
@@ -366,16 +369,21 @@ class BridgeStore:
         return result.rowcount == 1
 
     async def events_about(self, user_id: str) -> list[tuple[str, str]]:
-        """(room, event id) of every sent message about ``user_id``."""
+        """(room, event id) of every sent message about ``user_id`` (pruned ones included)."""
         rows = await self.db.fetchall(
-            "SELECT room_id, event_id FROM outbox WHERE subject = ? AND event_id != ''"
-            " AND event_id IS NOT NULL ORDER BY created_at, rowid",
-            (self.actor_ref(user_id),),
+            "SELECT room_id, event_id, created_at, 0 AS pruned, rowid FROM outbox"
+            " WHERE subject = :subject AND event_id != '' AND event_id IS NOT NULL"
+            " UNION ALL SELECT room_id, event_id, created_at, 1, rowid FROM sent_log"
+            " WHERE subject = :subject ORDER BY created_at, pruned DESC, rowid",
+            {"subject": self.actor_ref(user_id)},
         )
         return [(str(r["room_id"]), str(r["event_id"])) for r in rows]
 
     async def forget_about(self, user_id: str) -> None:
-        await self.db.execute("DELETE FROM outbox WHERE subject = ?", (self.actor_ref(user_id),))
+        subject = self.actor_ref(user_id)
+        async with self.db.transaction():
+            await self.db.execute("DELETE FROM outbox WHERE subject = ?", (subject,))
+            await self.db.execute("DELETE FROM sent_log WHERE subject = ?", (subject,))
 
     async def set_close_note(self, engagement_id: int, note: str) -> None:
         await self.db.execute(
@@ -411,12 +419,16 @@ class BridgeStore:
         )
 
     async def sent_events(self, room_id: str) -> list[str]:
-        """Event ids of the bot's sends in ``room_id`` still on record, oldest first (to redact)."""
+        """Event ids of the bot's sends in ``room_id`` on record, oldest first (to redact).
+
+        Pruned sends (:meth:`purge_sent`) are still on record by their id.
+        """
         rows = await self.db.fetchall(
-            "SELECT event_id FROM outbox WHERE room_id = ? AND event_id IS NOT NULL "
-            "AND event_id != '' "
-            "ORDER BY created_at, rowid",
-            (room_id,),
+            "SELECT event_id, created_at, 0 AS pruned, rowid FROM outbox"
+            " WHERE room_id = :room AND event_id IS NOT NULL AND event_id != ''"
+            " UNION ALL SELECT event_id, created_at, 1, rowid FROM sent_log WHERE room_id = :room"
+            " ORDER BY created_at, pruned DESC, rowid",
+            {"room": room_id},
         )
         return [str(r["event_id"]) for r in rows]
 
@@ -425,15 +437,27 @@ class BridgeStore:
         rooms row, the request it was created by."""
         async with self.db.transaction():
             await self.db.execute("DELETE FROM outbox WHERE room_id = ?", (room_id,))
+            await self.db.execute("DELETE FROM sent_log WHERE room_id = ?", (room_id,))
             await self.db.execute("DELETE FROM room_requests WHERE room_id = ?", (room_id,))
             await self.db.execute("DELETE FROM rooms WHERE room_id = ?", (room_id,))
 
     async def purge_sent(self, older_than: timedelta) -> int:
-        """Delete sends confirmed before ``now - older_than``; returns how many."""
-        result = await self.db.execute(
-            "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?",
-            (iso(self._clock() - older_than),),
-        )
+        """Delete sends confirmed before ``now - older_than`` with their sealed copies.
+
+        What erasure needs to redact them (room, event id, subject) moves to
+        ``sent_log``: the bot's old messages are still found and redacted when
+        their client asks to be erased. Returns how many sends were pruned.
+        """
+        old = "sent_at IS NOT NULL AND sent_at < ?"
+        cutoff = iso(self._clock() - older_than)
+        async with self.db.transaction():
+            await self.db.execute(
+                "INSERT INTO sent_log (event_id, room_id, subject, created_at)"
+                f" SELECT event_id, room_id, subject, created_at FROM outbox WHERE {old}"
+                " AND event_id IS NOT NULL AND event_id != '' ON CONFLICT DO NOTHING",
+                (cutoff,),
+            )
+            result = await self.db.execute(f"DELETE FROM outbox WHERE {old}", (cutoff,))
         return result.rowcount
 
     # ------------------------------------------------------------------ clients
@@ -729,6 +753,18 @@ class BridgeStore:
         )
         return {str(r["user_id"]): int(r["n"]) for r in rows}
 
+    async def closed_clients(self) -> list[tuple[str, str]]:
+        """``(client_id, last closed_at)`` of every client whose engagements are all closed."""
+        rows = await self.db.fetchall(
+            "SELECT client_id, MAX(closed_at) AS last_closed FROM engagements GROUP BY client_id"
+            " HAVING COUNT(CASE WHEN status != 'closed' THEN 1 END) = 0"
+        )
+        return [
+            (str(r["client_id"]), str(r["last_closed"]))
+            for r in rows
+            if r["last_closed"] is not None
+        ]
+
     async def record_message(self, room_id: str, *, role: str, ts_ms: int) -> Engagement | None:
         """Note a message's metadata in an open engagement's room; the engagement, or None.
 
@@ -768,12 +804,25 @@ class BridgeStore:
     # ------------------------------------------------------------------ follow-ups
 
     async def add_followup(self, key: str, kind: str, payload: dict[str, Any]) -> bool:
-        """Record a follow-up (inside the step's transaction); False if ``key`` exists."""
-        result = await self.db.execute(
-            "INSERT INTO followups (key, kind, payload, next_at, created_at)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (key, kind, self._seal_json(payload, "followups.payload"), self._now(), self._now()),
-        )
+        """Record a follow-up (inside the step's transaction); False if ``key`` exists.
+
+        A done follow-up whose row was pruned (:meth:`purge_followups`) left
+        its key as a marker, and is not added again either.
+        """
+        async with self.db.transaction():
+            if await is_marked(self.db, FOLLOWUP_MARKER + key):
+                return False
+            result = await self.db.execute(
+                "INSERT INTO followups (key, kind, payload, next_at, created_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (
+                    key,
+                    kind,
+                    self._seal_json(payload, "followups.payload"),
+                    self._now(),
+                    self._now(),
+                ),
+            )
         return bool(result.rowcount)
 
     async def due_followups(self, keys: list[str] | None = None) -> list[PendingFollowUp]:
@@ -847,12 +896,19 @@ class BridgeStore:
         ]
 
     async def purge_followups(self, older_than: timedelta) -> int:
-        """Forget follow-ups done before ``now - older_than`` (their steps are marked handled)."""
-        result = await self.db.execute(
-            "DELETE FROM followups WHERE status = 'done' AND done_at < ?",
-            (iso(self._clock() - older_than),),
+        """Forget follow-ups done before ``now - older_than``; their keys stay as markers.
+
+        Pending and failed ones (waiting for an operator) are never pruned.
+        """
+        return await prune_leaving_markers(
+            self.db,
+            "followups",
+            prefix=FOLLOWUP_MARKER,
+            key="key",
+            at="done_at",
+            where="status = 'done' AND done_at < ?",
+            cutoff=iso(self._clock() - older_than),
         )
-        return result.rowcount
 
     async def pending_followups(self) -> int:
         return int(
@@ -934,7 +990,7 @@ class BridgeStore:
     async def audit(
         self, actor: str, action: str, *, engagement_id: int | None = None, detail: str = ""
     ) -> int:
-        """Append a content-free audit line (see :mod:`bridge.audit`); returns its seq."""
+        """Append a content-free audit line (see :mod:`.audit`); returns its seq."""
         return await audit.append(
             self.db,
             self._audit_key,
