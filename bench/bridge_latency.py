@@ -878,6 +878,13 @@ async def measure(
     out["intake"] = intake
     for name, series in by_step.items():
         out[f"step:{name}"] = series
+    # The answer to the consent waits for the consent's last part (it goes out in
+    # parts a phone screen holds): the other steps, without that one.
+    rest = Series("  without consent -> age")
+    for name, series in by_step.items():
+        if name != "consent -> age":
+            rest.samples += series.samples
+    out["intake_rest"] = rest
     await phase("intake walk", profile=False)
 
     # 4. The same number of back-and-forth turns with the echo bot.
@@ -1135,6 +1142,8 @@ def report(
         row(series["intake"]),
         row(series["echo_turns"]),
         ratios(series["intake"], series["echo_turns"]),
+        row(series["intake_rest"]),
+        ratios(series["intake_rest"], series["echo_turns"]),
         "",
         "intake steps (bridge):",
     ]
