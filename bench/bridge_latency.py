@@ -436,6 +436,7 @@ class LocalBots:
         self.bridge: Bridge | None = None
         self.echo: EchoBot | None = None
         self.handled = 0  # inbox items the bridge's engine handled
+        self.sent = 0  # messages the bridge sent
         self._handle_seconds: list[tuple[str, float]] = []  # (room, seconds) since the last mark
         self._profile: cProfile.Profile | None = None
 
@@ -458,6 +459,14 @@ class LocalBots:
                 self.handled += 1
 
         bridge.engine.handle = timed  # type: ignore[method-assign]
+        send = bridge.session.send
+
+        async def counted(*args: Any, **kwargs: Any) -> str:
+            event_id = await send(*args, **kwargs)
+            self.sent += 1
+            return event_id
+
+        bridge.session.send = counted  # type: ignore[method-assign]
 
     async def mark(self, profile: bool | None = None) -> dict[str, Any]:
         return self.snapshot(profile)
@@ -469,6 +478,7 @@ class LocalBots:
         snapshot: dict[str, Any] = {
             "cpu": time.process_time(),
             "bridge_handled": self.handled,
+            "bridge_sent": self.sent,
             "echo_replies": self.echo.replies if self.echo is not None else 0,
             "handle_seconds": self._handle_seconds,
         }
@@ -758,6 +768,7 @@ class Phase:
 
     cpu: float  # CPU seconds of the bots' process
     bridge_handled: int  # events the bridge's engine handled
+    bridge_sent: int  # messages the bridge sent
     echo_replies: int  # replies the echo bot sent
     handled: list[tuple[str, float]]  # (room, seconds) per event the engine handled, in order
 
@@ -796,6 +807,7 @@ async def measure(
         phases[name] = Phase(
             now["cpu"] - last["cpu"],
             now["bridge_handled"] - last["bridge_handled"],
+            now["bridge_sent"] - last["bridge_sent"],
             now["echo_replies"] - last["echo_replies"],
             [(str(r), float(t)) for r, t in now["handle_seconds"]],
         )
@@ -1031,6 +1043,15 @@ def cpu_lines(phases: dict[str, Phase]) -> list[str]:
         lines.append(f"  {label:<22} {cpu:>10} / {n:>4} messages = {ms(per[label]).strip()} ms")
     bridge_cpu, echo_cpu = per["bridge, intake walk"], per["echo bot, echo walk"]
     lines.append(f"  ratio bridge / echo     {ratio(bridge_cpu, echo_cpu).strip()}")
+    walk, echo = phases.get("intake walk"), phases.get("echo walk")
+    if walk is not None and echo is not None and walk.bridge_sent and echo.echo_replies:
+        # The echo bot sends one message per message; the bridge more (the consent's parts).
+        by_send = walk.cpu / walk.bridge_sent
+        lines.append(
+            f"  per message sent: bridge {by_send * 1000:.1f} ms ({walk.bridge_sent} sent),"
+            f" echo bot {echo.cpu / echo.echo_replies * 1000:.1f} ms,"
+            f" ratio {ratio(by_send, echo.cpu / echo.echo_replies).strip()}"
+        )
     burst = phases.get("crisis burst")
     if burst is not None:
         crisis, then = handling(burst)
