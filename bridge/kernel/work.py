@@ -51,12 +51,13 @@ _MAX_DELAY = 600.0
 #: Refused attempts (including the first) before a follow-up is given up:
 #: with the back-off above, about three hours of trying.
 MAX_ATTEMPTS = 25
-#: The room whose event the running task handles (set by that room's worker). A step's
-#: messages to this room are sent before :meth:`Work.commit` returns; messages to any
-#: other room (a page in a counselor's case channel, the supervisors' room, a digest)
-#: are handed to ``Work.flush_later`` and go out in the background, so the sender's
-#: next message is never held up by them. Unset (the tick, the scheduler, follow-ups
-#: resumed at start), a commit sends everything it queued before returning.
+#: The room whose event the running task handles (set by that room's worker). The
+#: step of that event sends its messages to this room before :meth:`Work.commit`
+#: returns; its messages to any other room (a page in a counselor's case channel, the
+#: supervisors' room) are handed to ``Work.flush_later`` and go out in the background,
+#: so the sender's next message is never held up by them. Follow-ups (no event of
+#: their own; some act on a room right after writing to it, like a goodbye before a
+#: kick), the tick and the scheduler send everything they queued before returning.
 handling_room: ContextVar[str | None] = ContextVar("handling_room", default=None)
 
 
@@ -157,7 +158,7 @@ class Work:
         if self._flush is not None and fx.messages:
             rooms = {room for room, _ in fx.messages}
             here = handling_room.get()
-            if here is not None and self.flush_later is not None:
+            if here is not None and event_id is not None and self.flush_later is not None:
                 if rooms - {here}:
                     self.flush_later(rooms - {here})
                 rooms &= {here}

@@ -265,9 +265,15 @@ async def test_on_an_events_path_only_its_own_room_is_waited_for(store) -> None:
     # Durable before the commit returned: a crash now is finished by the next start.
     assert {item.room_id for item in await store.unsent()} == {"!dm:x", "!case:x", "!supervisors:x"}
 
-    # Outside an event's path (the tick, the scheduler, a restart) all are waited for.
-    fx = Effects("tick-1")
-    fx.say("!dm:x", "a reminder")
-    fx.say("!case:x", "a digest")
-    await work.commit(fx, None)
-    assert waited[-1] == {"!dm:x", "!case:x"} and len(later) == 1
+    # A follow-up on that path, and anything outside it (the tick, the scheduler, a
+    # restart), waits for all its rooms: it may act on a room right after writing to it.
+    for handling in ("!dm:x", None):
+        fx = Effects(f"follow-up-{handling}")
+        fx.say("!session:x", "this room stays yours")
+        fx.say("!case:x", "handed over")
+        token = handling_room.set(handling)
+        try:
+            await work.commit(fx, None)
+        finally:
+            handling_room.reset(token)
+        assert waited[-1] == {"!session:x", "!case:x"} and len(later) == 1
