@@ -25,10 +25,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import json
 import logging
 import math
 import os
+import pstats
 import secrets
 import sys
 import tempfile
@@ -51,8 +53,10 @@ from nio import (
 
 from bridge.app import Bridge
 from bridge.kernel import markup
+from bridge.kernel.render import Renderer
 from bridge.persistence.store import Counselor
 from e2ecounsel.config import BridgeConfig
+from e2ecounsel.domain.replies import Reply
 from e2ecounsel.homeserver import EmbeddedHomeserver, free_port
 from e2ecounsel.matrix import MatrixSession
 from e2ecounsel.policy import Policy, load_policy
@@ -64,6 +68,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 LANG = "en"
 CRISIS_PHRASE = "I want to kill myself"
+NEXT_MESSAGE = "help"  # the client's next message right after the crisis reply
 ECHO_GREETING = "echo bot ready"
 COUNSELORS = 3
 SCREENING_ITEMS = 3  # PHQ-9 answers sent after the pseudonym
@@ -209,6 +214,7 @@ class EchoBot:
     def __init__(self, session: MatrixSession) -> None:
         self.session = session
         self.failures = 0
+        self.replies = 0
         self._tasks: set[asyncio.Task[None]] = set()
         session.add_event_callback(self._on_invite, InviteMemberEvent)
         session.add_event_callback(self._on_text, RoomMessageText)
@@ -240,6 +246,7 @@ class EchoBot:
 
     async def _echo(self, room_id: str, body: str) -> None:
         await self.session.send_text(room_id, body, notice=True)
+        self.replies += 1
 
     async def close(self) -> None:
         await self.session.stop()
@@ -347,8 +354,8 @@ class Expect:
     def intake_steps(self, pseudonym: str) -> list[tuple[str, str, Check]]:
         """(step name, client answer, check for the next question).
 
-        Each step draws one bot message, except the pseudonym: the questionnaire's
-        introduction comes first, then its first item (see :meth:`intake_replies`)."""
+        Each step draws one bot message, except the consent, sent in parts (see
+        :meth:`intake_replies`)."""
         phq = self.policy.instruments["phq9"]
         steps: list[tuple[str, str, Check]] = [
             (
@@ -381,8 +388,12 @@ class Expect:
         return steps
 
     def intake_replies(self) -> int:
-        """Bot messages the intake walk draws, all steps together."""
-        return len(self.intake_steps("x")) + 1
+        """Bot messages the intake walk draws, all steps together: one per step, the
+        consent text in as many parts as a phone screen holds."""
+        consent = Renderer(self.policy).reply(
+            LANG, Reply("intake.consent", {"version": self.policy.consent[LANG].version})
+        )
+        return len(self.intake_steps("x")) + len(markup.split_parts(consent)) - 1
 
     def page(self) -> Check:
         return self.contains(self.policy.text(LANG, "page.crisis", page=_MARK).split(_MARK)[1][:30])
@@ -401,6 +412,7 @@ class BotSpec:
     counselor_ids: list[str]
     capacity: int
     cold_case_rooms: bool
+    profile: str | None = None  # cProfile output of the intake walk, if asked for
 
 
 def bridge_config(base_url: str, bot_id: str, password: str, data_dir: Path) -> BridgeConfig:
@@ -423,10 +435,62 @@ class LocalBots:
         self.spec = spec
         self.bridge: Bridge | None = None
         self.echo: EchoBot | None = None
+        self.handled = 0  # inbox items the bridge's router handled
+        self.sent = 0  # messages the bridge sent
+        self._handle_seconds: list[tuple[str, float]] = []  # (room, seconds) since the last mark
+        self._profile: cProfile.Profile | None = None
 
     @property
     def bot_id(self) -> str:
         return self.spec.bot_id
+
+    def _time_handling(self, bridge: Bridge) -> None:
+        """Count and time every event the router handles (inbox item in, step committed
+        and flushed as far as the handler waits for it: what holds the room's next event)."""
+        assert bridge.router is not None
+        handle = bridge.router.handle
+
+        async def timed(item: Any) -> None:
+            start = time.perf_counter()
+            try:
+                await handle(item)
+            finally:
+                self._handle_seconds.append((item.room_id, time.perf_counter() - start))
+                self.handled += 1
+
+        bridge.router.handle = timed  # type: ignore[method-assign]
+        send = bridge.session.send
+
+        async def counted(*args: Any, **kwargs: Any) -> str:
+            event_id = await send(*args, **kwargs)
+            self.sent += 1
+            return event_id
+
+        bridge.session.send = counted  # type: ignore[method-assign]
+
+    async def mark(self, profile: bool | None = None) -> dict[str, Any]:
+        return self.snapshot(profile)
+
+    def snapshot(self, profile: bool | None = None) -> dict[str, Any]:
+        """This process's CPU seconds so far, the messages each bot handled so far, and
+        the router's handling times since the previous mark. ``profile`` True starts a
+        CPU profile (cProfile on the process clock), False stops it and writes it."""
+        snapshot: dict[str, Any] = {
+            "cpu": time.process_time(),
+            "bridge_handled": self.handled,
+            "bridge_sent": self.sent,
+            "echo_replies": self.echo.replies if self.echo is not None else 0,
+            "handle_seconds": self._handle_seconds,
+        }
+        self._handle_seconds = []
+        if profile and self._profile is None and self.spec.profile:
+            self._profile = cProfile.Profile(time.process_time)
+            self._profile.enable()
+        elif profile is False and self._profile is not None and self.spec.profile:
+            self._profile.disable()
+            self._profile.dump_stats(self.spec.profile)
+            self._profile = None
+        return snapshot
 
     @property
     def echo_id(self) -> str:
@@ -438,6 +502,7 @@ class LocalBots:
         self.bridge = bridge = Bridge(config, Sealer(secrets.token_bytes(32)))
         await bridge.start()
         assert bridge.store is not None and bridge.router is not None
+        self._time_handling(bridge)
         for i, user_id in enumerate(spec.counselor_ids):
             await bridge.store.add_counselor(
                 Counselor(
@@ -539,6 +604,12 @@ class BotProcess:
         if not reply.get("ready"):
             raise RuntimeError(f"the bot process failed to start: {reply.get('error')}")
 
+    async def mark(self, profile: bool | None = None) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"mark": True, "profile": profile}).encode() + b"\n")
+        await self.proc.stdin.drain()
+        return await self._line(60)
+
     async def final_stats(self) -> dict[str, int]:
         await self._stop_child()
         return self._stats or {}
@@ -577,7 +648,12 @@ async def serve_bots() -> int:
             print(json.dumps({"ready": False, "error": type(exc).__name__}), flush=True)
             return 1
         print(json.dumps({"ready": True}), flush=True)
-        await asyncio.to_thread(sys.stdin.readline)  # "stop", or EOF if the parent is gone
+        while True:  # marks, until "stop" (or EOF if the parent is gone)
+            line = await asyncio.to_thread(sys.stdin.readline)
+            if not line or line.strip() == "stop":
+                break
+            command = json.loads(line)
+            print(json.dumps(bots.snapshot(command.get("profile"))), flush=True)
         stats = await bots.final_stats()
     finally:
         await bots.stop()
@@ -653,6 +729,7 @@ async def build(args: argparse.Namespace, root: Path, stack: contextlib.AsyncExi
         counselor_ids=[c.user_id for c in counselors],
         capacity=max(5, args.clients),
         cold_case_rooms=args.cold_case_rooms,
+        profile=args.profile,
     )
     bots: Bots = LocalBots(spec) if args.in_process else BotProcess(spec, args.log_level)
     stack.push_async_callback(bots.stop)
@@ -685,56 +762,110 @@ async def open_dms(world: World, expect: Expect, timeout: float) -> None:
     logger.info("%d x 2 DMs open and greeted in %.1fs", len(world.clients), time.perf_counter() - t)
 
 
-async def measure(world: World, expect: Expect, timeout: float) -> dict[str, Series]:
-    out: dict[str, Series] = {}
-    clients = world.clients
+@dataclass
+class Phase:
+    """What the bots' process spent in one part of the run (between two marks)."""
 
-    # 1. Crisis phrase right after the greeting, all clients at once.
+    cpu: float  # CPU seconds of the bots' process
+    bridge_handled: int  # events the bridge's router handled
+    bridge_sent: int  # messages the bridge sent
+    echo_replies: int  # replies the echo bot sent
+    handled: list[tuple[str, float]]  # (room, seconds) per event the router handled, in order
+
+
+async def burst_then_next(
+    peer: Peer,
+    room_id: str,
+    bot_id: str,
+    first: Check,
+    then: Check | None,
+    next_body: str,
+    next_check: Check,
+    timeout: float,
+) -> tuple[Sample, Sample]:
+    """The crisis phrase, then (once the bot answered it, and ``then`` too if given) the
+    client's next message at once: is it answered as fast as any other, or held back
+    by what the first message set off?"""
+    cursor = len(peer.seen)
+    crisis = await round_trip(peer, room_id, bot_id, CRISIS_PHRASE, first, timeout)
+    if then is not None:
+        await peer.expect(room_id, bot_id, then, cursor, min(timeout, 15.0))
+    return crisis, await round_trip(peer, room_id, bot_id, next_body, next_check, timeout)
+
+
+async def measure(
+    world: World, expect: Expect, timeout: float
+) -> tuple[dict[str, Series], dict[str, Phase]]:
+    out: dict[str, Series] = {}
+    phases: dict[str, Phase] = {}
+    clients = world.clients
+    last = await world.bots.mark()
+
+    async def phase(name: str, profile: bool | None = None) -> None:
+        nonlocal last
+        now = await world.bots.mark(profile)
+        phases[name] = Phase(
+            now["cpu"] - last["cpu"],
+            now["bridge_handled"] - last["bridge_handled"],
+            now["bridge_sent"] - last["bridge_sent"],
+            now["echo_replies"] - last["echo_replies"],
+            [(str(r), float(t)) for r, t in now["handle_seconds"]],
+        )
+        last = now
+
+    # 1. Crisis phrase right after the greeting, all clients at once; the message also
+    # answers the language question (a hint or a nudge back to the intake comes with the
+    # crisis reply). Then each client's next message, "help", at once.
     logger.info("crisis burst to the bridge")
     crisis = Series("crisis auto-reply (bridge)")
-    cursors = {p.user_id: len(p.seen) for p in clients}
-    crisis.samples = await asyncio.gather(
+    after = Series("next message (bridge)")
+    bursts = await asyncio.gather(
         *(
-            round_trip(
-                p, world.bridge_dm[p.user_id], world.bot_id, CRISIS_PHRASE, expect.crisis(), timeout
-            )
-            for p in clients
-        )
-    )
-    out["crisis"] = crisis
-    # The same message also answered the language question; let that reply land.
-    await asyncio.gather(
-        *(
-            p.expect(
+            burst_then_next(
+                p,
                 world.bridge_dm[p.user_id],
                 world.bot_id,
+                expect.crisis(),
                 expect.after_crisis(),
-                cursors[p.user_id],
-                min(timeout, 15.0),
-            )
-            for p in clients
-        )
-    )
-    # And the pages to the on-call counselor, so the echo burst starts on a quiet bridge.
-    await world.counselors[0].wait_for(lambda: count_pages(world, expect) >= len(clients), timeout)
-
-    # 2. The same burst against the bare echo bot.
-    logger.info("crisis burst to the echo bot")
-    echo_first = Series("first reply (bare echo bot)")
-    echo_first.samples = await asyncio.gather(
-        *(
-            round_trip(
-                p,
-                world.echo_dm[p.user_id],
-                world.echo_id,
-                CRISIS_PHRASE,
-                lambda b: b == CRISIS_PHRASE,
+                NEXT_MESSAGE,
+                lambda _body: True,
                 timeout,
             )
             for p in clients
         )
     )
+    crisis.samples = [first for first, _ in bursts]
+    after.samples = [then for _, then in bursts]
+    out["crisis"] = crisis
+    out["crisis_next"] = after
+    # And the pages to the on-call counselor, so the echo burst starts on a quiet bridge.
+    await world.counselors[0].wait_for(lambda: count_pages(world, expect) >= len(clients), timeout)
+    await phase("crisis burst")
+
+    # 2. The same burst against the bare echo bot, and the next message.
+    logger.info("crisis burst to the echo bot")
+    echo_first = Series("first reply (bare echo bot)")
+    echo_next = Series("next message (bare echo bot)")
+    echo_bursts = await asyncio.gather(
+        *(
+            burst_then_next(
+                p,
+                world.echo_dm[p.user_id],
+                world.echo_id,
+                lambda b: b == CRISIS_PHRASE,
+                None,
+                NEXT_MESSAGE,
+                lambda b: b == NEXT_MESSAGE,
+                timeout,
+            )
+            for p in clients
+        )
+    )
+    echo_first.samples = [first for first, _ in echo_bursts]
+    echo_next.samples = [then for _, then in echo_bursts]
     out["echo_first"] = echo_first
+    out["echo_next"] = echo_next
+    await phase("echo burst", profile=True)
 
     # 3. Intake, each client at its own pace, all at the same time.
     logger.info("intake walk")
@@ -759,6 +890,14 @@ async def measure(world: World, expect: Expect, timeout: float) -> dict[str, Ser
     out["intake"] = intake
     for name, series in by_step.items():
         out[f"step:{name}"] = series
+    # The answer to the consent waits for the consent's last part (it goes out in
+    # parts a phone screen holds): the other steps, without that one.
+    rest = Series("  without consent -> age")
+    for name, series in by_step.items():
+        if name != "consent -> age":
+            rest.samples += series.samples
+    out["intake_rest"] = rest
+    await phase("intake walk", profile=False)
 
     # 4. The same number of back-and-forth turns with the echo bot.
     logger.info("echo walk")
@@ -785,7 +924,8 @@ async def measure(world: World, expect: Expect, timeout: float) -> dict[str, Ser
     for got in await asyncio.gather(*(echo_walk(p) for p in clients)):
         echo_turns.samples.extend(got)
     out["echo_turns"] = echo_turns
-    return out
+    await phase("echo walk")
+    return out, phases
 
 
 def crisis_pages(world: World, expect: Expect) -> list[Seen]:
@@ -821,7 +961,8 @@ async def integrity(world: World, expect: Expect, settle: float) -> Checks:
         if len(msgs) != len(set(msgs)):
             dup_clients += 1
         crisis_counts[sum(1 for m in msgs if expect.crisis()(m))] += 1
-    want = 3 + expect.intake_replies()  # greeting, crisis reply, its follow-up, the walk
+    # greeting, crisis reply, its follow-up, the answer to the next message, the walk
+    want = 4 + expect.intake_replies()
     lines.append(
         f"bot messages per client DM (want {want}): "
         + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))
@@ -853,7 +994,7 @@ async def integrity(world: World, expect: Expect, settle: float) -> Checks:
     echo_counts: Counter[int] = Counter(
         len(p.bodies(world.echo_dm[p.user_id], world.echo_id)) for p in world.clients
     )
-    echo_want = 2 + len(expect.intake_steps("x"))
+    echo_want = 3 + len(expect.intake_steps("x"))
     lines.append(
         f"echo bot messages per client DM (want {echo_want}): "
         + ", ".join(f"{k} x{v}" for k, v in sorted(echo_counts.items()))
@@ -872,8 +1013,112 @@ def ratio(a: float | None, b: float | None) -> str:
     return "-" if a is None or not b else f"{a / b:9.2f}"
 
 
+def handling(phase: Phase) -> tuple[list[float], list[float]]:
+    """Engine handling times in a burst phase, sorted: each room's first event (the
+    crisis message) and its second (the next message)."""
+    first: dict[str, float] = {}
+    second: dict[str, float] = {}
+    for room, seconds in phase.handled:
+        if room not in first:
+            first[room] = seconds
+        elif room not in second:
+            second[room] = seconds
+    return sorted(first.values()), sorted(second.values())
+
+
+def cpu_lines(phases: dict[str, Phase]) -> list[str]:
+    """CPU per handled message: the bridge in the intake walk, the echo bot in its walk
+    (one process holds both; in each walk the other bot is idle), and the ratio; then
+    the bridge's handling time per crisis message and per the message right after it."""
+    lines = ["CPU of the bots' process per handled message (time.process_time):"]
+    per: dict[str, float | None] = {}
+    for label, name, count in (
+        ("bridge, intake walk", "intake walk", "bridge_handled"),
+        ("echo bot, echo walk", "echo walk", "echo_replies"),
+    ):
+        ph = phases.get(name)
+        n = getattr(ph, count) if ph is not None else 0
+        per[label] = ph.cpu / n if ph is not None and n else None
+        cpu = f"{ph.cpu * 1000:.0f} ms" if ph is not None else "-"
+        lines.append(f"  {label:<22} {cpu:>10} / {n:>4} messages = {ms(per[label]).strip()} ms")
+    bridge_cpu, echo_cpu = per["bridge, intake walk"], per["echo bot, echo walk"]
+    lines.append(f"  ratio bridge / echo     {ratio(bridge_cpu, echo_cpu).strip()}")
+    walk, echo = phases.get("intake walk"), phases.get("echo walk")
+    if walk is not None and echo is not None and walk.bridge_sent and echo.echo_replies:
+        # The echo bot sends one message per message; the bridge more (the consent's parts).
+        by_send = walk.cpu / walk.bridge_sent
+        lines.append(
+            f"  per message sent: bridge {by_send * 1000:.1f} ms ({walk.bridge_sent} sent),"
+            f" echo bot {echo.cpu / echo.echo_replies * 1000:.1f} ms,"
+            f" ratio {ratio(by_send, echo.cpu / echo.echo_replies).strip()}"
+        )
+    burst = phases.get("crisis burst")
+    if burst is not None:
+        crisis, then = handling(burst)
+        lines.append("bridge handling time in the crisis burst (event in -> handler returns):")
+        for label, values in (("crisis message", crisis), ("next message", then)):
+            lines.append(
+                f"  {label:<22} n {len(values):>3}  p50 {ms(percentile(values, 50)).strip()} ms"
+                f"  p95 {ms(percentile(values, 95)).strip()} ms"
+                f"  max {ms(values[-1] if values else None).strip()} ms"
+            )
+    return lines
+
+
+def module_of(filename: str) -> str:
+    """A profile entry's module: a package path for installed code, the repository
+    path for ours, the function's own name for built-ins."""
+    if filename.startswith("~") or filename.startswith("<"):
+        return "(built-in)"
+    path = filename.replace(os.sep, "/")
+    for marker in ("/site-packages/", "/lib/python3"):
+        if marker in path:
+            tail = path.split(marker, 1)[1]
+            return tail.split("/", 1)[1] if marker == "/lib/python3" and "/" in tail else tail
+    with contextlib.suppress(ValueError):
+        return str(Path(filename).resolve().relative_to(REPO_ROOT))
+    return path
+
+
+def profile_lines(path: str, top: int = 15) -> list[str]:
+    """The intake walk's CPU profile: own time by module, then by function."""
+    stats = pstats.Stats(path)
+    entries = stats.stats  # type: ignore[attr-defined]
+    total = sum(tt for _cc, _nc, tt, _ct, _callers in entries.values()) or 1.0
+    by_module: Counter[str] = Counter()
+    builtins: Counter[str] = Counter()
+    for (filename, _line, func), (_cc, _nc, tt, _ct, _callers) in entries.items():
+        module = module_of(filename)
+        by_module[module] += tt
+        if module == "(built-in)":
+            builtins[func] += tt
+    lines = [f"CPU profile of the bots' process in the intake walk ({total:.2f} s CPU), own time:"]
+    lines += [f"  {share / total:6.1%}  {module}" for module, share in by_module.most_common(top)]
+    lines.append("  built-ins among them:")
+    lines += [f"  {share / total:6.1%}  {func}" for func, share in builtins.most_common(8)]
+    lines.append("  by package (own time):")
+    packages: Counter[str] = Counter()
+    for module, share in by_module.items():
+        packages[module.split("/", 1)[0] if "/" in module else module] += share
+    lines += [f"  {share / total:6.1%}  {pkg}" for pkg, share in packages.most_common(10)]
+    lines.append("  ours, cumulative (includes what they await):")
+    ours = [
+        (ct, f"{module_of(filename)}:{func}")
+        for (filename, _line, func), (_cc, _nc, _tt, ct, _callers) in entries.items()
+        if module_of(filename).startswith(("bridge/", "e2ecounsel/"))
+    ]
+    lines += [f"  {ct / total:6.1%}  {name}" for ct, name in sorted(ours, reverse=True)[:top]]
+    return lines
+
+
 def report(
-    series: dict[str, Series], checks: Checks, clients: int, where: str, timings: dict[str, float]
+    series: dict[str, Series],
+    checks: Checks,
+    clients: int,
+    where: str,
+    timings: dict[str, float],
+    phases: dict[str, Phase],
+    profile: str | None = None,
 ) -> str:
     """The table. Round trip: client clock, send to decrypted reply. Bot: server clock,
     message to reply, which leaves out the load on the clients' own process."""
@@ -911,13 +1156,22 @@ def report(
         row(series["echo_first"]),
         ratios(series["crisis"], series["echo_first"]),
         "",
+        row(series["crisis_next"]),
+        row(series["echo_next"]),
+        ratios(series["crisis_next"], series["echo_next"]),
+        "",
         row(series["intake"]),
         row(series["echo_turns"]),
         ratios(series["intake"], series["echo_turns"]),
+        row(series["intake_rest"]),
+        ratios(series["intake_rest"], series["echo_turns"]),
         "",
         "intake steps (bridge):",
     ]
     lines += [row(s, f"  {s.name}") for k, s in series.items() if k.startswith("step:")]
+    lines += [rule, *cpu_lines(phases)]
+    if profile is not None:
+        lines += [rule, *profile_lines(profile)]
     lines += [rule, "checks:"]
     lines += [f"  {line}" for line in checks.lines]
     lines.append(f"  problems: {checks.problems}")
@@ -929,6 +1183,7 @@ async def run(args: argparse.Namespace) -> int:
     policy = load_policy(None)
     expect = Expect(policy)
     timings: dict[str, float] = {}
+    load_before = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="e2ecounsel-bench-", ignore_cleanup_errors=True) as d:
         async with contextlib.AsyncExitStack() as stack:
@@ -936,13 +1191,15 @@ async def run(args: argparse.Namespace) -> int:
             await open_dms(world, expect, args.timeout)
             timings["set-up"] = time.perf_counter() - t0
             t1 = time.perf_counter()
-            series = await measure(world, expect, args.timeout)
+            series, phases = await measure(world, expect, args.timeout)
             timings["measuring"] = time.perf_counter() - t1
             checks = await integrity(world, expect, args.settle)
             logger.info("stopping")
         timings["total"] = time.perf_counter() - t0
     where = "in the clients' process" if args.in_process else "in their own process"
-    print(report(series, checks, len(world.clients), where, timings))
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"load average before the run: {load_before}; after: {load}")
+    print(report(series, checks, len(world.clients), where, timings, phases, args.profile))
     return 1 if checks.problems else 0
 
 
@@ -978,6 +1235,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="run the bridge and the echo bot in the clients' process (default: their own)",
     )
+    ap.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="write a CPU profile (cProfile, process clock) of the bots' process during the"
+        " intake walk to FILE and print its top costs; it slows the bots, so take the"
+        " latency figures from a run without it",
+    )
     ap.add_argument("--serve-bots", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument(
         "--log-level",
@@ -989,6 +1253,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.profile:
+        args.profile = os.path.abspath(args.profile)
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,

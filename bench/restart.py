@@ -4,6 +4,7 @@ Run from the repository root::
 
     python -m bench.restart                 # 2000 rooms, 3 restarts of each kind
     python -m bench.restart --rooms 500 --repeats 1
+    python -m bench.restart --rooms 2000 5000 --repeats 1 --deadline 600
 
 An embedded Synapse in a temporary directory; one bot account in N encrypted rooms
 (created through the API, nothing else in them). Three kinds of restart, alternated,
@@ -129,7 +130,50 @@ class BridgeStarts:
             await bridge.stop()
 
 
+Times = dict[str, list[float]]
+
+
+async def measure(
+    bridge: BridgeStarts, bare: BareNio, repeats: int
+) -> tuple[Times, dict[str, int], list[float]]:
+    """``repeats`` rounds of the three kinds of restart, alternated."""
+    times: Times = {"bare nio": [], "bridge, full state": [], "bridge": []}
+    rooms: dict[str, int] = {}
+    first_use: list[float] = []
+    for i in range(repeats):
+        t = time.perf_counter()
+        rooms["bare nio"] = await bare.restart()
+        times["bare nio"].append(time.perf_counter() - t)
+        took, rooms["bridge, full state"], _ = await bridge.restart(lazily=False)
+        times["bridge, full state"].append(took)
+        took, rooms["bridge"], load = await bridge.restart(lazily=True)
+        times["bridge"].append(took)
+        first_use.append(load)
+        logger.info("round %d of %d done", i + 1, repeats)
+    return times, rooms, first_use
+
+
+def table(n: int, repeats: int, times: Times, rooms: dict[str, int], first_use: list[float]) -> str:
+    base_median = statistics.median(times["bare nio"])
+    lines = [
+        f"restart with {n} rooms, {repeats} restart(s) of each kind",
+        f"{'kind':<22}{'min s':>8}{'median s':>10}{'max s':>8}{'ratio':>8}{'rooms':>8}",
+    ]
+    for kind, values in times.items():
+        median = statistics.median(values)
+        lines.append(
+            f"{kind:<22}{min(values):>8.2f}{median:>10.2f}{max(values):>8.2f}"
+            f"{median / base_median:>8.2f}{rooms[kind]:>8}"
+        )
+    lines.append(
+        f"bridge, first use of a quiet room after the restart (its state fetched): "
+        f"{statistics.median(first_use) * 1000:.0f} ms median"
+    )
+    return "\n".join(lines)
+
+
 async def run(args: argparse.Namespace) -> int:
+    sizes = sorted(set(args.rooms))
     with tempfile.TemporaryDirectory(prefix="e2ecounsel-restart-", ignore_cleanup_errors=True) as d:
         root = Path(d)
         hs = EmbeddedHomeserver(root / "hs", port=free_port(), bcrypt_rounds=4)
@@ -141,42 +185,22 @@ async def run(args: argparse.Namespace) -> int:
             await bridge.restart(lazily=False)  # first start: sign-in, cross-signing
             bare = BareNio(base, bot_id, root / "bare")
             await bare.first_start(bot_pw)
-            t = time.perf_counter()
-            await _make_rooms(base, bot_id, bot_pw, root / "setup", args.rooms)
-            logger.info("%d rooms created in %.0fs", args.rooms, time.perf_counter() - t)
-            # Both see every room once, as a running bot would have before it stopped.
-            await bridge.restart(lazily=False)
-            await bare.restart()
-
-            times: dict[str, list[float]] = {"bare nio": [], "bridge, full state": [], "bridge": []}
-            rooms: dict[str, int] = {}
-            first_use: list[float] = []
-            for i in range(args.repeats):
+            made = 0
+            for n in sizes:
                 t = time.perf_counter()
-                rooms["bare nio"] = await bare.restart()
-                times["bare nio"].append(time.perf_counter() - t)
-                took, rooms["bridge, full state"], _ = await bridge.restart(lazily=False)
-                times["bridge, full state"].append(took)
-                took, rooms["bridge"], load = await bridge.restart(lazily=True)
-                times["bridge"].append(took)
-                first_use.append(load)
-                logger.info("round %d of %d done", i + 1, args.repeats)
+                await _make_rooms(base, bot_id, bot_pw, root / "setup", n - made)
+                logger.info("%d rooms created in %.0fs", n - made, time.perf_counter() - t)
+                made = n
+                # Both see every room once, as a running bot would have before it stopped.
+                await bridge.restart(lazily=False)
+                await bare.restart()
+                print(
+                    table(n, args.repeats, *await measure(bridge, bare, args.repeats)), flush=True
+                )
         finally:
             await hs.stop()
-    base_median = statistics.median(times["bare nio"])
-    print(f"restart with {args.rooms} rooms, {args.repeats} restart(s) of each kind")
-    print(f"{'kind':<22}{'min s':>8}{'median s':>10}{'max s':>8}{'ratio':>8}{'rooms':>8}")
-    for kind, values in times.items():
-        median = statistics.median(values)
-        print(
-            f"{kind:<22}{min(values):>8.2f}{median:>10.2f}{max(values):>8.2f}"
-            f"{median / base_median:>8.2f}{rooms[kind]:>8}"
-        )
     print("rooms: rooms in the client's memory when ready (a lazy bridge loads rooms on use)")
-    print(
-        f"bridge, first use of a quiet room after the restart (its state fetched): "
-        f"{statistics.median(first_use) * 1000:.0f} ms median"
-    )
+    print("ratio: median over the bare nio restart's median, measured in the same run")
     return 0
 
 
@@ -186,7 +210,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("--rooms", type=int, default=2000, help="rooms of the bot (default 2000)")
+    ap.add_argument(
+        "--rooms",
+        type=int,
+        nargs="+",
+        default=[2000],
+        help="rooms of the bot (default 2000); several sizes, say 2000 5000, are measured"
+        " one after the other on the same account, the rooms made up to each size in turn",
+    )
     ap.add_argument("--repeats", type=int, default=3, help="restarts of each kind (default 3)")
     ap.add_argument(
         "--deadline", type=float, default=1800.0, help="seconds before giving up (default 1800)"

@@ -34,7 +34,7 @@ from bridge.features import placement, supervision
 from bridge.features.cadence import Cadence
 from bridge.kernel.context import Context
 from bridge.kernel.effects import AWAIT_JOIN, PLAINTEXT_OK, message_content, txn_id
-from bridge.kernel.work import CrashPoint, no_crash
+from bridge.kernel.work import CrashPoint, handling_room, no_crash
 from bridge.persistence.inbox import Inbox, InboxItem
 from bridge.persistence.store import BridgeStore
 from bridge.router import Router
@@ -107,6 +107,8 @@ class Bridge:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._send_locks: dict[str, asyncio.Lock] = {}
+        self._flushers: dict[str, asyncio.Task[None]] = {}  # room -> its background flusher
+        self._dirty: set[str] = set()  # rooms queued to since their flusher's last pass
         self._told_unsigned: set[tuple[str, str]] = set()
         self._configured_supervisors = False
         self._ticker: asyncio.Task[None] | None = None
@@ -156,6 +158,7 @@ class Bridge:
             supervisors_room=self.supervisors_room,
             mark_done=self.inbox.done,
             flush=self.flush,
+            flush_later=self.flush_soon,
             clock=self.clock,
             trust=self.trust,
             look_up=self._look_up,
@@ -405,6 +408,8 @@ class Bridge:
 
     async def _drain(self, room_id: str) -> None:
         assert self.inbox is not None and self.router is not None
+        # This task's steps wait only for their sends to this room (see handling_room).
+        handling_room.set(room_id)
         while True:
             items = await self.inbox.pending(room_id)
             if not items:
@@ -456,10 +461,31 @@ class Bridge:
         send the same item twice.
         """
         assert self.store is not None
-        rooms = await self.store.unsent_rooms()
-        if only is not None:
-            rooms &= only
+        rooms = await self.store.unsent_rooms() if only is None else only
         await asyncio.gather(*(self._flush_room(room_id) for room_id in rooms))
+
+    def flush_soon(self, rooms: set[str]) -> None:
+        """Send what is queued for ``rooms`` in the background, coalesced.
+
+        One flusher per room: while it sends, further rows queued there only
+        mark the room, and its next pass takes all of them at once (fifty pages
+        in a counselor's case channel are one read and fifty sends, not fifty
+        flushes waiting on each other). Order is kept by the room's send lock.
+        """
+        for room_id in rooms:
+            self._dirty.add(room_id)
+            if room_id not in self._flushers:
+                self._flushers[room_id] = self.background(
+                    self._flush_behind(room_id), name=f"flush:{room_id}"
+                )
+
+    async def _flush_behind(self, room_id: str) -> None:
+        try:
+            while room_id in self._dirty:
+                self._dirty.discard(room_id)
+                await self._flush_room(room_id)
+        finally:
+            self._flushers.pop(room_id, None)
 
     async def _flush_room(self, room_id: str) -> None:
         assert self.store is not None

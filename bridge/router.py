@@ -89,6 +89,7 @@ class Router:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         mark_done: Callable[[str], Awaitable[None]] | None = None,
         flush: Callable[[set[str] | None], Awaitable[None]] | None = None,
+        flush_later: Callable[[set[str]], None] | None = None,
         trust: TrustPolicy | None = None,
         look_up: Callable[[list[str]], Awaitable[object]] | None = None,
         crash_point: CrashPoint = no_crash,
@@ -96,7 +97,14 @@ class Router:
         self.trust = trust
         #: Looks the devices of these users up again (a sender's device not seen before).
         self.look_up = look_up
-        work = Work(store, txn_id=txn_id, mark_done=mark_done, flush=flush, crash_point=crash_point)
+        work = Work(
+            store,
+            txn_id=txn_id,
+            mark_done=mark_done,
+            flush=flush,
+            flush_later=flush_later,
+            crash_point=crash_point,
+        )
         self.ctx = Context(
             matrix=matrix,
             store=store,

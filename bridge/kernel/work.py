@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -50,6 +51,14 @@ _MAX_DELAY = 600.0
 #: Refused attempts (including the first) before a follow-up is given up:
 #: with the back-off above, about three hours of trying.
 MAX_ATTEMPTS = 25
+#: The room whose event the running task handles (set by that room's worker). The
+#: step of that event sends its messages to this room before :meth:`Work.commit`
+#: returns; its messages to any other room (a page in a counselor's case channel, the
+#: supervisors' room) are handed to ``Work.flush_later`` and go out in the background,
+#: so the sender's next message is never held up by them. Follow-ups (no event of
+#: their own; some act on a room right after writing to it, like a goodbye before a
+#: kick), the tick and the scheduler send everything they queued before returning.
+handling_room: ContextVar[str | None] = ContextVar("handling_room", default=None)
 
 
 def no_crash(_point: str) -> None:
@@ -105,6 +114,7 @@ class Work:
         txn_id: Callable[[str, int], str],
         mark_done: Callable[[str], Awaitable[None]] | None = None,
         flush: Callable[[set[str] | None], Awaitable[None]] | None = None,
+        flush_later: Callable[[set[str]], None] | None = None,
         crash_point: CrashPoint = no_crash,
         max_attempts: int = MAX_ATTEMPTS,
     ) -> None:
@@ -113,6 +123,9 @@ class Work:
         self._txn_id = txn_id
         self._mark_done = mark_done
         self._flush = flush
+        #: Sends the given rooms' queue in the background (see :data:`handling_room`);
+        #: None: every room is flushed before the commit returns.
+        self.flush_later = flush_later
         self.crash_point = crash_point
         self.handlers: dict[str, FollowUpHandler] = {}
         self._running: set[int] = set()
@@ -140,9 +153,18 @@ class Work:
                 await self.store.mark_handled(event_id)
         self.crash_point(f"committed:{fx.follow_ups[0].kind}" if fx.follow_ups else "committed")
         # Send first: a crisis reply must not wait for follow-ups such as
-        # opening a room. Only the rooms this step wrote to are flushed here.
+        # opening a room. Only the rooms this step wrote to are flushed here, and
+        # on an event's handling path only its own room is waited for. The rows are
+        # in the outbox already: whatever a crash interrupts, the next start sends.
         if self._flush is not None and fx.messages:
-            await self._flush({room for room, _ in fx.messages})
+            rooms = {room for room, _ in fx.messages}
+            here = handling_room.get()
+            if here is not None and event_id is not None and self.flush_later is not None:
+                if rooms - {here}:
+                    self.flush_later(rooms - {here})
+                rooms &= {here}
+            if rooms:
+                await self._flush(rooms)
         if follow and fx.follow_ups:
             await self.run([f.key for f in fx.follow_ups])
 

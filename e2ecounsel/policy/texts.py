@@ -38,6 +38,17 @@ CONSENT_PARAMS: frozenset[str] = frozenset(
 #: Placeholders the crisis reply may use.
 CRISIS_REPLY_PARAMS: frozenset[str] = frozenset({"resources", "country", "service_name"})
 
+#: What a questionnaire's introduction is given (its one-message start adds the question's).
+_SCREENING_INTRO = (
+    "instrument_title",
+    "count",
+    "scale",
+    "instrument",
+    "number",
+    "instruments",
+    "max_answer",
+)
+
 # Every message key the code may render, with the parameters the caller supplies
 # (on top of COMMON_PARAMS). A message may use fewer parameters than supplied, never
 # others: an unknown one would fail at render time, in front of a client.
@@ -68,15 +79,7 @@ _CATALOG: dict[str, tuple[str, ...]] = {
     "intake.pause_waiting": (),
     "intake.pseudonym": ("max_len",),
     "intake.pseudonym_invalid": ("max_len",),
-    "intake.screening_intro": (
-        "instrument_title",
-        "count",
-        "scale",
-        "instrument",
-        "number",
-        "instruments",
-        "max_answer",
-    ),
+    "intake.screening_intro": _SCREENING_INTRO,
     "intake.screening_item": (
         "index",
         "count",
@@ -86,6 +89,8 @@ _CATALOG: dict[str, tuple[str, ...]] = {
         "item",
         "max_answer",
     ),
+    # The introduction and the first question in one message.
+    "intake.screening_start": (*_SCREENING_INTRO, "index", "question", "item"),
     "intake.screening_invalid": ("instrument", "max_answer"),
     "intake.screening_skipped": ("instrument_title", "instrument"),
     "intake.screening_result": ("instrument_title", "score", "severity", "instrument"),
@@ -281,6 +286,7 @@ _REQUIRED_PARAMS: dict[str, frozenset[str]] = {
     "intake.country": frozenset({"options"}),
     "intake.zone": frozenset({"options"}),
     "intake.screening_item": frozenset({"question"}),
+    "intake.screening_start": frozenset({"question"}),
     "intake.topic": frozenset({"options"}),
     "intake.counselor": frozenset({"options"}),
     "intake.waitlisted": frozenset({"position"}),

@@ -69,7 +69,11 @@ async def walk_intake(
     if len(zones) > 1:  # Indonesia: WIB, WITA or WIT
         await step("1", lambda b: zones[0].label[lang] in b)
     await step("1", text(lang, "intake.pseudonym", max_len=40))
-    await step(pseudonym, lambda b: PHQ.items[0].text[lang] in b)
+    before = chat.seen
+    start = await step(pseudonym, lambda b: PHQ.items[0].text[lang] in b)
+    # One message, not two: the questionnaire's introduction with its first question.
+    assert chat.seen == before + 1, chat.bot_messages()[before:]
+    assert PHQ.title[lang] in start
     answers = phq if phq is not None else ["0"] * 9
     for i, answer in enumerate(answers):
         if answer == "skip":

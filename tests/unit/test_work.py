@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bridge.kernel.effects import Effects, txn_id
-from bridge.kernel.work import Retry, Work, delay_after
+from bridge.kernel.work import Retry, Work, delay_after, handling_room
 from bridge.persistence.store import BridgeStore
 from e2ecounsel.errors import MatrixError
 from e2ecounsel.sealing import Sealer
@@ -238,3 +238,42 @@ async def test_a_refusal_of_the_homeserver_counts_towards_giving_up(store) -> No
     await hourly(store, handler, 8)
     [failed] = await store.failed_followups()
     assert len(calls) == 6 and failed.attempts == 6
+
+
+async def test_on_an_events_path_only_its_own_room_is_waited_for(store) -> None:
+    """A step handling an event in the client's DM waits for its send there; its pages
+    to other rooms are queued durably and handed to the background sender."""
+    waited: list[set[str] | None] = []
+    later: list[set[str]] = []
+
+    async def flush(rooms: set[str] | None) -> None:
+        waited.append(rooms)
+
+    work = Work(store, txn_id=txn_id, flush=flush)
+    work.flush_later = later.append
+    fx = Effects("event-1")
+    fx.say("!dm:x", "the crisis reply")
+    fx.say("!case:x", "a page")
+    fx.say("!supervisors:x", "a page")
+    token = handling_room.set("!dm:x")
+    try:
+        await work.commit(fx, "event-1")
+    finally:
+        handling_room.reset(token)
+    assert waited == [{"!dm:x"}]
+    assert later == [{"!case:x", "!supervisors:x"}]
+    # Durable before the commit returned: a crash now is finished by the next start.
+    assert {item.room_id for item in await store.unsent()} == {"!dm:x", "!case:x", "!supervisors:x"}
+
+    # A follow-up on that path, and anything outside it (the tick, the scheduler, a
+    # restart), waits for all its rooms: it may act on a room right after writing to it.
+    for handling in ("!dm:x", None):
+        fx = Effects(f"follow-up-{handling}")
+        fx.say("!session:x", "this room stays yours")
+        fx.say("!case:x", "handed over")
+        token = handling_room.set(handling)
+        try:
+            await work.commit(fx, None)
+        finally:
+            handling_room.reset(token)
+        assert waited[-1] == {"!session:x", "!case:x"} and len(later) == 1

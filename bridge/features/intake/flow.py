@@ -5,6 +5,7 @@ to matching. A crisis phrase is never taken as an answer."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,24 @@ logger = logging.getLogger(__name__)
 _NOT_STARTED = frozenset({intake.Stage.DECLINED, intake.Stage.AGE_REFUSED})
 #: Replies long enough to be sent in parts a phone screen holds (the consent).
 LONG_REPLIES = frozenset({"intake.consent", "intake.reconsent"})
+
+
+def one_message(replies: Sequence[Reply]) -> list[Reply]:
+    """A questionnaire's introduction and its first question as one message
+    (``intake.screening_start``), the scale shown once: one send, not two."""
+    out: list[Reply] = []
+    for reply in replies:
+        prev = out[-1] if out else None
+        if (
+            prev is not None
+            and prev.key == "intake.screening_intro"
+            and reply.key == "intake.screening_item"
+            and prev.params.get("instrument") == reply.params.get("instrument")
+        ):
+            out[-1] = Reply("intake.screening_start", {**prev.params, **reply.params})
+        else:
+            out.append(reply)
+    return out
 
 
 async def on_joined(ctx: Context, item: InboxItem) -> None:
@@ -162,7 +181,7 @@ def pause_intake(
         if state.step is not intake.Stage.PAUSED:  # before consent: point back to the question
             fx.say(item.room_id, ctx.render.text(lang, "status.intake"))
         return
-    for reply in step.replies:
+    for reply in one_message(step.replies):
         fx.say(item.room_id, ctx.render.reply(lang, reply, country=state.country))
     held = replace(client, intake=step.state.to_dict(), profile={**client.profile, "crisis": True})
     fx.write(lambda: ctx.store.save_client(held))
@@ -299,7 +318,7 @@ async def run_intake(
             ctx, fx, record, crisis_event.reason, reply_room=item.room_id
         )
         profile["crisis"] = True
-    for reply in step.replies:
+    for reply in one_message(step.replies):
         fx.say(
             item.room_id,
             ctx.render.reply(lang, reply, country=country, counselors=known),
