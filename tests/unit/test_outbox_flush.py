@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bridge.effects import message_content, txn_id
-from bridge.store import BridgeStore
 
 from bridge.app import Bridge
+from bridge.kernel.effects import message_content, txn_id
+from bridge.persistence.store import BridgeStore
 from e2ecounsel.config import BridgeConfig
 from e2ecounsel.sealing import Sealer
 
