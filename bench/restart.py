@@ -4,7 +4,7 @@ Run from the repository root::
 
     python -m bench.restart                 # 2000 rooms, 3 restarts of each kind
     python -m bench.restart --rooms 500 --repeats 1
-    python -m bench.restart --rooms 2000 5000 --repeats 1 --deadline 600
+    python -m bench.restart --rooms 2000 5000 --repeats 1 --deadline 900  # ~15 minutes
 
 An embedded Synapse in a temporary directory; one bot account in N encrypted rooms
 (created through the API, nothing else in them). Three kinds of restart, alternated,
