@@ -18,6 +18,7 @@ from collections.abc import Collection, Iterable
 
 from bridge.persistence.store import Counselor
 from e2ecounsel.errors import CommandError
+from e2ecounsel.policy.toml import suggest
 
 MAX_CAPACITY = 500
 MAX_NAME = 80
@@ -31,11 +32,6 @@ _MXID_RE = re.compile(
 )
 _WINDOW_RE = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e]")
-
-
-def _did_you_mean(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def parse_mxid(text: str) -> str:
@@ -98,7 +94,7 @@ def parse_languages(text: str | Iterable[str], known: Collection[str]) -> tuple[
     for code in codes:
         if code not in known:
             raise CommandError(
-                f"unknown language {code!r}{_did_you_mean(code, known)}; "
+                f"unknown language {code!r}{suggest(code, known)}; "
                 f"the policy offers: {', '.join(sorted(known))}"
             )
     return tuple(codes)
@@ -112,7 +108,7 @@ def parse_specialties(text: str | Iterable[str], known: Collection[str]) -> tupl
     for item in ids:
         if item not in known:
             raise CommandError(
-                f"unknown specialty {item!r}{_did_you_mean(item, known)}; "
+                f"unknown specialty {item!r}{suggest(item, known)}; "
                 f"known specialties: {', '.join(sorted(known))}"
             )
     return tuple(ids)
