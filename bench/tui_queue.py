@@ -14,8 +14,10 @@ for each into the case channel; a client writes in each), then measures:
 * queue upkeep, CPU: one row changed (an incoming message), the 30 s clock tick
   (every row redrawn in place) and a full rebuild (order changed).
 
-Run: python bench/tui_queue.py [--rooms 300]
-     python bench/tui_queue.py --offline [--rooms 300]   # the widgets alone, in seconds
+Run: python bench/tui_queue.py [--rooms 300] [--runs 3]
+     python bench/tui_queue.py --offline [--rooms 300] [--runs 3]   # the widgets alone
+``--runs N`` seeds once and measures N times (a fresh start of the app each
+time), then prints each figure's min / median / max over the runs.
 ``--offline`` fills the app's model in memory (no homeserver, no trust checks) and
 measures only the keys at the frame, the layouts each key causes, and the queue's
 upkeep: what the widgets cost, apart from the network.
@@ -182,9 +184,13 @@ async def main() -> None:
     ap.add_argument("--rooms", type=int, default=300)
     ap.add_argument("--profile", type=Path, default=None, help="cProfile of the keys, to FILE")
     ap.add_argument("--offline", action="store_true", help="the widgets alone, no homeserver")
+    ap.add_argument("--runs", type=int, default=1, help="measure N times, then min/median/max")
     args = ap.parse_args()
+    runs: list[dict[str, float]] = []
     if args.offline:
-        await offline(args.rooms)
+        for _ in range(args.runs):
+            runs.append(await offline(args.rooms))
+        summary(runs)
         return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -199,12 +205,26 @@ async def main() -> None:
             )
             # bot id is only known after seeding; seed first with a placeholder
             counselor_id = await seed(hs, root, settings, args.rooms)
-            await measure(hs, root, settings, counselor_id, args.rooms, args.profile)
+            for _ in range(args.runs):
+                runs.append(
+                    await measure(hs, root, settings, counselor_id, args.rooms, args.profile)
+                )
         finally:
             await hs.stop()
+    summary(runs)
 
 
-async def offline(n: int) -> None:
+def summary(runs: list[dict[str, float]]) -> None:
+    """Each figure's min / median / max over the runs."""
+    if len(runs) < 2:
+        return
+    print(f"\nover {len(runs)} runs: min / median / max")
+    for key in runs[0]:
+        values = [r[key] for r in runs]
+        print(f"  {key:<44} {min(values):8.2f} {statistics.median(values):8.2f} {max(values):8.2f}")
+
+
+async def offline(n: int) -> dict[str, float]:
     """Keys at the frame over a model filled in memory: N clients with briefs and
     a few messages each, as the link would have built it."""
     from types import SimpleNamespace
@@ -262,9 +282,20 @@ async def offline(n: int) -> None:
         f"queue upkeep CPU (p50): one row {statistics.median(one_row):.2f} ms, "
         f"clock tick {statistics.median(tick):.2f} ms"
     )
+    return {
+        "move, key -> last frame p50 (ms)": statistics.median(a for a, _ in moves),
+        "move, key -> last frame p95 (ms)": pct([a for a, _ in moves], 95),
+        "move, CPU per key p50 (ms)": statistics.median(b for _, b in moves),
+        "move, CPU per key p95 (ms)": pct([b for _, b in moves], 95),
+        "move, layouts per key": per_key,
+        "queue upkeep CPU, one row (ms)": statistics.median(one_row),
+        "queue upkeep CPU, clock tick (ms)": statistics.median(tick),
+    }
 
 
-async def measure(hs, root, settings, counselor_id, n, profile: Path | None = None) -> None:
+async def measure(
+    hs, root, settings, counselor_id, n, profile: Path | None = None
+) -> dict[str, float]:
     from dataclasses import replace
 
     # The bot is the one account holding 100 in the rooms: read it from the store's rooms.
@@ -368,6 +399,21 @@ async def measure(hs, root, settings, counselor_id, n, profile: Path | None = No
         f"clock tick {statistics.median(tick):.2f} ms, full rebuild "
         f"{statistics.median(rebuilds):.2f} ms"
     )
+    return {
+        "start -> queue listed (s)": t_listed,
+        "start -> usable queue (s)": t_usable,
+        "move, old method p50 (ms)": statistics.median(moves),
+        "move, old method p95 (ms)": pct(moves, 95),
+        "move, key -> last frame p50 (ms)": statistics.median(a for a, _ in frame_moves),
+        "move, key -> last frame p95 (ms)": pct([a for a, _ in frame_moves], 95),
+        "move, CPU per key p50 (ms)": statistics.median(b for _, b in frame_moves),
+        "move, CPU per key p95 (ms)": pct([b for _, b in frame_moves], 95),
+        "Enter, key -> last frame p95 (ms)": pct([a for a, _ in frame_opens], 95),
+        "Enter, CPU per key p50 (ms)": statistics.median(b for _, b in frame_opens),
+        "queue upkeep CPU, one row (ms)": statistics.median(one_row),
+        "queue upkeep CPU, clock tick (ms)": statistics.median(tick),
+        "queue upkeep CPU, full rebuild (ms)": statistics.median(rebuilds),
+    }
 
 
 if __name__ == "__main__":
