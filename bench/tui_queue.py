@@ -183,6 +183,9 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rooms", type=int, default=300)
     ap.add_argument("--profile", type=Path, default=None, help="cProfile of the keys, to FILE")
+    ap.add_argument(
+        "--profile-start", type=Path, default=None, help="cProfile of the start-up, to FILE"
+    )
     ap.add_argument("--offline", action="store_true", help="the widgets alone, no homeserver")
     ap.add_argument("--runs", type=int, default=1, help="measure N times, then min/median/max")
     args = ap.parse_args()
@@ -207,7 +210,15 @@ async def main() -> None:
             counselor_id = await seed(hs, root, settings, args.rooms)
             for _ in range(args.runs):
                 runs.append(
-                    await measure(hs, root, settings, counselor_id, args.rooms, args.profile)
+                    await measure(
+                        hs,
+                        root,
+                        settings,
+                        counselor_id,
+                        args.rooms,
+                        args.profile,
+                        args.profile_start,
+                    )
                 )
         finally:
             await hs.stop()
@@ -294,11 +305,20 @@ async def offline(n: int) -> dict[str, float]:
 
 
 async def measure(
-    hs, root, settings, counselor_id, n, profile: Path | None = None
+    hs,
+    root,
+    settings,
+    counselor_id,
+    n,
+    profile: Path | None = None,
+    profile_start: Path | None = None,
 ) -> dict[str, float]:
     from dataclasses import replace
 
     # The bot is the one account holding 100 in the rooms: read it from the store's rooms.
+    starting = cProfile.Profile() if profile_start else None
+    if starting:
+        starting.enable()
     t0 = time.perf_counter()
     done = await connect(
         settings, homeserver=hs.info.base_url, user_id=counselor_id, passphrase=PASSPHRASE
@@ -335,6 +355,9 @@ async def measure(
             raise
         await pilot.pause()
         t_usable = time.perf_counter() - t0
+        if starting:
+            starting.disable()
+            starting.dump_stats(str(profile_start))
         moves: list[float] = []
         opens: list[float] = []
         app.action_focus_queue()

@@ -13,6 +13,7 @@ from e2ecounsel.errors import MatrixError
 from tests.integration.matrixkit import until
 from tests.tui.world import counselor_app, make_world, queue_ids, wait_app, with_client
 from tui.notes import NoteBook
+from tui.panes import TextPane
 
 
 @pytest.fixture
@@ -66,7 +67,7 @@ async def test_a_late_counselor_sees_every_assigned_client(world):
         app.open_room(first)
         await pilot.pause()
         assert "my first words, before anyone came" in app.thread_text().plain
-        card = str(app.query_one("#card", Static).content)
+        card = str(app.query_one("#card", TextPane).content)
         assert "PHQ-9: 7 (mild)" in card and "Case " in card
 
         # A client assigned while the app runs is joined and shown too.
