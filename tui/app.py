@@ -539,7 +539,7 @@ class CounselorApp(App[None]):
         clock); the list is rebuilt only when its order or membership changes."""
         if self.link is None:
             return
-        ql = self.query_one("#queue", OptionList)
+        ql = self.query_one("#queue", QueueList)
         now_ms = int(self.now() * 1000)
         pages = self.queue_pages()
         entries = self.queue_entries()
@@ -571,10 +571,10 @@ class CounselorApp(App[None]):
             title = f"{len(pages)} PAGE · " + title
         self.query_one("#queue-title", Static).update(Text(title), layout=False)
 
-    def _replace_row(self, ql: OptionList, row: str, line: Text) -> None:
+    def _replace_row(self, ql: QueueList, row: str, line: Text) -> None:
         if self._lines.get(row) != line:
             self._lines[row] = line
-            ql.replace_option_prompt(row, line)
+            ql.replace_row(row, line)
 
     @on(OptionList.OptionHighlighted, "#queue")
     def _highlighted(self, event: OptionList.OptionHighlighted) -> None:

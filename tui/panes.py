@@ -1,4 +1,4 @@
-"""Panes that redraw only what changed: the queue list and scrolling rich text.
+"""Widgets that redraw only what changed: the queue list and scrolling rich text.
 
 A ``Static`` inside a scroll container asks the screen for a full layout on
 every update (its height may change), and the container then lays out again for
@@ -11,8 +11,11 @@ screen.
 
 from __future__ import annotations
 
+from typing import cast
+
 from rich.text import Text
 from textual import events
+from textual.css.styles import RulesMap
 from textual.geometry import Region, Size
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
@@ -134,6 +137,26 @@ class QueueList(OptionList):
 
     def _watch_highlighted(self, old: int | None, new: int | None) -> None:
         for index in (old, new):
+            self._repaint_option(index)
+
+    def replace_row(self, option_id: str, prompt: Text) -> None:
+        """Replace one row's text. ``replace_option_prompt`` forgets what the list
+        measured of every row (a long queue is measured and drawn again); a row
+        that keeps its height only needs its own lines drawn again."""
+        index = self.get_option_index(option_id)
+        option = self.get_option_at_index(index)
+        before = self._heights.get(index)
+        option._set_prompt(prompt)
+        cache = self._option_render_cache
+        for key in [k for k in cache.keys() if k[0] is option]:
+            cache.discard(key)
+        padding = self.get_component_styles("option-list--option").padding
+        width = self.scrollable_content_region.width - self._get_left_gutter_width()
+        rules = cast(RulesMap, self.styles)
+        height = self._get_visual(option).get_height(rules, width - padding.width)
+        if height != before:
+            self._clear_caches()
+        else:
             self._repaint_option(index)
 
     def _repaint_option(self, index: int | None) -> None:

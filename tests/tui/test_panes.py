@@ -5,6 +5,7 @@ here is drawing; the same app against the real Synapse is in ``test_app``)."""
 
 from __future__ import annotations
 
+import html
 import time
 from types import SimpleNamespace
 
@@ -17,7 +18,7 @@ from tests.tui.world import brief_data
 from tui.app import CounselorApp
 from tui.link import MatrixLink
 from tui.panes import TextPane
-from tui.queue import Message
+from tui.queue import CHECK_NO, Message
 from tui.settings import TuiSettings
 
 CLIENTS = 30
@@ -111,3 +112,25 @@ async def test_moving_in_the_queue_lays_out_nothing(tmp_path, monkeypatch):
             await pilot.pause(0.05)
         assert app.current == app.queue_entries()[9].room_id
         assert layouts == []
+
+
+async def test_a_changed_row_is_redrawn_and_a_taller_one_moves_the_rows_below(tmp_path):
+    app = filled_app(tmp_path)
+    async with app.run_test(size=(120, 36)) as pilot:
+        ql = await started(app, pilot)
+        first, second = (e.room_id for e in app.queue_entries()[:2])
+        below = ql._index_to_line[1]
+        app.link.entry(first).mark_read()  # type: ignore[union-attr]
+        app._refresh_queue({first})
+        await pilot.pause()
+        assert "(" not in str(ql.get_option(first).prompt)  # the unread count is gone
+        drawn = ql.render_line(ql._index_to_line[0] - ql.scroll_offset.y).text
+        assert app.link.entry(first).pseudonym in drawn and "(" not in drawn  # type: ignore[union-attr]
+        assert "(" in str(ql.get_option(second).prompt)
+        assert ql._index_to_line[1] == below
+        app.link.entry(first).flag(CHECK_NO, 1)  # type: ignore[union-attr]
+        app._refresh_queue({first})
+        await pilot.pause()
+        assert "asked: no" in str(ql.get_option(first).prompt)
+        assert ql._index_to_line[1] == below + 1  # the flag is a second line
+        assert "asked: no" in html.unescape(app.export_screenshot()).replace("\xa0", " ")
