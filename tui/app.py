@@ -214,7 +214,7 @@ class CounselorApp(App[None]):
         with Horizontal(id="main"):
             with Vertical(id="queue-pane"):
                 yield Static("Queue", classes="pane-title", id="queue-title")
-                yield QueueList(id="queue")
+                yield QueueList(id="queue", on_cursor=self._cursor_moved)
             with Vertical(id="thread-pane"):
                 yield Static("", id="thread-title")
                 yield TextPane(id="conversation", follow_end=True)
@@ -550,7 +550,7 @@ class CounselorApp(App[None]):
             lines |= {e.room_id: self._queue_line(e, now_ms) for e in entries}
             self._lines = lines
             keep = PAGE_PREFIX + self.current_page if self.current_page else self.current
-            with ql.prevent(OptionList.OptionHighlighted):
+            with ql.quietly():
                 ql.set_options(Option(lines[r], id=r) for r in rows)
                 if keep is not None and keep in rows:
                     ql.highlighted = rows.index(keep)
@@ -576,14 +576,7 @@ class CounselorApp(App[None]):
             self._lines[row] = line
             ql.replace_row(row, line)
 
-    @on(OptionList.OptionHighlighted, "#queue")
-    def _highlighted(self, event: OptionList.OptionHighlighted) -> None:
-        # A highlight posted before the list was rebuilt is stale: ignore it.
-        if event.option_list.highlighted_option is not event.option:
-            return
-        option_id = event.option.id
-        if option_id is None:
-            return
+    def _cursor_moved(self, option_id: str) -> None:
         if option_id.startswith(PAGE_PREFIX):
             self.open_page(option_id.removeprefix(PAGE_PREFIX))
         else:
@@ -1087,9 +1080,9 @@ class CounselorApp(App[None]):
         if room is None:
             return
         self.open_room(room, focus_composer=True)
-        ql = self.query_one("#queue", OptionList)
+        ql = self.query_one("#queue", QueueList)
         try:
-            with ql.prevent(OptionList.OptionHighlighted):
+            with ql.quietly():
                 ql.highlighted = ql.get_option_index(room)
         except Exception:  # OptionDoesNotExist: the client left the queue meanwhile
             pass

@@ -11,6 +11,8 @@ screen.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import cast
 
 from rich.text import Text
@@ -135,9 +137,32 @@ class QueueList(OptionList):
 
     highlighted: reactive[int | None] = reactive(None, repaint=False)
 
+    def __init__(self, *, id: str | None = None, on_cursor: Callable[[str], None]) -> None:
+        super().__init__(id=id)
+        #: Called with the highlighted row's id as the highlight moves, at once:
+        #: the app draws what follows the cursor in the cursor's own frame (a
+        #: highlight message would arrive after that frame).
+        self.on_cursor = on_cursor
+        self._quiet = 0
+
+    @contextmanager
+    def quietly(self) -> Iterator[None]:
+        """Move the highlight without telling ``on_cursor`` (a rebuilt list
+        put back on the row that was already shown)."""
+        self._quiet += 1
+        try:
+            with self.prevent(OptionList.OptionHighlighted):
+                yield
+        finally:
+            self._quiet -= 1
+
     def _watch_highlighted(self, old: int | None, new: int | None) -> None:
         for index in (old, new):
             self._repaint_option(index)
+        if new is not None and not self._quiet and 0 <= new < self.option_count:
+            option_id = self.get_option_at_index(new).id
+            if option_id is not None:
+                self.on_cursor(option_id)
 
     def replace_row(self, option_id: str, prompt: Text) -> None:
         """Replace one row's text. ``replace_option_prompt`` forgets what the list

@@ -134,3 +134,14 @@ async def test_a_changed_row_is_redrawn_and_a_taller_one_moves_the_rows_below(tm
         assert "asked: no" in str(ql.get_option(first).prompt)
         assert ql._index_to_line[1] == below + 1  # the flag is a second line
         assert "asked: no" in html.unescape(app.export_screenshot()).replace("\xa0", " ")
+
+
+async def test_the_detail_follows_the_cursor_in_the_same_turn(tmp_path):
+    app = filled_app(tmp_path)
+    async with app.run_test(size=(120, 36)) as pilot:
+        ql = await started(app, pilot)
+        await pilot.pause(0.1)
+        target = app.queue_entries()[7]
+        ql.highlighted = 7  # no message round trip: drawn with the cursor's frame
+        assert app.current == target.room_id
+        assert shown(app)[1].startswith(target.pseudonym + "\n")
