@@ -95,6 +95,14 @@ def at_frame_line(what: str, samples: list[tuple[float, float]]) -> str:
     )
 
 
+#: Bound to nothing in the queue: what pressing a key costs the test driver itself.
+IDLE_KEY = "x"
+
+
+def idle_line(samples: list[tuple[float, float]]) -> str:
+    return f"CPU p50 {statistics.median(b for _, b in samples):.1f} ms"
+
+
 def cpu_ms(call) -> float:
     t = time.process_time()
     call()
@@ -283,12 +291,14 @@ async def offline(n: int) -> dict[str, float]:
             before = layouts[0]
             moves = [await at_the_frame(pilot, frames, "down") for _ in range(60)]
             per_key = (layouts[0] - before) / len(moves)
+            idle = [await at_the_frame(pilot, frames, IDLE_KEY) for _ in range(20)]
             room = app.queue_entries()[-1].room_id
             one_row = [cpu_ms(lambda: app._refresh_queue({room})) for _ in range(20)]
             tick = [cpu_ms(lambda: app._refresh_queue(everything=True)) for _ in range(10)]
     print(
         f"offline, {n} clients: {at_frame_line('move in queue', moves)}; {per_key:.1f} layouts/key"
     )
+    print(f"  a key that changes nothing (the test driver's own cost): {idle_line(idle)}")
     print(
         f"queue upkeep CPU (p50): one row {statistics.median(one_row):.2f} ms, "
         f"clock tick {statistics.median(tick):.2f} ms"
@@ -299,6 +309,7 @@ async def offline(n: int) -> dict[str, float]:
         "move, CPU per key p50 (ms)": statistics.median(b for _, b in moves),
         "move, CPU per key p95 (ms)": pct([b for _, b in moves], 95),
         "move, layouts per key": per_key,
+        "no-op key, CPU p50 (ms)": statistics.median(b for _, b in idle),
         "queue upkeep CPU, one row (ms)": statistics.median(one_row),
         "queue upkeep CPU, clock tick (ms)": statistics.median(tick),
     }
@@ -385,6 +396,7 @@ async def measure(
             profiler.enable()
         for _ in range(60):
             frame_moves.append(await at_the_frame(pilot, frames, "down"))
+        idle = [await at_the_frame(pilot, frames, IDLE_KEY) for _ in range(20)]
         for _ in range(20):
             frame_opens.append(await at_the_frame(pilot, frames, "enter"))
             app.action_focus_queue()
@@ -417,6 +429,7 @@ async def measure(
     print("  (both above: pilot.press + pilot.pause, the old method; ~60 ms floor)")
     for what, samples in (("move in queue", frame_moves), ("open thread (Enter)", frame_opens)):
         print(at_frame_line(what, samples))
+    print(f"  a key that changes nothing (the test driver's own cost): {idle_line(idle)}")
     print(
         f"queue upkeep CPU (p50): one row {statistics.median(one_row):.2f} ms, "
         f"clock tick {statistics.median(tick):.2f} ms, full rebuild "
@@ -431,6 +444,7 @@ async def measure(
         "move, key -> last frame p95 (ms)": pct([a for a, _ in frame_moves], 95),
         "move, CPU per key p50 (ms)": statistics.median(b for _, b in frame_moves),
         "move, CPU per key p95 (ms)": pct([b for _, b in frame_moves], 95),
+        "no-op key, CPU p50 (ms)": statistics.median(b for _, b in idle),
         "Enter, key -> last frame p95 (ms)": pct([a for a, _ in frame_opens], 95),
         "Enter, CPU per key p50 (ms)": statistics.median(b for _, b in frame_opens),
         "queue upkeep CPU, one row (ms)": statistics.median(one_row),
