@@ -57,6 +57,8 @@ CASE_PAGES = 20
 HISTORY_FILTER = {"types": ["m.room.encrypted", "m.room.message"]}
 #: Session rooms whose history is reported to the app together, at start.
 HISTORY_BATCH = 50
+#: History requests in flight at once.
+HISTORY_REQUESTS = 16
 #: Case-channel kinds whose own text is worth a toast when they arrive.
 _SAID = frozenset({"reply", "reminder", "notice"})
 
@@ -460,7 +462,7 @@ class MatrixLink:
         targets = [r for r in targets if kinds[r] == "case"] + [
             r for r in targets if kinds[r] == "session"
         ]
-        gate = asyncio.Semaphore(6)
+        gate = asyncio.Semaphore(HISTORY_REQUESTS)
         batch = batch or HISTORY_BATCH
 
         async def one(room_id: str) -> set[str]:
