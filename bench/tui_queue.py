@@ -14,8 +14,10 @@ for each into the case channel; a client writes in each), then measures:
 * queue upkeep, CPU: one row changed (an incoming message), the 30 s clock tick
   (every row redrawn in place) and a full rebuild (order changed).
 
-Run: python bench/tui_queue.py [--rooms 300]
-     python bench/tui_queue.py --offline [--rooms 300]   # the widgets alone, in seconds
+Run: python bench/tui_queue.py [--rooms 300] [--runs 3]
+     python bench/tui_queue.py --offline [--rooms 300] [--runs 3]   # the widgets alone
+``--runs N`` seeds once and measures N times (a fresh start of the app each
+time), then prints each figure's min / median / max over the runs.
 ``--offline`` fills the app's model in memory (no homeserver, no trust checks) and
 measures only the keys at the frame, the layouts each key causes, and the queue's
 upkeep: what the widgets cost, apart from the network.
@@ -91,6 +93,14 @@ def at_frame_line(what: str, samples: list[tuple[float, float]]) -> str:
         f"p95 {pct(lat, 95):.1f} ms; CPU per key p50 {statistics.median(cpu):.1f} ms, "
         f"p95 {pct(cpu, 95):.1f} ms"
     )
+
+
+#: Bound to nothing in the queue: what pressing a key costs the test driver itself.
+IDLE_KEY = "x"
+
+
+def idle_line(samples: list[tuple[float, float]]) -> str:
+    return f"CPU p50 {statistics.median(b for _, b in samples):.1f} ms"
 
 
 def cpu_ms(call) -> float:
@@ -181,10 +191,17 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rooms", type=int, default=300)
     ap.add_argument("--profile", type=Path, default=None, help="cProfile of the keys, to FILE")
+    ap.add_argument(
+        "--profile-start", type=Path, default=None, help="cProfile of the start-up, to FILE"
+    )
     ap.add_argument("--offline", action="store_true", help="the widgets alone, no homeserver")
+    ap.add_argument("--runs", type=int, default=1, help="measure N times, then min/median/max")
     args = ap.parse_args()
+    runs: list[dict[str, float]] = []
     if args.offline:
-        await offline(args.rooms)
+        for _ in range(args.runs):
+            runs.append(await offline(args.rooms))
+        summary(runs)
         return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -199,12 +216,34 @@ async def main() -> None:
             )
             # bot id is only known after seeding; seed first with a placeholder
             counselor_id = await seed(hs, root, settings, args.rooms)
-            await measure(hs, root, settings, counselor_id, args.rooms, args.profile)
+            for _ in range(args.runs):
+                runs.append(
+                    await measure(
+                        hs,
+                        root,
+                        settings,
+                        counselor_id,
+                        args.rooms,
+                        args.profile,
+                        args.profile_start,
+                    )
+                )
         finally:
             await hs.stop()
+    summary(runs)
 
 
-async def offline(n: int) -> None:
+def summary(runs: list[dict[str, float]]) -> None:
+    """Each figure's min / median / max over the runs."""
+    if len(runs) < 2:
+        return
+    print(f"\nover {len(runs)} runs: min / median / max")
+    for key in runs[0]:
+        values = [r[key] for r in runs]
+        print(f"  {key:<44} {min(values):8.2f} {statistics.median(values):8.2f} {max(values):8.2f}")
+
+
+async def offline(n: int) -> dict[str, float]:
     """Keys at the frame over a model filled in memory: N clients with briefs and
     a few messages each, as the link would have built it."""
     from types import SimpleNamespace
@@ -252,23 +291,46 @@ async def offline(n: int) -> None:
             before = layouts[0]
             moves = [await at_the_frame(pilot, frames, "down") for _ in range(60)]
             per_key = (layouts[0] - before) / len(moves)
+            idle = [await at_the_frame(pilot, frames, IDLE_KEY) for _ in range(20)]
             room = app.queue_entries()[-1].room_id
             one_row = [cpu_ms(lambda: app._refresh_queue({room})) for _ in range(20)]
             tick = [cpu_ms(lambda: app._refresh_queue(everything=True)) for _ in range(10)]
     print(
         f"offline, {n} clients: {at_frame_line('move in queue', moves)}; {per_key:.1f} layouts/key"
     )
+    print(f"  a key that changes nothing (the test driver's own cost): {idle_line(idle)}")
     print(
         f"queue upkeep CPU (p50): one row {statistics.median(one_row):.2f} ms, "
         f"clock tick {statistics.median(tick):.2f} ms"
     )
+    return {
+        "move, key -> last frame p50 (ms)": statistics.median(a for a, _ in moves),
+        "move, key -> last frame p95 (ms)": pct([a for a, _ in moves], 95),
+        "move, CPU per key p50 (ms)": statistics.median(b for _, b in moves),
+        "move, CPU per key p95 (ms)": pct([b for _, b in moves], 95),
+        "move, layouts per key": per_key,
+        "no-op key, CPU p50 (ms)": statistics.median(b for _, b in idle),
+        "queue upkeep CPU, one row (ms)": statistics.median(one_row),
+        "queue upkeep CPU, clock tick (ms)": statistics.median(tick),
+    }
 
 
-async def measure(hs, root, settings, counselor_id, n, profile: Path | None = None) -> None:
+async def measure(
+    hs,
+    root,
+    settings,
+    counselor_id,
+    n,
+    profile: Path | None = None,
+    profile_start: Path | None = None,
+) -> dict[str, float]:
     from dataclasses import replace
 
     # The bot is the one account holding 100 in the rooms: read it from the store's rooms.
-    t0 = time.perf_counter()
+    starting = cProfile.Profile() if profile_start else None
+    if starting:
+        starting.enable()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     done = await connect(
         settings, homeserver=hs.info.base_url, user_id=counselor_id, passphrase=PASSPHRASE
     )
@@ -304,6 +366,10 @@ async def measure(hs, root, settings, counselor_id, n, profile: Path | None = No
             raise
         await pilot.pause()
         t_usable = time.perf_counter() - t0
+        cpu_usable = time.process_time() - cpu0
+        if starting:
+            starting.disable()
+            starting.dump_stats(str(profile_start))
         moves: list[float] = []
         opens: list[float] = []
         app.action_focus_queue()
@@ -331,6 +397,7 @@ async def measure(hs, root, settings, counselor_id, n, profile: Path | None = No
             profiler.enable()
         for _ in range(60):
             frame_moves.append(await at_the_frame(pilot, frames, "down"))
+        idle = [await at_the_frame(pilot, frames, IDLE_KEY) for _ in range(20)]
         for _ in range(20):
             frame_opens.append(await at_the_frame(pilot, frames, "enter"))
             app.action_focus_queue()
@@ -352,6 +419,7 @@ async def measure(hs, root, settings, counselor_id, n, profile: Path | None = No
     print(f"unlock + restore device (argon2id MODERATE, first sync): {t_unlocked:.2f}s")
     print(f"start -> queue listed (rooms known):                      {t_listed:.2f}s")
     print(f"start -> usable queue (briefs + waiting times loaded):    {t_usable:.2f}s")
+    print(f"  CPU of the app's process until then:                    {cpu_usable:.2f}s")
     print(
         f"move in queue (thread + card re-render): p50 {statistics.median(moves):.1f} ms, "
         f"p95 {pct(moves, 95):.1f} ms"
@@ -363,11 +431,29 @@ async def measure(hs, root, settings, counselor_id, n, profile: Path | None = No
     print("  (both above: pilot.press + pilot.pause, the old method; ~60 ms floor)")
     for what, samples in (("move in queue", frame_moves), ("open thread (Enter)", frame_opens)):
         print(at_frame_line(what, samples))
+    print(f"  a key that changes nothing (the test driver's own cost): {idle_line(idle)}")
     print(
         f"queue upkeep CPU (p50): one row {statistics.median(one_row):.2f} ms, "
         f"clock tick {statistics.median(tick):.2f} ms, full rebuild "
         f"{statistics.median(rebuilds):.2f} ms"
     )
+    return {
+        "start -> queue listed (s)": t_listed,
+        "start -> usable queue (s)": t_usable,
+        "start -> usable queue, app CPU (s)": cpu_usable,
+        "move, old method p50 (ms)": statistics.median(moves),
+        "move, old method p95 (ms)": pct(moves, 95),
+        "move, key -> last frame p50 (ms)": statistics.median(a for a, _ in frame_moves),
+        "move, key -> last frame p95 (ms)": pct([a for a, _ in frame_moves], 95),
+        "move, CPU per key p50 (ms)": statistics.median(b for _, b in frame_moves),
+        "move, CPU per key p95 (ms)": pct([b for _, b in frame_moves], 95),
+        "no-op key, CPU p50 (ms)": statistics.median(b for _, b in idle),
+        "Enter, key -> last frame p95 (ms)": pct([a for a, _ in frame_opens], 95),
+        "Enter, CPU per key p50 (ms)": statistics.median(b for _, b in frame_opens),
+        "queue upkeep CPU, one row (ms)": statistics.median(one_row),
+        "queue upkeep CPU, clock tick (ms)": statistics.median(tick),
+        "queue upkeep CPU, full rebuild (ms)": statistics.median(rebuilds),
+    }
 
 
 if __name__ == "__main__":

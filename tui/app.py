@@ -49,6 +49,7 @@ from tui.connect import Connected, SignInFailed, connect
 from tui.link import MatrixLink, NoCaseChannel
 from tui.messages import ConnectionChanged, Problem, QueueChanged, SendFinished, TrustChecked
 from tui.notes import NoteBook
+from tui.panes import QueueList, TextPane
 from tui.queue import (
     CHECK_NO,
     Alert,
@@ -98,6 +99,10 @@ OUTCOMES = dict(
 PAGE_PREFIX = "page:"
 TRUST_SETTLE_S = 0.3
 TRUST_RECHECK_S = 60.0
+#: The thread and card are drawn at most once per frame (a held arrow key).
+DETAIL_FRAME_S = 1 / 60
+REPLY_TITLE = "Reply · ctrl+s sends · !command for this case"
+CLOSED_TITLE = "Closed: read-only (nothing is sent)"
 
 _MAIN_ACTIONS = {
     "round",
@@ -132,10 +137,11 @@ class CounselorApp(App[None]):
     #queue { height: 1fr; border: none; }
     #thread-pane { width: 1fr; }
     #thread-title { height: 1; padding: 0 1; background: $boost; }
-    #thread { height: 1fr; padding: 0 1; }
+    #conversation { height: 1fr; padding: 0 1; }
+    #page { height: 1fr; padding: 0 1; display: none; }
     #composer { height: 7; border: round $primary; }
     #card-pane { width: 42; border-left: solid $primary; }
-    #card-scroll { height: 1fr; padding: 0 1; }
+    #card { height: 1fr; padding: 0 1; }
     #notes-title { height: 1; padding: 0 1; background: $boost; }
     #notes { height: 10; border: round $secondary; }
     .pane-title { height: 1; padding: 0 1; background: $boost; text-style: bold; }
@@ -190,6 +196,10 @@ class CounselorApp(App[None]):
         self._sending: dict[str, list[str]] = {}  # room -> messages on their way
         self._trust_timer: Timer | None = None
         self._trust_checked_at: dict[str, float] = {}
+        self._detail_timer: Timer | None = None
+        self._detail_drawn_at = 0.0
+        self._title = Text()
+        self._card_of: str | None = None  # whose card is shown (to scroll a new one to the top)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Main-screen actions do nothing while a dialog or the sign-in is open."""
@@ -204,24 +214,22 @@ class CounselorApp(App[None]):
         with Horizontal(id="main"):
             with Vertical(id="queue-pane"):
                 yield Static("Queue", classes="pane-title", id="queue-title")
-                yield OptionList(id="queue")
+                yield QueueList(id="queue", on_cursor=self._cursor_moved)
             with Vertical(id="thread-pane"):
                 yield Static("", id="thread-title")
-                with VerticalScroll(id="thread"):
+                yield TextPane(id="conversation", follow_end=True)
+                with VerticalScroll(id="page"):  # a crisis page, in place of the thread
                     yield Static("", id="thread-body")
                 yield TextArea(id="composer", soft_wrap=True, show_line_numbers=False)
             with Vertical(id="card-pane"):
                 yield Static("Client", classes="pane-title")
-                with VerticalScroll(id="card-scroll"):
-                    yield Static("", id="card")
+                yield TextPane(id="card")
                 yield Static("Private notes (never sent)", id="notes-title")
                 yield TextArea(id="notes", soft_wrap=True, show_line_numbers=False)
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one(
-            "#composer", TextArea
-        ).border_title = "Reply · ctrl+s sends · !command for this case"
+        self.query_one("#composer", TextArea).border_title = REPLY_TITLE
         self._render_status()
         self.set_interval(30, self._tick)
         if self.session is not None and self.notes is not None:
@@ -531,7 +539,7 @@ class CounselorApp(App[None]):
         clock); the list is rebuilt only when its order or membership changes."""
         if self.link is None:
             return
-        ql = self.query_one("#queue", OptionList)
+        ql = self.query_one("#queue", QueueList)
         now_ms = int(self.now() * 1000)
         pages = self.queue_pages()
         entries = self.queue_entries()
@@ -542,7 +550,7 @@ class CounselorApp(App[None]):
             lines |= {e.room_id: self._queue_line(e, now_ms) for e in entries}
             self._lines = lines
             keep = PAGE_PREFIX + self.current_page if self.current_page else self.current
-            with ql.prevent(OptionList.OptionHighlighted):
+            with ql.quietly():
                 ql.set_options(Option(lines[r], id=r) for r in rows)
                 if keep is not None and keep in rows:
                     ql.highlighted = rows.index(keep)
@@ -563,19 +571,12 @@ class CounselorApp(App[None]):
             title = f"{len(pages)} PAGE · " + title
         self.query_one("#queue-title", Static).update(Text(title), layout=False)
 
-    def _replace_row(self, ql: OptionList, row: str, line: Text) -> None:
+    def _replace_row(self, ql: QueueList, row: str, line: Text) -> None:
         if self._lines.get(row) != line:
             self._lines[row] = line
-            ql.replace_option_prompt(row, line)
+            ql.replace_row(row, line)
 
-    @on(OptionList.OptionHighlighted, "#queue")
-    def _highlighted(self, event: OptionList.OptionHighlighted) -> None:
-        # A highlight posted before the list was rebuilt is stale: ignore it.
-        if event.option_list.highlighted_option is not event.option:
-            return
-        option_id = event.option.id
-        if option_id is None:
-            return
+    def _cursor_moved(self, option_id: str) -> None:
         if option_id.startswith(PAGE_PREFIX):
             self.open_page(option_id.removeprefix(PAGE_PREFIX))
         else:
@@ -589,31 +590,62 @@ class CounselorApp(App[None]):
 
     def open_room(self, room_id: str, *, focus_composer: bool = False) -> None:
         """Show a client's thread and card; with ``focus_composer`` the counselor
-        is replying, so the thread counts as read."""
+        is replying, so the thread counts as read.
+
+        Moving through the queue selects the client at once (the row cursor and
+        what a send or command acts on) and draws their thread, card and notes
+        at most once a frame: a held arrow key moves the cursor without waiting
+        for panes nobody has time to read. Replying draws them first.
+        """
         if self.link is None:
             return
         self.current_page = None
         if room_id != self.current:
-            self._save_notes()
             self.current = room_id
-            self._load_notes()
-            self._render_thread()
-            self._render_card()
+            self._detail_soon()
             self._trust_soon(room_id)
         if focus_composer:
+            self.show_detail()
             self.link.entry(room_id).mark_read()
             self.query_one("#composer", TextArea).focus()
             self._refresh_queue({room_id})
 
     def open_page(self, page_id: str) -> None:
         """Show a crisis page in the centre (what it says; ``t`` takes it)."""
-        if self.current is not None:
-            self._save_notes()
-            self._notes_room = None
-            self.query_one("#notes", TextArea).load_text("")
         self.current = None
         self.current_page = page_id
-        self._render_page()
+        self.show_detail()
+
+    def _detail_soon(self) -> None:
+        """Draw the detail now, in the cursor's frame, unless it was drawn within
+        the last frame: then once, when that frame is over, for the latest row."""
+        if self._detail_timer is not None:
+            return
+        since = time.monotonic() - self._detail_drawn_at
+        if since >= DETAIL_FRAME_S:
+            self.show_detail()
+        else:
+            self._detail_timer = self.set_timer(DETAIL_FRAME_S - since, self.show_detail)
+
+    def show_detail(self) -> None:
+        """Draw the centre and the card for what is selected now (a client or a
+        page), and swap the private notes if the client changed."""
+        if self._detail_timer is not None:
+            self._detail_timer.stop()
+            self._detail_timer = None
+        self._detail_drawn_at = time.monotonic()
+        if self._notes_room != self.current:
+            self._save_notes()
+            self._load_notes()
+        page = self.current_page is not None and self.current is None
+        scroll = self.query_one("#page", VerticalScroll)
+        if scroll.display != page:
+            scroll.display = page
+            self.query_one("#conversation", TextPane).display = not page
+        if page:
+            self._render_page()
+        else:
+            self._render_thread()
         self._render_card()
 
     def page_text(self) -> Text:
@@ -643,10 +675,13 @@ class CounselorApp(App[None]):
         return out
 
     def _render_page(self) -> None:
-        self.query_one("#thread-title", Static).update(
-            Text("Crisis page", style="bold white on red"), layout=False
-        )
+        self._set_title(Text("Crisis page", style="bold white on red"))
         self.query_one("#thread-body", Static).update(self.page_text())
+
+    def _set_title(self, heading: Text) -> None:
+        if heading != self._title:
+            self._title = heading
+            self.query_one("#thread-title", Static).update(heading, layout=False)
 
     # ------------------------------------------------------------------ thread
 
@@ -705,11 +740,10 @@ class CounselorApp(App[None]):
         return out
 
     def _render_thread(self) -> None:
-        title = self.query_one("#thread-title", Static)
-        body = self.query_one("#thread-body", Static)
+        body = self.query_one("#conversation", TextPane)
         if self.link is None or self.current is None:
-            title.update("", layout=False)
-            body.update("")
+            self._set_title(Text())
+            body.show(Text())
             return
         entry = self.link.entry(self.current)
         heading = Text.assemble(("Conversation with ", "bold"), (entry.pseudonym, "bold cyan"))
@@ -718,12 +752,11 @@ class CounselorApp(App[None]):
         composer = self.query_one("#composer", TextArea)
         if entry.closed:
             heading.append(" · closed, read-only", style="bold yellow")
-            composer.border_title = "Closed: read-only (nothing is sent)"
-        else:
-            composer.border_title = "Reply · ctrl+s sends · !command for this case"
-        title.update(heading, layout=False)
-        body.update(self.thread_text())
-        self.query_one("#thread", VerticalScroll).scroll_end(animate=False)
+        border = CLOSED_TITLE if entry.closed else REPLY_TITLE
+        if composer.border_title != border:
+            composer.border_title = border
+        self._set_title(heading)
+        body.show(self.thread_text())
 
     # ------------------------------------------------------------------ card
 
@@ -807,7 +840,9 @@ class CounselorApp(App[None]):
         )
 
     def _render_card(self) -> None:
-        self.query_one("#card", Static).update(self.card_text())
+        shown = self.current or PAGE_PREFIX + (self.current_page or "")
+        self.query_one("#card", TextPane).show(self.card_text(), top=shown != self._card_of)
+        self._card_of = shown
 
     def _trust_soon(self, room_id: str) -> None:
         """Check the client's devices once the counselor rests on them.
@@ -863,7 +898,9 @@ class CounselorApp(App[None]):
     def _load_notes(self) -> None:
         area = self.query_one("#notes", TextArea)
         self._notes_room = self.current
-        area.load_text(self.notes.get(self.current) if self.notes and self.current else "")
+        text = self.notes.get(self.current) if self.notes and self.current else ""
+        if area.text != text:  # loading lays the screen out again: only when it differs
+            area.load_text(text)
 
     def _save_notes(self) -> None:
         if self.notes is None or self._notes_room is None:
@@ -919,6 +956,8 @@ class CounselorApp(App[None]):
         thread, so the composer stays free: whatever is typed meanwhile is kept.
         If the homeserver does not take the message, it comes back in front of it.
         """
+        if self._detail_timer is not None:
+            self.show_detail()  # what is sent goes to the client on screen
         focused = self.focused
         if focused is not None and focused.id == "notes":
             self._save_notes()
@@ -1041,9 +1080,9 @@ class CounselorApp(App[None]):
         if room is None:
             return
         self.open_room(room, focus_composer=True)
-        ql = self.query_one("#queue", OptionList)
+        ql = self.query_one("#queue", QueueList)
         try:
-            with ql.prevent(OptionList.OptionHighlighted):
+            with ql.quietly():
                 ql.highlighted = ql.get_option_index(room)
         except Exception:  # OptionDoesNotExist: the client left the queue meanwhile
             pass

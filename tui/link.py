@@ -52,6 +52,13 @@ MAX_BODY = 20_000
 BOT_POWER = 100
 COUNSELOR_POWER = 50
 CASE_PAGES = 20
+#: History asks for messages only: the rooms' state events (a dozen per session
+#: room) would be parsed and validated for nothing.
+HISTORY_FILTER = {"types": ["m.room.encrypted", "m.room.message"]}
+#: Session rooms whose history is reported to the app together, at start.
+HISTORY_BATCH = 50
+#: History requests in flight at once.
+HISTORY_REQUESTS = 16
 #: Case-channel kinds whose own text is worth a toast when they arrive.
 _SAID = frozenset({"reply", "reminder", "notice"})
 
@@ -434,16 +441,29 @@ class MatrixLink:
 
     # ------------------------------------------------------------------ history
 
-    async def load_history(self, rooms: Iterable[str] | None = None, *, limit: int = 40) -> None:
+    async def load_history(
+        self, rooms: Iterable[str] | None = None, *, limit: int = 40, batch: int | None = None
+    ) -> None:
         """Fetch the recent timeline of each room (a restart starts from the saved
-        sync token, so history comes from here). A few requests at a time."""
+        sync token, so history comes from here). A few requests at a time.
+
+        The case channel is asked first and reported as soon as it is read (every
+        client's brief: the queue lists them all); the session rooms' turns (who
+        waits, since when) follow, reported every ``batch`` rooms, so the queue
+        fills in while the counselor already works in it.
+        """
         client = self.session.client
         targets = [
             r for r in (rooms if rooms is not None else list(client.rooms)) if r in client.rooms
         ]
         self._history_done.update(targets)
         self.needs_history.difference_update(targets)
-        gate = asyncio.Semaphore(6)
+        kinds = {r: self._classify(client.rooms[r]) for r in targets}
+        targets = [r for r in targets if kinds[r] == "case"] + [
+            r for r in targets if kinds[r] == "session"
+        ]
+        gate = asyncio.Semaphore(HISTORY_REQUESTS)
+        batch = batch or HISTORY_BATCH
 
         async def one(room_id: str) -> set[str]:
             room = client.rooms.get(room_id)
@@ -460,7 +480,9 @@ class MatrixLink:
             token: str | None = None
             for _ in range(pages):
                 async with gate:
-                    resp = await client.room_messages(room_id, start=token, limit=depth)
+                    resp = await client.room_messages(
+                        room_id, start=token, limit=depth, message_filter=HISTORY_FILTER
+                    )
                 if isinstance(resp, RoomMessagesError):
                     logger.warning("history of a room could not be read: %s", resp.status_code)
                     break
@@ -472,15 +494,31 @@ class MatrixLink:
                 token = resp.end
             return changed
 
-        results = await asyncio.gather(*(one(r) for r in targets), return_exceptions=True)
+        async def tagged(room_id: str) -> tuple[str, set[str]]:
+            try:
+                return room_id, await one(room_id)
+            except Exception as exc:
+                logger.warning("history fetch failed: %s", type(exc).__name__)
+                return room_id, set()
+
+        # Tasks take the gate in the order they start: the case channel first.
+        tasks = [asyncio.ensure_future(tagged(r)) for r in targets]
+        case_left = sum(1 for r in targets if kinds[r] == "case")
         changed: set[str] = set()
-        for r in results:
-            if isinstance(r, BaseException):
-                logger.warning("history fetch failed: %s", type(r).__name__)
-            else:
-                changed |= r
-        if changed:
-            self.on_change(changed)
+        try:
+            for read, done in enumerate(asyncio.as_completed(tasks), start=1):
+                room_id, got = await done
+                changed |= got
+                report = read % batch == 0 or read == len(tasks)
+                if kinds[room_id] == "case":
+                    case_left -= 1
+                    report = report or case_left == 0
+                if changed and report:
+                    self.on_change(changed)
+                    changed = set()
+        finally:
+            for task in tasks:  # the app closed meanwhile
+                task.cancel()
 
     # ------------------------------------------------------------------ trust
 

@@ -14,6 +14,7 @@ from e2ecounsel.sealing import Sealer
 from tests.integration.matrixkit import until
 from tests.tui.world import make_world, queue_ids, wait_app
 from tui.app import make_app
+from tui.panes import TextPane
 
 
 @pytest.fixture
@@ -79,7 +80,7 @@ async def test_queue_order_reply_and_layout(world):
             assert app.query_one("#composer", TextArea).text == ""
             # Still high risk so still first, but no longer awaiting; others keep their order.
             assert queue_ids(app)[:3] == [risky, early, late]
-            card = str(app.query_one("#card", Static).content)
+            card = str(app.query_one("#card", TextPane).content)
             assert "Risky" in card and "PHQ-9: 7 (mild)" in card
             assert "Consent given: 2026-11-20" in card
     finally:
@@ -200,14 +201,14 @@ async def test_untrusted_text_renders_literally(world):
             )
             await wait_app(pilot, lambda: app.current == room, what="thread open")
             await pilot.pause()
-            thread = app.query_one("#thread-body", Static).content
+            thread = app.query_one("#conversation", TextPane).content
             plain = thread.plain
             assert MARKUP in plain  # as typed, brackets and all
             assert "RED title" in plain and "\x1b" not in plain and "\x07" not in plain
             assert "pwned" not in plain  # the OSC title sequence is gone, not printed
             assert not any("red" == str(s.style) or "link" in str(s.style) for s in thread.spans)
             # The pseudonym from the brief is literal too, in the queue and the card.
-            assert "[b]Bold[/b]" in str(app.query_one("#card", Static).content)
+            assert "[b]Bold[/b]" in str(app.query_one("#card", TextPane).content)
             ql = app.query_one("#queue", OptionList)
             assert "[b]Bold[/b]" in str(ql.get_option_at_index(0).prompt)
             # The rendered screen shows the brackets (nothing was taken as markup).

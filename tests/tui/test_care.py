@@ -9,10 +9,13 @@ import asyncio
 import pytest
 from textual.widgets import OptionList, Static, TextArea
 
+import tui.link
 from e2ecounsel.errors import MatrixError
 from tests.integration.matrixkit import until
 from tests.tui.world import counselor_app, make_world, queue_ids, wait_app, with_client
+from tui.app import CounselorApp
 from tui.notes import NoteBook
+from tui.panes import TextPane
 
 
 @pytest.fixture
@@ -66,7 +69,7 @@ async def test_a_late_counselor_sees_every_assigned_client(world):
         app.open_room(first)
         await pilot.pause()
         assert "my first words, before anyone came" in app.thread_text().plain
-        card = str(app.query_one("#card", Static).content)
+        card = str(app.query_one("#card", TextPane).content)
         assert "PHQ-9: 7 (mild)" in card and "Case " in card
 
         # A client assigned while the app runs is joined and shown too.
@@ -255,3 +258,44 @@ async def test_queue_rows_are_redrawn_in_place(world):
         await wait_app(pilot, lambda: queue_ids(app) == [second, first], what="reordered")
         assert len(rebuilds) >= 1
         assert ql.highlighted_option is not None and ql.highlighted_option.id == second
+
+
+async def test_a_start_with_many_clients_fills_the_queue_in_batches(world, monkeypatch):
+    # Five clients wrote while the app was closed; history is reported every four rooms.
+    done = await world.connect_counselor()
+    await done.session.close()
+    await world.open_case_room(wait=False)
+    rooms = [await world.add_client(f"Client {i}", wait=False) for i in range(5)]
+    for room in rooms:
+        await world.clients[room].session.send_text(room, "is anyone there?")
+    # A session of the counselor joined and read them all since: the next start
+    # gets nothing new from the sync, the whole queue comes from history.
+    done = await world.connect_counselor()
+    await done.session.sync_once(0)
+    for room_id in list(done.session.client.invited_rooms):
+        await done.session.client.join(room_id)
+    await done.session.sync_once(0)
+    await done.session.sync_once(0)
+    await done.session.close()
+    monkeypatch.setattr(tui.link, "HISTORY_BATCH", 4)
+    reports: list[int] = []  # clients listed, at each report while history loads
+    real = CounselorApp._model_changed
+
+    def reported(self, changed):
+        if self.queue_ready and not self.history_loaded:
+            reports.append(len(self.link.active_entries()))
+        return real(self, changed)
+
+    monkeypatch.setattr(CounselorApp, "_model_changed", reported)
+    async with counselor_app(world) as (app, pilot):
+        await wait_app(
+            pilot,
+            lambda: app.history_loaded and sorted(queue_ids(app)) == sorted(rooms),
+            what="every client in the queue",
+        )
+        assert all(e.brief and e.awaiting for e in app.queue_entries())
+        ql = app.query_one("#queue", OptionList)
+        for room in rooms:  # every row shows the wait (the last batch was reported too)
+            assert " m" in str(ql.get_option(room).prompt).split("Client", 1)[1]
+    # The case channel and five session rooms, reported as they came, not once at the end.
+    assert len(reports) >= 2 and reports[-1] == 5, reports

@@ -5,11 +5,12 @@ the case events the bridge sends."""
 from __future__ import annotations
 
 import pytest
-from textual.widgets import OptionList, Static
+from textual.widgets import OptionList
 
 from tests.tui.test_care import record
 from tests.tui.world import counselor_app, make_world, queue_ids, wait_app, with_client
 from tui.app import URGENT_MARK
+from tui.panes import TextPane
 from tui.queue import CHECK_NO
 
 
@@ -26,7 +27,7 @@ def row(app, room: str) -> str:
 
 
 def card(app) -> str:
-    return str(app.query_one("#card", Static).content)
+    return str(app.query_one("#card", TextPane).content)
 
 
 async def test_a_no_to_the_crisis_check_is_flagged_and_survives_a_restart(world):

@@ -1,0 +1,147 @@
+"""Moving through a long queue: the thread and card follow the cursor without laying
+out the screen, drawn at most once a frame, and always end on the highlighted
+client. The widgets over a model filled by hand (no homeserver: what is measured
+here is drawing; the same app against the real Synapse is in ``test_app``)."""
+
+from __future__ import annotations
+
+import html
+import time
+from types import SimpleNamespace
+
+import textual.screen
+from textual.widgets import OptionList
+
+import tui.app
+from e2ecounsel.casechannel import CaseEvent
+from tests.tui.world import brief_data
+from tui.app import CounselorApp
+from tui.link import MatrixLink
+from tui.panes import TextPane
+from tui.queue import CHECK_NO, Message
+from tui.settings import TuiSettings
+
+CLIENTS = 30
+
+
+def filled_app(tmp_path) -> CounselorApp:
+    app = CounselorApp(TuiSettings(data_dir=tmp_path / "d", config_dir=tmp_path / "c"))
+    session = SimpleNamespace(user_id="@me:srv", client=SimpleNamespace(rooms={}))
+    link = MatrixLink(session, bot_id="@counsel:srv")  # type: ignore[arg-type]
+    now = int(time.time() * 1000)
+    for i in range(CLIENTS):
+        room = f"!r{i:03d}:srv"
+        link.session_rooms.add(room)
+        link.apply_case(CaseEvent("brief", i + 1, room, brief_data(f"Client{i:03d}")), now)
+        for j in range(1 + i % 4):
+            words = f"message {j} from client {i:03d} " * (1 + 3 * j)
+            link.entry(room).add(Message(f"${i}-{j}", "@c:srv", now - 90_000 + i, words, "client"))
+    app.link = link
+    app._trust_soon = lambda room_id: None  # type: ignore[method-assign]  # no homeserver
+    app.history_loaded = True
+    return app
+
+
+async def started(app: CounselorApp, pilot) -> OptionList:
+    app.pop_screen()  # the sign-in: the model is filled by hand instead
+    app._refresh_queue()
+    await pilot.pause()
+    app.action_focus_queue()
+    await pilot.pause()
+    return app.query_one("#queue", OptionList)
+
+
+def shown(app: CounselorApp) -> tuple[str, str]:
+    return (
+        app.query_one("#conversation", TextPane).content.plain,
+        app.query_one("#card", TextPane).content.plain,
+    )
+
+
+async def test_a_fast_key_burst_ends_on_the_highlighted_client(tmp_path, monkeypatch):
+    # A long frame, so that the whole burst falls within the first key's frame
+    # however slowly the keys arrive here.
+    monkeypatch.setattr(tui.app, "DETAIL_FRAME_S", 1.0)
+    app = filled_app(tmp_path)
+    async with app.run_test(size=(120, 36)) as pilot:
+        ql = await started(app, pilot)
+        await pilot.press(*["down"] * 8, "up", "up", *["down"] * 4)
+        await pilot.pause(1.2)
+        room = ql.highlighted_option.id  # type: ignore[union-attr]
+        assert room == app.queue_entries()[10].room_id
+        assert app.current == room
+        thread, card = shown(app)
+        pseudonym = app.link.entry(room).pseudonym  # type: ignore[union-attr]
+        assert card.startswith(pseudonym + "\n") and f"client {pseudonym[-3:]}" in thread
+        assert (thread, card) == (app.thread_text().plain, app.card_text().plain)
+
+
+async def test_moves_within_a_frame_draw_once_for_the_last_row(tmp_path):
+    app = filled_app(tmp_path)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await started(app, pilot)
+        first, second, third = (e.room_id for e in app.queue_entries()[3:6])
+        app.open_room(first)
+        drawn = shown(app)
+        assert "Client" in drawn[1]  # the first move is drawn at once
+        app.open_room(second)
+        app.open_room(third)
+        assert shown(app) == drawn  # within the same frame: not yet
+        await pilot.pause(0.1)
+        assert shown(app) == (app.thread_text().plain, app.card_text().plain)
+        assert app.link.entry(third).pseudonym in shown(app)[1]  # type: ignore[union-attr]
+
+
+async def test_moving_in_the_queue_lays_out_nothing(tmp_path, monkeypatch):
+    layouts: list[int] = []
+    real = textual.screen.Screen._refresh_layout
+
+    def counted(self, *args, **kwargs):
+        layouts.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(textual.screen.Screen, "_refresh_layout", counted)
+    app = filled_app(tmp_path)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await started(app, pilot)
+        await pilot.press("down")
+        await pilot.pause(0.1)
+        layouts.clear()
+        for _ in range(8):
+            await pilot.press("down")
+            await pilot.pause(0.05)
+        assert app.current == app.queue_entries()[9].room_id
+        assert layouts == []
+
+
+async def test_a_changed_row_is_redrawn_and_a_taller_one_moves_the_rows_below(tmp_path):
+    app = filled_app(tmp_path)
+    async with app.run_test(size=(120, 36)) as pilot:
+        ql = await started(app, pilot)
+        first, second = (e.room_id for e in app.queue_entries()[:2])
+        below = ql._index_to_line[1]
+        app.link.entry(first).mark_read()  # type: ignore[union-attr]
+        app._refresh_queue({first})
+        await pilot.pause()
+        assert "(" not in str(ql.get_option(first).prompt)  # the unread count is gone
+        drawn = ql.render_line(ql._index_to_line[0] - ql.scroll_offset.y).text
+        assert app.link.entry(first).pseudonym in drawn and "(" not in drawn  # type: ignore[union-attr]
+        assert "(" in str(ql.get_option(second).prompt)
+        assert ql._index_to_line[1] == below
+        app.link.entry(first).flag(CHECK_NO, 1)  # type: ignore[union-attr]
+        app._refresh_queue({first})
+        await pilot.pause()
+        assert "asked: no" in str(ql.get_option(first).prompt)
+        assert ql._index_to_line[1] == below + 1  # the flag is a second line
+        assert "asked: no" in html.unescape(app.export_screenshot()).replace("\xa0", " ")
+
+
+async def test_the_detail_follows_the_cursor_in_the_same_turn(tmp_path):
+    app = filled_app(tmp_path)
+    async with app.run_test(size=(120, 36)) as pilot:
+        ql = await started(app, pilot)
+        await pilot.pause(0.1)
+        target = app.queue_entries()[7]
+        ql.highlighted = 7  # no message round trip: drawn with the cursor's frame
+        assert app.current == target.room_id
+        assert shown(app)[1].startswith(target.pseudonym + "\n")
