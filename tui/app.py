@@ -35,6 +35,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
+from e2ecounsel.domain.cadence import format_wait
 from e2ecounsel.errors import E2ECounselError
 from e2ecounsel.matrix import ConnectionState, MatrixSession
 from tui.commands import (
@@ -57,7 +58,6 @@ from tui.queue import (
     ClientEntry,
     Page,
     ReplyRound,
-    format_wait,
     format_when,
     open_pages,
     order,

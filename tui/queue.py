@@ -247,18 +247,6 @@ def open_pages(pages: Iterable[Page]) -> list[Page]:
     return sorted((p for p in pages if not p.taken_by), key=lambda p: (-p.ts_ms, p.page_id))
 
 
-def format_wait(ms: int) -> str:
-    """A waiting time as the queue shows it: "3 h 12 m", "2 d 4 h", "5 m"."""
-    minutes = max(ms, 0) // 60_000
-    days, rest = divmod(minutes, 24 * 60)
-    hours, mins = divmod(rest, 60)
-    if days:
-        return f"{days} d {hours} h"
-    if hours:
-        return f"{hours} h {mins} m"
-    return f"{mins} m"
-
-
 # ---------------------------------------------------------------------- reply rounds
 
 

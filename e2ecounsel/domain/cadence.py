@@ -77,3 +77,15 @@ def next_window(now_utc: datetime, windows: ReplyWindows) -> datetime | None:
         if later:
             return later[0]
     return None
+
+
+def format_wait(ms: int) -> str:
+    """A waiting time as the bot and the counselor app show it: "3 h 12 m", "2 d 4 h", "5 m"."""
+    minutes = max(ms, 0) // 60_000
+    days, rest = divmod(minutes, 24 * 60)
+    hours, mins = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {mins} m"
+    return f"{mins} m"

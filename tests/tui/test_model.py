@@ -20,7 +20,6 @@ from tui.queue import (
     ClientEntry,
     Message,
     ReplyRound,
-    format_wait,
     open_pages,
     order,
     parse_windows,
@@ -52,12 +51,6 @@ def test_duplicate_events_are_ignored_and_out_of_order_ones_sorted():
     assert not e.add(Message("$!r0", "@x:y", 50, "hi", "client"))
     e.add(Message("$old", "@x:y", 10, "older", "counselor"))
     assert [m.ts_ms for m in e.messages] == [10, 50]
-
-
-def test_format_wait():
-    assert format_wait((3 * 60 + 12) * 60_000) == "3 h 12 m"
-    assert format_wait(5 * 60_000) == "5 m"
-    assert format_wait((2 * 24 + 4) * 3600_000) == "2 d 4 h"
 
 
 def test_reply_round_counts_down_and_ends():

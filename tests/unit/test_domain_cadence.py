@@ -9,7 +9,13 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from e2ecounsel.domain.cadence import ReplyWindows, local_instant, next_window, windows_on
+from e2ecounsel.domain.cadence import (
+    ReplyWindows,
+    format_wait,
+    local_instant,
+    next_window,
+    windows_on,
+)
 
 JAKARTA = ReplyWindows((time(9), time(13), time(19)), "Asia/Jakarta", frozenset({5, 6}))
 
@@ -166,3 +172,9 @@ def test_next_window_chains_through_every_window(
         chained.append(cursor)
         cursor = next_window(cursor, windows)
     assert got == chained
+
+
+def test_a_wait_reads_in_days_hours_and_minutes():
+    assert format_wait((3 * 60 + 12) * 60_000) == "3 h 12 m"
+    assert format_wait(5 * 60_000) == "5 m"
+    assert format_wait((2 * 24 + 4) * 3600_000) == "2 d 4 h"

@@ -13,6 +13,7 @@ from bridge.kernel.commands import SUPERVISOR, CommandEvent, Commands
 from bridge.kernel.effects import (
     Effects,
 )
+from e2ecounsel.domain.cadence import format_wait
 from e2ecounsel.errors import MatrixError
 
 if TYPE_CHECKING:
@@ -104,9 +105,11 @@ async def cmd_queue(ev: CommandEvent) -> None:
             lang,
             "queue.summary",
             awaiting=len(awaiting),
-            oldest_wait=_hours(oldest / 3_600_000),
+            oldest_wait=format_wait(oldest),
             waitlisted=len(waiting),
-            oldest_waitlist=_hours(oldest_wl.total_seconds() / 3600) if oldest_wl else "-",
+            oldest_waitlist=format_wait(int(oldest_wl.total_seconds() * 1000))
+            if oldest_wl
+            else "-",
             high_risk=sum(1 for e in active + waiting if e.risk == "high"),
         ),
     )
@@ -124,8 +127,3 @@ async def cmd_oncall(ev: CommandEvent) -> None:
 
 
 # ------------------------------------------------------------------ roster upkeep
-
-
-def _hours(h: float) -> str:
-    whole = int(h)
-    return f"{whole} h {int((h - whole) * 60)} m"
