@@ -55,8 +55,10 @@ def link(room_id: str) -> str:
 
 
 def fits(template: str, body: str) -> bool:
-    """``body`` is ``template`` with each ``§`` standing for a duration like ``0 h 3 m``."""
-    pattern = r"\d+ h \d+ m".join(re.escape(part) for part in template.split("§"))
+    """``body`` is ``template`` with each ``§`` standing for a wait like ``5 m``, ``3 h 12 m``
+    or ``2 d 4 h`` (see :func:`e2ecounsel.domain.cadence.format_wait`)."""
+    wait = r"(?:\d+ d \d+ h|\d+ h \d+ m|\d+ m)"
+    pattern = wait.join(re.escape(part) for part in template.split("§"))
     return re.fullmatch(pattern, body) is not None
 
 

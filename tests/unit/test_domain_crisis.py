@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -250,24 +249,19 @@ def test_a_bad_rule_names_its_id() -> None:
         build_rules("xx", CLASSES, CONTEXT, [("y", "die", "none")])
 
 
-def test_thousands_of_phrases_stay_fast() -> None:
+def test_thousands_of_phrases_still_find_the_one_in_a_long_message() -> None:
+    # How fast this is, is measured by `python -m bench.crisis_triage`.
     many = {"en": [f"phrase{i} word{i % 97} tail{i % 13}" for i in range(5000)] + ["kill myself"]}
     d = CrisisDetector(many)
     text = " ".join(f"word{i}" for i in range(2000)) + " kill myself"
-    begin = time.perf_counter()
-    for _ in range(20):
-        assert d.detect(text)
-    per_message = (time.perf_counter() - begin) / 20
-    assert per_message < 0.05
+    assert d.detect(text)
+    assert not d.detect(" ".join(f"word{i}" for i in range(2000)))
 
 
-def test_the_shipped_rules_stay_fast_on_long_messages() -> None:
+def test_the_shipped_rules_judge_a_long_everyday_message_as_no_crisis() -> None:
     d = load_policy(strict=True).crisis.detector()
     text = "aku capek banget kerja hari ini dan pengen tidur lama sekali. " * 60
-    begin = time.perf_counter()
-    for _ in range(5):
-        d.triage(text)
-    assert (time.perf_counter() - begin) / 5 < 0.1
+    assert d.triage(text).outcome is not Outcome.PROTOCOL
 
 
 # ------------------------------------------------------------------------------- corpus
@@ -391,14 +385,6 @@ def test_two_trainings_give_identical_weights_whatever_the_hash_seed() -> None:
     assert crisis_model.train(examples) == crisis_model.train(examples)
     first = crisis_model.train(examples).weights
     assert [f for f, _ in first] == sorted(f for f, _ in first)
-
-
-def test_training_takes_well_under_a_second() -> None:
-    examples = _tuning_examples()
-    assert len(examples) >= 400
-    begin = time.process_time()
-    crisis_model.train(examples)
-    assert time.process_time() - begin < 1.0
 
 
 def test_the_threshold_comes_from_cross_validation() -> None:
