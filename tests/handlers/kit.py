@@ -15,7 +15,7 @@ import itertools
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,8 @@ from e2ecounsel import casechannel
 from e2ecounsel.casechannel import CaseEvent
 from e2ecounsel.policy import Policy
 from e2ecounsel.sealing import Sealer
+from tests.clock import Clock
+from tests.integration.bridgekit import counselor_record
 
 BOT = "@e2ecounsel:test"
 
@@ -115,17 +117,6 @@ def _room_of(path: str) -> str:
     return unquote(parts[1].split("/", 1)[0]) if len(parts) == 2 else ""
 
 
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
 class Hub:
     """The real router over a real store, a recording Matrix and a settable clock."""
 
@@ -169,18 +160,7 @@ class Hub:
     # ------------------------------------------------------------------ people
 
     async def counselor(self, user_id: str, name: str, **over: object) -> Counselor:
-        values: dict[str, object] = dict(
-            user_id=user_id,
-            name=name,
-            credentials="M.Psi., Psikolog",
-            languages=("en", "id"),
-            specialties=("anxiety", "stress"),
-            capacity=5,
-            timezone="Asia/Jakarta",
-            reply_windows=("09:00", "13:00", "19:00"),
-        )
-        values.update(over)
-        record = Counselor(**values)  # type: ignore[arg-type]
+        record = counselor_record(user_id, name, **over)
         await self.store.add_counselor(record)
         return record
 

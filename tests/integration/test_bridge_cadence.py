@@ -23,6 +23,7 @@ from bridge.scheduler import DurableScheduler
 from e2ecounsel.config import BridgeConfig, write_config
 from e2ecounsel.policy import MisfirePolicy
 from e2ecounsel.sealing import Sealer, load_or_create_key
+from tests.clock import Clock
 from tests.integration.bridgekit import (
     POLICY,
     BotEnv,
@@ -37,17 +38,6 @@ from tests.integration.bridgekit import (
 from tests.integration.matrixkit import Recorder, until
 
 SVC = POLICY.service
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kw: float) -> None:
-        self.now += timedelta(**kw)
 
 
 @pytest.fixture

@@ -19,24 +19,12 @@ from bridge.persistence.store import (
 )
 from e2ecounsel.errors import StorageError
 from e2ecounsel.sealing import Sealer
+from tests.clock import Clock
 from tests.pgkit import Target
 
 KEY = bytes(range(1, 33))
 CANARY = "canary-Zq81-sealed-only"
 T0 = datetime(2025, 3, 3, 8, 0, tzinfo=UTC)
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 def ms(moment: datetime) -> int:

@@ -22,21 +22,11 @@ from bridge.scheduler import DurableScheduler
 from e2ecounsel.errors import PolicyError
 from e2ecounsel.policy import MisfirePolicy, load_policy
 from e2ecounsel.sealing import Sealer
+from tests.clock import Clock
 from tests.pgkit import Target
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 DAYS = 14
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 @dataclass
@@ -77,7 +67,7 @@ class Bridge:
 
 @pytest.fixture
 async def bridge(database_target: Target) -> AsyncIterator[Bridge]:
-    clock = Clock()
+    clock = Clock(T0)
     store = await BridgeStore.open(database_target, Sealer(b"p" * 32), clock=clock)
     inbox = Inbox(store.db, clock=clock)
     scheduler = DurableScheduler(store, misfire=MisfirePolicy(60, "fire-late"), clock=clock)

@@ -13,19 +13,9 @@ from bridge.persistence.store import BridgeStore, ClientRecord, Counselor
 from bridge.scheduler import DurableScheduler, job_txn
 from e2ecounsel.policy import MisfirePolicy
 from e2ecounsel.sealing import Sealer
+from tests.clock import Clock
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # a Monday
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kw: float) -> None:
-        self.now += timedelta(**kw)
 
 
 @pytest.fixture

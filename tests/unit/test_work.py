@@ -16,14 +16,7 @@ from bridge.kernel.work import Retry, Work, delay_after, handling_room
 from bridge.persistence.store import BridgeStore
 from e2ecounsel.errors import MatrixError
 from e2ecounsel.sealing import Sealer
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
+from tests.clock import Clock
 
 
 class Crash(BaseException):
@@ -32,7 +25,7 @@ class Crash(BaseException):
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[BridgeStore]:
-    clock = Clock()
+    clock = Clock(datetime(2026, 3, 1, 9, 0, tzinfo=UTC))
     s = await BridgeStore.open(tmp_path / "bridge.db", Sealer(secrets.token_bytes(32)), clock=clock)
     yield s
     await s.close()
