@@ -444,6 +444,16 @@ class Policy:
     vocabularies: Mapping[str, Vocabulary]
     notes: tuple[str, ...] = ()
     strict: bool | None = field(default=None, compare=False)
+    _answer_words: Mapping[str, frozenset[str]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        combined = {
+            name: frozenset().union(*(v.answers[name] for v in self.vocabularies.values()))
+            for name in ANSWERS
+        }
+        object.__setattr__(self, "_answer_words", MappingProxyType(combined))
 
     def warnings(self) -> list[str]:
         """Things that load fine but an operator should know about."""
@@ -485,13 +495,8 @@ class Policy:
 
     def answer_words(self) -> Mapping[str, frozenset[str]]:
         """Every answer list of :data:`ANSWERS` with the words of all languages (what the
-        intake accepts, whatever language a client picked)."""
-        return MappingProxyType(
-            {
-                name: frozenset().union(*(v.answers[name] for v in self.vocabularies.values()))
-                for name in ANSWERS
-            }
-        )
+        intake accepts, whatever language a client picked); combined once, when loaded."""
+        return self._answer_words
 
     def common_params(self, lang: str) -> dict[str, object]:
         """Parameters every message may use without the caller passing them."""
