@@ -27,7 +27,7 @@ from bridge.kernel.commands import (
 )
 from bridge.kernel.effects import Effects, command_reply, txn_id
 from bridge.persistence.inbox import InboxItem
-from bridge.persistence.store import ClientRecord, Engagement
+from bridge.persistence.store import ClientRecord, Counselor, Engagement
 from e2ecounsel.domain.text import clean_text, normalize_command, parse_number
 from e2ecounsel.errors import MatrixError
 
@@ -218,7 +218,7 @@ def _counselor_event(
     command: str,
     args: str,
     room: str,
-    counselor: Any,
+    counselor: Counselor,
     eng: Engagement | None,
     client: ClientRecord | None,
 ) -> CommandEvent:
