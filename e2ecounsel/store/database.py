@@ -65,6 +65,9 @@ PRAGMAS: tuple[tuple[str, str], ...] = (
     ("synchronous", "NORMAL"),
 )
 
+#: Tries of a pragma SQLite refuses with "locked" (about 5 s in all, as ``busy_timeout``).
+_LOCKED_ATTEMPTS = 14
+
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
 _SCHEMA_TABLE = """
@@ -195,7 +198,7 @@ class _SqliteDriver:
     async def configure(self) -> None:
         try:
             for name, value in PRAGMAS:
-                await self.run(f"PRAGMA {name}={value}")
+                await self._pragma(name, value)
             row = await self.one("PRAGMA journal_mode")
         except sqlite3.Error as exc:
             raise _storage_error(Path(self.location), exc) from exc
@@ -203,6 +206,19 @@ class _SqliteDriver:
             # Some file systems (network mounts) cannot do WAL; SQLite then keeps
             # its rollback journal, which is slower but still safe.
             log.warning("database %s: WAL journal mode not available", self.location)
+
+    async def _pragma(self, name: str, value: str) -> None:
+        """Set one pragma. Switching a new file to WAL needs the file to itself, and SQLite
+        answers "locked" at once, without waiting ``busy_timeout``, while a second process
+        opening the same new file holds it for a moment: that switch is tried again."""
+        for attempt in range(_LOCKED_ATTEMPTS):
+            try:
+                await self.run(f"PRAGMA {name}={value}")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == _LOCKED_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))
 
     def storage_error(self, exc: Exception) -> StorageError | None:
         if isinstance(exc, sqlite3.Error):
