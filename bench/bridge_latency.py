@@ -519,13 +519,14 @@ class LocalBots:
 
         bridge.session.send = counted  # type: ignore[method-assign]
 
-    async def mark(self, profile: bool | None = None) -> dict[str, Any]:
-        return self.snapshot(profile)
+    async def mark(self, profile: bool | None = None, suffix: str = "") -> dict[str, Any]:
+        return self.snapshot(profile, suffix)
 
-    def snapshot(self, profile: bool | None = None) -> dict[str, Any]:
+    def snapshot(self, profile: bool | None = None, suffix: str = "") -> dict[str, Any]:
         """This process's CPU seconds so far, the messages each bot handled so far, and
         the router's handling times since the previous mark. ``profile`` True starts a
-        CPU profile (cProfile on the process clock), False stops it and writes it."""
+        CPU profile (cProfile on the process clock), False stops it and writes it (to the
+        profile's file name followed by ``suffix``)."""
         snapshot: dict[str, Any] = {
             "cpu": time.process_time(),
             "bridge_handled": self.handled,
@@ -540,7 +541,7 @@ class LocalBots:
             self._profile.enable()
         elif profile is False and self._profile is not None and self.spec.profile:
             self._profile.disable()
-            self._profile.dump_stats(self.spec.profile)
+            self._profile.dump_stats(self.spec.profile + suffix)
             self._profile = None
         return snapshot
 
@@ -656,9 +657,10 @@ class BotProcess:
         if not reply.get("ready"):
             raise RuntimeError(f"the bot process failed to start: {reply.get('error')}")
 
-    async def mark(self, profile: bool | None = None) -> dict[str, Any]:
+    async def mark(self, profile: bool | None = None, suffix: str = "") -> dict[str, Any]:
         assert self.proc is not None and self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"mark": True, "profile": profile}).encode() + b"\n")
+        command = {"mark": True, "profile": profile, "suffix": suffix}
+        self.proc.stdin.write(json.dumps(command).encode() + b"\n")
         await self.proc.stdin.drain()
         return await self._line(60)
 
@@ -705,7 +707,8 @@ async def serve_bots() -> int:
             if not line or line.strip() == "stop":
                 break
             command = json.loads(line)
-            print(json.dumps(bots.snapshot(command.get("profile"))), flush=True)
+            snapshot = bots.snapshot(command.get("profile"), command.get("suffix", ""))
+            print(json.dumps(snapshot), flush=True)
         stats = await bots.final_stats()
     finally:
         await bots.stop()
@@ -854,9 +857,9 @@ async def measure(
     clients = world.clients
     last = await world.bots.mark()
 
-    async def phase(name: str, profile: bool | None = None) -> None:
+    async def phase(name: str, profile: bool | None = None, suffix: str = "") -> None:
         nonlocal last
-        now = await world.bots.mark(profile)
+        now = await world.bots.mark(profile, suffix)
         phases[name] = Phase(
             now["cpu"] - last["cpu"],
             now["bridge_handled"] - last["bridge_handled"],
@@ -986,7 +989,10 @@ async def measure(
                 if planned:
                     out.setdefault(f"echo_step:{name}", Series(name)).samples.append(s)
         out[key] = series
-        await phase("echo walk, like for like" if planned else "echo walk")
+        if planned:  # the like-for-like walk is profiled too, into FILE.echo
+            await phase("echo walk, like for like", profile=False, suffix=".echo")
+        else:
+            await phase("echo walk", profile=True)
     like_rest = Series("  without consent -> age")
     for name in by_step:
         if name != "consent -> age" and f"echo_step:{name}" in out:
@@ -1198,8 +1204,8 @@ def module_of(filename: str) -> str:
     return path
 
 
-def profile_lines(path: str, top: int = 15) -> list[str]:
-    """The intake walk's CPU profile: own time by module, then by function."""
+def profile_lines(path: str, what: str, top: int = 15) -> list[str]:
+    """A walk's CPU profile: own time by module, then by function."""
     stats = pstats.Stats(path)
     entries = stats.stats  # type: ignore[attr-defined]
     total = sum(tt for _cc, _nc, tt, _ct, _callers in entries.values()) or 1.0
@@ -1210,7 +1216,7 @@ def profile_lines(path: str, top: int = 15) -> list[str]:
         by_module[module] += tt
         if module == "(built-in)":
             builtins[func] += tt
-    lines = [f"CPU profile of the bots' process in the intake walk ({total:.2f} s CPU), own time:"]
+    lines = [f"CPU profile of the bots' process, {what} ({total:.2f} s CPU), own time:"]
     lines += [f"  {share / total:6.1%}  {module}" for module, share in by_module.most_common(top)]
     lines.append("  built-ins among them:")
     lines += [f"  {share / total:6.1%}  {func}" for func, share in builtins.most_common(8)]
@@ -1305,7 +1311,9 @@ def report(
                 lines.append(ratios(s, echo, "    ratio"))
     lines += [rule, *cpu_lines(phases)]
     if profile is not None:
-        lines += [rule, *profile_lines(profile)]
+        lines += [rule, *profile_lines(profile, "the bridge in the intake walk")]
+        if os.path.exists(profile + ".echo"):
+            lines += [rule, *profile_lines(profile + ".echo", "the echo bot, like for like")]
     lines += [rule, "checks:"]
     lines += [f"  {line}" for line in checks.lines]
     lines.append(f"  problems: {checks.problems}")
@@ -1373,8 +1381,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--profile",
         metavar="FILE",
         help="write a CPU profile (cProfile, process clock) of the bots' process during the"
-        " intake walk to FILE and print its top costs; it slows the bots, so take the"
-        " latency figures from a run without it",
+        " intake walk to FILE, and of the like-for-like echo walk to FILE.echo, and print"
+        " their top costs; it slows the bots, so take the latency figures from a run"
+        " without it",
     )
     ap.add_argument("--serve-bots", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument(
