@@ -45,7 +45,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from nio import (
@@ -148,6 +148,18 @@ def _own_join(info: Any, me: str) -> bool:
     )
 
 
+def _membership_in(resp: SyncResponse, user_id: str) -> bool:
+    """True if a joined room's state or timeline in this batch has ``user_id``'s
+    membership as joined or invited (lazy-loaded member state included)."""
+    return any(
+        isinstance(e, RoomMemberEvent)
+        and e.state_key == user_id
+        and e.membership in ("join", "invite")
+        for info in resp.rooms.join.values()
+        for e in [*info.state, *info.timeline.events]
+    )
+
+
 def _joined_users(resp: SyncResponse) -> set[str]:
     """Users who joined or were invited to one of our rooms in this sync batch."""
     users: set[str] = set()
@@ -230,6 +242,9 @@ class MatrixSession:
         self._nio_query: asyncio.Task[None] | None = None
         self._trust: TrustPolicy | None = None
         self._own_devices_changed = False
+        # The sync token from which our own account's keys are to be checked (see
+        # :meth:`use_trust`); None when no report is waiting.
+        self._own_check_from: str | None = None
         self._upkeep_task: asyncio.Task[None] | None = None
         self._upkeep_due = False
         self._sync_task: asyncio.Task[None] | None = None
@@ -341,9 +356,17 @@ class MatrixSession:
 
         Users named in ``device_lists.changed`` and users who join or are invited
         are marked for a new lookup; users in ``device_lists.left`` are
-        forgotten. Our own account gets its own rule: the homeserver names it in
-        many syncs without anything changing, so its devices are looked up again
-        in the background upkeep only, never on the send path; device key objects
+        forgotten. Our own account gets its own rule, for two reasons. Its devices
+        are looked up again in the background upkeep only, never on the send path.
+        And Synapse names in ``device_lists.changed`` every user whose membership
+        event a sync batch carries, lazy-loaded member state included ("newly
+        joined", by its own admission unchecked): our own membership is in nearly
+        every batch in which the bot spoke, so our own account is named in most
+        syncs without any change. When such a batch names us, the upkeep first asks
+        ``/keys/changes`` since that batch, which counts real membership changes
+        only (and every device or cross-signing key change); only if it names us
+        too are our keys looked up. A report without our membership in the batch,
+        or a failed ``/keys/changes``, is taken as a change. Device key objects
         that come back unchanged cost no new signature check (the policy keeps
         its verdicts per key object). Sends look up stale users through the
         policy, in the same request that refreshes nio's device store.
@@ -354,13 +377,17 @@ class MatrixSession:
     async def _on_sync_received(self, resp: SyncResponse) -> None:
         if self.resume_lazily and self._since:
             await self._complete_lazily(resp, self._since)
-        joined = _joined_users(resp)
-        changed = set(resp.device_list.changed) | joined
-        left = set(resp.device_list.left)
         me = self.user_id
-        if me in changed:
-            changed.discard(me)
-            self._own_devices_changed = True
+        joined = _joined_users(resp) - {me}  # our own joins change none of our devices
+        reported = set(resp.device_list.changed)
+        changed = (reported | joined) - {me}
+        left = set(resp.device_list.left)
+        if me in reported and self._trust is not None:
+            if self._since and _membership_in(resp, me):
+                if self._own_check_from is None:  # the earliest waiting report counts
+                    self._own_check_from = self._since
+            else:
+                self._own_devices_changed = True
         olm = self.client.olm
         if olm is not None:
             # What nio does after the callbacks (new members, changed devices), done
@@ -452,6 +479,12 @@ class MatrixSession:
             if isinstance(r, KeysUploadError):
                 logger.warning("keys upload failed: %s", r.status_code)
         if self._trust is not None:
+            since, self._own_check_from = self._own_check_from, None
+            if since is not None:
+                if await self._own_keys_changed_since(since):
+                    self._own_devices_changed = True
+                else:
+                    self._keep_own_keys()
             wanted = self._trust.stale_users() | set(self.client.users_for_key_query)
             if self._own_devices_changed:
                 self._own_devices_changed = False
@@ -468,6 +501,25 @@ class MatrixSession:
         for r4 in to_device or ():
             if isinstance(r4, ErrorResponse):
                 logger.warning("to-device send failed: %s", r4.status_code)
+
+    def _keep_own_keys(self) -> None:
+        """Our keys are unchanged: take our account off nio's query list, where nio put
+        it for the same report (once our keys were looked up at least once)."""
+        olm = self.client.olm
+        me = self.user_id
+        if olm is not None and me in olm.tracked_users and self._trust is not None:
+            if not self._trust.is_stale(me):
+                olm.users_for_key_query.discard(me)
+
+    async def _own_keys_changed_since(self, since: str) -> bool:
+        """True unless ``/keys/changes`` says our account's keys are unchanged since ``since``."""
+        query = urlencode({"from": since, "to": self.client.next_batch or since})
+        try:
+            status, body = await self.raw("GET", f"/_matrix/client/v3/keys/changes?{query}")
+        except _TRANSIENT_EXC:
+            return True
+        changed = body.get("changed") if status == 200 and isinstance(body, dict) else None
+        return not isinstance(changed, list) or self.user_id in changed
 
     async def _nio_keys_query(self) -> None:
         """nio's own device-list query, one at a time: a send that needs it joins it."""
