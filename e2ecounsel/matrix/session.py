@@ -479,17 +479,21 @@ class MatrixSession:
             if isinstance(r, KeysUploadError):
                 logger.warning("keys upload failed: %s", r.status_code)
         if self._trust is not None:
+            # Others first: a send may wait for them. Our own account, when a report
+            # waits for its check, after that check.
             since, self._own_check_from = self._own_check_from, None
-            if since is not None:
-                if await self._own_keys_changed_since(since):
-                    self._own_devices_changed = True
-                else:
-                    self._keep_own_keys()
             wanted = self._trust.stale_users() | set(self.client.users_for_key_query)
+            if since is not None:
+                wanted.discard(self.user_id)
             if self._own_devices_changed:
                 self._own_devices_changed = False
                 wanted.add(self.user_id)
             await self._trust.refresh(self.client, wanted)
+            if since is not None and self.user_id not in wanted:
+                if await self._own_keys_changed_since(since):
+                    await self._trust.refresh(self.client, [self.user_id])
+                else:
+                    self._keep_own_keys()
         if self.client.should_query_keys:
             await self._nio_keys_query()
         if self.client.should_claim_keys:
