@@ -57,6 +57,12 @@ SYNC_FILTER = {
     },
     "presence": {"types": []},
 }
+# Incremental syncs carry state deltas only, so they need no lazy-loading. With it,
+# Synapse sends again, in most batches, the bot's own membership of each room it
+# spoke in (its cache of members sent keeps one event per user, and the bot has one
+# per room): an event to parse and check each time, and, counted as a join, our own
+# account named in device_lists.changed.
+DELTA_FILTER = {"room": {"timeline": {"limit": 50}}, "presence": {"types": []}}
 TICK_SECONDS = 5.0
 
 
@@ -94,6 +100,7 @@ class Bridge:
             sealer,
             device_name=config.device_name,
             sync_filter=SYNC_FILTER,
+            delta_filter=DELTA_FILTER,
             resume_lazily=True,
         )
         self.supervisors_room = (

@@ -194,6 +194,8 @@ class MatrixSession:
     The clock (``sleep``) is injectable so tests can drive back-off.
     ``resume_lazily``: restart without a full-state sync (see the module doc);
     ``client.rooms`` then holds only the rooms seen active or sent to.
+    ``delta_filter``: the filter of incremental syncs (from a token, without full
+    state), when it differs from ``sync_filter``, which the others use.
     """
 
     def __init__(
@@ -205,6 +207,7 @@ class MatrixSession:
         *,
         device_name: str = "e2ecounsel",
         sync_filter: Mapping[str, Any] | None = None,
+        delta_filter: Mapping[str, Any] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         max_backoff: float = 30.0,
         resume_lazily: bool = False,
@@ -217,6 +220,7 @@ class MatrixSession:
         self._sleep = sleep
         self._max_backoff = max_backoff
         self._sync_filter = dict(sync_filter) if sync_filter else None
+        self._delta_filter = dict(delta_filter) if delta_filter else self._sync_filter
         self.resume_lazily = resume_lazily
         self._since: str | None = None  # the token of the sync under way
         self._room_loads: dict[str, asyncio.Task[MatrixRoom | None]] = {}
@@ -439,11 +443,12 @@ class MatrixSession:
     async def _sync_round(self, timeout_ms: int) -> SyncResponse:
         resume = self._resume_token
         self._since = resume or self.client.next_batch
+        full_state = bool(resume) and not self.resume_lazily
         resp = await self.client.sync(
             timeout=0 if resume else timeout_ms,
-            sync_filter=self._sync_filter,
+            sync_filter=self._delta_filter if self._since and not full_state else self._sync_filter,
             since=resume,
-            full_state=bool(resume) and not self.resume_lazily,
+            full_state=full_state,
         )
         if not isinstance(resp, SyncResponse):
             check(resp, "sync")
