@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import pstats
+import re
 import secrets
 import sys
 import tempfile
@@ -93,6 +94,7 @@ class Seen:
     at: float  # perf_counter() when the decrypted event reached the client
     event_id: str
     server_ts: int  # origin_server_ts, milliseconds on the homeserver's clock
+    html_len: int = 0  # length of the formatted (HTML) body, 0 without one
 
 
 class Peer:
@@ -140,6 +142,7 @@ class Peer:
                 time.perf_counter(),
                 event.event_id,
                 int(event.server_timestamp),
+                len(getattr(event, "formatted_body", None) or ""),
             )
         )
         async with self._changed:
@@ -204,18 +207,61 @@ class Peer:
         await self.session.close()
 
 
+# One part of a planned reply: (plain body length, formatted body length, 0 for none).
+PartSize = tuple[int, int]
+_PLAN = re.compile(r"^turn \d+ (?P<tag>[0-9a-f]+) reply (?P<plan>\d+/\d+(?:;\d+/\d+)*)$")
+
+
+def plan_text(turn: int, tag: str, plan: Sequence[PartSize]) -> str:
+    """A client's turn that asks the echo bot for ``plan``: one message per part, each
+    of the given sizes (what the bridge sent for the intake step of the same rank)."""
+    return f"turn {turn} {tag} reply " + ";".join(f"{b}/{h}" for b, h in plan)
+
+
+def planned_parts(body: str) -> list[dict[str, Any]] | None:
+    """The messages a planned turn asks for (see :func:`plan_text`); None for any other
+    text. Each is shaped like the bridge's: a plain body, an HTML body when the
+    bridge's had one, and empty ``m.mentions``; the first starts with the turn's tag."""
+    found = _PLAN.match(body)
+    if found is None:
+        return None
+    sizes = [tuple(int(n) for n in part.split("/")) for part in found["plan"].split(";")]
+    parts: list[dict[str, Any]] = []
+    for i, (plain, html) in enumerate(sizes, start=1):
+        head = f"{found['tag']} {i}/{len(sizes)} "
+        content: dict[str, Any] = {"msgtype": "m.notice", "body": head.ljust(plain, "x")}
+        if html:
+            content["format"] = "org.matrix.custom.html"
+            content["formatted_body"] = head.ljust(html, "x")
+        content["m.mentions"] = {}
+        parts.append(content)
+    return parts
+
+
+def first_part(tag: str) -> Check:
+    return lambda body: body.startswith(f"{tag} 1/")
+
+
+def equal_to(text: str) -> Check:
+    return lambda body: body == text
+
+
 class EchoBot:
     """The baseline: joins every invite, greets, and answers each text with a notice.
 
     As bare as an E2EE bot gets with matrix-nio: no store, no policy, no trust rules.
-    Each reply goes out from its own task so one slow send does not hold the others
-    back (the bridge also works rooms in parallel)."""
+    A planned turn (:func:`plan_text`) is answered with the messages it asks for, in
+    order; any other text with itself. Each turn is answered from its own task so one
+    slow send does not hold other rooms back (the bridge also works rooms in
+    parallel); within a room the turns are answered in order, as the bridge does."""
 
     def __init__(self, session: MatrixSession) -> None:
         self.session = session
         self.failures = 0
-        self.replies = 0
+        self.replies = 0  # turns answered
+        self.sent = 0  # messages sent for them
         self._tasks: set[asyncio.Task[None]] = set()
+        self._room_locks: dict[str, asyncio.Lock] = {}
         session.add_event_callback(self._on_invite, InviteMemberEvent)
         session.add_event_callback(self._on_text, RoomMessageText)
 
@@ -242,10 +288,15 @@ class EchoBot:
 
     async def _on_text(self, room: MatrixRoom, event: RoomMessageText) -> None:
         if event.sender != self.session.user_id:
+            # A task per turn, made here so that the room lock is asked for in arrival order.
             self._spawn(self._echo(room.room_id, event.body))
 
     async def _echo(self, room_id: str, body: str) -> None:
-        await self.session.send_text(room_id, body, notice=True)
+        parts = planned_parts(body) or [{"msgtype": "m.notice", "body": body}]
+        async with self._room_locks.setdefault(room_id, asyncio.Lock()):
+            for content in parts:
+                await self.session.send(room_id, content)
+                self.sent += 1
         self.replies += 1
 
     async def close(self) -> None:
@@ -468,18 +519,20 @@ class LocalBots:
 
         bridge.session.send = counted  # type: ignore[method-assign]
 
-    async def mark(self, profile: bool | None = None) -> dict[str, Any]:
-        return self.snapshot(profile)
+    async def mark(self, profile: bool | None = None, suffix: str = "") -> dict[str, Any]:
+        return self.snapshot(profile, suffix)
 
-    def snapshot(self, profile: bool | None = None) -> dict[str, Any]:
+    def snapshot(self, profile: bool | None = None, suffix: str = "") -> dict[str, Any]:
         """This process's CPU seconds so far, the messages each bot handled so far, and
         the router's handling times since the previous mark. ``profile`` True starts a
-        CPU profile (cProfile on the process clock), False stops it and writes it."""
+        CPU profile (cProfile on the process clock), False stops it and writes it (to the
+        profile's file name followed by ``suffix``)."""
         snapshot: dict[str, Any] = {
             "cpu": time.process_time(),
             "bridge_handled": self.handled,
             "bridge_sent": self.sent,
             "echo_replies": self.echo.replies if self.echo is not None else 0,
+            "echo_sent": self.echo.sent if self.echo is not None else 0,
             "handle_seconds": self._handle_seconds,
         }
         self._handle_seconds = []
@@ -488,7 +541,7 @@ class LocalBots:
             self._profile.enable()
         elif profile is False and self._profile is not None and self.spec.profile:
             self._profile.disable()
-            self._profile.dump_stats(self.spec.profile)
+            self._profile.dump_stats(self.spec.profile + suffix)
             self._profile = None
         return snapshot
 
@@ -604,9 +657,10 @@ class BotProcess:
         if not reply.get("ready"):
             raise RuntimeError(f"the bot process failed to start: {reply.get('error')}")
 
-    async def mark(self, profile: bool | None = None) -> dict[str, Any]:
+    async def mark(self, profile: bool | None = None, suffix: str = "") -> dict[str, Any]:
         assert self.proc is not None and self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"mark": True, "profile": profile}).encode() + b"\n")
+        command = {"mark": True, "profile": profile, "suffix": suffix}
+        self.proc.stdin.write(json.dumps(command).encode() + b"\n")
         await self.proc.stdin.drain()
         return await self._line(60)
 
@@ -653,7 +707,8 @@ async def serve_bots() -> int:
             if not line or line.strip() == "stop":
                 break
             command = json.loads(line)
-            print(json.dumps(bots.snapshot(command.get("profile"))), flush=True)
+            snapshot = bots.snapshot(command.get("profile"), command.get("suffix", ""))
+            print(json.dumps(snapshot), flush=True)
         stats = await bots.final_stats()
     finally:
         await bots.stop()
@@ -769,7 +824,8 @@ class Phase:
     cpu: float  # CPU seconds of the bots' process
     bridge_handled: int  # events the bridge's router handled
     bridge_sent: int  # messages the bridge sent
-    echo_replies: int  # replies the echo bot sent
+    echo_replies: int  # turns the echo bot answered
+    echo_sent: int  # messages the echo bot sent for them
     handled: list[tuple[str, float]]  # (room, seconds) per event the router handled, in order
 
 
@@ -795,20 +851,21 @@ async def burst_then_next(
 
 async def measure(
     world: World, expect: Expect, timeout: float
-) -> tuple[dict[str, Series], dict[str, Phase]]:
+) -> tuple[dict[str, Series], dict[str, Phase], list[list[PartSize]]]:
     out: dict[str, Series] = {}
     phases: dict[str, Phase] = {}
     clients = world.clients
     last = await world.bots.mark()
 
-    async def phase(name: str, profile: bool | None = None) -> None:
+    async def phase(name: str, profile: bool | None = None, suffix: str = "") -> None:
         nonlocal last
-        now = await world.bots.mark(profile)
+        now = await world.bots.mark(profile, suffix)
         phases[name] = Phase(
             now["cpu"] - last["cpu"],
             now["bridge_handled"] - last["bridge_handled"],
             now["bridge_sent"] - last["bridge_sent"],
             now["echo_replies"] - last["echo_replies"],
+            now["echo_sent"] - last["echo_sent"],
             [(str(r), float(t)) for r, t in now["handle_seconds"]],
         )
         last = now
@@ -870,6 +927,8 @@ async def measure(
     # 3. Intake, each client at its own pace, all at the same time.
     logger.info("intake walk")
     by_step: dict[str, Series] = {}
+    steps = expect.intake_steps("x")
+    starts = {p.user_id: len(p.seen) for p in clients}
 
     async def walk(p: Peer, n: int) -> list[tuple[str, Sample]]:
         got: list[tuple[str, Sample]] = []
@@ -898,34 +957,79 @@ async def measure(
             rest.samples += series.samples
     out["intake_rest"] = rest
     await phase("intake walk", profile=False)
+    plan = reply_plan(world, expect, starts)
 
-    # 4. The same number of back-and-forth turns with the echo bot.
-    logger.info("echo walk")
-    turns = len(expect.intake_steps("x"))
-
-    async def echo_walk(p: Peer) -> list[Sample]:
-        got: list[Sample] = []
-        for i in range(turns):
-            body = f"turn {i} {uuid.uuid4().hex[:6]}"
-            s = await round_trip(
-                p,
-                world.echo_dm[p.user_id],
-                world.echo_id,
-                body,
-                lambda b, body=body: b == body,
-                timeout,
-            )
-            got.append(s)
+    # 4. The same number of back-and-forth turns with the echo bot: first one message
+    # a turn (the old baseline), then each turn answered with the messages, of the same
+    # sizes, the bridge sent for the intake step of the same rank (like for like).
+    async def echo_walk(p: Peer, planned: bool) -> list[tuple[str, Sample]]:
+        got: list[tuple[str, Sample]] = []
+        for i, (name, _answer, _check) in enumerate(steps):
+            tag = uuid.uuid4().hex[:6]
+            if planned and plan[i]:
+                body, check = plan_text(i, tag, plan[i]), first_part(tag)
+            else:
+                body = f"turn {i} {tag}"
+                check = equal_to(body)
+            s = await round_trip(p, world.echo_dm[p.user_id], world.echo_id, body, check, timeout)
+            got.append((name, s))
             if s.seconds is None:
                 break
         return got
 
-    echo_turns = Series("turn reply (bare echo bot)")
-    for got in await asyncio.gather(*(echo_walk(p) for p in clients)):
-        echo_turns.samples.extend(got)
-    out["echo_turns"] = echo_turns
-    await phase("echo walk")
-    return out, phases
+    for key, label, planned in (
+        ("echo_turns", "turn reply (bare echo bot)", False),
+        ("echo_like", "turn reply (echo, like for like)", True),
+    ):
+        logger.info("echo walk%s", ", like for like" if planned else "")
+        series = Series(label)
+        for got in await asyncio.gather(*(echo_walk(p, planned) for p in clients)):
+            for name, s in got:
+                series.samples.append(s)
+                if planned:
+                    out.setdefault(f"echo_step:{name}", Series(name)).samples.append(s)
+        out[key] = series
+        if planned:  # the like-for-like walk is profiled too, into FILE.echo
+            await phase("echo walk, like for like", profile=False, suffix=".echo")
+        else:
+            await phase("echo walk", profile=True)
+    like_rest = Series("  without consent -> age")
+    for name in by_step:
+        if name != "consent -> age" and f"echo_step:{name}" in out:
+            like_rest.samples += out[f"echo_step:{name}"].samples
+    out["echo_like_rest"] = like_rest
+    return out, phases, plan
+
+
+def reply_plan(world: World, expect: Expect, starts: dict[str, int]) -> list[list[PartSize]]:
+    """What the bridge sent for each intake step: the sizes of its messages, in order.
+
+    Taken from what the clients decrypted in the intake walk: a step's reply runs from
+    the message its check picks (the next question) up to the next step's. Per step, the
+    plan most clients saw (they differ only where a client's own text is quoted back)."""
+    steps = expect.intake_steps("x")
+    seen: list[Counter[tuple[PartSize, ...]]] = [Counter() for _ in steps]
+    for n, p in enumerate(world.clients):
+        room = world.bridge_dm[p.user_id]
+        msgs = [
+            m for m in p.seen[starts[p.user_id] :] if m.room_id == room and m.sender == world.bot_id
+        ]
+        checks = [check for _name, _answer, check in expect.intake_steps(f"Bench{n:03d}")]
+        firsts: list[int] = []
+        at = 0
+        for check in checks:
+            hit = next((i for i in range(at, len(msgs)) if check(msgs[i].body)), None)
+            if hit is None:
+                break
+            firsts.append(hit)
+            at = hit + 1
+        if len(firsts) < len(checks):
+            continue  # the walk stopped early for this client
+        for k, first in enumerate(firsts):
+            end = firsts[k + 1] if k + 1 < len(firsts) else len(msgs)
+            seen[k][tuple((len(m.body), m.html_len) for m in msgs[first:end])] += 1
+    # A step no client got through is echoed with one message (the walk reports it).
+    return [list(counts.most_common(1)[0][0]) if counts else [] for counts in seen]
 
 
 def crisis_pages(world: World, expect: Expect) -> list[Seen]:
@@ -944,7 +1048,9 @@ class Checks:
     problems: int
 
 
-async def integrity(world: World, expect: Expect, settle: float) -> Checks:
+async def integrity(
+    world: World, expect: Expect, plan: list[list[PartSize]], settle: float
+) -> Checks:
     """Lost, duplicated or undecryptable messages, once nothing is in flight."""
     # A short quiet period so late duplicates have a chance to show up.
     await asyncio.sleep(settle)
@@ -994,10 +1100,17 @@ async def integrity(world: World, expect: Expect, settle: float) -> Checks:
     echo_counts: Counter[int] = Counter(
         len(p.bodies(world.echo_dm[p.user_id], world.echo_id)) for p in world.clients
     )
-    echo_want = 3 + len(expect.intake_steps("x"))
+    # greeting, the burst and the next message, the one-message walk, the like-for-like walk
+    echo_want = 3 + len(plan) + sum(len(parts) or 1 for parts in plan)
     lines.append(
         f"echo bot messages per client DM (want {echo_want}): "
         + ", ".join(f"{k} x{v}" for k, v in sorted(echo_counts.items()))
+    )
+    problems += sum(v for k, v in echo_counts.items() if k != echo_want)
+    lines.append(
+        "like-for-like echo: messages per turn "
+        + ", ".join(str(len(parts)) for parts in plan)
+        + f" ({sum(len(parts) for parts in plan)} a walk, as the bridge sent)"
     )
     undecryptable = sum(len(p.undecryptable) for p in [*world.clients, *world.counselors])
     lines.append(f"undecryptable events at clients and counselors: {undecryptable}")
@@ -1027,31 +1140,42 @@ def handling(phase: Phase) -> tuple[list[float], list[float]]:
 
 
 def cpu_lines(phases: dict[str, Phase]) -> list[str]:
-    """CPU per handled message: the bridge in the intake walk, the echo bot in its walk
-    (one process holds both; in each walk the other bot is idle), and the ratio; then
-    the bridge's handling time per crisis message and per the message right after it."""
-    lines = ["CPU of the bots' process per handled message (time.process_time):"]
-    per: dict[str, float | None] = {}
-    for label, name, count in (
-        ("bridge, intake walk", "intake walk", "bridge_handled"),
-        ("echo bot, echo walk", "echo walk", "echo_replies"),
+    """CPU per handled message and per message sent: the bridge in the intake walk, the
+    echo bot in each of its walks (one process holds both bots; in each walk the other
+    is idle), and the ratios; then the bridge's handling time per crisis message and
+    per the message right after it."""
+    lines = ["CPU of the bots' process (time.process_time):"]
+    rows: dict[str, tuple[float, int, int] | None] = {}
+    for label, name in (
+        ("bridge, intake walk", "intake walk"),
+        ("echo, one message a turn", "echo walk"),
+        ("echo, like for like", "echo walk, like for like"),
     ):
         ph = phases.get(name)
-        n = getattr(ph, count) if ph is not None else 0
-        per[label] = ph.cpu / n if ph is not None and n else None
-        cpu = f"{ph.cpu * 1000:.0f} ms" if ph is not None else "-"
-        lines.append(f"  {label:<22} {cpu:>10} / {n:>4} messages = {ms(per[label]).strip()} ms")
-    bridge_cpu, echo_cpu = per["bridge, intake walk"], per["echo bot, echo walk"]
-    lines.append(f"  ratio bridge / echo     {ratio(bridge_cpu, echo_cpu).strip()}")
-    walk, echo = phases.get("intake walk"), phases.get("echo walk")
-    if walk is not None and echo is not None and walk.bridge_sent and echo.echo_replies:
-        # The echo bot sends one message per message; the bridge more (the consent's parts).
-        by_send = walk.cpu / walk.bridge_sent
+        if ph is None:
+            rows[label] = None
+            lines.append(f"  {label:<26} -")
+            continue
+        bridge = name == "intake walk"
+        handled = ph.bridge_handled if bridge else ph.echo_replies
+        sent = ph.bridge_sent if bridge else ph.echo_sent
+        rows[label] = (ph.cpu, handled, sent)
+        per_handled = ms(ph.cpu / handled if handled else None).strip()
+        per_sent = f"{ph.cpu / sent * 1000:.1f}" if sent else "-"
         lines.append(
-            f"  per message sent: bridge {by_send * 1000:.1f} ms ({walk.bridge_sent} sent),"
-            f" echo bot {echo.cpu / echo.echo_replies * 1000:.1f} ms,"
-            f" ratio {ratio(by_send, echo.cpu / echo.echo_replies).strip()}"
+            f"  {label:<26} {ph.cpu * 1000:6.0f} ms: {handled:>4} handled, {per_handled:>3} ms"
+            f" each; {sent:>4} sent, {per_sent:>4} ms each"
         )
+
+    def per(label: str, index: int) -> float | None:
+        row = rows.get(label)
+        return row[0] / row[index] if row is not None and row[index] else None
+
+    bridge = "bridge, intake walk"
+    for what, index in (("per handled message", 1), ("per message sent", 2)):
+        old = ratio(per(bridge, index), per("echo, one message a turn", index)).strip()
+        like = ratio(per(bridge, index), per("echo, like for like", index)).strip()
+        lines.append(f"  ratio bridge / echo {what:<20} like for like {like:>5}   old way {old:>5}")
     burst = phases.get("crisis burst")
     if burst is not None:
         crisis, then = handling(burst)
@@ -1080,8 +1204,8 @@ def module_of(filename: str) -> str:
     return path
 
 
-def profile_lines(path: str, top: int = 15) -> list[str]:
-    """The intake walk's CPU profile: own time by module, then by function."""
+def profile_lines(path: str, what: str, top: int = 15) -> list[str]:
+    """A walk's CPU profile: own time by module, then by function."""
     stats = pstats.Stats(path)
     entries = stats.stats  # type: ignore[attr-defined]
     total = sum(tt for _cc, _nc, tt, _ct, _callers in entries.values()) or 1.0
@@ -1092,7 +1216,7 @@ def profile_lines(path: str, top: int = 15) -> list[str]:
         by_module[module] += tt
         if module == "(built-in)":
             builtins[func] += tt
-    lines = [f"CPU profile of the bots' process in the intake walk ({total:.2f} s CPU), own time:"]
+    lines = [f"CPU profile of the bots' process, {what} ({total:.2f} s CPU), own time:"]
     lines += [f"  {share / total:6.1%}  {module}" for module, share in by_module.most_common(top)]
     lines.append("  built-ins among them:")
     lines += [f"  {share / total:6.1%}  {func}" for func, share in builtins.most_common(8)]
@@ -1122,23 +1246,23 @@ def report(
 ) -> str:
     """The table. Round trip: client clock, send to decrypted reply. Bot: server clock,
     message to reply, which leaves out the load on the clients' own process."""
-    group = f"{'':<30}{'':>5}{'':>5}{'round trip (client clock)':^40}{'bot (server clock)':^20}"
+    group = f"{'':<34}{'':>5}{'':>5}{'round trip (client clock)':^40}{'bot (server clock)':^20}"
     head = (
-        f"{'measure':<30}{'n':>5}{'lost':>5}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}"
+        f"{'measure':<34}{'n':>5}{'lost':>5}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}"
         f"{'send p50':>10}{'p50 ms':>10}{'p95 ms':>10}"
     )
 
     def row(s: Series, label: str | None = None) -> str:
         ok = s.ok
         return (
-            f"{label or s.name:<30}{len(s.samples):>5}{s.lost:>5}{ms(s.pct(50)):>10}"
+            f"{label or s.name:<34}{len(s.samples):>5}{s.lost:>5}{ms(s.pct(50)):>10}"
             f"{ms(s.pct(95)):>10}{ms(ok[-1] if ok else None):>10}{ms(s.send_p50()):>10}"
             f"{ms(s.turnaround(50)):>10}{ms(s.turnaround(95)):>10}"
         )
 
-    def ratios(a: Series, b: Series) -> str:
+    def ratios(a: Series, b: Series, label: str = "  ratio bridge / echo") -> str:
         return (
-            f"{'  ratio bridge / echo':<30}{'':>5}{'':>5}{ratio(a.pct(50), b.pct(50)):>10}"
+            f"{label:<34}{'':>5}{'':>5}{ratio(a.pct(50), b.pct(50)):>10}"
             f"{ratio(a.pct(95), b.pct(95)):>10}{'':>10}{'':>10}"
             f"{ratio(a.turnaround(50), b.turnaround(50)):>10}"
             f"{ratio(a.turnaround(95), b.turnaround(95)):>10}"
@@ -1160,18 +1284,36 @@ def report(
         row(series["echo_next"]),
         ratios(series["crisis_next"], series["echo_next"]),
         "",
+        "intake walk, old way: the echo bot answers every turn with one message",
         row(series["intake"]),
         row(series["echo_turns"]),
         ratios(series["intake"], series["echo_turns"]),
         row(series["intake_rest"]),
         ratios(series["intake_rest"], series["echo_turns"]),
         "",
-        "intake steps (bridge):",
+        "intake walk, like for like: the echo bot answers each turn with the messages,",
+        "of the same sizes, the bridge sent for the intake step of the same rank",
+        row(series["intake"]),
+        row(series["echo_like"]),
+        ratios(series["intake"], series["echo_like"], "  ratio bridge / echo, all steps"),
+        row(series["intake_rest"]),
+        row(series["echo_like_rest"], "  echo, same turns"),
+        ratios(series["intake_rest"], series["echo_like_rest"]),
+        "",
+        "intake steps (bridge), each next to the like-for-like echo turn:",
     ]
-    lines += [row(s, f"  {s.name}") for k, s in series.items() if k.startswith("step:")]
+    for key, s in series.items():
+        if key.startswith("step:"):
+            echo = series.get(f"echo_step:{s.name}")
+            lines.append(row(s, f"  {s.name}"))
+            if echo is not None:
+                lines.append(row(echo, "    echo"))
+                lines.append(ratios(s, echo, "    ratio"))
     lines += [rule, *cpu_lines(phases)]
     if profile is not None:
-        lines += [rule, *profile_lines(profile)]
+        lines += [rule, *profile_lines(profile, "the bridge in the intake walk")]
+        if os.path.exists(profile + ".echo"):
+            lines += [rule, *profile_lines(profile + ".echo", "the echo bot, like for like")]
     lines += [rule, "checks:"]
     lines += [f"  {line}" for line in checks.lines]
     lines.append(f"  problems: {checks.problems}")
@@ -1191,9 +1333,9 @@ async def run(args: argparse.Namespace) -> int:
             await open_dms(world, expect, args.timeout)
             timings["set-up"] = time.perf_counter() - t0
             t1 = time.perf_counter()
-            series, phases = await measure(world, expect, args.timeout)
+            series, phases, plan = await measure(world, expect, args.timeout)
             timings["measuring"] = time.perf_counter() - t1
-            checks = await integrity(world, expect, args.settle)
+            checks = await integrity(world, expect, plan, args.settle)
             logger.info("stopping")
         timings["total"] = time.perf_counter() - t0
     where = "in the clients' process" if args.in_process else "in their own process"
@@ -1239,8 +1381,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--profile",
         metavar="FILE",
         help="write a CPU profile (cProfile, process clock) of the bots' process during the"
-        " intake walk to FILE and print its top costs; it slows the bots, so take the"
-        " latency figures from a run without it",
+        " intake walk to FILE, and of the like-for-like echo walk to FILE.echo, and print"
+        " their top costs; it slows the bots, so take the latency figures from a run"
+        " without it",
     )
     ap.add_argument("--serve-bots", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument(

@@ -57,6 +57,12 @@ SYNC_FILTER = {
     },
     "presence": {"types": []},
 }
+# Incremental syncs carry state deltas only, so they need no lazy-loading. With it,
+# Synapse sends again, in most batches, the bot's own membership of each room it
+# spoke in (its cache of members sent keeps one event per user, and the bot has one
+# per room): an event to parse and check each time, and, counted as a join, our own
+# account named in device_lists.changed.
+DELTA_FILTER = {"room": {"timeline": {"limit": 50}}, "presence": {"types": []}}
 TICK_SECONDS = 5.0
 
 
@@ -94,6 +100,7 @@ class Bridge:
             sealer,
             device_name=config.device_name,
             sync_filter=SYNC_FILTER,
+            delta_filter=DELTA_FILTER,
             resume_lazily=True,
         )
         self.supervisors_room = (
@@ -106,6 +113,7 @@ class Bridge:
         self.cadence: Cadence | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._workers: dict[str, asyncio.Task[None]] = {}
+        self._rekicked: set[str] = set()  # rooms kicked while their worker ran
         self._send_locks: dict[str, asyncio.Lock] = {}
         self._flushers: dict[str, asyncio.Task[None]] = {}  # room -> its background flusher
         self._dirty: set[str] = set()  # rooms queued to since their flusher's last pass
@@ -403,6 +411,7 @@ class Bridge:
     def _kick(self, room_id: str) -> None:
         worker = self._workers.get(room_id)
         if worker is not None and not worker.done():
+            self._rekicked.add(room_id)  # it reads the inbox again before it ends
             return
         self._workers[room_id] = asyncio.create_task(self._drain(room_id), name=f"room:{room_id}")
 
@@ -411,6 +420,7 @@ class Bridge:
         # This task's steps wait only for their sends to this room (see handling_room).
         handling_room.set(room_id)
         while True:
+            self._rekicked.discard(room_id)
             items = await self.inbox.pending(room_id)
             if not items:
                 return
@@ -423,6 +433,8 @@ class Bridge:
                     logger.exception("handling event %s in %s failed", item.event_id, room_id)
                     # Leave it pending only once: a handler bug must not jam the room.
                     await self.inbox.done(item.event_id)
+            if room_id not in self._rekicked:
+                return  # nothing was put in the inbox for this room meanwhile
 
     async def _reader_joined(self, room_id: str, user_id: str) -> bool | None:
         """True once ``user_id`` joined ``room_id``; None while invited (or unsure); False if gone.

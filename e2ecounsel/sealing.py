@@ -124,6 +124,8 @@ def placement_of_sealing_key(
 # so a sub-key can never equal a context key whatever the purpose string is.
 _PERSON_SUBKEY = b"e2ecounsel-subk1"
 _PERSON_CONTEXT = b"e2ecounsel-ctx-1"
+#: Context keys kept derived (contexts name columns, so a handful; a bound all the same).
+_MAX_CONTEXT_KEYS = 256
 
 
 def _derive(key: bytes, label: str, person: bytes) -> bytes:
@@ -172,6 +174,9 @@ class Sealer:
             raise SealingError(f"a sealing key is {KEY_SIZE} bytes")
         self._key = key
         self._box = nacl.secret.SecretBox(key)
+        # Context keys, derived once each: a column's values are sealed and opened
+        # over and over (every inbox event, every outbox row).
+        self._boxes: dict[str, nacl.secret.SecretBox] = {}
 
     def subkey(self, purpose: str) -> bytes:
         return derive_subkey(self._key, purpose)
@@ -179,7 +184,13 @@ class Sealer:
     def _box_for(self, context: str) -> nacl.secret.SecretBox:
         if not context:
             return self._box
-        return nacl.secret.SecretBox(_derive(self._key, context, _PERSON_CONTEXT))
+        box = self._boxes.get(context)
+        if box is None:
+            if len(self._boxes) >= _MAX_CONTEXT_KEYS:
+                self._boxes.clear()
+            box = nacl.secret.SecretBox(_derive(self._key, context, _PERSON_CONTEXT))
+            self._boxes[context] = box
+        return box
 
     def seal(self, data: bytes | str, *, context: str = "") -> bytes:
         raw = data.encode() if isinstance(data, str) else data

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from bridge.persistence.markers import is_marked, prune_leaving_markers
+from bridge.persistence.markers import MARKER_QUERY, prune_leaving_markers
 from bridge.persistence.store import iso, utcnow
 from e2ecounsel.store import Database
 
@@ -59,23 +59,24 @@ class Inbox:
             ),
             context=_CONTEXT,
         )
-        async with self.db.transaction():
-            if await is_marked(self.db, item.event_id):
-                return False
-            result = await self.db.execute(
-                "INSERT INTO inbox"
-                " (event_id, room_id, sender, ts, kind, payload, received_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (
-                    item.event_id,
-                    item.room_id,
-                    item.sender,
-                    item.ts,
-                    item.kind,
-                    payload,
-                    iso(self._clock()),
-                ),
-            )
+        # One statement (atomic by itself): not when a marker says it was handled
+        # and pruned, and not twice.
+        result = await self.db.execute(
+            "INSERT INTO inbox"
+            " (event_id, room_id, sender, ts, kind, payload, received_at)"
+            " SELECT ?, ?, ?, ?, ?, ?, ?"
+            f" WHERE NOT EXISTS ({MARKER_QUERY}) ON CONFLICT DO NOTHING",
+            (
+                item.event_id,
+                item.room_id,
+                item.sender,
+                item.ts,
+                item.kind,
+                payload,
+                iso(self._clock()),
+                item.event_id,
+            ),
+        )
         return bool(result.rowcount)
 
     async def pending(self, room_id: str | None = None) -> list[InboxItem]:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from e2ecounsel.store import Database
 
+#: A row when the marker (one ``?``) is recorded; for use inside another statement.
+MARKER_QUERY = "SELECT 1 FROM handled_events WHERE event_id = ?"
+
 
 async def is_marked(db: Database, marker: str) -> bool:
-    return (
-        await db.fetchone("SELECT 1 FROM handled_events WHERE event_id = ?", (marker,)) is not None
-    )
+    return await db.fetchone(MARKER_QUERY, (marker,)) is not None
 
 
 async def prune_leaving_markers(

@@ -45,7 +45,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from nio import (
@@ -148,6 +148,18 @@ def _own_join(info: Any, me: str) -> bool:
     )
 
 
+def _membership_in(resp: SyncResponse, user_id: str) -> bool:
+    """True if a joined room's state or timeline in this batch has ``user_id``'s
+    membership as joined or invited (lazy-loaded member state included)."""
+    return any(
+        isinstance(e, RoomMemberEvent)
+        and e.state_key == user_id
+        and e.membership in ("join", "invite")
+        for info in resp.rooms.join.values()
+        for e in [*info.state, *info.timeline.events]
+    )
+
+
 def _joined_users(resp: SyncResponse) -> set[str]:
     """Users who joined or were invited to one of our rooms in this sync batch."""
     users: set[str] = set()
@@ -182,6 +194,8 @@ class MatrixSession:
     The clock (``sleep``) is injectable so tests can drive back-off.
     ``resume_lazily``: restart without a full-state sync (see the module doc);
     ``client.rooms`` then holds only the rooms seen active or sent to.
+    ``delta_filter``: the filter of incremental syncs (from a token, without full
+    state), when it differs from ``sync_filter``, which the others use.
     """
 
     def __init__(
@@ -193,6 +207,7 @@ class MatrixSession:
         *,
         device_name: str = "e2ecounsel",
         sync_filter: Mapping[str, Any] | None = None,
+        delta_filter: Mapping[str, Any] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         max_backoff: float = 30.0,
         resume_lazily: bool = False,
@@ -205,6 +220,7 @@ class MatrixSession:
         self._sleep = sleep
         self._max_backoff = max_backoff
         self._sync_filter = dict(sync_filter) if sync_filter else None
+        self._delta_filter = dict(delta_filter) if delta_filter else self._sync_filter
         self.resume_lazily = resume_lazily
         self._since: str | None = None  # the token of the sync under way
         self._room_loads: dict[str, asyncio.Task[MatrixRoom | None]] = {}
@@ -230,6 +246,9 @@ class MatrixSession:
         self._nio_query: asyncio.Task[None] | None = None
         self._trust: TrustPolicy | None = None
         self._own_devices_changed = False
+        # The sync token from which our own account's keys are to be checked (see
+        # :meth:`use_trust`); None when no report is waiting.
+        self._own_check_from: str | None = None
         self._upkeep_task: asyncio.Task[None] | None = None
         self._upkeep_due = False
         self._sync_task: asyncio.Task[None] | None = None
@@ -341,9 +360,17 @@ class MatrixSession:
 
         Users named in ``device_lists.changed`` and users who join or are invited
         are marked for a new lookup; users in ``device_lists.left`` are
-        forgotten. Our own account gets its own rule: the homeserver names it in
-        many syncs without anything changing, so its devices are looked up again
-        in the background upkeep only, never on the send path; device key objects
+        forgotten. Our own account gets its own rule, for two reasons. Its devices
+        are looked up again in the background upkeep only, never on the send path.
+        And Synapse names in ``device_lists.changed`` every user whose membership
+        event a sync batch carries, lazy-loaded member state included ("newly
+        joined", by its own admission unchecked): our own membership is in nearly
+        every batch in which the bot spoke, so our own account is named in most
+        syncs without any change. When such a batch names us, the upkeep first asks
+        ``/keys/changes`` since that batch, which counts real membership changes
+        only (and every device or cross-signing key change); only if it names us
+        too are our keys looked up. A report without our membership in the batch,
+        or a failed ``/keys/changes``, is taken as a change. Device key objects
         that come back unchanged cost no new signature check (the policy keeps
         its verdicts per key object). Sends look up stale users through the
         policy, in the same request that refreshes nio's device store.
@@ -354,13 +381,17 @@ class MatrixSession:
     async def _on_sync_received(self, resp: SyncResponse) -> None:
         if self.resume_lazily and self._since:
             await self._complete_lazily(resp, self._since)
-        joined = _joined_users(resp)
-        changed = set(resp.device_list.changed) | joined
-        left = set(resp.device_list.left)
         me = self.user_id
-        if me in changed:
-            changed.discard(me)
-            self._own_devices_changed = True
+        joined = _joined_users(resp) - {me}  # our own joins change none of our devices
+        reported = set(resp.device_list.changed)
+        changed = (reported | joined) - {me}
+        left = set(resp.device_list.left)
+        if me in reported and self._trust is not None:
+            if self._since and _membership_in(resp, me):
+                if self._own_check_from is None:  # the earliest waiting report counts
+                    self._own_check_from = self._since
+            else:
+                self._own_devices_changed = True
         olm = self.client.olm
         if olm is not None:
             # What nio does after the callbacks (new members, changed devices), done
@@ -412,11 +443,12 @@ class MatrixSession:
     async def _sync_round(self, timeout_ms: int) -> SyncResponse:
         resume = self._resume_token
         self._since = resume or self.client.next_batch
+        full_state = bool(resume) and not self.resume_lazily
         resp = await self.client.sync(
             timeout=0 if resume else timeout_ms,
-            sync_filter=self._sync_filter,
+            sync_filter=self._delta_filter if self._since and not full_state else self._sync_filter,
             since=resume,
-            full_state=bool(resume) and not self.resume_lazily,
+            full_state=full_state,
         )
         if not isinstance(resp, SyncResponse):
             check(resp, "sync")
@@ -452,11 +484,21 @@ class MatrixSession:
             if isinstance(r, KeysUploadError):
                 logger.warning("keys upload failed: %s", r.status_code)
         if self._trust is not None:
+            # Others first: a send may wait for them. Our own account, when a report
+            # waits for its check, after that check.
+            since, self._own_check_from = self._own_check_from, None
             wanted = self._trust.stale_users() | set(self.client.users_for_key_query)
+            if since is not None:
+                wanted.discard(self.user_id)
             if self._own_devices_changed:
                 self._own_devices_changed = False
                 wanted.add(self.user_id)
             await self._trust.refresh(self.client, wanted)
+            if since is not None and self.user_id not in wanted:
+                if await self._own_keys_changed_since(since):
+                    await self._trust.refresh(self.client, [self.user_id])
+                else:
+                    self._keep_own_keys()
         if self.client.should_query_keys:
             await self._nio_keys_query()
         if self.client.should_claim_keys:
@@ -468,6 +510,25 @@ class MatrixSession:
         for r4 in to_device or ():
             if isinstance(r4, ErrorResponse):
                 logger.warning("to-device send failed: %s", r4.status_code)
+
+    def _keep_own_keys(self) -> None:
+        """Our keys are unchanged: take our account off nio's query list, where nio put
+        it for the same report (once our keys were looked up at least once)."""
+        olm = self.client.olm
+        me = self.user_id
+        if olm is not None and me in olm.tracked_users and self._trust is not None:
+            if not self._trust.is_stale(me):
+                olm.users_for_key_query.discard(me)
+
+    async def _own_keys_changed_since(self, since: str) -> bool:
+        """True unless ``/keys/changes`` says our account's keys are unchanged since ``since``."""
+        query = urlencode({"from": since, "to": self.client.next_batch or since})
+        try:
+            status, body = await self.raw("GET", f"/_matrix/client/v3/keys/changes?{query}")
+        except _TRANSIENT_EXC:
+            return True
+        changed = body.get("changed") if status == 200 and isinstance(body, dict) else None
+        return not isinstance(changed, list) or self.user_id in changed
 
     async def _nio_keys_query(self) -> None:
         """nio's own device-list query, one at a time: a send that needs it joins it."""

@@ -27,13 +27,13 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import psycopg
@@ -175,8 +175,16 @@ def _storage_error(path: Path, exc: sqlite3.Error) -> StorageError:
     return StorageError(f"cannot use database {path}: {exc}")
 
 
+_T = TypeVar("_T")
+
+
 class _SqliteDriver:
-    """One aiosqlite connection."""
+    """One aiosqlite connection.
+
+    Each statement is one trip to aiosqlite's thread: executing it, reading its rows
+    and closing its cursor happen together there (aiosqlite's own cursor API makes a
+    trip, and an event-loop wake-up, for each of the three).
+    """
 
     dialect = SQLITE
 
@@ -241,30 +249,45 @@ class _SqliteDriver:
     async def close(self) -> None:
         await self._conn.close()
 
-    async def run(self, sql: str, params: Params = ()) -> ExecResult:
+    async def _call(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` on the connection, in one trip to aiosqlite's thread."""
+        conn = self._conn
         with _integrity(sqlite3.IntegrityError):
-            async with self._conn.execute(sql, params) as cur:
-                return ExecResult(cur.rowcount, cur.lastrowid)
+            result: _T = await conn._execute(work, conn._conn)  # type: ignore[no-untyped-call]
+            return result
+
+    async def run(self, sql: str, params: Params = ()) -> ExecResult:
+        return await self._call(lambda db: _consume(db.execute(sql, params), _exec_result))
 
     async def many(self, sql: str, rows: Sequence[Params]) -> ExecResult:
-        with _integrity(sqlite3.IntegrityError):
-            async with self._conn.executemany(sql, rows) as cur:
-                return ExecResult(cur.rowcount, cur.lastrowid)
+        return await self._call(lambda db: _consume(db.executemany(sql, rows), _exec_result))
 
     async def one(self, sql: str, params: Params = ()) -> Row | None:
-        with _integrity(sqlite3.IntegrityError):
-            async with self._conn.execute(sql, params) as cur:
-                row: sqlite3.Row | None = await cur.fetchone()
-                return row
+        row: Row | None = await self._call(
+            lambda db: _consume(db.execute(sql, params), sqlite3.Cursor.fetchone)
+        )
+        return row
 
     async def all(self, sql: str, params: Params = ()) -> list[Row]:
-        with _integrity(sqlite3.IntegrityError):
-            async with self._conn.execute(sql, params) as cur:
-                return list(await cur.fetchall())
+        return await self._call(
+            lambda db: _consume(db.execute(sql, params), sqlite3.Cursor.fetchall)
+        )
 
     async def script(self, script: str, *, native: bool) -> None:
         for statement in split_sql(script):
             await self.run(statement)
+
+
+def _exec_result(cur: sqlite3.Cursor) -> ExecResult:
+    return ExecResult(cur.rowcount, cur.lastrowid)
+
+
+def _consume(cur: sqlite3.Cursor, use: Callable[[sqlite3.Cursor], _T]) -> _T:
+    """``use(cur)``, then close the cursor (in the connection's thread)."""
+    try:
+        return use(cur)
+    finally:
+        cur.close()
 
 
 class _PostgresDriver:

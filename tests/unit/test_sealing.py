@@ -228,3 +228,18 @@ def test_subkeys_differ_per_purpose() -> None:
 def test_sealer_refuses_a_key_of_wrong_size() -> None:
     with pytest.raises(SealingError):
         Sealer(b"short")
+
+
+def test_context_keys_kept_derived_stay_apart_and_survive_the_bound() -> None:
+    """The sealer keeps each context's key once derived; more contexts than it keeps
+    still each open only their own values, before and after the kept keys are dropped."""
+    sealer = Sealer(KEY)
+    contexts = [f"column.{i}" for i in range(600)]
+    sealed = {c: sealer.seal(c, context=c) for c in contexts}
+    for c in contexts:
+        assert sealer.open_text(sealed[c], context=c) == c
+        assert Sealer(KEY).open_text(sealed[c], context=c) == c
+    with pytest.raises(SealingError):
+        sealer.open(sealed["column.1"], context="column.2")
+    with pytest.raises(SealingError):
+        Sealer(OTHER_KEY).open(sealed["column.1"], context="column.1")
