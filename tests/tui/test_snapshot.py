@@ -60,9 +60,10 @@ async def test_a_start_shows_the_saved_queue_at_once_and_catches_up_in_place(wor
     await world.open_case_room(wait=False)
     risky = await world.add_client("Ranti", risk="high", wait=False)
     early = await world.add_client("Esti", wait=False)
-    await world.clients[early].session.send_text(early, FIRST_WORDS)
-    await world.clients[risky].session.send_text(risky, FIRST_WORDS)
-    await first_start(world, [risky, early])
+    gone = await world.add_client("Gita", wait=False)
+    for room in (early, risky, gone):
+        await world.clients[room].session.send_text(room, FIRST_WORDS)
+    await first_start(world, [risky, early, gone])
 
     # Sealed at rest: none of the pseudonyms, brief fields, words or room ids in the clear.
     raw = snapshot_path(world).read_bytes()
@@ -70,8 +71,10 @@ async def test_a_start_shows_the_saved_queue_at_once_and_catches_up_in_place(wor
         assert plain.encode() not in raw, plain
     assert stat.S_IMODE(os.stat(snapshot_path(world)).st_mode) == 0o600
 
-    # While the app is closed, Esti writes again.
+    # While the app is closed, Esti writes again, and the counselor is taken out of
+    # Gita's room (no word in the case channel).
     await world.clients[early].session.send_text(early, "are you there?")
+    await world.bot.session.client.room_kick(gone, world.counselor_id)
 
     # The next start: the homeserver is held back until the test lets it answer.
     gate = asyncio.Event()
@@ -88,8 +91,8 @@ async def test_a_start_shows_the_saved_queue_at_once_and_catches_up_in_place(wor
         async with app.run_test(size=(120, 36)) as pilot:
             await pilot.pause()
             assert not opened.session.client.rooms, "nothing synced yet"
-            assert queue_ids(app) == [risky, early]
-            assert [e.pseudonym for e in app.queue_entries()] == ["Ranti", "Esti"]
+            assert queue_ids(app) == [risky, early, gone]
+            assert [e.pseudonym for e in app.queue_entries()] == ["Ranti", "Esti", "Gita"]
             assert all(e.awaiting and e.brief for e in app.queue_entries())
             assert CATCHING_UP in str(app.status_text())
             # The counselor moves and reads while it catches up.
@@ -115,8 +118,12 @@ async def test_a_start_shows_the_saved_queue_at_once_and_catches_up_in_place(wor
                 ),
                 what="caught up: the message written meanwhile in place",
             )
-            assert queue_ids(app) == [risky, early]
+            assert queue_ids(app) == [risky, early], "a room we are no longer in is gone"
             assert app.thread_text().plain.count(FIRST_WORDS) == 1, "no duplicate"
+            again = await world.unlock_counselor()
+            await again.session.close()
+            assert again.snapshot.loaded is not None, "rewritten at once, not only at quit"
+            assert {e.room_id for e in again.snapshot.loaded.entries} == {risky, early}
             await pilot.press("ctrl+s")
             client = world.clients[early]
             await until(lambda: "I am here" in client.bodies(early), what="sent once online")
