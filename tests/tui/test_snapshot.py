@@ -182,3 +182,35 @@ async def test_a_damaged_or_foreign_snapshot_is_not_used_and_a_wrong_passphrase_
     assert again.snapshot.loaded is not None
     assert [e.room_id for e in again.snapshot.loaded.entries] == [room]
     await again.session.close()
+
+
+async def test_a_refused_sign_in_behind_the_snapshot_brings_the_sign_in_back(world):
+    from textual.widgets import Static
+
+    from tui.screens import SignInScreen
+
+    await (await world.connect_counselor()).session.close()
+    await world.open_case_room(wait=False)
+    room = await world.add_client("Nina", wait=False)
+    await world.clients[room].session.send_text(room, FIRST_WORDS)
+    await first_start(world, [room])
+    # The saved device's access token is revoked (signed out from elsewhere).
+    done = await world.connect_counselor()
+    await done.session.client.logout()
+    await done.session.close()
+
+    opened = await world.unlock_counselor()
+    app = app_of_store(world.settings, opened)
+    try:
+        async with app.run_test(size=(120, 36)) as pilot:
+            assert queue_ids(app) == [room]
+            await wait_app(
+                pilot, lambda: isinstance(app.screen, SignInScreen), what="sign-in shown again"
+            )
+            error = app.screen.query_one("#signin-error", Static)
+            await wait_app(
+                pilot, lambda: "password" in str(error.content), what="why, in plain words"
+            )
+            assert not app.online and queue_ids(app) == [room]
+    finally:
+        await opened.session.close()
