@@ -20,6 +20,7 @@ through :class:`rich.text.Text`, never parsed as markup.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -73,7 +74,7 @@ from tui.screens import (
     SnippetScreen,
 )
 from tui.settings import TuiSettings
-from tui.snapshot import QueueSnapshot
+from tui.snapshot import Prepared, QueueSnapshot
 from tui.snippets import Snippet, load_snippets
 
 logger = logging.getLogger(__name__)
@@ -405,7 +406,7 @@ class CounselorApp(App[None]):
         self.history_loaded = True
         self._refresh_queue()
         self._take_alerts()
-        self._save_snapshot()
+        self._save_snapshot_later()
         self._render_status()
 
     @work(exit_on_error=False, group="history")
@@ -446,10 +447,27 @@ class CounselorApp(App[None]):
 
     def _snapshot_soon(self) -> None:
         if self._snapshot_timer is None and self.snapshot is not None:
-            self._snapshot_timer = self.set_timer(SNAPSHOT_DELAY_S, self._save_snapshot)
+            self._snapshot_timer = self.set_timer(SNAPSHOT_DELAY_S, self._save_snapshot_later)
+
+    def _save_snapshot_later(self) -> None:
+        """The state now, written by a thread (sealing and fsync take tens of ms
+        with hundreds of clients: not on the loop that draws the screen)."""
+        if self._snapshot_timer is not None:
+            self._snapshot_timer.stop()
+            self._snapshot_timer = None
+        if self.snapshot is not None and self.link is not None and self.queue_ready:
+            self._write_snapshot(self.snapshot, self.snapshot.prepare(self.link.remember()))
+
+    @work(group="snapshot", exit_on_error=False)
+    async def _write_snapshot(self, snapshot: QueueSnapshot, prepared: Prepared) -> None:
+        try:
+            await asyncio.to_thread(snapshot.write_prepared, prepared)
+        except OSError:
+            logger.warning("the queue snapshot could not be written")
 
     def _save_snapshot(self) -> None:
-        """Write the queue's sealed snapshot now (see :mod:`tui.snapshot`)."""
+        """Write the queue's sealed snapshot now, before anything else runs (a client
+        no longer ours, quitting; see :mod:`tui.snapshot`)."""
         if self._snapshot_timer is not None:
             self._snapshot_timer.stop()
             self._snapshot_timer = None

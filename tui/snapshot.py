@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
@@ -62,6 +63,9 @@ class QueueSnapshot:
         self.user_id = user_id
         #: What :meth:`read` found (None: nothing usable).
         self.loaded: Remembered | None = None
+        self._writing = threading.Lock()
+        self._taken = 0
+        self._written = 0
 
     def read(self) -> Remembered | None:
         """Open the file (slow parts only: call it off the event loop); None when
@@ -84,12 +88,36 @@ class QueueSnapshot:
         return self.loaded
 
     def write(self, remembered: Remembered) -> None:
-        """Seal and replace the file."""
+        """Seal and replace the file now."""
+        self.write_prepared(self.prepare(remembered))
+
+    def prepare(self, remembered: Remembered) -> Prepared:
+        """The model's state as plain data, taken now (on the event loop: the model
+        keeps changing); :meth:`write_prepared` may then run in a thread."""
         data = encode(remembered)
         data["user"] = self.user_id
-        blob = self._sealer.seal(json.dumps(data, separators=(",", ":")), context=_CONTEXT)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_private(self.path, blob)
+        self._taken += 1
+        return Prepared(self._taken, data)
+
+    def write_prepared(self, prepared: Prepared) -> None:
+        """Seal and replace the file (the slow part: JSON, sealing, fsync), unless a
+        state taken later was written already. One write at a time."""
+        with self._writing:
+            if prepared.seq <= self._written:
+                return
+            text = json.dumps(prepared.data, separators=(",", ":"))
+            blob = self._sealer.seal(text, context=_CONTEXT)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_private(self.path, blob)
+            self._written = prepared.seq
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A snapshot's content taken at one moment (``seq`` orders the moments)."""
+
+    seq: int
+    data: dict[str, Any]
 
 
 # ---------------------------------------------------------------------- encoding
@@ -109,8 +137,8 @@ def _entry(e: ClientEntry, named_ms: int) -> dict[str, Any]:
         "risk": e.risk,
         "risk_ms": e.risk_set_ms,
         "bookings": {k: v.isoformat() for k, v in e.bookings.items()},
-        "flags": e.flags,
-        "open_pages": e.open_pages,
+        "flags": dict(e.flags),
+        "open_pages": dict(e.open_pages),
         "messages": [_message(m) for m in e.messages[-KEEP_MESSAGES:]],
         "read_ms": e.read_up_to_ms,
         "closed_ms": e.closed_ms,
@@ -124,7 +152,7 @@ def encode(r: Remembered) -> dict[str, Any]:
         "v": _VERSION,
         "clients": [_entry(e, r.named_ms.get(e.room_id, 0)) for e in r.entries],
         "pages": [asdict(p) for p in pages],
-        "case_rooms": r.case_rooms,
+        "case_rooms": dict(r.case_rooms),
         "briefed": sorted(r.briefed_rooms),
     }
 

@@ -275,3 +275,20 @@ def test_the_queue_snapshot_gives_back_what_it_was_given(tmp_path):
     # Another key, or another account's file: nothing.
     assert QueueSnapshot(snap.path, Sealer(secrets.token_bytes(32)), "@me:srv").read() is None
     assert QueueSnapshot(snap.path, sealer, "@other:srv").read() is None
+
+
+def test_a_snapshot_taken_earlier_never_replaces_one_taken_later(tmp_path):
+    import secrets
+
+    from e2ecounsel.sealing import Sealer
+    from tui.snapshot import QueueSnapshot, Remembered
+
+    sealer = Sealer(secrets.token_bytes(32))
+    snap = QueueSnapshot(tmp_path / "queue.sealed", sealer, "@me:srv")
+    released = ClientEntry("!gone:srv")
+    older = snap.prepare(Remembered([released], {"!gone:srv": 1}))
+    newer = snap.prepare(Remembered())  # taken after the client was released
+    snap.write_prepared(newer)
+    snap.write_prepared(older)  # a slow write of the state before
+    back = QueueSnapshot(snap.path, sealer, "@me:srv").read()
+    assert back is not None and back.entries == []
