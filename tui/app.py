@@ -107,6 +107,7 @@ DETAIL_FRAME_S = 1 / 60
 #: history or messages is written once).
 SNAPSHOT_DELAY_S = 2.0
 CATCHING_UP = "catching up: the queue as saved on this machine"
+LOADING = "loading the queue from the homeserver…"
 NOT_YET_SENT = (
     "Still catching up with the homeserver: nothing was sent, your text stays in the composer."
 )
@@ -194,6 +195,7 @@ class CounselorApp(App[None]):
         #: The link is live (signed in, first sync done): sends and trust checks may run.
         self.online = False
         self._snapshot_timer: Timer | None = None
+        self._restored = False  # the queue shown came from the snapshot
         self.link: MatrixLink | None = None
         self.current: str | None = None
         self.current_page: str | None = None
@@ -355,6 +357,7 @@ class CounselorApp(App[None]):
             on_change=self._model_changed,
         )
         self.session.state_listeners.append(self._state_listener)
+        self._restored = self.snapshot is not None and self.snapshot.loaded is not None
         if self.snapshot is not None and self.snapshot.loaded is not None:
             self.link.restore(self.snapshot.loaded)
             self.queue_ready = True
@@ -1051,7 +1054,7 @@ class CounselorApp(App[None]):
         if self.session is not None:
             out.append(f"  {self.session.user_id}", style="dim")
         if self.link is not None and not self.history_loaded:
-            out.append("  ·  " + CATCHING_UP, style="yellow")
+            out.append("  ·  " + (CATCHING_UP if self._restored else LOADING), style="yellow")
         if self.round is not None:
             out.append("  ·  " + self.round.label(), style="bold")
         if self.status_note:
