@@ -29,12 +29,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import os
 import secrets
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -44,10 +46,11 @@ from nio import InviteMemberEvent  # noqa: E402
 from e2ecounsel.homeserver import EmbeddedHomeserver, free_port  # noqa: E402
 from tests.integration.matrixkit import ENCRYPTION_STATE, Recorder, until  # noqa: E402
 from tests.tui.world import PASSPHRASE, brief_data, case_content  # noqa: E402
-from tui.app import make_app  # noqa: E402
-from tui.connect import connect  # noqa: E402
+from tui.app import app_of_store  # noqa: E402
+from tui.connect import connect, unlock_store  # noqa: E402
 from tui.notes import MODERATE  # noqa: E402
 from tui.settings import TuiSettings  # noqa: E402
+from tui.snapshot import SNAPSHOT_FILE  # noqa: E402
 
 
 class Frames:
@@ -119,7 +122,9 @@ async def account(hs: EmbeddedHomeserver, prefix: str) -> tuple[str, str]:
     return await hs.register_user(f"{prefix}-{uuid.uuid4().hex[:6]}", password), password
 
 
-async def seed(hs: EmbeddedHomeserver, root: Path, settings: TuiSettings, n: int) -> str:
+async def seed(
+    hs: EmbeddedHomeserver, root: Path, settings: TuiSettings, n: int
+) -> tuple[str, str]:
     base = hs.info.base_url
     bot_id, bot_pw = await account(hs, "counsel")
     bot = await Recorder.connect(base, bot_id, bot_pw, root / "bot", secrets.token_bytes(32))
@@ -184,7 +189,7 @@ async def seed(hs: EmbeddedHomeserver, root: Path, settings: TuiSettings, n: int
     await me.close()
     await bot.close()
     await client.close()
-    return counselor_id
+    return counselor_id, bot_id
 
 
 async def main() -> None:
@@ -214,8 +219,8 @@ async def main() -> None:
                 kdf=MODERATE,
                 bot_user_id="",
             )
-            # bot id is only known after seeding; seed first with a placeholder
-            counselor_id = await seed(hs, root, settings, args.rooms)
+            counselor_id, bot_id = await seed(hs, root, settings, args.rooms)
+            settings = replace(settings, bot_user_id=bot_id)
             for _ in range(args.runs):
                 runs.append(
                     await measure(
@@ -315,6 +320,35 @@ async def offline(n: int) -> dict[str, float]:
     }
 
 
+def usable(app, n: int) -> bool:
+    """Every client listed with its brief and waiting time."""
+    entries = app.queue_entries()
+    return len(entries) == n and all(e.brief and e.awaiting for e in entries)
+
+
+async def first_start(hs, settings, counselor_id, n) -> tuple[float, float]:
+    """A start without a snapshot (removed first): (s to a usable queue, s of unlocking).
+    Quitting writes the snapshot the next start shows."""
+    snapshot = settings.account_dir(counselor_id) / SNAPSHOT_FILE
+    if snapshot.exists():
+        os.remove(snapshot)
+    t0 = time.perf_counter()
+    opened = await unlock_store(
+        settings, homeserver=hs.info.base_url, user_id=counselor_id, passphrase=PASSPHRASE
+    )
+    t_unlocked = time.perf_counter() - t0
+    app = app_of_store(settings, opened)
+    try:
+        async with app.run_test(size=(120, 36)):
+            await until(
+                lambda: app.history_loaded and usable(app, n), timeout=600, what="usable queue"
+            )
+            t_usable = time.perf_counter() - t0
+    finally:
+        await opened.session.close()
+    return t_usable, t_unlocked
+
+
 async def measure(
     hs,
     root,
@@ -324,38 +358,25 @@ async def measure(
     profile: Path | None = None,
     profile_start: Path | None = None,
 ) -> dict[str, float]:
-    from dataclasses import replace
-
-    # The bot is the one account holding 100 in the rooms: read it from the store's rooms.
+    t_first, t_unlocked = await first_start(hs, settings, counselor_id, n)
     starting = cProfile.Profile() if profile_start else None
     if starting:
         starting.enable()
     t0, cpu0 = time.perf_counter(), time.process_time()
-    done = await connect(
+    opened = await unlock_store(
         settings, homeserver=hs.info.base_url, user_id=counselor_id, passphrase=PASSPHRASE
     )
-    t_unlocked = time.perf_counter() - t0
-    bot_id = next(
-        u
-        for room in done.session.client.rooms.values()
-        for u in room.users
-        if u.startswith("@counsel-")
-    )
-    settings = replace(settings, bot_user_id=bot_id)
-    app = make_app(settings, done.session, done.notes)
+    assert opened.snapshot.loaded is not None, "the first start wrote no snapshot"
+    app = app_of_store(settings, opened)
     async with app.run_test(size=(120, 36)) as pilot:
         await until(lambda: app.queue_ready, timeout=300, what="queue shown")
         t_listed = time.perf_counter() - t0
+        await until(lambda: usable(app, n), timeout=600, what="usable queue")
+        await pilot.pause()
+        t_usable = time.perf_counter() - t0
+        cpu_usable = time.process_time() - cpu0
         try:
-            await until(
-                lambda: (
-                    app.history_loaded
-                    and len(app.queue_entries()) == n
-                    and all(e.brief and e.awaiting for e in app.queue_entries())
-                ),
-                timeout=600,
-                what="usable queue",
-            )
+            await until(lambda: app.history_loaded, timeout=600, what="caught up")
         except AssertionError:
             q = app.queue_entries()
             print(
@@ -365,8 +386,7 @@ async def measure(
             )
             raise
         await pilot.pause()
-        t_usable = time.perf_counter() - t0
-        cpu_usable = time.process_time() - cpu0
+        t_caught_up = time.perf_counter() - t0
         if starting:
             starting.disable()
             starting.dump_stats(str(profile_start))
@@ -414,12 +434,15 @@ async def measure(
             app._refresh_queue()
 
         rebuilds = [cpu_ms(rebuild) for _ in range(10)]
-    await done.session.close()
+    await opened.session.close()
+    noop = statistics.median(b for _, b in idle)
     print(f"\nclients in queue: {n}")
-    print(f"unlock + restore device (argon2id MODERATE, first sync): {t_unlocked:.2f}s")
-    print(f"start -> queue listed (rooms known):                      {t_listed:.2f}s")
-    print(f"start -> usable queue (briefs + waiting times loaded):    {t_usable:.2f}s")
+    print(f"unlock (argon2id MODERATE, notes, snapshot read):         {t_unlocked:.2f}s")
+    print(f"first start, no snapshot -> usable queue:                 {t_first:.2f}s")
+    print(f"start with the snapshot -> queue listed:                  {t_listed:.2f}s")
+    print(f"start with the snapshot -> usable queue:                  {t_usable:.2f}s")
     print(f"  CPU of the app's process until then:                    {cpu_usable:.2f}s")
+    print(f"start with the snapshot -> caught up (history loaded):    {t_caught_up:.2f}s")
     print(
         f"move in queue (thread + card re-render): p50 {statistics.median(moves):.1f} ms, "
         f"p95 {pct(moves, 95):.1f} ms"
@@ -437,17 +460,23 @@ async def measure(
         f"clock tick {statistics.median(tick):.2f} ms, full rebuild "
         f"{statistics.median(rebuilds):.2f} ms"
     )
+    move_cpu = statistics.median(b for _, b in frame_moves)
+    print(f"  move, the app's CPU per key (p50 total - no-op key): {move_cpu - noop:.1f} ms")
     return {
-        "start -> queue listed (s)": t_listed,
-        "start -> usable queue (s)": t_usable,
-        "start -> usable queue, app CPU (s)": cpu_usable,
+        "unlock (s)": t_unlocked,
+        "first start, no snapshot -> usable (s)": t_first,
+        "snapshot start -> queue listed (s)": t_listed,
+        "snapshot start -> usable queue (s)": t_usable,
+        "snapshot start -> usable, app CPU (s)": cpu_usable,
+        "snapshot start -> caught up (s)": t_caught_up,
         "move, old method p50 (ms)": statistics.median(moves),
         "move, old method p95 (ms)": pct(moves, 95),
         "move, key -> last frame p50 (ms)": statistics.median(a for a, _ in frame_moves),
         "move, key -> last frame p95 (ms)": pct([a for a, _ in frame_moves], 95),
         "move, CPU per key p50 (ms)": statistics.median(b for _, b in frame_moves),
         "move, CPU per key p95 (ms)": pct([b for _, b in frame_moves], 95),
-        "no-op key, CPU p50 (ms)": statistics.median(b for _, b in idle),
+        "no-op key, CPU p50 (ms)": noop,
+        "move, app's CPU per key p50 (ms)": move_cpu - noop,
         "Enter, key -> last frame p95 (ms)": pct([a for a, _ in frame_opens], 95),
         "Enter, CPU per key p50 (ms)": statistics.median(b for _, b in frame_opens),
         "queue upkeep CPU, one row (ms)": statistics.median(one_row),

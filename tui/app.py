@@ -20,9 +20,10 @@ through :class:`rich.text.Text`, never parsed as markup.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -46,7 +47,7 @@ from tui.commands import (
     needs_case,
     route,
 )
-from tui.connect import Connected, SignInFailed, connect
+from tui.connect import Connected, SignInFailed, Unlocked, go_online, unlock_store
 from tui.link import MatrixLink, NoCaseChannel
 from tui.messages import ConnectionChanged, Problem, QueueChanged, SendFinished, TrustChecked
 from tui.notes import NoteBook
@@ -73,6 +74,7 @@ from tui.screens import (
     SnippetScreen,
 )
 from tui.settings import TuiSettings
+from tui.snapshot import Prepared, QueueSnapshot
 from tui.snippets import Snippet, load_snippets
 
 logger = logging.getLogger(__name__)
@@ -101,6 +103,14 @@ TRUST_SETTLE_S = 0.3
 TRUST_RECHECK_S = 60.0
 #: The thread and card are drawn at most once per frame (a held arrow key).
 DETAIL_FRAME_S = 1 / 60
+#: How long the model may change before the snapshot is written (a burst of
+#: history or messages is written once).
+SNAPSHOT_DELAY_S = 2.0
+CATCHING_UP = "catching up: the queue as saved on this machine"
+LOADING = "loading the queue from the homeserver…"
+NOT_YET_SENT = (
+    "Still catching up with the homeserver: nothing was sent, your text stays in the composer."
+)
 REPLY_TITLE = "Reply · ctrl+s sends · !command for this case"
 CLOSED_TITLE = "Closed: read-only (nothing is sent)"
 
@@ -172,12 +182,20 @@ class CounselorApp(App[None]):
         notes: NoteBook | None = None,
         *,
         now: Callable[[], float] = time.time,
+        snapshot: QueueSnapshot | None = None,
+        online: Callable[[], Awaitable[Connected]] | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings
         self.session = session
         self.notes = notes
+        self.snapshot = snapshot
         self.now = now
+        self._online_call = online
+        #: The link is live (signed in, first sync done): sends and trust checks may run.
+        self.online = False
+        self._snapshot_timer: Timer | None = None
+        self._restored = False  # the queue shown came from the snapshot
         self.link: MatrixLink | None = None
         self.current: str | None = None
         self.current_page: str | None = None
@@ -239,6 +257,7 @@ class CounselorApp(App[None]):
 
     async def on_unmount(self) -> None:
         self._save_notes()
+        self._save_snapshot()
         if self.session is not None and self._state_listener in self.session.state_listeners:
             self.session.state_listeners.remove(self._state_listener)
         if self._owns_session and self.session is not None:
@@ -258,13 +277,17 @@ class CounselorApp(App[None]):
         """Run by the sign-in screen; reports back with a message either way."""
         screen = self.screen
         try:
-            done = await connect(
-                self.settings,
-                homeserver=homeserver,
-                user_id=user_id,
-                passphrase=passphrase,
-                password=password,
-                recovery_key=recovery_key,
+            opened = await unlock_store(
+                self.settings, homeserver=homeserver, user_id=user_id, passphrase=passphrase
+            )
+            if password is None and opened.snapshot.loaded is not None:
+                # A saved device and the queue as it was: shown now, signed in behind it.
+                self._opened(
+                    opened.session, opened.notes, opened.snapshot, signing_in(self.settings, opened)
+                )
+                return
+            done = await go_online(
+                self.settings, opened, password=password, recovery_key=recovery_key
             )
         except SignInFailed as exc:
             screen.post_message(Problem(str(exc)))
@@ -276,11 +299,27 @@ class CounselorApp(App[None]):
         self._connected(done)
 
     def _connected(self, done: Connected) -> None:
-        self.session = done.session
-        self.notes = done.notes
+        self._opened(done.session, done.notes, done.snapshot, None)
+        self._signed_in(done)
+
+    def _opened(
+        self,
+        session: MatrixSession,
+        notes: NoteBook,
+        snapshot: QueueSnapshot | None,
+        online: Callable[[], Awaitable[Connected]] | None,
+    ) -> None:
+        self.session = session
+        self.notes = notes
+        self.snapshot = snapshot
+        self._online_call = online
         self._owns_session = True
         if isinstance(self.screen, SignInScreen):
             self.pop_screen()
+        self._start_link()
+
+    def _signed_in(self, done: Connected) -> None:
+        """What the sign-in had to say: a new recovery key (once), a warning."""
         if done.recovery_key:
             self.push_screen(
                 NoticeScreen(
@@ -291,12 +330,26 @@ class CounselorApp(App[None]):
             )
         if done.warning:
             self.status_note = done.warning
-        self._start_link()
+            self._render_status()
+
+    def _sign_in_again(self, problem: str) -> None:
+        """Signing in behind a snapshot failed: the sign-in screen comes back."""
+        if self.session is not None and self._state_listener in self.session.state_listeners:
+            self.session.state_listeners.remove(self._state_listener)
+        self.session = None
+        self.notify_status(problem)
+        screen = SignInScreen(self.settings)
+        self.push_screen(screen)
+        screen.post_message(Problem(problem))
 
     # ------------------------------------------------------------------ Matrix
 
     def _start_link(self) -> None:
         assert self.session is not None
+        self.current = None
+        self.current_page = None
+        self._rows = []
+        self.queue_ready = self.history_loaded = self.online = self._first_sync_ok = False
         self.link = MatrixLink(
             self.session,
             bot_id=self.settings.bot_for(self.session.user_id),
@@ -304,11 +357,29 @@ class CounselorApp(App[None]):
             on_change=self._model_changed,
         )
         self.session.state_listeners.append(self._state_listener)
+        self._restored = self.snapshot is not None and self.snapshot.loaded is not None
+        if self.snapshot is not None and self.snapshot.loaded is not None:
+            self.link.restore(self.snapshot.loaded)
+            self.queue_ready = True
+            self._refresh_queue()
+        self._render_status()
         self._run_link()
 
     @work(exclusive=True, exit_on_error=False, group="link")
     async def _run_link(self) -> None:
         assert self.session is not None and self.link is not None
+        if self._online_call is not None:
+            try:
+                done = await self._online_call()
+            except SignInFailed as exc:
+                self._sign_in_again(str(exc))
+                return
+            except E2ECounselError as exc:
+                logger.warning("sign-in failed: %s", type(exc).__name__)
+                self._sign_in_again("Could not sign in. Check the details and try again.")
+                return
+            self._online_call = None
+            self._signed_in(done)
         self.link.attach()
         try:
             await self.session.sync_once(0)
@@ -325,7 +396,12 @@ class CounselorApp(App[None]):
         except Exception as exc:  # the live invite handler joins the rest
             logger.warning("joining pending invitations failed: %s", type(exc).__name__)
         self.link.scan_rooms()
+        if self._first_sync_ok:
+            dropped = self.link.drop_unconfirmed()
+            if dropped:
+                self._model_changed(dropped)
         self.session.start()
+        self.online = True
         self.queue_ready = True
         self._refresh_queue()
         self._render_status()
@@ -333,6 +409,8 @@ class CounselorApp(App[None]):
         self.history_loaded = True
         self._refresh_queue()
         self._take_alerts()
+        self._save_snapshot_later()
+        self._render_status()
 
     @work(exit_on_error=False, group="history")
     async def _load_history(self, rooms: frozenset[str]) -> None:
@@ -352,6 +430,11 @@ class CounselorApp(App[None]):
     def on_queue_changed(self, message: QueueChanged) -> None:
         self._refresh_posted = False
         dirty, self._dirty = self._dirty, set()
+        if self.link is not None and self.link.forgotten:
+            self.link.forgotten.clear()
+            self._save_snapshot()  # a client no longer ours leaves the disk at once
+        else:
+            self._snapshot_soon()
         if self.link is not None and self.link.needs_history and self.history_loaded:
             self._load_history(frozenset(self.link.needs_history))
             self.link.needs_history.clear()
@@ -362,6 +445,41 @@ class CounselorApp(App[None]):
             self._render_card()
         elif self.current_page is not None and PAGE_PREFIX + self.current_page in dirty:
             self._render_page()
+
+    # ------------------------------------------------------------------ snapshot
+
+    def _snapshot_soon(self) -> None:
+        if self._snapshot_timer is None and self.snapshot is not None:
+            self._snapshot_timer = self.set_timer(SNAPSHOT_DELAY_S, self._save_snapshot_later)
+
+    def _save_snapshot_later(self) -> None:
+        """The state now, written by a thread (sealing and fsync take tens of ms
+        with hundreds of clients: not on the loop that draws the screen)."""
+        if self._snapshot_timer is not None:
+            self._snapshot_timer.stop()
+            self._snapshot_timer = None
+        if self.snapshot is not None and self.link is not None and self.queue_ready:
+            self._write_snapshot(self.snapshot, self.snapshot.prepare(self.link.remember()))
+
+    @work(group="snapshot", exit_on_error=False)
+    async def _write_snapshot(self, snapshot: QueueSnapshot, prepared: Prepared) -> None:
+        try:
+            await asyncio.to_thread(snapshot.write_prepared, prepared)
+        except OSError:
+            logger.warning("the queue snapshot could not be written")
+
+    def _save_snapshot(self) -> None:
+        """Write the queue's sealed snapshot now, before anything else runs (a client
+        no longer ours, quitting; see :mod:`tui.snapshot`)."""
+        if self._snapshot_timer is not None:
+            self._snapshot_timer.stop()
+            self._snapshot_timer = None
+        if self.snapshot is None or self.link is None or not self.queue_ready:
+            return
+        try:
+            self.snapshot.write(self.link.remember())
+        except OSError:
+            logger.warning("the queue snapshot could not be written")
 
     # ------------------------------------------------------------------ alerts
 
@@ -855,6 +973,8 @@ class CounselorApp(App[None]):
         if self._trust_timer is not None:
             self._trust_timer.stop()
             self._trust_timer = None
+        if not self.online:
+            return  # checked before any send once the link is live
         last = self._trust_checked_at.get(room_id)
         if last is not None and self.now() - last < TRUST_RECHECK_S:
             return
@@ -933,6 +1053,8 @@ class CounselorApp(App[None]):
         out.append(label, style=style)
         if self.session is not None:
             out.append(f"  {self.session.user_id}", style="dim")
+        if self.link is not None and not self.history_loaded:
+            out.append("  ·  " + (CATCHING_UP if self._restored else LOADING), style="yellow")
         if self.round is not None:
             out.append("  ·  " + self.round.label(), style="bold")
         if self.status_note:
@@ -968,6 +1090,9 @@ class CounselorApp(App[None]):
         if not body:
             return
         if self.link is None:
+            return
+        if not self.online:
+            self.notify_status(NOT_YET_SENT)
             return
         if is_command(body) and (self.current is not None or not needs_case(body)):
             engagement = self.link.entry(self.current).engagement if self.current else None
@@ -1098,6 +1223,9 @@ class CounselorApp(App[None]):
     def _command(self, command: str, *, restore: str = "") -> None:
         """Send a command to the case channel; ``restore`` goes back into the
         composer if it does not get there."""
+        if not self.online:
+            self.notify_status("Still catching up with the homeserver: nothing was sent.")
+            return
         self.notify_status(f"Sending {command.split(chr(10), 1)[0][:60]} to the service…")
         self._send_command(command, restore)
 
@@ -1317,6 +1445,33 @@ def make_app(
     notes: NoteBook | None = None,
     *,
     now: Callable[[], float] = time.time,
+    snapshot: QueueSnapshot | None = None,
+    online: Callable[[], Awaitable[Connected]] | None = None,
 ) -> CounselorApp:
-    """Build the app with its services. Without a session it opens on sign-in."""
-    return CounselorApp(settings, session, notes, now=now)
+    """Build the app with its services. Without a session it opens on sign-in.
+
+    With ``online`` the session is not signed in yet: the app shows ``snapshot``
+    (the queue as it was) at once and awaits ``online`` (sign-in, first sync)
+    behind it; otherwise the session is already signed in and synced.
+    """
+    return CounselorApp(settings, session, notes, now=now, snapshot=snapshot, online=online)
+
+
+def signing_in(settings: TuiSettings, opened: Unlocked) -> Callable[[], Awaitable[Connected]]:
+    """Sign in the saved device of an unlocked store (for ``online``)."""
+    return lambda: go_online(settings, opened)
+
+
+def app_of_store(
+    settings: TuiSettings, opened: Unlocked, *, now: Callable[[], float] = time.time
+) -> CounselorApp:
+    """The app over an unlocked store with a saved device: the snapshot at once,
+    signed in behind it."""
+    return make_app(
+        settings,
+        opened.session,
+        opened.notes,
+        now=now,
+        snapshot=opened.snapshot,
+        online=signing_in(settings, opened),
+    )

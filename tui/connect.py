@@ -16,8 +16,10 @@ from e2ecounsel.errors import E2ECounselError, MatrixError, SealingError
 from e2ecounsel.matrix import MatrixSession
 from e2ecounsel.matrix.crosssigning import CrossSigningError
 from e2ecounsel.matrix.secretstorage import RecoveryKeyError, SecretStorageError
+from e2ecounsel.sealing import Sealer
 from tui.notes import NoteBook, WrongPassphrase, unlock
 from tui.settings import TuiSettings
+from tui.snapshot import SNAPSHOT_FILE, QueueSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +36,17 @@ class Connected:
     notes: NoteBook
     recovery_key: str | None = None
     warning: str = ""
+    snapshot: QueueSnapshot | None = None
+
+
+@dataclass
+class Unlocked:
+    """The store opened with the passphrase, before any network: the notes, the
+    queue's snapshot (already read) and the session, not signed in yet."""
+
+    session: MatrixSession
+    notes: NoteBook
+    snapshot: QueueSnapshot
 
 
 def last_account(settings: TuiSettings) -> tuple[str, str] | None:
@@ -58,25 +71,25 @@ def _remember(settings: TuiSettings, homeserver: str, user_id: str) -> None:
     path.write_text(json.dumps({"homeserver": homeserver, "user_id": user_id}), encoding="utf-8")
 
 
-async def connect(
-    settings: TuiSettings,
-    *,
-    homeserver: str,
-    user_id: str,
-    passphrase: str,
-    password: str | None = None,
-    recovery_key: str | None = None,
-) -> Connected:
-    """Unlock the store, restore or sign in the device, and cross-sign it.
+async def unlock_store(
+    settings: TuiSettings, *, homeserver: str, user_id: str, passphrase: str
+) -> Unlocked:
+    """Open the account's store with the passphrase (argon2id, in a thread) and read
+    the notes and the queue snapshot; nothing is asked of the homeserver yet.
 
-    Without ``password`` only a saved device can be restored. A wrong
-    passphrase, password or recovery key raises :class:`SignInFailed` with text
-    for the counselor (and the store is left as it was).
+    A wrong passphrase raises :class:`SignInFailed` and opens nothing.
     """
     store = settings.account_dir(user_id)
-    try:
-        sealer = await asyncio.to_thread(unlock, store, passphrase, limits=settings.kdf)
+
+    def open_all() -> tuple[Sealer, NoteBook, QueueSnapshot]:
+        sealer = unlock(store, passphrase, limits=settings.kdf)
         notes = NoteBook(store / "notes.sealed", sealer)
+        snapshot = QueueSnapshot(store / SNAPSHOT_FILE, sealer, user_id)
+        snapshot.read()
+        return sealer, notes, snapshot
+
+    try:
+        sealer, notes, snapshot = await asyncio.to_thread(open_all)
     except WrongPassphrase as exc:
         raise SignInFailed(str(exc)) from None
     except SealingError:
@@ -84,6 +97,23 @@ async def connect(
     session = MatrixSession(
         homeserver, user_id, store / "matrix", sealer, device_name=settings.device_name
     )
+    return Unlocked(session, notes, snapshot)
+
+
+async def go_online(
+    settings: TuiSettings,
+    opened: Unlocked,
+    *,
+    password: str | None = None,
+    recovery_key: str | None = None,
+) -> Connected:
+    """Restore or sign in the device, cross-sign it and sync once.
+
+    Without ``password`` only a saved device can be restored. A wrong password
+    or recovery key raises :class:`SignInFailed` with text for the counselor
+    (the session is closed, the store left as it was).
+    """
+    session = opened.session
     try:
         try:
             await session.login(password or None)
@@ -117,5 +147,22 @@ async def connect(
     except BaseException:
         await session.close()
         raise
-    _remember(settings, homeserver, user_id)
-    return Connected(session, notes, new_key, warning)
+    _remember(settings, session.homeserver, session.user_id)
+    return Connected(session, opened.notes, new_key, warning, opened.snapshot)
+
+
+async def connect(
+    settings: TuiSettings,
+    *,
+    homeserver: str,
+    user_id: str,
+    passphrase: str,
+    password: str | None = None,
+    recovery_key: str | None = None,
+) -> Connected:
+    """Unlock the store, restore or sign in the device, and cross-sign it (the
+    first sign-in: nothing to show before it is done)."""
+    opened = await unlock_store(
+        settings, homeserver=homeserver, user_id=user_id, passphrase=passphrase
+    )
+    return await go_online(settings, opened, password=password, recovery_key=recovery_key)

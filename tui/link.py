@@ -45,6 +45,7 @@ from e2ecounsel.matrix import MatrixSession
 from e2ecounsel.matrix.trust import TrustPolicy, TrustReport
 from tui.case import booking_of, brief_of, flag_of, page_of, risk_of, text
 from tui.queue import Alert, ClientEntry, Message, Page
+from tui.snapshot import Remembered
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,11 @@ class MatrixLink:
         self._released_ms: dict[str, int] = {}
         self._history_done: set[str] = set()
         self._identity_changed: set[str] = set()
+        #: Rooms taken from a snapshot that the homeserver has not confirmed yet.
+        self.restored: set[str] = set()
+        #: Clients dropped (released, or no longer ours) since the app last looked:
+        #: the snapshot is rewritten at once without them.
+        self.forgotten: set[str] = set()
         self.trust = TrustPolicy(
             "cross-signed-only",
             known_identities=trust_file,
@@ -223,6 +229,53 @@ class MatrixLink:
     def take_alerts(self) -> list[Alert]:
         alerts, self.alerts = self.alerts, []
         return alerts
+
+    # ------------------------------------------------------------------ snapshot
+
+    def remember(self) -> Remembered:
+        """The queue's state, for the sealed snapshot: current clients only."""
+        entries = [e for e in self.entries.values() if self.is_client(e.room_id)]
+        return Remembered(
+            entries=entries,
+            named_ms={e.room_id: self._named_ms[e.room_id] for e in entries},
+            pages=list(self.pages.values()),
+            case_rooms=dict(self._case_rooms),
+            briefed_rooms=set(self._briefed_rooms),
+        )
+
+    def restore(self, remembered: Remembered) -> set[str]:
+        """Show a snapshot until the homeserver has spoken (before the first sync);
+        what history then brings is merged in (events already there are skipped)."""
+        for e in remembered.entries:
+            self.entries[e.room_id] = e
+            self.session_rooms.add(e.room_id)
+            self._named_ms[e.room_id] = remembered.named_ms.get(e.room_id, 0)
+            self.restored.add(e.room_id)
+        for p in remembered.pages:
+            self.pages[p.page_id] = p
+        self._case_rooms.update(remembered.case_rooms)
+        self._briefed_rooms |= remembered.briefed_rooms
+        return {e.room_id for e in remembered.entries}
+
+    def drop_unconfirmed(self) -> set[str]:
+        """After the first sync: forget the snapshot's rooms we are no longer in
+        as a counselor (and case channels we left); the rooms dropped."""
+        rooms = self.session.client.rooms
+        dropped = set()
+        for room_id in self.restored:
+            room = rooms.get(room_id)
+            if room is None or self._classify(room) != "session":
+                dropped.add(room_id)
+                self.session_rooms.discard(room_id)
+                self.entries.pop(room_id, None)
+                self._named_ms.pop(room_id, None)
+                self.trust_info.pop(room_id, None)
+        self.restored.clear()
+        for room_id in [r for r in self._case_rooms if r not in rooms]:
+            del self._case_rooms[room_id]
+            self._briefed_rooms.discard(room_id)
+        self.forgotten |= dropped
+        return dropped
 
     # ------------------------------------------------------------------ events
 
@@ -371,6 +424,7 @@ class MatrixLink:
             return set()  # given back later (a newer brief)
         self.entries.pop(room, None)
         self.trust_info.pop(room, None)
+        self.forgotten.add(room)
         self.alerts.append(Alert("released", room, live=live))
         return {room}
 
@@ -425,6 +479,7 @@ class MatrixLink:
         if event.state_key == self.me and event.membership in ("leave", "ban"):
             if room.room_id in self.session_rooms:
                 self.session_rooms.discard(room.room_id)
+                self.forgotten.add(room.room_id)
                 self.on_change({room.room_id})
             return
         kind = self._classify(room)

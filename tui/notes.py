@@ -47,7 +47,8 @@ def _derive(passphrase: str, salt: bytes, limits: KdfLimits) -> bytes:
     )
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically (temporary file, fsync, rename), 0600."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
@@ -98,7 +99,7 @@ def unlock(data_dir: Path, passphrase: str, *, limits: KdfLimits = MODERATE) -> 
         "memlimit": limits.memlimit,
         "check": base64.b64encode(sealer.seal(_CHECK, context="tui.check")).decode(),
     }
-    _write_private(path, json.dumps(info, indent=1).encode())
+    write_private(path, json.dumps(info, indent=1).encode())
     return sealer
 
 
@@ -143,4 +144,4 @@ class NoteBook:
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         blob = self._sealer.seal(json.dumps(self._notes), context=_NOTES_CONTEXT)
-        _write_private(self.path, blob)
+        write_private(self.path, blob)

@@ -107,9 +107,15 @@ class TextPane(ScrollView, can_focus=False):
         self._wrapped_at = width
         size = Size(width, len(self._strips))
         if size != self.virtual_size:
-            # Only this pane's scroll range changes: no layout of the screen.
+            # Only this pane's scroll range changes: no layout of the screen. A text
+            # that fits, after one that fitted, leaves the scrollbar as it looks (one
+            # thumb over the whole bar): it is not drawn again.
+            window = self.scrollable_content_region.height
+            fits = size.height <= window and self.virtual_size.height <= window
+            same_bar = fits and self.virtual_size.width == width
             self.set_reactive(TextPane.virtual_size, size)
-            self._scroll_update(size)
+            if not same_bar:
+                self._scroll_update(size)
 
     def on_resize(self, event: events.Resize) -> None:
         if self.scrollable_content_region.width != self._wrapped_at:
@@ -133,7 +139,13 @@ class TextPane(ScrollView, can_focus=False):
 
 class QueueList(OptionList):
     """The queue. Moving the highlight repaints the two rows it leaves and
-    enters; the list repaints all its rows only when it scrolls or changes."""
+    enters; the list repaints all its rows only when it scrolls or changes.
+
+    When the highlight leaves the rows in view, the list scrolls by a third of its
+    height or more (the highlight lands a third from the edge it came in at), not by
+    one row: a scroll repaints every row, and a held arrow key would otherwise
+    scroll on every step.
+    """
 
     highlighted: reactive[int | None] = reactive(None, repaint=False)
 
@@ -163,6 +175,27 @@ class QueueList(OptionList):
             option_id = self.get_option_at_index(new).id
             if option_id is not None:
                 self.on_cursor(option_id)
+
+    def scroll_to_highlight(self, top: bool = False) -> None:
+        highlighted = self.highlighted
+        if top or highlighted is None or not self.is_mounted:
+            super().scroll_to_highlight(top)
+            return
+        self._update_lines()
+        y = self._index_to_line.get(highlighted)
+        if y is None:
+            return
+        height = self._heights.get(highlighted, 1)
+        view = self.scrollable_content_region.height
+        start = self.scroll_offset.y
+        if start <= y and y + height <= start + view:
+            return
+        if y + height > start + view:  # came in at the bottom
+            target = y + height - view + view // 3
+        else:
+            target = y - view // 3
+        target = max(0, min(target, y))  # the highlight stays in view
+        self.scroll_to(y=target, animate=False, force=True, immediate=True)
 
     def replace_row(self, option_id: str, prompt: Text) -> None:
         """Replace one row's text. ``replace_option_prompt`` forgets what the list

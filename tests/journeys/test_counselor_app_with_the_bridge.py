@@ -1,10 +1,13 @@
 """The counselor's app and the real bridge together: a client seated while the app was
 closed is in the queue when it starts, with their first words; a page rings on top and the
-take key answers it; a command typed in the client's thread goes to the bridge only.
+take key answers it; a command typed in the client's thread goes to the bridge only. A
+client erased while the app was closed is shown from the queue's snapshot until the app has
+caught up, then leaves the queue and the snapshot.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,14 +16,16 @@ from typing import Any
 from textual.widgets import OptionList, Static, TextArea
 
 from e2ecounsel.matrix.session import MatrixSession
-from tests.integration.bridgekit import POLICY, BotEnv, seat_client, text
+from tests.integration.bridgekit import POLICY, BotEnv, membership, seat_client, text
 from tests.integration.matrixkit import Recorder, until
-from tests.journeys.conftest import hire
+from tests.journeys.conftest import hire, poll
 from tests.tui.test_care import record
 from tests.tui.world import PASSPHRASE, queue_ids, wait_app
 from tui.app import CounselorApp, make_app
-from tui.notes import FAST_FOR_TESTS, NoteBook
+from tui.connect import Connected
+from tui.notes import FAST_FOR_TESTS, NoteBook, unlock
 from tui.settings import TuiSettings
+from tui.snapshot import SNAPSHOT_FILE, QueueSnapshot
 
 COUNTRY = POLICY.crisis.countries[0].code
 FIRST_WORDS = "hello, is anyone there?"
@@ -28,9 +33,10 @@ FIRST_WORDS = "hello, is anyone there?"
 
 @asynccontextmanager
 async def app_of(
-    bot: BotEnv, who: Recorder, tmp_path: Path
+    bot: BotEnv, who: Recorder, tmp_path: Path, *, gate: asyncio.Event | None = None
 ) -> AsyncIterator[tuple[CounselorApp, Any]]:
-    """The counselor's app on her own (already cross-signed) device, under Pilot."""
+    """The counselor's app on her own (already cross-signed) device, under Pilot: the
+    queue's snapshot shown at once, signed in behind it (once ``gate`` is set)."""
     settings = TuiSettings(
         data_dir=tmp_path / "tui-data",
         config_dir=tmp_path / "tui-config",
@@ -39,11 +45,21 @@ async def app_of(
     )
     old = who.session
     session = MatrixSession(old.homeserver, old.user_id, old.store_dir, old.sealer)
-    await session.login(None)
-    await session.ensure_cross_signing(None)
-    await session.sync_once(0)
-    notes = NoteBook.open(settings.account_dir(old.user_id), PASSPHRASE, limits=FAST_FOR_TESTS)
-    app = make_app(settings, session, notes)
+    store = settings.account_dir(old.user_id)
+    sealer = unlock(store, PASSPHRASE, limits=FAST_FOR_TESTS)
+    notes = NoteBook(store / "notes.sealed", sealer)
+    snapshot = QueueSnapshot(store / SNAPSHOT_FILE, sealer, old.user_id)
+    snapshot.read()
+
+    async def online() -> Connected:
+        if gate is not None:
+            await gate.wait()
+        await session.login(None)
+        await session.ensure_cross_signing(None)
+        await session.sync_once(0)
+        return Connected(session, notes, snapshot=snapshot)
+
+    app = make_app(settings, session, notes, snapshot=snapshot, online=online)
     try:
         async with app.run_test(size=(120, 36)) as pilot:
             yield app, pilot
@@ -51,17 +67,33 @@ async def app_of(
         await session.close()
 
 
-async def test_a_client_seated_while_the_app_was_closed_is_cared_for_from_the_app(
-    bot, people, tmp_path
-):
+def snapshot_of(settings: TuiSettings, user_id: str) -> QueueSnapshot:
+    """The account's queue snapshot, read (unlocked with the passphrase)."""
+    store = settings.account_dir(user_id)
+    snapshot = QueueSnapshot(
+        store / SNAPSHOT_FILE, unlock(store, PASSPHRASE, limits=FAST_FOR_TESTS), user_id
+    )
+    snapshot.read()
+    return snapshot
+
+
+async def seated_while_closed(bot: BotEnv, people: Any) -> tuple[Recorder, Recorder, Any]:
+    """Ana hired (her device exists, no app of hers runs), a client seated with her
+    who says their first words: (Ana, the client, the seating)."""
     ana = await people("ana")
-    # Ana's device exists, but no app of hers runs while the client is seated.
     await ana.close()
     await hire(bot, ana, "Ana")
     client = await people("client")
     seated = await seat_client(bot, client, "Ana", pseudonym="Wren")
+    await seated.client.session.send_text(seated.room.room_id, FIRST_WORDS)
+    return ana, client, seated
+
+
+async def test_a_client_seated_while_the_app_was_closed_is_cared_for_from_the_app(
+    bot, people, tmp_path
+):
+    ana, client, seated = await seated_while_closed(bot, people)
     room = seated.room.room_id
-    await seated.client.session.send_text(room, FIRST_WORDS)
 
     async with app_of(bot, ana, tmp_path) as (app, pilot):
         bells = record(app, "bell")
@@ -125,3 +157,44 @@ async def test_a_client_seated_while_the_app_was_closed_is_cared_for_from_the_ap
         await pilot.press(*"I am here, Wren", "ctrl+s")
         await until(lambda: "I am here, Wren" in client.bodies(room), what="Ana's reply")
         assert not [b for b in client.bodies(room) if b.lstrip().startswith("!")]
+
+
+async def test_a_client_erased_while_the_app_was_closed_leaves_the_queue_and_its_snapshot(
+    bot, people, tmp_path
+):
+    ana, client, seated = await seated_while_closed(bot, people)
+    room = seated.room.room_id
+    async with app_of(bot, ana, tmp_path) as (app, pilot):
+        await wait_app(
+            pilot,
+            lambda: app.history_loaded and queue_ids(app) == [room],
+            what="the client in the queue",
+        )
+    settings = app.settings
+    remembered = snapshot_of(settings, ana.session.user_id).loaded
+    assert remembered is not None and [e.room_id for e in remembered.entries] == [room]
+
+    # While Ana's app is closed, the client asks to be erased.
+    await seated.dm.send("erase")
+    await seated.dm.expect(text("en", "erase.confirm"))
+    await seated.dm.send("yes")
+    await seated.dm.expect(text("en", "erase.done"))
+
+    async def removed() -> bool:
+        return await membership(client, room, ana.session.user_id) == "leave"
+
+    await poll(removed, what="Ana removed from the client's room")
+
+    gate = asyncio.Event()
+    async with app_of(bot, ana, tmp_path, gate=gate) as (app, pilot):
+        await pilot.pause()
+        assert queue_ids(app) == [room], "the snapshot, before the homeserver answered"
+        gate.set()
+        await wait_app(
+            pilot,
+            lambda: app.history_loaded and queue_ids(app) == [],
+            what="the erased client gone after catching up",
+        )
+        # Rewritten at once, not only at quit.
+        remembered = snapshot_of(settings, ana.session.user_id).loaded
+        assert remembered is not None and remembered.entries == []

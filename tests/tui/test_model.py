@@ -4,7 +4,7 @@ homeserver."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
@@ -237,3 +237,58 @@ def test_commands_go_to_the_case_channel_not_a_room_that_only_pages():
         }
     )
     assert link.ingest(case, plain) == set() and "5" not in link.pages
+
+
+def test_the_queue_snapshot_gives_back_what_it_was_given(tmp_path):
+    import secrets
+
+    from e2ecounsel.sealing import Sealer
+    from tui.queue import Page
+    from tui.snapshot import QueueSnapshot, Remembered
+
+    sealer = Sealer(secrets.token_bytes(32))
+    entry = ClientEntry("!a:srv", client_id="@c:srv", engagement=7, risk="high", risk_set_ms=5)
+    entry.brief = brief_of(brief_data("Wren", "high", flags=("check:no",)), 4)
+    entry.bookings["b1"] = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+    entry.flag("check:no", 4)
+    entry.open_pages["p1"] = 6
+    entry.add(Message("$1", "@c:srv", 10, "hello", "client", sender_key="k"))
+    entry.add(Message("$2", "@me:srv", 20, "hi", "counselor"))
+    entry.read_up_to_ms = 10
+    page = Page("p1", 6, "urgent", 7, "!a:srv", None)
+    remembered = Remembered([entry], {"!a:srv": 4}, [page], {"!case:srv": 9}, {"!case:srv"})
+    snap = QueueSnapshot(tmp_path / "queue.sealed", sealer, "@me:srv")
+    snap.write(remembered)
+    back = QueueSnapshot(tmp_path / "queue.sealed", sealer, "@me:srv").read()
+    assert back is not None
+    (got,) = back.entries
+    assert (got.brief, got.bookings, got.flags, got.open_pages) == (
+        entry.brief,
+        entry.bookings,
+        entry.flags,
+        entry.open_pages,
+    )
+    assert got.messages == entry.messages and got.awaiting_since_ms is None
+    assert (got.engagement, got.risk, got.risk_set_ms, got.read_up_to_ms) == (7, "high", 5, 10)
+    assert back.pages == [page] and back.named_ms == {"!a:srv": 4}
+    assert (back.case_rooms, back.briefed_rooms) == ({"!case:srv": 9}, {"!case:srv"})
+    # Another key, or another account's file: nothing.
+    assert QueueSnapshot(snap.path, Sealer(secrets.token_bytes(32)), "@me:srv").read() is None
+    assert QueueSnapshot(snap.path, sealer, "@other:srv").read() is None
+
+
+def test_a_snapshot_taken_earlier_never_replaces_one_taken_later(tmp_path):
+    import secrets
+
+    from e2ecounsel.sealing import Sealer
+    from tui.snapshot import QueueSnapshot, Remembered
+
+    sealer = Sealer(secrets.token_bytes(32))
+    snap = QueueSnapshot(tmp_path / "queue.sealed", sealer, "@me:srv")
+    released = ClientEntry("!gone:srv")
+    older = snap.prepare(Remembered([released], {"!gone:srv": 1}))
+    newer = snap.prepare(Remembered())  # taken after the client was released
+    snap.write_prepared(newer)
+    snap.write_prepared(older)  # a slow write of the state before
+    back = QueueSnapshot(snap.path, sealer, "@me:srv").read()
+    assert back is not None and back.entries == []

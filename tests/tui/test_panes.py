@@ -24,12 +24,12 @@ from tui.settings import TuiSettings
 CLIENTS = 30
 
 
-def filled_app(tmp_path) -> CounselorApp:
+def filled_app(tmp_path, clients: int = CLIENTS) -> CounselorApp:
     app = CounselorApp(TuiSettings(data_dir=tmp_path / "d", config_dir=tmp_path / "c"))
     session = SimpleNamespace(user_id="@me:srv", client=SimpleNamespace(rooms={}))
     link = MatrixLink(session, bot_id="@counsel:srv")  # type: ignore[arg-type]
     now = int(time.time() * 1000)
-    for i in range(CLIENTS):
+    for i in range(clients):
         room = f"!r{i:03d}:srv"
         link.session_rooms.add(room)
         link.apply_case(CaseEvent("brief", i + 1, room, brief_data(f"Client{i:03d}")), now)
@@ -145,3 +145,49 @@ async def test_the_detail_follows_the_cursor_in_the_same_turn(tmp_path):
         ql.highlighted = 7  # no message round trip: drawn with the cursor's frame
         assert app.current == target.room_id
         assert shown(app)[1].startswith(target.pseudonym + "\n")
+
+
+async def test_the_queue_scrolls_by_a_third_and_the_highlight_stays_in_view(tmp_path):
+    app = filled_app(tmp_path, clients=120)
+    async with app.run_test(size=(120, 36)) as pilot:
+        ql = await started(app, pilot)
+        view = ql.scrollable_content_region.height
+        offsets = []
+        for key in ["down"] * 90 + ["up"] * 90:
+            await pilot.press(key)
+            line = ql._index_to_line[ql.highlighted]  # type: ignore[index]
+            top = ql.scroll_offset.y
+            assert top <= line < top + view, (key, line, top)
+            offsets.append(top)
+        assert ql.highlighted == 0 and offsets[-1] == 0
+        scrolls = sum(1 for a, b in zip(offsets, offsets[1:], strict=False) if a != b)
+        # One row at a time would be 60 scrolls down and as many back up.
+        assert 0 < scrolls <= 2 * (60 // (view // 3) + 1), scrolls
+
+
+async def test_a_thread_that_fits_after_one_that_fitted_leaves_the_scrollbar_alone(tmp_path):
+    app = filled_app(tmp_path)
+    long_room = app.queue_entries()[3].room_id
+    entry = app.link.entry(long_room)  # type: ignore[union-attr]
+    later = int(time.time() * 1000)  # after its first words: its place in the queue stays
+    for j in range(60):
+        entry.add(Message(f"$long-{j}", "@c:srv", later + j, f"line {j}", "client"))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await started(app, pilot)
+        pane = app.query_one("#conversation", TextPane)
+        bar = pane.vertical_scrollbar
+        drawn = []
+        real = bar.refresh
+        bar.refresh = lambda *a, **k: (drawn.append(1), real(*a, **k))[1]  # type: ignore[method-assign]
+        for key in ("down", "down"):  # short threads of other lengths
+            await pilot.press(key)
+            await pilot.pause(0.05)
+        assert drawn == []
+        await pilot.press("down")  # the long one: the thumb shows where it is
+        await pilot.pause(0.05)
+        assert app.current == long_room and drawn
+        assert bar.window_virtual_size == pane.virtual_size.height > bar.window_size
+        drawn.clear()
+        await pilot.press("down")  # back to a short one: a whole-bar thumb again
+        await pilot.pause(0.05)
+        assert drawn and bar.window_virtual_size <= bar.window_size

@@ -17,7 +17,7 @@ from typing import Any
 from e2ecounsel.casechannel import CaseEvent, Kind, attach
 from tests.integration.matrixkit import ENCRYPTION_STATE, Recorder, until
 from tui.app import CounselorApp, make_app
-from tui.connect import connect
+from tui.connect import connect, unlock_store
 from tui.notes import FAST_FOR_TESTS
 from tui.settings import TuiSettings
 
@@ -107,6 +107,15 @@ class World:
             user_id=self.counselor_id,
             passphrase=passphrase,
             password=self.counselor_password,
+        )
+
+    async def unlock_counselor(self, passphrase: str = PASSPHRASE):
+        """Only the store opened (no network yet): what a start shows first."""
+        return await unlock_store(
+            self.settings,
+            homeserver=self.base_url,
+            user_id=self.counselor_id,
+            passphrase=passphrase,
         )
 
     async def open_case_room(self, *, wait: bool = True) -> str:
