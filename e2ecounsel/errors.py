@@ -63,3 +63,8 @@ class MatrixError(E2ECounselError):
         self.errcode = errcode
         self.status = status
         super().__init__(msg)
+
+
+class HomeserverUnreachable(MatrixError):
+    """The homeserver did not answer (no connection, a time-out, or only 5xx / 429
+    answers) after every retry: nothing was refused, a later try may work."""

@@ -47,7 +47,7 @@ from tui.commands import (
     needs_case,
     route,
 )
-from tui.connect import Connected, SignInFailed, Unlocked, go_online, unlock_store
+from tui.connect import Connected, Offline, SignInFailed, Unlocked, go_online, unlock_store
 from tui.link import MatrixLink, NoCaseChannel
 from tui.messages import ConnectionChanged, Problem, QueueChanged, SendFinished, TrustChecked
 from tui.notes import NoteBook
@@ -108,6 +108,10 @@ DETAIL_FRAME_S = 1 / 60
 SNAPSHOT_DELAY_S = 2.0
 CATCHING_UP = "catching up: the queue as saved on this machine"
 LOADING = "loading the queue from the homeserver…"
+OFFLINE_NOTE = "offline: the homeserver cannot be reached; trying again in {seconds} s"
+#: The first wait before signing in again behind the snapshot; it doubles up to
+#: the settings' ``max_backoff_s``.
+OFFLINE_FIRST_RETRY_S = 5.0
 NOT_YET_SENT = (
     "Still catching up with the homeserver: nothing was sent, your text stays in the composer."
 )
@@ -201,6 +205,8 @@ class CounselorApp(App[None]):
         self.current_page: str | None = None
         self.round: ReplyRound | None = None
         self.status_note = ""
+        #: Sign-ins behind the snapshot that found the homeserver unreachable.
+        self.offline_retries = 0
         self.queue_ready = False
         self.history_loaded = False
         self._owns_session = session is None
@@ -289,6 +295,10 @@ class CounselorApp(App[None]):
             done = await go_online(
                 self.settings, opened, password=password, recovery_key=recovery_key
             )
+        except Offline as exc:
+            await opened.session.close()
+            screen.post_message(Problem(str(exc)))
+            return
         except SignInFailed as exc:
             screen.post_message(Problem(str(exc)))
             return
@@ -365,12 +375,30 @@ class CounselorApp(App[None]):
         self._render_status()
         self._run_link()
 
+    async def _online_behind_snapshot(
+        self, online: Callable[[], Awaitable[Connected]]
+    ) -> Connected:
+        """Sign in while the saved queue is shown. A homeserver that does not answer
+        keeps the queue on screen and is tried again, sooner first, until it answers."""
+        delay = min(OFFLINE_FIRST_RETRY_S, self.settings.max_backoff_s)
+        while True:
+            try:
+                return await online()
+            except Offline:
+                self.offline_retries += 1
+                note = OFFLINE_NOTE.format(seconds=max(1, round(delay)))
+                self.notify_status(note)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.max_backoff_s)
+                if self.status_note == note:
+                    self.notify_status("")
+
     @work(exclusive=True, exit_on_error=False, group="link")
     async def _run_link(self) -> None:
         assert self.session is not None and self.link is not None
         if self._online_call is not None:
             try:
-                done = await self._online_call()
+                done = await self._online_behind_snapshot(self._online_call)
             except SignInFailed as exc:
                 self._sign_in_again(str(exc))
                 return

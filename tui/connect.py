@@ -12,7 +12,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from e2ecounsel.errors import E2ECounselError, MatrixError, SealingError
+import aiohttp
+
+from e2ecounsel.errors import E2ECounselError, HomeserverUnreachable, MatrixError, SealingError
 from e2ecounsel.matrix import MatrixSession
 from e2ecounsel.matrix.crosssigning import CrossSigningError
 from e2ecounsel.matrix.secretstorage import RecoveryKeyError, SecretStorageError
@@ -28,6 +30,16 @@ _LAST_ACCOUNT = "account.json"
 
 class SignInFailed(E2ECounselError):
     """Sign-in did not work; the message is meant for the counselor's eyes."""
+
+
+class Offline(SignInFailed):
+    """The homeserver could not be reached: nothing was refused. The session is
+    left open, so the same sign-in can be tried again later."""
+
+
+OFFLINE = "The homeserver cannot be reached. Check the connection; nothing was changed."
+#: What no answer from the homeserver looks like from here.
+_NO_ANSWER = (HomeserverUnreachable, aiohttp.ClientError, TimeoutError, ConnectionError)
 
 
 @dataclass
@@ -95,7 +107,12 @@ async def unlock_store(
     except SealingError:
         raise SignInFailed("The local store could not be opened with this passphrase.") from None
     session = MatrixSession(
-        homeserver, user_id, store / "matrix", sealer, device_name=settings.device_name
+        homeserver,
+        user_id,
+        store / "matrix",
+        sealer,
+        device_name=settings.device_name,
+        max_backoff=settings.max_backoff_s,
     )
     return Unlocked(session, notes, snapshot)
 
@@ -111,12 +128,15 @@ async def go_online(
 
     Without ``password`` only a saved device can be restored. A wrong password
     or recovery key raises :class:`SignInFailed` with text for the counselor
-    (the session is closed, the store left as it was).
+    (the session is closed, the store left as it was). A homeserver that does not
+    answer raises :class:`Offline` and leaves the session open for another try.
     """
     session = opened.session
     try:
         try:
             await session.login(password or None)
+        except _NO_ANSWER:
+            raise
         except SealingError:
             raise SignInFailed("The saved sign-in cannot be opened with this passphrase.") from None
         except MatrixError as exc:
@@ -144,6 +164,9 @@ async def go_online(
             logger.warning("cross-signing could not be checked: %s", exc.errcode)
             warning = "This device could not be verified yet; it will try again at next start."
         await session.sync_once(0)
+    except _NO_ANSWER as exc:
+        logger.warning("homeserver unreachable at sign-in: %s", type(exc).__name__)
+        raise Offline(OFFLINE) from None
     except BaseException:
         await session.close()
         raise

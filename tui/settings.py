@@ -45,6 +45,8 @@ class TuiSettings:
     reply_windows: tuple[time, ...] = field(default_factory=lambda: parse_windows(DEFAULT_WINDOWS))
     device_name: str = "e2ecounsel tui"
     kdf: KdfLimits = MODERATE
+    #: The longest wait between tries when the homeserver does not answer (seconds).
+    max_backoff_s: float = 30.0
 
     def bot_for(self, user_id: str) -> str:
         if self.bot_user_id:

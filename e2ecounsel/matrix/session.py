@@ -69,7 +69,7 @@ from nio import (
     WhoamiResponse,
 )
 
-from e2ecounsel.errors import MatrixError, SealingError
+from e2ecounsel.errors import HomeserverUnreachable, MatrixError, SealingError
 from e2ecounsel.matrix.crosssigning import CrossSigning, CrossSigningStatus
 from e2ecounsel.matrix.trust import TrustPolicy
 from e2ecounsel.sealing import Sealer
@@ -315,6 +315,11 @@ class MatrixSession:
                 await self._upload_keys_if_needed()
                 logger.info("restored device %s for %s", self.device_id, self.user_id)
                 return
+            if isinstance(who, ErrorResponse) and _is_transient(who):
+                raise HomeserverUnreachable(
+                    f"whoami: the homeserver answers {who.status_code} only",
+                    errcode=str(who.status_code),
+                )
             if password is None:
                 raise MatrixError(
                     "the saved access token was refused and no password is available "
@@ -666,7 +671,7 @@ class MatrixSession:
                 resp = await call()
             except _TRANSIENT_EXC as exc:
                 if attempt == attempts:
-                    raise MatrixError(f"{what}: homeserver unreachable") from exc
+                    raise HomeserverUnreachable(f"{what}: homeserver unreachable") from exc
                 logger.warning("%s: homeserver unreachable; retry %d", what, attempt)
             else:
                 if not (isinstance(resp, ErrorResponse) and _is_transient(resp)):

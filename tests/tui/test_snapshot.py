@@ -9,15 +9,18 @@ import asyncio
 import logging
 import os
 import stat
+from dataclasses import replace
 
 import pytest
 from textual.widgets import TextArea
 
+from e2ecounsel.homeserver import free_port
 from tests.integration.matrixkit import until
-from tests.tui.world import make_world, queue_ids, wait_app
+from tests.tui.world import PASSPHRASE, make_world, queue_ids, wait_app
 from tui.app import CATCHING_UP, NOT_YET_SENT, app_of_store, make_app
-from tui.connect import SignInFailed, go_online
+from tui.connect import Offline, SignInFailed, go_online, unlock_store
 from tui.panes import TextPane
+from tui.screens import SignInScreen
 from tui.snapshot import SNAPSHOT_FILE, QueueSnapshot
 
 FIRST_WORDS = "SECRETWORDS my first message"
@@ -214,3 +217,91 @@ async def test_a_refused_sign_in_behind_the_snapshot_brings_the_sign_in_back(wor
             assert not app.online and queue_ids(app) == [room]
     finally:
         await opened.session.close()
+
+
+class LateForwarder:
+    """A TCP port that refuses connections until :meth:`open`, then forwards to the
+    homeserver: a network that comes back while the app is running."""
+
+    def __init__(self, target: str) -> None:
+        host_port = target.split("://", 1)[1]
+        self.target_host, port = host_port.rsplit(":", 1)
+        self.target_port = int(port)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server: asyncio.Server | None = None
+
+    async def open(self) -> None:
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                writer.close()
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            up_reader, up_writer = await asyncio.open_connection(self.target_host, self.target_port)
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+        self._server = await asyncio.start_server(serve, "127.0.0.1", self.port)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+
+async def test_an_unreachable_homeserver_keeps_the_saved_queue_on_screen_and_is_tried_again(
+    world,
+):
+    await (await world.connect_counselor()).session.close()  # the device exists
+    await world.open_case_room(wait=False)
+    room = await world.add_client("Wulan", wait=False)
+    await world.clients[room].session.send_text(room, FIRST_WORDS)
+    await first_start(world, [room])
+
+    # The network is down when the app starts: the port refuses every connection.
+    net = LateForwarder(world.base_url)
+    settings = replace(world.settings, max_backoff_s=0.2)
+    opened = await unlock_store(
+        settings, homeserver=net.url, user_id=world.counselor_id, passphrase=PASSPHRASE
+    )
+    app = app_of_store(settings, opened)
+    try:
+        async with app.run_test(size=(120, 36)) as pilot:
+            await wait_app(pilot, lambda: app.offline_retries >= 3, what="three tries offline")
+            assert not isinstance(app.screen, SignInScreen), "the queue stays on screen"
+            assert queue_ids(app) == [room]
+            assert FIRST_WORDS in app.thread_text().plain
+            assert "offline: the homeserver cannot be reached" in str(app.status_text())
+            assert "password" not in str(app.status_text())
+
+            await net.open()
+            await wait_app(
+                pilot,
+                lambda: app.history_loaded and app.online,
+                what="signed in once the homeserver answers",
+            )
+            assert "offline" not in str(app.status_text())
+            assert not isinstance(app.screen, SignInScreen)
+            composer = app.query_one("#composer", TextArea)
+            composer.focus()
+            await pilot.press(*"back online", "ctrl+s")
+            client = world.clients[room]
+            await until(lambda: "back online" in client.bodies(room), what="sent once online")
+    finally:
+        await opened.session.close()
+        await net.close()
+
+
+async def test_an_unreachable_homeserver_at_first_sign_in_is_named_as_such(world):
+    net = LateForwarder(world.base_url)
+    settings = replace(world.settings, max_backoff_s=0.05)
+    opened = await unlock_store(
+        settings, homeserver=net.url, user_id=world.counselor_id, passphrase=PASSPHRASE
+    )
+    with pytest.raises(Offline, match="cannot be reached"):
+        await go_online(settings, opened, password=world.counselor_password)
+    await opened.session.close()
