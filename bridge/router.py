@@ -50,7 +50,7 @@ from bridge.kernel.effects import Effects, txn_id
 from bridge.kernel.matrix import Matrix
 from bridge.kernel.ports import Features
 from bridge.kernel.render import Renderer
-from bridge.kernel.work import CrashPoint, FollowUpHandler, Work, no_crash
+from bridge.kernel.work import CrashPoint, FollowUpHandler, SendQueued, Work, no_crash
 from bridge.persistence.bookings import Bookings
 from bridge.persistence.inbox import InboxItem
 from bridge.persistence.pages import Pages
@@ -90,6 +90,7 @@ class Router:
         mark_done: Callable[[str], Awaitable[None]] | None = None,
         flush: Callable[[set[str] | None], Awaitable[None]] | None = None,
         flush_later: Callable[[set[str]], None] | None = None,
+        send_queued: SendQueued | None = None,
         trust: TrustPolicy | None = None,
         look_up: Callable[[list[str]], Awaitable[object]] | None = None,
         crash_point: CrashPoint = no_crash,
@@ -103,6 +104,7 @@ class Router:
             mark_done=mark_done,
             flush=flush,
             flush_later=flush_later,
+            send_queued=send_queued,
             crash_point=crash_point,
         )
         self.ctx = Context(
