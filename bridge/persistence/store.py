@@ -542,14 +542,14 @@ class BridgeStore:
         """Insert or update ``rec``; returns it as stored (``created_at`` filled on insert)."""
         created_at = rec.created_at or self._now()
         try:
-            await self.db.execute(
+            stored = await self.db.fetchval(
                 "INSERT INTO clients (user_id, dm_room_id, language, consent_version, "
                 "consented_at, intake, profile, pending, created_at) "
                 "VALUES (:user_id, :dm, :lang, :cv, :cat, :intake, :profile, :pending, :created) "
                 "ON CONFLICT(user_id) DO UPDATE SET dm_room_id = excluded.dm_room_id, "
                 "language = excluded.language, consent_version = excluded.consent_version, "
                 "consented_at = excluded.consented_at, intake = excluded.intake, "
-                "profile = excluded.profile, pending = excluded.pending",
+                "profile = excluded.profile, pending = excluded.pending RETURNING created_at",
                 {
                     "user_id": rec.user_id,
                     "dm": rec.dm_room_id,
@@ -566,9 +566,6 @@ class BridgeStore:
             raise _refused(
                 exc, "another client already uses this direct chat room", "client not saved"
             ) from exc
-        stored = await self.db.fetchval(
-            "SELECT created_at FROM clients WHERE user_id = ?", (rec.user_id,)
-        )
         return replace(rec, created_at=str(stored))
 
     async def page_rooms(self, user_id: str) -> list[str]:
