@@ -429,7 +429,7 @@ class Bridge:
                 return
             for item in items:
                 try:
-                    await self.router.handle(item)
+                    await self.router.handle(item, unhandled=True)
                 except asyncio.CancelledError:
                     raise
                 except Exception:

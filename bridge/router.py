@@ -133,8 +133,11 @@ class Router:
         ctx = self.ctx
         return lambda payload: handler(ctx, payload)
 
-    async def handle(self, item: InboxItem) -> None:
+    async def handle(self, item: InboxItem, *, unhandled: bool = False) -> None:
         """Handle one inbox item; never raises (a failure is logged by id).
+
+        ``unhandled``: the caller read the item as not handled yet (the inbox's
+        pending rows), so it is not asked again; otherwise a replay is skipped here.
 
         Before anything else: only an event that was decrypted and comes from a
         device its owner cross-signed can change anything. Anyone holding a
@@ -144,7 +147,7 @@ class Router:
         earlier message is never taken as a new answer or command.
         """
         ctx = self.ctx
-        if await ctx.store.is_handled(item.event_id):
+        if not unhandled and await ctx.store.is_handled(item.event_id):
             return
         kind = await ctx.store.room_kind(item.room_id)
         room_kind = kind[0] if kind else None
