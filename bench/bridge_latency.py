@@ -501,10 +501,10 @@ class LocalBots:
         assert bridge.router is not None
         handle = bridge.router.handle
 
-        async def timed(item: Any) -> None:
+        async def timed(item: Any, **kwargs: Any) -> None:
             start = time.perf_counter()
             try:
-                await handle(item)
+                await handle(item, **kwargs)
             finally:
                 self._handle_seconds.append((item.room_id, time.perf_counter() - start))
                 self.handled += 1

@@ -34,9 +34,9 @@ from bridge.features import placement, supervision
 from bridge.features.cadence import Cadence
 from bridge.kernel.context import Context
 from bridge.kernel.effects import AWAIT_JOIN, PLAINTEXT_OK, message_content, txn_id
-from bridge.kernel.work import CrashPoint, handling_room, no_crash
+from bridge.kernel.work import CrashPoint, Queued, handling_room, no_crash
 from bridge.persistence.inbox import Inbox, InboxItem
-from bridge.persistence.store import BridgeStore
+from bridge.persistence.store import BridgeStore, OutboxItem, OutboxMark
 from bridge.router import Router
 from bridge.scheduler import DurableScheduler
 from e2ecounsel.config import BridgeConfig
@@ -117,6 +117,8 @@ class Bridge:
         self._send_locks: dict[str, asyncio.Lock] = {}
         self._flushers: dict[str, asyncio.Task[None]] = {}  # room -> its background flusher
         self._dirty: set[str] = set()  # rooms queued to since their flusher's last pass
+        #: room -> its outbox mark when a pass last left nothing unsent there (see send_queued)
+        self._drained: dict[str, OutboxMark] = {}
         self._told_unsigned: set[tuple[str, str]] = set()
         self._configured_supervisors = False
         self._ticker: asyncio.Task[None] | None = None
@@ -167,6 +169,7 @@ class Bridge:
             mark_done=self.inbox.done,
             flush=self.flush,
             flush_later=self.flush_soon,
+            send_queued=self.send_queued,
             clock=self.clock,
             trust=self.trust,
             look_up=self._look_up,
@@ -426,7 +429,7 @@ class Bridge:
                 return
             for item in items:
                 try:
-                    await self.router.handle(item)
+                    await self.router.handle(item, unhandled=True)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -499,13 +502,39 @@ class Bridge:
         finally:
             self._flushers.pop(room_id, None)
 
-    async def _flush_room(self, room_id: str) -> None:
+    async def send_queued(self, rooms: set[str], queued: dict[str, Queued]) -> None:
+        """Send what is queued in ``rooms``, given the rows a step just queued there.
+
+        The rows are in the outbox already (the step's transaction wrote them); when
+        the room's outbox mark shows that they are all that is unsent there (the last
+        pass left nothing, and no other row was queued or deleted since), they are
+        sent as they are, without reading them back. Otherwise the room's queue is
+        read, as :meth:`flush` does.
+        """
+        await asyncio.gather(*(self._flush_room(room, queued.get(room)) for room in rooms))
+
+    async def _flush_room(self, room_id: str, queued: Queued | None = None) -> None:
         assert self.store is not None
         lock = self._send_locks.setdefault(room_id, asyncio.Lock())
         async with lock:
-            await self._send_room(await self.store.unsent(room_id))
+            mark: OutboxMark | None = self.store.outbox_mark(room_id)
+            drained = self._drained.pop(room_id, None)
+            items: list[OutboxItem]
+            if (
+                queued is not None
+                and drained is not None
+                and drained.after(len(queued.rows)) == queued.mark == mark
+            ):
+                items = list(queued.rows)
+            else:
+                items = await self.store.unsent(room_id)
+                if mark != self.store.outbox_mark(room_id) or mark.begun != mark.ended:
+                    mark = None  # a row was queued meanwhile: this read may not hold it
+            if await self._send_room(items) and mark is not None:
+                self._drained[room_id] = mark
 
-    async def _send_room(self, items: list[Any]) -> None:
+    async def _send_room(self, items: list[OutboxItem]) -> bool:
+        """Send ``items`` in order; False if one must wait (the rest wait behind it)."""
         assert self.store is not None
         for item in items:
             content = dict(item.content)
@@ -513,7 +542,7 @@ class Bridge:
             if reader is not None:
                 joined = await self._reader_joined(item.room_id, str(reader))
                 if joined is None:
-                    return  # still invited: this room waits (in order) for its reader
+                    return False  # still invited: this room waits (in order) for its reader
                 if not joined:
                     logger.info("dropping a message to %s: its reader left", item.room_id)
                     await self.store.mark_sent(item.txn_id, "")
@@ -529,9 +558,10 @@ class Bridge:
                     await self.store.mark_sent(item.txn_id, "")
                     continue
                 logger.warning("sending to %s failed (%s); will retry", item.room_id, exc.errcode)
-                return
+                return False
             except Exception:
                 logger.exception("sending to %s failed; will retry", item.room_id)
-                return
+                return False
             self.crash_point("sent")
             await self.store.mark_sent(item.txn_id, event_id)
+        return True

@@ -50,7 +50,7 @@ from bridge.kernel.effects import Effects, txn_id
 from bridge.kernel.matrix import Matrix
 from bridge.kernel.ports import Features
 from bridge.kernel.render import Renderer
-from bridge.kernel.work import CrashPoint, FollowUpHandler, Work, no_crash
+from bridge.kernel.work import CrashPoint, FollowUpHandler, SendQueued, Work, no_crash
 from bridge.persistence.bookings import Bookings
 from bridge.persistence.inbox import InboxItem
 from bridge.persistence.pages import Pages
@@ -90,6 +90,7 @@ class Router:
         mark_done: Callable[[str], Awaitable[None]] | None = None,
         flush: Callable[[set[str] | None], Awaitable[None]] | None = None,
         flush_later: Callable[[set[str]], None] | None = None,
+        send_queued: SendQueued | None = None,
         trust: TrustPolicy | None = None,
         look_up: Callable[[list[str]], Awaitable[object]] | None = None,
         crash_point: CrashPoint = no_crash,
@@ -103,6 +104,7 @@ class Router:
             mark_done=mark_done,
             flush=flush,
             flush_later=flush_later,
+            send_queued=send_queued,
             crash_point=crash_point,
         )
         self.ctx = Context(
@@ -131,8 +133,11 @@ class Router:
         ctx = self.ctx
         return lambda payload: handler(ctx, payload)
 
-    async def handle(self, item: InboxItem) -> None:
+    async def handle(self, item: InboxItem, *, unhandled: bool = False) -> None:
         """Handle one inbox item; never raises (a failure is logged by id).
+
+        ``unhandled``: the caller read the item as not handled yet (the inbox's
+        pending rows), so it is not asked again; otherwise a replay is skipped here.
 
         Before anything else: only an event that was decrypted and comes from a
         device its owner cross-signed can change anything. Anyone holding a
@@ -142,7 +147,7 @@ class Router:
         earlier message is never taken as a new answer or command.
         """
         ctx = self.ctx
-        if await ctx.store.is_handled(item.event_id):
+        if not unhandled and await ctx.store.is_handled(item.event_id):
             return
         kind = await ctx.store.room_kind(item.room_id)
         room_kind = kind[0] if kind else None

@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from bridge.persistence.store import BridgeStore, PendingFollowUp
+from bridge.persistence.store import BridgeStore, OutboxItem, OutboxMark, PendingFollowUp
 from e2ecounsel.errors import MatrixError
 
 logger = logging.getLogger(__name__)
@@ -78,6 +78,20 @@ class FollowUp:
     key: str
 
 
+@dataclass(frozen=True)
+class Queued:
+    """The rows one step queued in a room, as written, and the room's outbox mark right
+    after them (inside the step's transaction): the sender sends these without
+    reading them back when the mark shows nothing else is unsent there."""
+
+    rows: tuple[OutboxItem, ...]
+    mark: OutboxMark
+
+
+#: Sends the rooms' queues, given what the step just queued in each (see :class:`Queued`).
+SendQueued = Callable[[set[str], dict[str, Queued]], Awaitable[None]]
+
+
 class Step(Protocol):
     """What :meth:`Work.commit` needs of a step's effects (see :class:`bridge.effects.Effects`)."""
 
@@ -115,6 +129,7 @@ class Work:
         mark_done: Callable[[str], Awaitable[None]] | None = None,
         flush: Callable[[set[str] | None], Awaitable[None]] | None = None,
         flush_later: Callable[[set[str]], None] | None = None,
+        send_queued: SendQueued | None = None,
         crash_point: CrashPoint = no_crash,
         max_attempts: int = MAX_ATTEMPTS,
     ) -> None:
@@ -126,6 +141,8 @@ class Work:
         #: Sends the given rooms' queue in the background (see :data:`handling_room`);
         #: None: every room is flushed before the commit returns.
         self.flush_later = flush_later
+        #: Sends a step's rooms with the rows it queued in hand; None: ``flush`` reads them.
+        self._send_queued = send_queued
         self.crash_point = crash_point
         self.handlers: dict[str, FollowUpHandler] = {}
         self._running: set[int] = set()
@@ -143,8 +160,16 @@ class Work:
         async with self.store.transaction():
             for write in fx.writes:
                 await write()
+            rows: dict[str, list[OutboxItem]] = {}
             for i, (room_id, content) in enumerate(fx.messages):
-                await self.store.queue(room_id, content, self._txn_id(fx.cause, i))
+                row = await self.store.queue_item(room_id, content, self._txn_id(fx.cause, i))
+                rows.setdefault(room_id, [])
+                if row is not None:
+                    rows[room_id].append(row)
+            queued = {
+                room: Queued(tuple(mine), self.store.outbox_mark(room))
+                for room, mine in rows.items()
+            }
             for follow_up in fx.follow_ups:
                 await self.store.add_followup(follow_up.key, follow_up.kind, follow_up.payload)
             if event_id is not None:
@@ -163,7 +188,9 @@ class Work:
                 if rooms - {here}:
                     self.flush_later(rooms - {here})
                 rooms &= {here}
-            if rooms:
+            if rooms and self._send_queued is not None:
+                await self._send_queued(rooms, queued)
+            elif rooms:
                 await self._flush(rooms)
         if follow and fx.follow_ups:
             await self.run([f.key for f in fx.follow_ups])

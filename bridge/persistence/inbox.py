@@ -80,9 +80,13 @@ class Inbox:
         return bool(result.rowcount)
 
     async def pending(self, room_id: str | None = None) -> list[InboxItem]:
+        """Events not handled yet, oldest first: neither done here nor marked handled (a
+        step marks both in its transaction), so the handler need not ask again."""
         sql = (
             "SELECT event_id, room_id, sender, ts, kind, payload FROM inbox"
-            " WHERE done_at IS NULL {} ORDER BY seq"
+            " WHERE done_at IS NULL"
+            " AND NOT EXISTS (SELECT 1 FROM handled_events h WHERE h.event_id = inbox.event_id)"
+            " {} ORDER BY seq"
         )
         if room_id is None:
             rows = await self.db.fetchall(sql.format(""))

@@ -202,6 +202,19 @@ class OutboxItem:
     content: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class OutboxMark:
+    """See :meth:`BridgeStore.outbox_mark`."""
+
+    begun: int
+    ended: int
+    cuts: int
+
+    def after(self, calls: int) -> OutboxMark:
+        """The mark once ``calls`` more queue calls began and ended in the room."""
+        return OutboxMark(self.begun + calls, self.ended + calls, self.cuts)
+
+
 def _opt_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
@@ -272,6 +285,10 @@ class BridgeStore:
         self.db = db
         self._clock = clock
         self._audit_key = sealer.subkey("audit")
+        #: room -> [queue calls begun, queue calls ended] in this process; with
+        #: ``_outbox_cuts`` (deletions of queued rows) what :meth:`outbox_mark` reports.
+        self._queue_calls: dict[str, list[int]] = {}
+        self._outbox_cuts = 0
 
     @classmethod
     async def open(
@@ -353,7 +370,14 @@ class BridgeStore:
     # ------------------------------------------------------------------ outbox
 
     async def queue(self, room_id: str, content: dict[str, Any], txn_id: str) -> bool:
-        """Queue a send; True if queued, False if ``txn_id`` was queued before.
+        """Queue a send; True if queued, False if ``txn_id`` was queued before."""
+        return await self.queue_item(room_id, content, txn_id) is not None
+
+    async def queue_item(
+        self, room_id: str, content: dict[str, Any], txn_id: str
+    ) -> OutboxItem | None:
+        """Queue a send; the row as :meth:`unsent` would read it, or None if ``txn_id``
+        was queued before.
 
         A message about a client (``ABOUT`` in its content) is tagged with a
         keyed hash of them, so erasing the client finds it in any room.
@@ -361,12 +385,37 @@ class BridgeStore:
         content = dict(content)
         about = content.pop(ABOUT, None)
         subject = self.actor_ref(str(about)) if about else None
-        result = await self.db.execute(
-            "INSERT INTO outbox (txn_id, room_id, content, created_at, subject) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (txn_id, room_id, self._seal_json(content, "outbox.content"), self._now(), subject),
-        )
-        return result.rowcount == 1
+        text = json.dumps(content, ensure_ascii=False)
+        calls = self._queue_calls.setdefault(room_id, [0, 0])
+        calls[0] += 1
+        try:
+            result = await self.db.execute(
+                "INSERT INTO outbox (txn_id, room_id, content, created_at, subject) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (
+                    txn_id,
+                    room_id,
+                    self.db.seal(text, context="outbox.content"),
+                    self._now(),
+                    subject,
+                ),
+            )
+        finally:
+            calls[1] += 1
+        if result.rowcount != 1:
+            return None
+        return OutboxItem(txn_id, room_id, json.loads(text))
+
+    def outbox_mark(self, room_id: str) -> OutboxMark:
+        """Where the outbox of ``room_id`` stands in this process: queue calls begun and
+        ended there, and deletions of queued rows anywhere.
+
+        The sender compares two marks to know, without a read, that the rows a step
+        just queued are all that is unsent in a room (see ``Bridge.send_queued``).
+        Every row of the outbox is queued through this store, in this process.
+        """
+        begun, ended = self._queue_calls.get(room_id, (0, 0))
+        return OutboxMark(begun, ended, self._outbox_cuts)
 
     async def events_about(self, user_id: str) -> list[tuple[str, str]]:
         """(room, event id) of every sent message about ``user_id`` (pruned ones included)."""
@@ -381,6 +430,7 @@ class BridgeStore:
 
     async def forget_about(self, user_id: str) -> None:
         subject = self.actor_ref(user_id)
+        self._outbox_cuts += 1
         async with self.db.transaction():
             await self.db.execute("DELETE FROM outbox WHERE subject = ?", (subject,))
             await self.db.execute("DELETE FROM sent_log WHERE subject = ?", (subject,))
@@ -435,6 +485,7 @@ class BridgeStore:
     async def forget_room(self, room_id: str) -> None:
         """Drop what is kept about ``room_id``: its outbox rows (sent or not), its
         rooms row, the request it was created by."""
+        self._outbox_cuts += 1
         async with self.db.transaction():
             await self.db.execute("DELETE FROM outbox WHERE room_id = ?", (room_id,))
             await self.db.execute("DELETE FROM sent_log WHERE room_id = ?", (room_id,))
@@ -491,14 +542,14 @@ class BridgeStore:
         """Insert or update ``rec``; returns it as stored (``created_at`` filled on insert)."""
         created_at = rec.created_at or self._now()
         try:
-            await self.db.execute(
+            stored = await self.db.fetchval(
                 "INSERT INTO clients (user_id, dm_room_id, language, consent_version, "
                 "consented_at, intake, profile, pending, created_at) "
                 "VALUES (:user_id, :dm, :lang, :cv, :cat, :intake, :profile, :pending, :created) "
                 "ON CONFLICT(user_id) DO UPDATE SET dm_room_id = excluded.dm_room_id, "
                 "language = excluded.language, consent_version = excluded.consent_version, "
                 "consented_at = excluded.consented_at, intake = excluded.intake, "
-                "profile = excluded.profile, pending = excluded.pending",
+                "profile = excluded.profile, pending = excluded.pending RETURNING created_at",
                 {
                     "user_id": rec.user_id,
                     "dm": rec.dm_room_id,
@@ -515,9 +566,6 @@ class BridgeStore:
             raise _refused(
                 exc, "another client already uses this direct chat room", "client not saved"
             ) from exc
-        stored = await self.db.fetchval(
-            "SELECT created_at FROM clients WHERE user_id = ?", (rec.user_id,)
-        )
         return replace(rec, created_at=str(stored))
 
     async def page_rooms(self, user_id: str) -> list[str]:

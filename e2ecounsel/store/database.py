@@ -183,7 +183,8 @@ class _SqliteDriver:
 
     Each statement is one trip to aiosqlite's thread: executing it, reading its rows
     and closing its cursor happen together there (aiosqlite's own cursor API makes a
-    trip, and an event-loop wake-up, for each of the three).
+    trip, and an event-loop wake-up, for each of the three). A transaction's
+    ``BEGIN IMMEDIATE`` travels with its first statement.
     """
 
     dialect = SQLITE
@@ -192,6 +193,9 @@ class _SqliteDriver:
         self.path: Path | None = path
         self.location = str(path)
         self._conn = conn
+        #: A transaction was begun and its ``BEGIN IMMEDIATE`` not run yet: it goes to
+        #: aiosqlite's thread in the same trip as the transaction's first statement.
+        self._begin_pending = False
 
     @classmethod
     async def connect(cls, path: Path) -> _SqliteDriver:
@@ -235,23 +239,33 @@ class _SqliteDriver:
 
     @property
     def in_transaction(self) -> bool:
-        return self._conn.in_transaction
+        return self._begin_pending or self._conn.in_transaction
 
     async def begin(self) -> None:
-        await self.run("BEGIN IMMEDIATE")
+        self._begin_pending = True
 
     async def commit(self) -> None:
+        if self._begin_pending:
+            self._begin_pending = False  # no statement ran: nothing to commit
+            return
         await self._conn.commit()
 
     async def rollback(self) -> None:
+        if self._begin_pending:
+            self._begin_pending = False
+            return
         await self._conn.rollback()
 
     async def close(self) -> None:
         await self._conn.close()
 
     async def _call(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``work`` on the connection, in one trip to aiosqlite's thread."""
+        """Run ``work`` on the connection, in one trip to aiosqlite's thread (with the
+        pending ``BEGIN IMMEDIATE`` first, if a transaction was just begun)."""
         conn = self._conn
+        if self._begin_pending:
+            self._begin_pending = False
+            work = _begun(work)
         with _integrity(sqlite3.IntegrityError):
             result: _T = await conn._execute(work, conn._conn)  # type: ignore[no-untyped-call]
             return result
@@ -276,6 +290,16 @@ class _SqliteDriver:
     async def script(self, script: str, *, native: bool) -> None:
         for statement in split_sql(script):
             await self.run(statement)
+
+
+def _begun(work: Callable[[sqlite3.Connection], _T]) -> Callable[[sqlite3.Connection], _T]:
+    """``work`` inside a write transaction it begins first."""
+
+    def begin_then(db: sqlite3.Connection) -> _T:
+        db.execute("BEGIN IMMEDIATE").close()
+        return work(db)
+
+    return begin_then
 
 
 def _exec_result(cur: sqlite3.Cursor) -> ExecResult:

@@ -263,3 +263,12 @@ async def test_the_daily_retention_job_prunes_beside_the_client_data_retention(
     assert await bridge.rows("inbox") == 0
     assert await store.is_handled("$e")
     assert [j.kind for j in await bridge.scheduler.pending()] == ["retention.purge"]
+
+
+async def test_a_pending_inbox_row_is_never_one_marked_handled(bridge: Bridge) -> None:
+    # The room worker hands pending rows to the router without asking again.
+    for event_id in ("$a", "$b"):
+        await bridge.inbox.put(InboxItem(event_id, "!dm:x", "@c:x", 1, "text", "hi", True))
+    await bridge.store.mark_handled("$a")
+    assert [item.event_id for item in await bridge.inbox.pending("!dm:x")] == ["$b"]
+    assert [item.event_id for item in await bridge.inbox.pending()] == ["$b"]

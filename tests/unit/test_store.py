@@ -382,6 +382,37 @@ async def test_transaction_commits_or_rolls_back_as_a_whole(db: Database) -> Non
     assert await _count(db) == 2
 
 
+async def test_an_sqlite_transaction_takes_the_write_lock_in_its_first_statements_trip(
+    sqlite_db: Database, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = sqlite_db._driver._conn  # type: ignore[attr-defined]
+    trips = 0
+    execute = conn._execute
+
+    async def counting(fn: Callable[..., object], *args: object) -> object:
+        nonlocal trips
+        trips += 1
+        return await execute(fn, *args)
+
+    monkeypatch.setattr(conn, "_execute", counting)
+    other = sqlite3.connect(db_path, timeout=0)
+    try:
+        async with sqlite_db.transaction():
+            assert await _count(sqlite_db) == 0  # a read first, and already the writer
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+            await sqlite_db.execute("INSERT INTO engagement (pseudonym) VALUES (?)", (b"\x01",))
+        assert trips == 3  # begin with the read, the insert, the commit
+        async with sqlite_db.transaction():
+            pass  # nothing ran: nothing to begin or commit
+        assert trips == 3
+        other.execute("BEGIN IMMEDIATE")
+        other.rollback()
+    finally:
+        other.close()
+    assert await _count(sqlite_db) == 1
+
+
 async def test_nested_transaction_is_a_savepoint(db: Database) -> None:
     async with db.transaction():
         await db.execute("INSERT INTO engagement (pseudonym) VALUES (?)", (b"\x01",))

@@ -25,6 +25,17 @@ logger = logging.getLogger(__name__)
 
 #: Intake states after which a new message starts a new intake.
 _NOT_STARTED = frozenset({intake.Stage.DECLINED, intake.Stage.AGE_REFUSED})
+#: Stages whose step may offer counselors or name them (the offer is read from the
+#: roster and caseloads only for these; the earlier questions need neither).
+_OFFER_STAGES = frozenset(
+    {
+        intake.Stage.TOPIC,
+        intake.Stage.COUNSELOR,
+        intake.Stage.DONE,
+        intake.Stage.PAUSED,
+        intake.Stage.RECONSENT,
+    }
+)
 #: Replies long enough to be sent in parts a phone screen holds (the consent).
 LONG_REPLIES = frozenset({"intake.consent", "intake.reconsent"})
 
@@ -266,16 +277,14 @@ async def counselor_offer(
     return tuple(c.user_id for c in open_), {c.user_id: c for c in counselors}
 
 
-async def run_intake(
+def decide_step(
     ctx: Context,
-    fx: Effects,
-    client: ClientRecord,
     state: intake.IntakeState | None,
     text: str,
-    item: InboxItem,
-) -> None:
-    lang_now = state.language if state and state.language else None
-    offer, known = await counselor_offer(ctx, lang_now)
+    offer: tuple[str, ...],
+    lang_now: str | None,
+) -> tuple[intake.IntakeContext, intake.Step]:
+    """The intake's next step for ``text`` (pure: the offer of counselors is handed in)."""
     ictx = intake_context(ctx, offer)
     version_lang = lang_now or ctx.policy.service.default_language
     ictx = replace(ictx, consent_version=ctx.policy.consent[version_lang].version)
@@ -287,15 +296,36 @@ async def run_intake(
             probe = intake.advance(step.state, text, ictx)
             if probe.state.step is not intake.Stage.LANGUAGE:
                 step = probe
+    elif intake.needs_reconsent(state, ictx.consent_version) and state.step not in (
+        intake.Stage.LANGUAGE,
+        intake.Stage.CONSENT,
+        intake.Stage.RECONSENT,
+    ):
+        step = intake.begin_reconsent(state, ictx)
     else:
-        if intake.needs_reconsent(state, ictx.consent_version) and state.step not in (
-            intake.Stage.LANGUAGE,
-            intake.Stage.CONSENT,
-            intake.Stage.RECONSENT,
-        ):
-            step = intake.begin_reconsent(state, ictx)
-        else:
-            step = intake.advance(state, text, ictx)
+        step = intake.advance(state, text, ictx)
+    return ictx, step
+
+
+async def run_intake(
+    ctx: Context,
+    fx: Effects,
+    client: ClientRecord,
+    state: intake.IntakeState | None,
+    text: str,
+    item: InboxItem,
+) -> None:
+    lang_now = state.language if state and state.language else None
+    offer: tuple[str, ...] = ()
+    known: dict[str, Counselor] = {}
+    needs_offer = state is None or state.step in _OFFER_STAGES
+    if needs_offer:
+        offer, known = await counselor_offer(ctx, lang_now)
+    ictx, step = decide_step(ctx, state, text, offer, lang_now)
+    if not needs_offer and step.state.step in _OFFER_STAGES:
+        # The step reaches the counselor choice: decided again with who is free now.
+        offer, known = await counselor_offer(ctx, lang_now)
+        ictx, step = decide_step(ctx, state, text, offer, lang_now)
     new_state = step.state
     lang = ctx.policy.language(new_state.language or client.language)
     if new_state.language and new_state.consent_version is None:
