@@ -6,6 +6,7 @@ is not used; a wrong passphrase opens nothing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import stat
@@ -234,11 +235,10 @@ class LateForwarder:
     async def open(self) -> None:
         async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
-                while data := await reader.read(65536):
-                    writer.write(data)
-                    await writer.drain()
-            except (ConnectionError, asyncio.CancelledError):
-                pass
+                with contextlib.suppress(ConnectionError):  # either side hung up
+                    while data := await reader.read(65536):
+                        writer.write(data)
+                        await writer.drain()
             finally:
                 writer.close()
 
