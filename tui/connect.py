@@ -12,12 +12,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
-
 from e2ecounsel.errors import E2ECounselError, HomeserverUnreachable, MatrixError, SealingError
 from e2ecounsel.matrix import MatrixSession
 from e2ecounsel.matrix.crosssigning import CrossSigningError
 from e2ecounsel.matrix.secretstorage import RecoveryKeyError, SecretStorageError
+from e2ecounsel.matrix.session import NO_ANSWER
 from e2ecounsel.sealing import Sealer
 from tui.notes import NoteBook, WrongPassphrase, unlock
 from tui.settings import TuiSettings
@@ -38,8 +37,8 @@ class Offline(SignInFailed):
 
 
 OFFLINE = "The homeserver cannot be reached. Check the connection; nothing was changed."
-#: What no answer from the homeserver looks like from here.
-_NO_ANSWER = (HomeserverUnreachable, aiohttp.ClientError, TimeoutError, ConnectionError)
+#: No answer from the homeserver: after the session's retries, or from a single sync.
+_NO_ANSWER = (HomeserverUnreachable, *NO_ANSWER)
 
 
 @dataclass

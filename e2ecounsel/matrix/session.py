@@ -88,7 +88,8 @@ _BACKFILL_PAGES = 20  # of 100 events: a gap longer than that is logged, not cha
 
 # Errors worth retrying: the homeserver is restarting, overloaded or away.
 _RETRY_STATUS = {"M_LIMIT_EXCEEDED", "M_UNKNOWN"}
-_TRANSIENT_EXC = (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError, ConnectionError)
+#: What no answer from the homeserver looks like (no connection, a time-out).
+NO_ANSWER = (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError, ConnectionError)
 
 
 class ConnectionState(enum.Enum):
@@ -475,7 +476,7 @@ class MatrixSession:
                     await self._key_upkeep()
                 except asyncio.CancelledError:
                     raise
-                except (MatrixError, *_TRANSIENT_EXC) as exc:
+                except (MatrixError, *NO_ANSWER) as exc:
                     logger.warning("key upkeep failed (%s); next sync retries", type(exc).__name__)
                 except Exception:
                     logger.exception("key upkeep failed")
@@ -530,7 +531,7 @@ class MatrixSession:
         query = urlencode({"from": since, "to": self.client.next_batch or since})
         try:
             status, body = await self.raw("GET", f"/_matrix/client/v3/keys/changes?{query}")
-        except _TRANSIENT_EXC:
+        except NO_ANSWER:
             return True
         changed = body.get("changed") if status == 200 and isinstance(body, dict) else None
         return not isinstance(changed, list) or self.user_id in changed
@@ -567,7 +568,7 @@ class MatrixSession:
                         errcode=exc.errcode,
                     ) from exc
                 logger.warning("sync failed (%s); retrying in %.1fs", exc.errcode, backoff)
-            except _TRANSIENT_EXC as exc:
+            except NO_ANSWER as exc:
                 logger.warning(
                     "homeserver unreachable (%s); retrying in %.1fs", type(exc).__name__, backoff
                 )
@@ -669,7 +670,7 @@ class MatrixSession:
         for attempt in range(1, attempts + 1):
             try:
                 resp = await call()
-            except _TRANSIENT_EXC as exc:
+            except NO_ANSWER as exc:
                 if attempt == attempts:
                     raise HomeserverUnreachable(f"{what}: homeserver unreachable") from exc
                 logger.warning("%s: homeserver unreachable; retry %d", what, attempt)
