@@ -110,10 +110,8 @@ def setup_logging(level: str, log_file: Path | None) -> None:
         fh.setFormatter(fmt)
         root.addHandler(fh)
         os.chmod(log_file, 0o600)
-    # nio's own loggers are chatty at INFO and can name rooms; keep them quiet. aiosqlite
-    # logs every statement with its parameters at DEBUG (user ids next to the audit trail's
-    # pseudonymous actors): never let it through, whatever the level.
-    for noisy in ("nio", "peewee", "aiohttp.access", "aiosqlite"):
+    # nio's own loggers are chatty at INFO and can name rooms; keep them quiet.
+    for noisy in ("nio", "peewee", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -1,4 +1,4 @@
-"""The database behind the bridge and the TUI: SQLite (aiosqlite) or PostgreSQL (psycopg 3).
+"""The database behind the bridge and the TUI: SQLite or PostgreSQL (psycopg 3).
 
 :meth:`Database.open` takes a path (SQLite) or a ``postgresql://`` URL and
 gives the same API on both: ``execute``/``fetchone``/``fetchall``/``fetchval``,
@@ -7,9 +7,20 @@ position and by name (:class:`~e2ecounsel.store.dialects.Row`) and one
 :class:`IntegrityError` for a refused constraint. How one SQL text serves both
 dialects is described in :mod:`e2ecounsel.store.dialects`.
 
-One :class:`Database` holds one connection. aiosqlite runs that connection on
-its own thread and executes calls in the order they were queued, so all that is
-left to guard against is two coroutines interleaving statements: an
+One :class:`Database` holds one connection. On SQLite it is a plain ``sqlite3``
+connection whose statements run on the event loop's own thread: a statement on a
+local file takes a few microseconds, less than handing it to a thread and waking
+the loop when it is done (which is what a driver with its own thread, such as
+aiosqlite, does for every statement; ``bench/store_statements.py`` measures both).
+Only waiting does not belong on the loop: the connection does not wait for a lock
+(``busy_timeout`` 0), and a statement SQLite refuses because another process holds
+the write lock (a roster command, a second bridge starting) is run again in a
+worker thread that waits for it up to :data:`WAIT_FOR_WRITER_MS`. The one statement
+that takes longer is the commit that fills the write-ahead log to SQLite's checkpoint
+size (about 4 MB) and copies it back into the database file: a few milliseconds, once
+every few thousand small commits.
+
+What is left to guard against is two coroutines interleaving statements: an
 :class:`asyncio.Lock` makes each transaction exclusive, and a plain statement
 from another task waits until the transaction in progress is over (otherwise it
 would silently become part of it, and be committed or rolled back with it).
@@ -35,7 +46,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiosqlite
 import psycopg
 from psycopg.types.numeric import Int8Dumper
 
@@ -59,13 +69,17 @@ log = logging.getLogger(__name__)
 
 #: Applied to every connection, in this order.
 PRAGMAS: tuple[tuple[str, str], ...] = (
-    ("busy_timeout", "5000"),
+    ("busy_timeout", "0"),
     ("foreign_keys", "ON"),
     ("journal_mode", "WAL"),
     ("synchronous", "NORMAL"),
 )
 
-#: Tries of a pragma SQLite refuses with "locked" (about 5 s in all, as ``busy_timeout``).
+#: How long a statement refused for another process's write lock waits for it, in a
+#: worker thread (milliseconds).
+WAIT_FOR_WRITER_MS = 5000
+
+#: Tries of a pragma SQLite refuses with "locked" (about 5 s in all, as the wait above).
 _LOCKED_ATTEMPTS = 14
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
@@ -179,29 +193,30 @@ _T = TypeVar("_T")
 
 
 class _SqliteDriver:
-    """One aiosqlite connection.
+    """One ``sqlite3`` connection, used from the event loop's thread.
 
-    Each statement is one trip to aiosqlite's thread: executing it, reading its rows
-    and closing its cursor happen together there (aiosqlite's own cursor API makes a
-    trip, and an event-loop wake-up, for each of the three). A transaction's
-    ``BEGIN IMMEDIATE`` travels with its first statement.
+    A statement runs where it is called. One refused with ``SQLITE_BUSY`` (another
+    process holds the write lock) did nothing; it is run again in a worker thread
+    that waits for the lock. A transaction's ``BEGIN IMMEDIATE`` runs with its first
+    statement, so a transaction that runs none costs nothing.
     """
 
     dialect = SQLITE
 
-    def __init__(self, path: Path, conn: aiosqlite.Connection) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path: Path | None = path
         self.location = str(path)
         self._conn = conn
-        #: A transaction was begun and its ``BEGIN IMMEDIATE`` not run yet: it goes to
-        #: aiosqlite's thread in the same trip as the transaction's first statement.
+        #: A transaction was begun and its ``BEGIN IMMEDIATE`` not run yet.
         self._begin_pending = False
 
     @classmethod
     async def connect(cls, path: Path) -> _SqliteDriver:
         await asyncio.to_thread(_prepare_file, path)
         try:
-            conn = await aiosqlite.connect(path, isolation_level=None)
+            # The worker thread of a wait uses it too, never at the same time (the
+            # caller awaits it, and the Database's lock is held meanwhile).
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise _storage_error(path, exc) from exc
         conn.row_factory = sqlite3.Row
@@ -221,7 +236,7 @@ class _SqliteDriver:
 
     async def _pragma(self, name: str, value: str) -> None:
         """Set one pragma. Switching a new file to WAL needs the file to itself, and SQLite
-        answers "locked" at once, without waiting ``busy_timeout``, while a second process
+        answers "locked" at once, without waiting for the lock, while a second process
         opening the same new file holds it for a moment: that switch is tried again."""
         for attempt in range(_LOCKED_ATTEMPTS):
             try:
@@ -248,27 +263,53 @@ class _SqliteDriver:
         if self._begin_pending:
             self._begin_pending = False  # no statement ran: nothing to commit
             return
-        await self._conn.commit()
+        await self._step(sqlite3.Connection.commit)
 
     async def rollback(self) -> None:
         if self._begin_pending:
             self._begin_pending = False
             return
-        await self._conn.rollback()
+        await self._step(sqlite3.Connection.rollback)
 
     async def close(self) -> None:
-        await self._conn.close()
+        self._conn.close()
 
     async def _call(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``work`` on the connection, in one trip to aiosqlite's thread (with the
-        pending ``BEGIN IMMEDIATE`` first, if a transaction was just begun)."""
-        conn = self._conn
+        """Run ``work`` on the connection (after the pending ``BEGIN IMMEDIATE``)."""
         if self._begin_pending:
             self._begin_pending = False
-            work = _begun(work)
+            await self._step(_begin_immediate)
         with _integrity(sqlite3.IntegrityError):
-            result: _T = await conn._execute(work, conn._conn)  # type: ignore[no-untyped-call]
-            return result
+            return await self._step(work)
+
+    async def _step(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        try:
+            return work(self._conn)
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc):
+                raise
+        return await self._wait_for_writer(work)
+
+    async def _wait_for_writer(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``work`` again, in a worker thread that waits for the write lock. A
+        cancellation still lets it end before it goes on (the connection is not
+        used by two threads at once, and what it did is known to the caller's
+        rollback)."""
+        conn = self._conn
+
+        def patiently() -> _T:
+            conn.execute(f"PRAGMA busy_timeout={WAIT_FOR_WRITER_MS}").close()
+            try:
+                return work(conn)
+            finally:
+                conn.execute("PRAGMA busy_timeout=0").close()
+
+        waiting = asyncio.ensure_future(asyncio.to_thread(patiently))
+        try:
+            return await asyncio.shield(waiting)
+        except asyncio.CancelledError:
+            await asyncio.wait([waiting])
+            raise
 
     async def run(self, sql: str, params: Params = ()) -> ExecResult:
         return await self._call(lambda db: _consume(db.execute(sql, params), _exec_result))
@@ -292,14 +333,14 @@ class _SqliteDriver:
             await self.run(statement)
 
 
-def _begun(work: Callable[[sqlite3.Connection], _T]) -> Callable[[sqlite3.Connection], _T]:
-    """``work`` inside a write transaction it begins first."""
+def _begin_immediate(db: sqlite3.Connection) -> None:
+    db.execute("BEGIN IMMEDIATE").close()
 
-    def begin_then(db: sqlite3.Connection) -> _T:
-        db.execute("BEGIN IMMEDIATE").close()
-        return work(db)
 
-    return begin_then
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLite refused for a lock another connection holds; the statement did nothing."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
 
 
 def _exec_result(cur: sqlite3.Cursor) -> ExecResult:
@@ -307,7 +348,7 @@ def _exec_result(cur: sqlite3.Cursor) -> ExecResult:
 
 
 def _consume(cur: sqlite3.Cursor, use: Callable[[sqlite3.Cursor], _T]) -> _T:
-    """``use(cur)``, then close the cursor (in the connection's thread)."""
+    """``use(cur)``, then close the cursor."""
     try:
         return use(cur)
     finally:

@@ -1,40 +1,31 @@
-"""What one ordinary intake answer costs the store: each statement is a trip to the
-database's thread, so the count is watched."""
+"""What one ordinary intake answer costs the store, statement by statement."""
 
 from __future__ import annotations
-
-from typing import Any
-
-import pytest
 
 from bridge.persistence.inbox import InboxItem
 from tests.handlers.kit import Hub
 
 
-async def test_an_ordinary_intake_answer_takes_seven_trips_to_the_database(
-    hub: Hub, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_an_ordinary_intake_answer_takes_eight_statements(hub: Hub) -> None:
     await hub.counselor("@c1:test", "Dewi Lestari")
     client = "@client:test"
     dm = await hub.open_dm(client)
     for answer in ("1", "agree"):
         await hub.event(dm, client, answer)
     conn = hub.store.db._driver._conn  # type: ignore[attr-defined]
-    trips: list[str] = []
-    execute = conn._execute
-
-    async def counting(fn: Any, *args: Any) -> Any:
-        trips.append(getattr(fn, "__name__", "?"))
-        return await execute(fn, *args)
-
-    monkeypatch.setattr(conn, "_execute", counting)
+    statements: list[str] = []
     before = hub.said(dm)[-1]
     hub.ctx.work._flush = None  # type: ignore[attr-defined]  # the step alone, not the kit's sender
-    await hub.router.handle(hub_item(hub, dm, client, "yes"))
-    # Handled yet? The room's kind, the client; then one transaction: the client's
-    # upsert (with BEGIN), the reply queued, the event marked handled, COMMIT. The
-    # roster and caseloads are not read for an answer far from the counselor choice.
-    assert len(trips) == 7, trips
+    conn.set_trace_callback(statements.append)
+    try:
+        await hub.router.handle(hub_item(hub, dm, client, "yes"))
+    finally:
+        conn.set_trace_callback(None)
+    # Handled yet? The room's kind, the client; then one transaction: BEGIN, the
+    # client's upsert, the reply queued, the event marked handled, COMMIT. The roster
+    # and caseloads are not read for an answer far from the counselor choice.
+    assert len(statements) == 8, statements
+    assert statements[3] == "BEGIN IMMEDIATE" and statements[-1] == "COMMIT", statements
     await hub.flush()
     assert hub.said(dm)[-1] != before
 

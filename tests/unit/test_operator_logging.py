@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import aiosqlite
 import pytest
 
 from e2ecounsel.cli import setup_logging
+from e2ecounsel.store import Database, MigrationRegistry
 from e2ecounsel.synapse_side import RedactRegistrationTokens, redact
 
 
@@ -27,10 +27,17 @@ async def test_debug_log_carries_no_sql_parameters(tmp_path: Path, restore_loggi
     log_file = tmp_path / "logs" / "bridge.log"
     setup_logging("DEBUG", log_file)
     logging.getLogger("bridge.test").debug("debug lines still arrive")
-    async with aiosqlite.connect(tmp_path / "t.db") as db:
-        await db.execute("CREATE TABLE t (user_id TEXT)")
-        await db.execute("INSERT INTO t VALUES (?)", ("@client-secret-id:example.org",))
-        await db.commit()
+    registry = MigrationRegistry()
+    registry.add_sql("t", "CREATE TABLE t (user_id TEXT)")
+    db = await Database.open(tmp_path / "t.db", registry)
+    try:
+        async with db.transaction():
+            await db.execute("INSERT INTO t VALUES (?)", ("@client-secret-id:example.org",))
+        await db.fetchall(
+            "SELECT user_id FROM t WHERE user_id = ?", ("@client-secret-id:example.org",)
+        )
+    finally:
+        await db.close()
     for handler in logging.getLogger().handlers:
         handler.flush()
     text = log_file.read_text()

@@ -319,7 +319,8 @@ async def test_pragmas_are_in_effect(sqlite_db: Database) -> None:
     assert await db.fetchval("PRAGMA foreign_keys") == 1
     assert await db.fetchval("PRAGMA journal_mode") == "wal"
     assert await db.fetchval("PRAGMA synchronous") == 1  # NORMAL
-    assert await db.fetchval("PRAGMA busy_timeout") == 5000
+    # The event loop's thread never waits for a lock; a worker thread does.
+    assert await db.fetchval("PRAGMA busy_timeout") == 0
 
 
 async def test_foreign_keys_and_unique_constraints_are_enforced(db: Database) -> None:
@@ -382,19 +383,12 @@ async def test_transaction_commits_or_rolls_back_as_a_whole(db: Database) -> Non
     assert await _count(db) == 2
 
 
-async def test_an_sqlite_transaction_takes_the_write_lock_in_its_first_statements_trip(
-    sqlite_db: Database, db_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_an_sqlite_transaction_takes_the_write_lock_with_its_first_statement(
+    sqlite_db: Database, db_path: Path
 ) -> None:
     conn = sqlite_db._driver._conn  # type: ignore[attr-defined]
-    trips = 0
-    execute = conn._execute
-
-    async def counting(fn: Callable[..., object], *args: object) -> object:
-        nonlocal trips
-        trips += 1
-        return await execute(fn, *args)
-
-    monkeypatch.setattr(conn, "_execute", counting)
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
     other = sqlite3.connect(db_path, timeout=0)
     try:
         async with sqlite_db.transaction():
@@ -402,15 +396,87 @@ async def test_an_sqlite_transaction_takes_the_write_lock_in_its_first_statement
             with pytest.raises(sqlite3.OperationalError, match="locked"):
                 other.execute("BEGIN IMMEDIATE")
             await sqlite_db.execute("INSERT INTO engagement (pseudonym) VALUES (?)", (b"\x01",))
-        assert trips == 3  # begin with the read, the insert, the commit
+        assert [s.split()[0] for s in statements] == ["BEGIN", "SELECT", "INSERT", "COMMIT"]
+        assert statements[0] == "BEGIN IMMEDIATE"
         async with sqlite_db.transaction():
             pass  # nothing ran: nothing to begin or commit
-        assert trips == 3
+        assert len(statements) == 4
         other.execute("BEGIN IMMEDIATE")
         other.rollback()
     finally:
+        conn.set_trace_callback(None)
         other.close()
     assert await _count(sqlite_db) == 1
+
+
+async def test_a_write_waits_for_another_process_without_holding_up_the_loop(
+    sqlite_db: Database, db_path: Path
+) -> None:
+    """Statements run on the loop's thread, so a wait for another writer's lock must
+    not: the loop goes on (here: a ticker) while the write waits, then the write lands."""
+    other = sqlite3.connect(db_path, isolation_level=None, timeout=0)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        writing = asyncio.create_task(
+            sqlite_db.execute("INSERT INTO engagement (pseudonym) VALUES (?)", (b"\x07",))
+        )
+        await asyncio.sleep(0.3)
+        assert not writing.done()  # still waiting for the lock
+        assert ticks >= 10  # and the loop went on meanwhile
+        other.execute("INSERT INTO engagement (pseudonym) VALUES (?)", (b"\x06",))
+        other.execute("COMMIT")
+        await asyncio.wait_for(writing, timeout=5)
+    finally:
+        ticking.cancel()
+        if other.in_transaction:
+            other.rollback()
+        other.close()
+    rows = await sqlite_db.fetchall("SELECT pseudonym AS p FROM engagement ORDER BY id")
+    assert [bytes(r["p"]) for r in rows] == [b"\x06", b"\x07"]
+    # Back on the loop's thread, without waiting: the next statement is not slowed.
+    assert await sqlite_db.fetchval("PRAGMA busy_timeout") == 0
+
+
+async def test_a_transaction_cancelled_while_it_waits_for_the_lock_leaves_nothing(
+    sqlite_db: Database, db_path: Path
+) -> None:
+    other = sqlite3.connect(db_path, isolation_level=None, timeout=0)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+
+        async def write() -> None:
+            async with sqlite_db.transaction():
+                await sqlite_db.execute("INSERT INTO engagement (pseudonym) VALUES (?)", (b"\x08",))
+
+        task = asyncio.create_task(write())
+        await asyncio.sleep(0.2)
+        task.cancel()
+        other.rollback()  # the waiting BEGIN now gets the lock, and is rolled back
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=5)
+    finally:
+        if other.in_transaction:
+            other.rollback()
+        other.close()
+    assert await _count(sqlite_db) == 0
+    async with sqlite_db.transaction():  # the connection is usable again
+        await sqlite_db.execute("INSERT INTO engagement (pseudonym) VALUES (?)", (b"\x09",))
+    assert await _count(sqlite_db) == 1
+    other = sqlite3.connect(db_path, timeout=0)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # nobody holds the lock any more
+        other.rollback()
+    finally:
+        other.close()
 
 
 async def test_nested_transaction_is_a_savepoint(db: Database) -> None:
