@@ -27,6 +27,8 @@ _LINK = re.compile(r"\[([^\]\n]+)\]\((https://[^\s()<>\"']+)\)")
 _BULLET = re.compile(r"^\s*[-*] (.*)$")
 _NUMBERED = re.compile(r"^\s*\d{1,3}[.)] (.*)$")
 _HEADING = re.compile(r"^#{1,6} (.*)$")
+_LINK_MARK = re.compile("\x01(\\d+)\x01")
+_CODE_MARK = re.compile("\x00(\\d+)\x00")
 
 
 def has_markup(text: str) -> bool:
@@ -46,11 +48,16 @@ def to_plain(text: str) -> str:
         bullet = _BULLET.match(line)
         if bullet:
             line = "• " + bullet.group(1)
-        line = _LINK.sub(lambda m: f"{m.group(1)} ({m.group(2)})", line)
-        line = _CODE.sub(r"\1", line)
-        line = _BOLD.sub(r"\1", line)
-        line = _ITALIC.sub(r"\1", line)
-        line = _UNDERSCORE.sub(r"\1", line)
+        # Most lines carry no marker at all: a pattern runs only where its marker is.
+        if "](" in line:
+            line = _LINK.sub(lambda m: f"{m.group(1)} ({m.group(2)})", line)
+        if "`" in line:
+            line = _CODE.sub(r"\1", line)
+        if "*" in line:
+            line = _BOLD.sub(r"\1", line)
+            line = _ITALIC.sub(r"\1", line)
+        if "_" in line:
+            line = _UNDERSCORE.sub(r"\1", line)
         out.append(line)
     return "\n".join(out)
 
@@ -70,14 +77,21 @@ def _inline(line: str) -> str:
         links.append(f'<a href="{html.escape(m.group(2), quote=True)}">{label}</a>')
         return f"\x01{len(links) - 1}\x01"
 
-    line = _CODE.sub(keep_code, line)
-    line = _LINK.sub(keep_link, line)
+    if "`" in line:
+        line = _CODE.sub(keep_code, line)
+    if "](" in line:
+        line = _LINK.sub(keep_link, line)
     line = html.escape(line, quote=False)
-    line = _BOLD.sub(r"<strong>\1</strong>", line)
-    line = _ITALIC.sub(r"<em>\1</em>", line)
-    line = _UNDERSCORE.sub(r"<em>\1</em>", line)
-    line = re.sub("\x01(\\d+)\x01", lambda m: links[int(m.group(1))], line)
-    return re.sub("\x00(\\d+)\x00", lambda m: codes[int(m.group(1))], line)
+    if "*" in line:
+        line = _BOLD.sub(r"<strong>\1</strong>", line)
+        line = _ITALIC.sub(r"<em>\1</em>", line)
+    if "_" in line:
+        line = _UNDERSCORE.sub(r"<em>\1</em>", line)
+    if links:
+        line = _LINK_MARK.sub(lambda m: links[int(m.group(1))], line)
+    if codes:
+        line = _CODE_MARK.sub(lambda m: codes[int(m.group(1))], line)
+    return line
 
 
 def to_html(text: str) -> str:
