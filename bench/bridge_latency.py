@@ -209,13 +209,44 @@ class Peer:
 
 # One part of a planned reply: (plain body length, formatted body length, 0 for none).
 PartSize = tuple[int, int]
-_PLAN = re.compile(r"^turn \d+ (?P<tag>[0-9a-f]+) reply (?P<plan>\d+/\d+(?:;\d+/\d+)*)$")
+_PLAN = re.compile(
+    r"^turn \d+ (?P<tag>[0-9a-f]+) reply (?P<plan>\d+/\d+(?:;\d+/\d+)*)"
+    r"(?: page (?P<room>\S+) (?P<page>\d+/\d+))?$"
+)
 
 
-def plan_text(turn: int, tag: str, plan: Sequence[PartSize]) -> str:
+def plan_text(
+    turn: int, tag: str, plan: Sequence[PartSize], page: tuple[str, PartSize] | None = None
+) -> str:
     """A client's turn that asks the echo bot for ``plan``: one message per part, each
-    of the given sizes (what the bridge sent for the intake step of the same rank)."""
-    return f"turn {turn} {tag} reply " + ";".join(f"{b}/{h}" for b, h in plan)
+    of the given sizes (what the bridge sent for the intake step of the same rank);
+    with ``page``, one more message of that size in that room once they are sent (the
+    bridge's page to the on-call counselor, sent off the client's path)."""
+    text = f"turn {turn} {tag} reply " + ";".join(f"{b}/{h}" for b, h in plan)
+    if page is not None:
+        room, (b, h) = page
+        text += f" page {room} {b}/{h}"
+    return text
+
+
+def _sized(head: str, plain: int, html: int) -> dict[str, Any]:
+    """A notice shaped like the bridge's: a plain body, an HTML body when the bridge's
+    had one, and empty ``m.mentions``, each of exactly the given length."""
+    content: dict[str, Any] = {"msgtype": "m.notice", "body": head.ljust(plain, "x")}
+    if html:
+        content["format"] = "org.matrix.custom.html"
+        content["formatted_body"] = head.ljust(html, "x")
+    content["m.mentions"] = {}
+    return content
+
+
+def planned_page(body: str) -> tuple[str, dict[str, Any]] | None:
+    """The page a planned turn asks for (see :func:`plan_text`): its room and message."""
+    found = _PLAN.match(body)
+    if found is None or found["room"] is None:
+        return None
+    plain, html = (int(n) for n in found["page"].split("/"))
+    return found["room"], _sized(f"{found['tag']} page ", plain, html)
 
 
 def planned_parts(body: str) -> list[dict[str, Any]] | None:
@@ -226,20 +257,18 @@ def planned_parts(body: str) -> list[dict[str, Any]] | None:
     if found is None:
         return None
     sizes = [tuple(int(n) for n in part.split("/")) for part in found["plan"].split(";")]
-    parts: list[dict[str, Any]] = []
-    for i, (plain, html) in enumerate(sizes, start=1):
-        head = f"{found['tag']} {i}/{len(sizes)} "
-        content: dict[str, Any] = {"msgtype": "m.notice", "body": head.ljust(plain, "x")}
-        if html:
-            content["format"] = "org.matrix.custom.html"
-            content["formatted_body"] = head.ljust(html, "x")
-        content["m.mentions"] = {}
-        parts.append(content)
-    return parts
+    return [
+        _sized(f"{found['tag']} {i}/{len(sizes)} ", plain, html)
+        for i, (plain, html) in enumerate(sizes, start=1)
+    ]
 
 
 def first_part(tag: str) -> Check:
     return lambda body: body.startswith(f"{tag} 1/")
+
+
+def nth_part(tag: str, n: int) -> Check:
+    return lambda body: body.startswith(f"{tag} {n}/")
 
 
 def equal_to(text: str) -> Check:
@@ -293,11 +322,19 @@ class EchoBot:
 
     async def _echo(self, room_id: str, body: str) -> None:
         parts = planned_parts(body) or [{"msgtype": "m.notice", "body": body}]
+        page = planned_page(body)
         async with self._room_locks.setdefault(room_id, asyncio.Lock()):
             for content in parts:
                 await self.session.send(room_id, content)
                 self.sent += 1
         self.replies += 1
+        if page is not None:  # as the bridge's pages: after the reply, off its path
+            self._spawn(self._page(*page))
+
+    async def _page(self, room_id: str, content: dict[str, Any]) -> None:
+        async with self._room_locks.setdefault(room_id, asyncio.Lock()):
+            await self.session.send(room_id, content)
+            self.sent += 1
 
     async def close(self) -> None:
         await self.session.stop()
@@ -519,14 +556,18 @@ class LocalBots:
 
         bridge.session.send = counted  # type: ignore[method-assign]
 
-    async def mark(self, profile: bool | None = None, suffix: str = "") -> dict[str, Any]:
-        return self.snapshot(profile, suffix)
+    async def mark(
+        self, profile: bool | None = None, suffix: str = "", again: bool = False
+    ) -> dict[str, Any]:
+        return self.snapshot(profile, suffix, again)
 
-    def snapshot(self, profile: bool | None = None, suffix: str = "") -> dict[str, Any]:
+    def snapshot(
+        self, profile: bool | None = None, suffix: str = "", again: bool = False
+    ) -> dict[str, Any]:
         """This process's CPU seconds so far, the messages each bot handled so far, and
         the router's handling times since the previous mark. ``profile`` True starts a
         CPU profile (cProfile on the process clock), False stops it and writes it (to the
-        profile's file name followed by ``suffix``)."""
+        profile's file name followed by ``suffix``), and with ``again`` starts the next."""
         snapshot: dict[str, Any] = {
             "cpu": time.process_time(),
             "bridge_handled": self.handled,
@@ -543,6 +584,9 @@ class LocalBots:
             self._profile.disable()
             self._profile.dump_stats(self.spec.profile + suffix)
             self._profile = None
+            if again:
+                self._profile = cProfile.Profile(time.process_time)
+                self._profile.enable()
         return snapshot
 
     @property
@@ -657,9 +701,11 @@ class BotProcess:
         if not reply.get("ready"):
             raise RuntimeError(f"the bot process failed to start: {reply.get('error')}")
 
-    async def mark(self, profile: bool | None = None, suffix: str = "") -> dict[str, Any]:
+    async def mark(
+        self, profile: bool | None = None, suffix: str = "", again: bool = False
+    ) -> dict[str, Any]:
         assert self.proc is not None and self.proc.stdin is not None
-        command = {"mark": True, "profile": profile, "suffix": suffix}
+        command = {"mark": True, "profile": profile, "suffix": suffix, "again": again}
         self.proc.stdin.write(json.dumps(command).encode() + b"\n")
         await self.proc.stdin.drain()
         return await self._line(60)
@@ -707,7 +753,9 @@ async def serve_bots() -> int:
             if not line or line.strip() == "stop":
                 break
             command = json.loads(line)
-            snapshot = bots.snapshot(command.get("profile"), command.get("suffix", ""))
+            snapshot = bots.snapshot(
+                command.get("profile"), command.get("suffix", ""), command.get("again", False)
+            )
             print(json.dumps(snapshot), flush=True)
         stats = await bots.final_stats()
     finally:
@@ -728,6 +776,9 @@ class World:
     clients: list[Peer]
     bridge_dm: dict[str, str] = field(default_factory=dict)  # client id -> room
     echo_dm: dict[str, str] = field(default_factory=dict)
+    #: The on-call counselor's encrypted DM with the echo bot: where its pages go in
+    #: the like-for-like burst, as the bridge's go to that counselor's case channel.
+    echo_page_room: str = ""
 
     @property
     def bot_id(self) -> str:
@@ -812,6 +863,15 @@ async def open_dms(world: World, expect: Expect, timeout: float) -> None:
         if await peer.expect(edm, world.echo_id, lambda b: b == ECHO_GREETING, 0, timeout) is None:
             raise RuntimeError("the echo bot never greeted a client")
 
+    oncall = world.counselors[0]
+    world.echo_page_room = await oncall.open_dm(world.echo_id)
+    if (
+        await oncall.expect(
+            world.echo_page_room, world.echo_id, equal_to(ECHO_GREETING), 0, timeout
+        )
+        is None
+    ):
+        raise RuntimeError("the echo bot never greeted the on-call counselor")
     t = time.perf_counter()
     await bounded(10, [one(p) for p in world.clients])
     logger.info("%d x 2 DMs open and greeted in %.1fs", len(world.clients), time.perf_counter() - t)
@@ -838,12 +898,13 @@ async def burst_then_next(
     next_body: str,
     next_check: Check,
     timeout: float,
+    body: str = CRISIS_PHRASE,
 ) -> tuple[Sample, Sample]:
-    """The crisis phrase, then (once the bot answered it, and ``then`` too if given) the
-    client's next message at once: is it answered as fast as any other, or held back
-    by what the first message set off?"""
+    """The crisis phrase (or ``body``), then (once the bot answered it, and ``then`` too
+    if given) the client's next message at once: is it answered as fast as any other,
+    or held back by what the first message set off?"""
     cursor = len(peer.seen)
-    crisis = await round_trip(peer, room_id, bot_id, CRISIS_PHRASE, first, timeout)
+    crisis = await round_trip(peer, room_id, bot_id, body, first, timeout)
     if then is not None:
         await peer.expect(room_id, bot_id, then, cursor, min(timeout, 15.0))
     return crisis, await round_trip(peer, room_id, bot_id, next_body, next_check, timeout)
@@ -851,15 +912,20 @@ async def burst_then_next(
 
 async def measure(
     world: World, expect: Expect, timeout: float
-) -> tuple[dict[str, Series], dict[str, Phase], list[list[PartSize]]]:
+) -> tuple[dict[str, Series], dict[str, Phase], Plans]:
     out: dict[str, Series] = {}
     phases: dict[str, Phase] = {}
     clients = world.clients
-    last = await world.bots.mark()
+    # With --profile, the crisis bursts are profiled too, into FILE.crisis (the bridge)
+    # and FILE.crisis-echo (the like-for-like echo burst).
+    last = await world.bots.mark(profile=True)
+    burst_starts = {p.user_id: len(p.seen) for p in clients}
 
-    async def phase(name: str, profile: bool | None = None, suffix: str = "") -> None:
+    async def phase(
+        name: str, profile: bool | None = None, suffix: str = "", again: bool = False
+    ) -> None:
         nonlocal last
-        now = await world.bots.mark(profile, suffix)
+        now = await world.bots.mark(profile, suffix, again)
         phases[name] = Phase(
             now["cpu"] - last["cpu"],
             now["bridge_handled"] - last["bridge_handled"],
@@ -897,7 +963,8 @@ async def measure(
     out["crisis_next"] = after
     # And the pages to the on-call counselor, so the echo burst starts on a quiet bridge.
     await world.counselors[0].wait_for(lambda: count_pages(world, expect) >= len(clients), timeout)
-    await phase("crisis burst")
+    await phase("crisis burst", profile=False, suffix=".crisis", again=True)
+    crisis_plan, page_size = crisis_reply_plan(world, expect, burst_starts)
 
     # 2. The same burst against the bare echo bot, and the next message.
     logger.info("crisis burst to the echo bot")
@@ -922,7 +989,36 @@ async def measure(
     echo_next.samples = [then for _, then in echo_bursts]
     out["echo_first"] = echo_first
     out["echo_next"] = echo_next
-    await phase("echo burst", profile=True)
+    await phase("echo burst", profile=False, suffix=".crisis-echo-one", again=True)
+
+    # 2b. Like for like: the echo bot answers the burst with the messages, of the same
+    # sizes, the bridge sent for the crisis message (the crisis reply and what came
+    # with it), then sends a page of the bridge's page's size to the on-call counselor.
+    logger.info("crisis burst to the echo bot, like for like")
+    tags = {p.user_id: uuid.uuid4().hex[:6] for p in clients}
+    page = (world.echo_page_room, page_size)
+    like_bursts = await asyncio.gather(
+        *(
+            burst_then_next(
+                p,
+                world.echo_dm[p.user_id],
+                world.echo_id,
+                first_part(tags[p.user_id]),
+                nth_part(tags[p.user_id], 2) if len(crisis_plan) > 1 else None,
+                NEXT_MESSAGE,
+                equal_to(NEXT_MESSAGE),
+                timeout,
+                body=plan_text(0, tags[p.user_id], crisis_plan, page),
+            )
+            for p in clients
+        )
+    )
+    out["echo_first_like"] = Series("first reply (echo, like for like)")
+    out["echo_first_like"].samples = [first for first, _ in like_bursts]
+    out["echo_next_like"] = Series("next message (echo, like for like)")
+    out["echo_next_like"].samples = [then for _, then in like_bursts]
+    await world.counselors[0].wait_for(lambda: count_echo_pages(world) >= len(clients), timeout)
+    await phase("echo burst, like for like", profile=False, suffix=".crisis-echo", again=True)
 
     # 3. Intake, each client at its own pace, all at the same time.
     logger.info("intake walk")
@@ -998,7 +1094,7 @@ async def measure(
         if name != "consent -> age" and f"echo_step:{name}" in out:
             like_rest.samples += out[f"echo_step:{name}"].samples
     out["echo_like_rest"] = like_rest
-    return out, phases, plan
+    return out, phases, Plans(plan, crisis_plan)
 
 
 def reply_plan(world: World, expect: Expect, starts: dict[str, int]) -> list[list[PartSize]]:
@@ -1032,6 +1128,43 @@ def reply_plan(world: World, expect: Expect, starts: dict[str, int]) -> list[lis
     return [list(counts.most_common(1)[0][0]) if counts else [] for counts in seen]
 
 
+def crisis_reply_plan(
+    world: World, expect: Expect, starts: dict[str, int]
+) -> tuple[list[PartSize], PartSize]:
+    """What the bridge sent for the crisis message: the sizes of the crisis reply and of
+    the message that came with it (most clients' plan), and of the page (the most
+    common size)."""
+    crisis, after = expect.crisis(), expect.after_crisis()
+    plans: Counter[tuple[PartSize, ...]] = Counter()
+    for p in world.clients:
+        room = world.bridge_dm[p.user_id]
+        msgs = [
+            m for m in p.seen[starts[p.user_id] :] if m.room_id == room and m.sender == world.bot_id
+        ]
+        first = next((i for i, m in enumerate(msgs) if crisis(m.body)), None)
+        if first is None:
+            continue
+        plan = [msgs[first]]
+        then = next((m for m in msgs[first + 1 :] if after(m.body)), None)
+        if then is not None:
+            plan.append(then)
+        plans[tuple((len(m.body), m.html_len) for m in plan)] += 1
+    pages: Counter[PartSize] = Counter(
+        (len(s.body), s.html_len) for s in crisis_pages(world, expect)
+    )
+    reply = list(plans.most_common(1)[0][0]) if plans else [(len(CRISIS_PHRASE), 0)]
+    return reply, pages.most_common(1)[0][0] if pages else (200, 0)
+
+
+def count_echo_pages(world: World) -> int:
+    """The like-for-like burst's pages the on-call counselor has decrypted."""
+    return sum(
+        1
+        for s in world.counselors[0].seen
+        if s.room_id == world.echo_page_room and s.sender == world.echo_id and " page " in s.body
+    )
+
+
 def crisis_pages(world: World, expect: Expect) -> list[Seen]:
     """Crisis pages the on-call counselor (the first one) has decrypted."""
     page = expect.page()
@@ -1048,9 +1181,15 @@ class Checks:
     problems: int
 
 
-async def integrity(
-    world: World, expect: Expect, plan: list[list[PartSize]], settle: float
-) -> Checks:
+@dataclass
+class Plans:
+    """What the like-for-like echo bot was asked to send, taken from the bridge."""
+
+    intake: list[list[PartSize]]  # per intake step
+    crisis: list[PartSize]  # for the crisis message (its page comes on top)
+
+
+async def integrity(world: World, expect: Expect, plans: Plans, settle: float) -> Checks:
     """Lost, duplicated or undecryptable messages, once nothing is in flight."""
     # A short quiet period so late duplicates have a chance to show up.
     await asyncio.sleep(settle)
@@ -1100,17 +1239,24 @@ async def integrity(
     echo_counts: Counter[int] = Counter(
         len(p.bodies(world.echo_dm[p.user_id], world.echo_id)) for p in world.clients
     )
-    # greeting, the burst and the next message, the one-message walk, the like-for-like walk
-    echo_want = 3 + len(plan) + sum(len(parts) or 1 for parts in plan)
+    # greeting, the burst and the next message, the like-for-like burst and the next
+    # message, the one-message walk, the like-for-like walk
+    echo_want = (
+        3 + len(plans.crisis) + 1 + len(plans.intake) + sum(len(ps) or 1 for ps in plans.intake)
+    )
     lines.append(
         f"echo bot messages per client DM (want {echo_want}): "
         + ", ".join(f"{k} x{v}" for k, v in sorted(echo_counts.items()))
     )
     problems += sum(v for k, v in echo_counts.items() if k != echo_want)
+    echo_pages = count_echo_pages(world)
+    lines.append(f"like-for-like echo pages to the on-call counselor: {echo_pages}/{n}")
+    problems += int(echo_pages != n)
     lines.append(
-        "like-for-like echo: messages per turn "
-        + ", ".join(str(len(parts)) for parts in plan)
-        + f" ({sum(len(parts) for parts in plan)} a walk, as the bridge sent)"
+        "like-for-like echo: crisis reply in "
+        + f"{len(plans.crisis)} message(s) and a page; messages per turn "
+        + ", ".join(str(len(ps)) for ps in plans.intake)
+        + f" ({sum(len(ps) for ps in plans.intake)} a walk, as the bridge sent)"
     )
     undecryptable = sum(len(p.undecryptable) for p in [*world.clients, *world.counselors])
     lines.append(f"undecryptable events at clients and counselors: {undecryptable}")
@@ -1156,9 +1302,9 @@ def cpu_lines(phases: dict[str, Phase]) -> list[str]:
             rows[label] = None
             lines.append(f"  {label:<26} -")
             continue
-        bridge = name == "intake walk"
-        handled = ph.bridge_handled if bridge else ph.echo_replies
-        sent = ph.bridge_sent if bridge else ph.echo_sent
+        of_bridge = name == "intake walk"
+        handled = ph.bridge_handled if of_bridge else ph.echo_replies
+        sent = ph.bridge_sent if of_bridge else ph.echo_sent
         rows[label] = (ph.cpu, handled, sent)
         per_handled = ms(ph.cpu / handled if handled else None).strip()
         per_sent = f"{ph.cpu / sent * 1000:.1f}" if sent else "-"
@@ -1177,6 +1323,13 @@ def cpu_lines(phases: dict[str, Phase]) -> list[str]:
         like = ratio(per(bridge, index), per("echo, like for like", index)).strip()
         lines.append(f"  ratio bridge / echo {what:<20} like for like {like:>5}   old way {old:>5}")
     burst = phases.get("crisis burst")
+    echo_burst = phases.get("echo burst, like for like")
+    if burst is not None and echo_burst is not None:
+        burst_ratio = ratio(burst.cpu, echo_burst.cpu).strip()
+        lines.append(
+            f"  crisis burst (pages included): bridge {burst.cpu * 1000:.0f} ms, echo like for"
+            f" like {echo_burst.cpu * 1000:.0f} ms, ratio {burst_ratio}"
+        )
     if burst is not None:
         crisis, then = handling(burst)
         lines.append("bridge handling time in the crisis burst (event in -> handler returns):")
@@ -1268,6 +1421,18 @@ def report(
             f"{ratio(a.turnaround(95), b.turnaround(95)):>10}"
         )
 
+    def burst_rows(first: str, then: str) -> list[str]:
+        """The bridge's crisis burst and next message, each beside the echo bot's."""
+        return [
+            row(series["crisis"]),
+            row(series[first]),
+            ratios(series["crisis"], series[first]),
+            row(series["crisis_next"]),
+            row(series[then]),
+            ratios(series["crisis_next"], series[then]),
+            "",
+        ]
+
     rule = "-" * len(head)
     lines = [
         f"bridge latency: {clients} concurrent E2EE clients, embedded Synapse, "
@@ -1276,14 +1441,11 @@ def report(
         group,
         head,
         rule,
-        row(series["crisis"]),
-        row(series["echo_first"]),
-        ratios(series["crisis"], series["echo_first"]),
-        "",
-        row(series["crisis_next"]),
-        row(series["echo_next"]),
-        ratios(series["crisis_next"], series["echo_next"]),
-        "",
+        "crisis burst, old way: the echo bot answers with one message",
+        *burst_rows("echo_first", "echo_next"),
+        "crisis burst, like for like: the echo bot answers with the messages, of the same",
+        "sizes, the bridge sent for the crisis message, then pages the on-call counselor",
+        *burst_rows("echo_first_like", "echo_next_like"),
         "intake walk, old way: the echo bot answers every turn with one message",
         row(series["intake"]),
         row(series["echo_turns"]),
@@ -1312,6 +1474,10 @@ def report(
     lines += [rule, *cpu_lines(phases)]
     if profile is not None:
         lines += [rule, *profile_lines(profile, "the bridge in the intake walk")]
+        if os.path.exists(profile + ".crisis"):
+            lines += [rule, *profile_lines(profile + ".crisis", "the bridge in the crisis burst")]
+        if os.path.exists(profile + ".crisis-echo"):
+            lines += [rule, *profile_lines(profile + ".crisis-echo", "the echo bot's burst")]
         if os.path.exists(profile + ".echo"):
             lines += [rule, *profile_lines(profile + ".echo", "the echo bot, like for like")]
     lines += [rule, "checks:"]
@@ -1333,9 +1499,9 @@ async def run(args: argparse.Namespace) -> int:
             await open_dms(world, expect, args.timeout)
             timings["set-up"] = time.perf_counter() - t0
             t1 = time.perf_counter()
-            series, phases, plan = await measure(world, expect, args.timeout)
+            series, phases, plans = await measure(world, expect, args.timeout)
             timings["measuring"] = time.perf_counter() - t1
-            checks = await integrity(world, expect, plan, args.settle)
+            checks = await integrity(world, expect, plans, args.settle)
             logger.info("stopping")
         timings["total"] = time.perf_counter() - t0
     where = "in the clients' process" if args.in_process else "in their own process"
@@ -1381,7 +1547,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--profile",
         metavar="FILE",
         help="write a CPU profile (cProfile, process clock) of the bots' process during the"
-        " intake walk to FILE, and of the like-for-like echo walk to FILE.echo, and print"
+        " intake walk to FILE, of the crisis bursts to FILE.crisis (the bridge) and"
+        " FILE.crisis-echo, and of the like-for-like echo walk to FILE.echo, and print"
         " their top costs; it slows the bots, so take the latency figures from a run"
         " without it",
     )
