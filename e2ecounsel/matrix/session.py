@@ -68,6 +68,7 @@ from nio import (
     UnknownToDeviceEvent,
     WhoamiResponse,
 )
+from nio.store import DefaultStore
 
 from e2ecounsel.errors import HomeserverUnreachable, MatrixError, SealingError
 from e2ecounsel.matrix.crosssigning import CrossSigning, CrossSigningStatus
@@ -136,6 +137,16 @@ class _Client(AsyncClient):  # type: ignore[misc]  # nio ships no type hints
         ):
             await self.on_sync(response)
         await super().receive_response(response)
+
+
+class _Store(DefaultStore):  # type: ignore[misc]  # nio ships no type hints
+    """nio's store, without a write transaction for nothing: nio saves the encrypted
+    rooms of every sync answer, also when the answer names none (most answers), and
+    each save binds every model and opens a transaction first."""
+
+    def save_encrypted_rooms(self, rooms: set[str]) -> None:
+        if rooms:
+            super().save_encrypted_rooms(rooms)
 
 
 def _own_join(info: Any, me: str) -> bool:
@@ -234,6 +245,7 @@ class MatrixSession:
             max_timeouts=0,  # connection errors come to us; we own back-off
             max_limit_exceeded=None,
             request_timeout=60,
+            store=_Store,
         )
         self.client = _Client(self.homeserver, user_id, store_path=str(store_dir), config=config)
         self.client.on_sync = self._on_sync_received

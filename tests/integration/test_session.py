@@ -73,6 +73,9 @@ async def test_exchange_restart_and_new_device(homeserver, user_factory, tmp_pat
             base, bob_id, None, tmp_path / "bob", b"b" * 32, cross_sign=False
         )
         assert bob.session.device_id == bob_device
+        # The room's encryption was kept in nio's store (saved for the syncs that name
+        # an encrypted room, and only those): the restarted session knows it at once.
+        assert room in bob.session.client.store.load_encrypted_rooms()
 
         # Alice adds a second device mid-conversation.
         extra = await Recorder.connect(
