@@ -230,9 +230,9 @@ def plan_text(
 
 
 def _sized(head: str, plain: int, html: int) -> dict[str, Any]:
-    """A notice shaped like the bridge's: a plain body, an HTML body when the bridge's
-    had one, and empty ``m.mentions``, each of exactly the given length."""
-    content: dict[str, Any] = {"msgtype": "m.notice", "body": head.ljust(plain, "x")}
+    """A message shaped like the bridge's: ``m.text``, a plain body, an HTML body when
+    the bridge's had one, and empty ``m.mentions``, each of exactly the given length."""
+    content: dict[str, Any] = {"msgtype": "m.text", "body": head.ljust(plain, "x")}
     if html:
         content["format"] = "org.matrix.custom.html"
         content["formatted_body"] = head.ljust(html, "x")
@@ -280,9 +280,11 @@ class EchoBot:
 
     As bare as an E2EE bot gets with matrix-nio: no store, no policy, no trust rules.
     A planned turn (:func:`plan_text`) is answered with the messages it asks for, in
-    order; any other text with itself. Each turn is answered from its own task so one
-    slow send does not hold other rooms back (the bridge also works rooms in
-    parallel); within a room the turns are answered in order, as the bridge does."""
+    order, as ``m.text`` like the bridge's (nio validates a text it syncs back against a
+    larger schema than a notice); any other text with itself. Each turn is answered
+    from its own task so one slow send does not hold other rooms back (the bridge also
+    works rooms in parallel); within a room the turns are answered in order, as the
+    bridge does."""
 
     def __init__(self, session: MatrixSession) -> None:
         self.session = session
@@ -776,6 +778,10 @@ class World:
     clients: list[Peer]
     bridge_dm: dict[str, str] = field(default_factory=dict)  # client id -> room
     echo_dm: dict[str, str] = field(default_factory=dict)
+    #: A second DM with the echo bot, for the like-for-like crisis burst: the client's
+    #: first message there, as the bridge's burst is in its DM (a room's first message
+    #: from a client also shares a new room key with the bot).
+    echo_burst_dm: dict[str, str] = field(default_factory=dict)
     #: The on-call counselor's encrypted DM with the echo bot: where its pages go in
     #: the like-for-like burst, as the bridge's go to that counselor's case channel.
     echo_page_room: str = ""
@@ -858,10 +864,13 @@ async def open_dms(world: World, expect: Expect, timeout: float) -> None:
         world.bridge_dm[peer.user_id] = dm
         edm = await peer.open_dm(world.echo_id)
         world.echo_dm[peer.user_id] = edm
+        bdm = await peer.open_dm(world.echo_id)
+        world.echo_burst_dm[peer.user_id] = bdm
         if await peer.expect(dm, world.bot_id, expect.greeting(), 0, timeout) is None:
             raise RuntimeError("the bridge never greeted a client")
-        if await peer.expect(edm, world.echo_id, lambda b: b == ECHO_GREETING, 0, timeout) is None:
-            raise RuntimeError("the echo bot never greeted a client")
+        for room in (edm, bdm):
+            if await peer.expect(room, world.echo_id, equal_to(ECHO_GREETING), 0, timeout) is None:
+                raise RuntimeError("the echo bot never greeted a client")
 
     oncall = world.counselors[0]
     world.echo_page_room = await oncall.open_dm(world.echo_id)
@@ -874,7 +883,7 @@ async def open_dms(world: World, expect: Expect, timeout: float) -> None:
         raise RuntimeError("the echo bot never greeted the on-call counselor")
     t = time.perf_counter()
     await bounded(10, [one(p) for p in world.clients])
-    logger.info("%d x 2 DMs open and greeted in %.1fs", len(world.clients), time.perf_counter() - t)
+    logger.info("%d x 3 DMs open and greeted in %.1fs", len(world.clients), time.perf_counter() - t)
 
 
 @dataclass
@@ -1001,7 +1010,7 @@ async def measure(
         *(
             burst_then_next(
                 p,
-                world.echo_dm[p.user_id],
+                world.echo_burst_dm[p.user_id],
                 world.echo_id,
                 first_part(tags[p.user_id]),
                 nth_part(tags[p.user_id], 2) if len(crisis_plan) > 1 else None,
@@ -1239,16 +1248,22 @@ async def integrity(world: World, expect: Expect, plans: Plans, settle: float) -
     echo_counts: Counter[int] = Counter(
         len(p.bodies(world.echo_dm[p.user_id], world.echo_id)) for p in world.clients
     )
-    # greeting, the burst and the next message, the like-for-like burst and the next
-    # message, the one-message walk, the like-for-like walk
-    echo_want = (
-        3 + len(plans.crisis) + 1 + len(plans.intake) + sum(len(ps) or 1 for ps in plans.intake)
-    )
+    # greeting, the burst and the next message, the one-message walk, the like-for-like walk
+    echo_want = 3 + len(plans.intake) + sum(len(ps) or 1 for ps in plans.intake)
     lines.append(
         f"echo bot messages per client DM (want {echo_want}): "
         + ", ".join(f"{k} x{v}" for k, v in sorted(echo_counts.items()))
     )
     problems += sum(v for k, v in echo_counts.items() if k != echo_want)
+    burst_counts: Counter[int] = Counter(
+        len(p.bodies(world.echo_burst_dm[p.user_id], world.echo_id)) for p in world.clients
+    )
+    burst_want = 1 + len(plans.crisis) + 1  # greeting, the crisis reply's parts, the next
+    lines.append(
+        f"echo bot messages per like-for-like burst DM (want {burst_want}): "
+        + ", ".join(f"{k} x{v}" for k, v in sorted(burst_counts.items()))
+    )
+    problems += sum(v for k, v in burst_counts.items() if k != burst_want)
     echo_pages = count_echo_pages(world)
     lines.append(f"like-for-like echo pages to the on-call counselor: {echo_pages}/{n}")
     problems += int(echo_pages != n)
