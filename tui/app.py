@@ -717,18 +717,18 @@ class CounselorApp(App[None]):
         pages = self.queue_pages()
         page_rows = [PAGE_PREFIX + p.page_id for p in pages]
         order = self._order
-        moved = False
-        if dirty is None:
+        anew = dirty is None and not everything
+        moved = anew
+        if anew:
             order.rebuild(link.active_entries())
-            moved = True
-        else:
+        elif dirty:
             for room in dirty:
                 if not room.startswith(PAGE_PREFIX):
                     active = room in link.entries and link.is_client(room)
                     moved |= order.update(room, link.entries[room] if active else None)
         if moved or page_rows != self._page_rows:
             self._page_rows = page_rows
-            ql.set_rows([*page_rows, *order.ids], dirty or (), all_changed=dirty is None)
+            ql.set_rows([*page_rows, *order.ids], dirty or (), all_changed=anew)
             keep = PAGE_PREFIX + self.current_page if self.current_page else self.current
             if keep is not None and ql.highlighted_id != keep:
                 try:
