@@ -174,6 +174,9 @@ class QueueView(ScrollView, can_focus=True):
             background: $block-cursor-blurred-background;
             text-style: $block-cursor-blurred-text-style;
         }
+        & > .queue-view--hover {
+            background: $block-hover-background;
+        }
         &:focus {
             background-tint: $foreground 5%;
             & > .queue-view--highlighted {
@@ -184,7 +187,11 @@ class QueueView(ScrollView, can_focus=True):
         }
     }
     """
-    COMPONENT_CLASSES: ClassVar[set[str]] = {"queue-view--row", "queue-view--highlighted"}
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "queue-view--row",
+        "queue-view--highlighted",
+        "queue-view--hover",
+    }
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("down", "cursor_down", "Down", show=False),
         Binding("up", "cursor_up", "Up", show=False),
@@ -229,9 +236,10 @@ class QueueView(ScrollView, can_focus=True):
         self._starts: list[int] | None = None  # first line of each row, and the end
         self._versions: dict[str, int] = {}
         self._epoch = 0  # the clock's: every row's text may have changed
-        self._strips: LRUCache[tuple[str, int, int, int, bool], tuple[Text, list[Strip]]]
+        self._strips: LRUCache[tuple[str, int, int, int, str], tuple[Text, list[Strip]]]
         self._strips = LRUCache(STRIP_CACHE_ROWS)
         self._highlighted: int | None = None
+        self._hover: int | None = None  # the row under the mouse
 
     # ------------------------------------------------------------------ rows
 
@@ -269,7 +277,7 @@ class QueueView(ScrollView, can_focus=True):
             self._heights.clear()
         for row in changed:
             self._forget(row)
-        self._highlighted = None
+        self._highlighted = self._hover = None
         if keep is not None:
             try:
                 self._highlighted = self._ids.index(keep)
@@ -303,14 +311,14 @@ class QueueView(ScrollView, can_focus=True):
         the others are drawn anew when they come into view."""
         width = self._width()
         shown = [
-            (i, self._strips.get(self._key(self._ids[i], width, i == self._highlighted)))
+            (i, self._strips.get(self._key(self._ids[i], width, self._look(i))))
             for i in self._in_view()
         ]
         self._epoch += 1
         for index, cached in shown:
             row = self._ids[index]
             if cached is not None and cached[0] == self.row_text(row):
-                self._strips.set(self._key(row, width, index == self._highlighted), cached)
+                self._strips.set(self._key(row, width, self._look(index)), cached)
             else:
                 self._repaint(index)
 
@@ -410,13 +418,29 @@ class QueueView(ScrollView, can_focus=True):
             self.post_message(self.Selected(self, row))
 
     def on_click(self, event: events.Click) -> None:
+        index = self._row_under(event)
+        if index is not None:
+            self.highlighted = index
+            self.action_select()
+
+    def on_mouse_move(self, event: events.MouseMove) -> None:
+        self._hover_over(self._row_under(event))
+
+    def on_leave(self, event: events.Leave) -> None:
+        self._hover_over(None)
+
+    def _hover_over(self, index: int | None) -> None:
+        if index != self._hover:
+            old, self._hover = self._hover, index
+            self._repaint(old)
+            self._repaint(index)
+
+    def _row_under(self, event: events.MouseEvent) -> int | None:
         offset = event.get_content_offset(self)
         if offset is None or not self._ids:
-            return
+            return None
         line = self.scroll_offset.y + offset.y
-        if line < self._line_starts()[-1]:
-            self.highlighted = self._row_at(line)
-            self.action_select()
+        return self._row_at(line) if 0 <= line < self._line_starts()[-1] else None
 
     # ------------------------------------------------------------------ drawing
 
@@ -427,18 +451,22 @@ class QueueView(ScrollView, can_focus=True):
         if not 0 <= line < starts[-1]:
             return Strip.blank(width, self.get_visual_style("queue-view--row").rich_style)
         index = self._row_at(line)
-        strips = self._render_row(self._ids[index], width, index == self._highlighted)[1]
+        strips = self._render_row(self._ids[index], width, self._look(index))[1]
         return strips[line - starts[index]]
 
-    def _render_row(self, row: str, width: int, highlighted: bool) -> tuple[Text, list[Strip]]:
-        key = self._key(row, width, highlighted)
+    def _look(self, index: int) -> str:
+        """The component class a row is drawn with ("": an ordinary row)."""
+        if index == self._highlighted:
+            return "queue-view--highlighted"
+        return "queue-view--hover" if index == self._hover else ""
+
+    def _render_row(self, row: str, width: int, look: str) -> tuple[Text, list[Strip]]:
+        key = self._key(row, width, look)
         cached = self._strips.get(key)
         if cached is None:
             text = self.row_text(row)
-            if highlighted:
-                style = self.get_visual_style("queue-view--row", "queue-view--highlighted")
-            else:
-                style = self.get_visual_style("queue-view--row")
+            classes = ("queue-view--row", look) if look else ("queue-view--row",)
+            style = self.get_visual_style(*classes)
             visual = visualize(self, text)
             height = self._height(row)
             strips = Visual.to_strips(self, visual, width, height, style, pad=True)
@@ -447,8 +475,8 @@ class QueueView(ScrollView, can_focus=True):
             self._strips.set(key, cached)
         return cached
 
-    def _key(self, row: str, width: int, highlighted: bool) -> tuple[str, int, int, int, bool]:
-        return (row, self._versions.get(row, 0), self._epoch, width, highlighted)
+    def _key(self, row: str, width: int, look: str) -> tuple[str, int, int, int, str]:
+        return (row, self._versions.get(row, 0), self._epoch, width, look)
 
     def _forget(self, row: str) -> None:
         self._versions[row] = self._versions.get(row, 0) + 1

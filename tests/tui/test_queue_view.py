@@ -196,3 +196,22 @@ async def test_a_click_below_the_last_row_selects_nothing(tmp_path):
         assert await pilot.click("#queue", offset=(4, ql.line_of(3) + 2))
         await pilot.pause()
         assert ql.highlighted_id == chosen and app.focused is ql
+
+
+def backgrounds(ql: QueueView, index: int) -> set[str]:
+    strip = ql.render_line(ql.line_of(index) - ql.scroll_offset.y)
+    return {str(seg.style.bgcolor) for seg in strip if seg.style is not None}
+
+
+async def test_the_row_under_the_mouse_is_marked_until_it_leaves(tmp_path):
+    app = filled_app(tmp_path)
+    async with app.run_test(size=(120, 36)) as pilot:
+        ql = await started(app, pilot)
+        plain = backgrounds(ql, 5)
+        assert await pilot.hover("#queue", offset=(4, ql.line_of(5)))
+        await pilot.pause()
+        assert backgrounds(ql, 5) != plain and backgrounds(ql, 6) == plain
+        assert ql.highlighted == 0  # hovering selects nothing
+        await pilot.hover("#status")
+        await pilot.pause()
+        assert backgrounds(ql, 5) == plain
