@@ -691,16 +691,16 @@ class CounselorApp(App[None]):
         assert self.link is not None
         now_ms = int(self.now() * 1000)
         if row.startswith(PAGE_PREFIX):
-            return self._page_line(self.link.pages[row.removeprefix(PAGE_PREFIX)], now_ms)
-        return self._queue_line(self.link.entry(row), now_ms)
+            page = self.link.pages.get(row.removeprefix(PAGE_PREFIX))
+            return Text() if page is None else self._page_line(page, now_ms)
+        entry = self.link.entries.get(row)
+        return Text() if entry is None else self._queue_line(entry, now_ms)
 
     def _row_height(self, row: str) -> int:
         """The lines of :meth:`_queue_line` (a page's row has one), without drawing it."""
         assert self.link is not None
-        if row.startswith(PAGE_PREFIX):
-            return 1
-        e = self.link.entry(row)
-        if e.closed:
+        e = self.link.entries.get(row)
+        if e is None or e.closed:  # a page, or a client no longer in the model
             return 1
         return 1 + bool(e.flags) + bool(e.bookings)
 

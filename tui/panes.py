@@ -148,7 +148,8 @@ class QueueView(ScrollView, can_focus=True):
     """The queue, drawn only where it is in view.
 
     The rows are ids in order; what a row shows comes from ``row_text`` when the
-    row is drawn, and is kept as strips per (row, version, width, highlighted).
+    row is drawn, and is kept as strips per (row, version, width, look: plain,
+    highlighted or under the mouse).
     Every row has a fixed height (``row_height``: its text is cut with an
     ellipsis, never wrapped), so a row's first line is a running sum and a line's
     row a bisection. A new order, one changed row or the clock costs what the rows
@@ -247,10 +248,6 @@ class QueueView(ScrollView, can_focus=True):
     def row_ids(self) -> Sequence[str]:
         """The rows' ids, in order."""
         return self._ids
-
-    @property
-    def row_count(self) -> int:
-        return len(self._ids)
 
     def index_of(self, row_id: str) -> int:
         """The position of a row; KeyError if the queue does not hold it."""

@@ -6,6 +6,7 @@ the real widgets under Textual's pilot."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 
 from tests.tui.test_panes import filled_app, started
 from tui.panes import QueueView
@@ -215,3 +216,23 @@ async def test_the_row_under_the_mouse_is_marked_until_it_leaves(tmp_path):
         await pilot.hover("#status")
         await pilot.pause()
         assert backgrounds(ql, 5) == plain
+
+
+async def test_a_row_is_as_tall_as_its_text_without_drawing_it(tmp_path):
+    app = filled_app(tmp_path, clients=6)
+    link = app.link
+    assert link is not None
+    rooms = sorted(link.entries)
+    soon = datetime.now(UTC) + timedelta(days=1)
+    link.entries[rooms[0]].flag(CHECK_NO, 1)
+    link.entries[rooms[1]].bookings["b1"] = soon
+    link.entries[rooms[2]].flag(CHECK_NO, 1)
+    link.entries[rooms[2]].bookings["b2"] = soon
+    link.entries[rooms[3]].flag(CHECK_NO, 1)
+    link.entries[rooms[3]].closed_ms = int(time.time() * 1000) + 1  # a closed case: one line
+    async with app.run_test(size=(120, 36)) as pilot:
+        ql = await started(app, pilot)
+        heights = {r: ql.line_of(i + 1) - ql.line_of(i) for i, r in enumerate(ql.row_ids)}
+        assert sorted(heights.values()) == [1, 1, 1, 2, 2, 3]
+        for row, height in heights.items():
+            assert height == app._row_text(row).plain.count("\n") + 1, row
