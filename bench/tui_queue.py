@@ -271,7 +271,7 @@ def summary(runs: list[dict[str, float]]) -> None:
     print(f"\nover {len(runs)} runs: min / median / max")
     for key in runs[0]:
         values = [r[key] for r in runs]
-        print(f"  {key:<44} {min(values):8.2f} {statistics.median(values):8.2f} {max(values):8.2f}")
+        print(f"  {key:<52} {min(values):8.2f} {statistics.median(values):8.2f} {max(values):8.2f}")
 
 
 def fill(app, n: int) -> None:
@@ -299,6 +299,13 @@ def fill(app, n: int) -> None:
     app.link = link
     app._trust_soon = lambda room_id: None  # no homeserver to ask
     app.history_loaded = True
+    app._refresh_queue()
+
+
+def anew(app) -> None:
+    """The queue built from the model from scratch."""
+    if hasattr(app, "_rows"):  # the code before rebuilt only when its list of rows differed
+        app._rows = []
     app._refresh_queue()
 
 
@@ -426,9 +433,7 @@ async def upkeep(n: int, repeats: int = 20) -> dict[str, float]:
                 app._tick()
 
             def from_scratch(i: int) -> None:
-                if hasattr(app, "_rows"):  # the code before rebuilt when its row list differed
-                    app._rows = []
-                app._refresh_queue()
+                anew(app)
 
             ops = {  # name -> (unmeasured preparation, the change measured)
                 "message": (None, message),
@@ -616,11 +621,7 @@ async def measure(
         one_row = [cpu_ms(lambda: app._refresh_queue({room})) for _ in range(20)]
         tick = [cpu_ms(lambda: app._refresh_queue(everything=True)) for _ in range(10)]
 
-        def rebuild() -> None:
-            app._rows = []
-            app._refresh_queue()
-
-        rebuilds = [cpu_ms(rebuild) for _ in range(10)]
+        rebuilds = [cpu_ms(lambda: anew(app)) for _ in range(10)]
     await opened.session.close()
     noop = statistics.median(b for _, b in idle)
     print(f"\nclients in queue: {n}")
