@@ -730,14 +730,11 @@ class CounselorApp(App[None]):
             self._page_rows = page_rows
             ql.set_rows([*page_rows, *order.ids], dirty or (), all_changed=anew)
             keep = PAGE_PREFIX + self.current_page if self.current_page else self.current
-            if keep is not None and ql.highlighted_id != keep:
-                try:
-                    index = ql.index_of(keep)
-                except KeyError:
-                    pass
-                else:
-                    with ql.quietly():
-                        ql.highlighted = index
+            moved_away = keep is not None and ql.highlighted_id != keep
+            index = ql.index_of(keep) if moved_away and keep is not None else None
+            if index is not None:  # the highlight was elsewhere: back on what is shown
+                with ql.quietly():
+                    ql.highlighted = index
             if (keep is None or ql.highlighted_id != keep) and len(order) and self.current is None:
                 ql.highlighted = len(pages)  # opens the first client
         elif dirty:
@@ -1262,12 +1259,10 @@ class CounselorApp(App[None]):
             return
         self.open_room(room, focus_composer=True)
         ql = self.query_one("#queue", QueueView)
-        try:
-            index = ql.index_of(room)
-        except KeyError:  # the client left the queue meanwhile
-            return
-        with ql.quietly():
-            ql.highlighted = index
+        index = ql.index_of(room)
+        if index is not None:  # else the client left the queue meanwhile
+            with ql.quietly():
+                ql.highlighted = index
 
     # ------------------------------------------------------------------ actions
 

@@ -249,11 +249,11 @@ class QueueView(ScrollView, can_focus=True):
         """The rows' ids, in order."""
         return self._ids
 
-    def index_of(self, row_id: str) -> int:
-        """The position of a row; KeyError if the queue does not hold it."""
+    def index_of(self, row_id: str) -> int | None:
+        """The position of a row; None if the queue does not hold it."""
         if self._index is None:
             self._index = {r: i for i, r in enumerate(self._ids)}
-        return self._index[row_id]
+        return self._index.get(row_id)
 
     def line_of(self, index: int) -> int:
         """The first line of the row at ``index`` (in the whole list, not the view)."""

@@ -43,6 +43,7 @@ def texts_asked(ql: QueueView) -> list[str]:
 
 def row_lines(ql: QueueView, row: str) -> set[int]:
     index = ql.index_of(row)
+    assert index is not None
     return set(range(ql.line_of(index), ql.line_of(index + 1)))
 
 
