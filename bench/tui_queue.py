@@ -29,6 +29,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
+import json
 import os
 import secrets
 import statistics
@@ -39,7 +41,10 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+#: The code measured: this checkout, or another one (``--baseline`` runs this same
+#: file over the code before, in a process of its own).
+CODE = Path(os.environ.get("TUI_BENCH_CODE") or Path(__file__).resolve().parents[1])
+sys.path.insert(0, str(CODE))
 
 from nio import InviteMemberEvent  # noqa: E402
 
@@ -201,11 +206,33 @@ async def main() -> None:
     )
     ap.add_argument("--offline", action="store_true", help="the widgets alone, no homeserver")
     ap.add_argument("--runs", type=int, default=1, help="measure N times, then min/median/max")
+    ap.add_argument(
+        "--sizes",
+        default=",".join(map(str, UPKEEP_SIZES)),
+        help="queue sizes the upkeep is measured at (comma-separated)",
+    )
+    ap.add_argument("--upkeep-repeats", type=int, default=10, help="samples per upkeep figure")
+    ap.add_argument(
+        "--baseline",
+        type=lambda path: Path(path).resolve(),
+        default=None,
+        help="a checkout of the code before (git worktree): its upkeep is measured beside",
+    )
+    ap.add_argument("--upkeep", action="store_true", help="only the upkeep, no homeserver")
+    ap.add_argument("--upkeep-json", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.upkeep_json is not None:  # the baseline's process: figures to stdout
+        sizes = tuple(int(n) for n in args.upkeep_json.split(","))
+        figures = {n: await upkeep(n, args.upkeep_repeats) for n in sizes}
+        print(json.dumps(figures))
+        return
+    sizes = tuple(int(n) for n in args.sizes.split(","))
     runs: list[dict[str, float]] = []
-    if args.offline:
+    if args.offline or args.upkeep:
         for _ in range(args.runs):
-            runs.append(await offline(args.rooms))
+            run = {} if args.upkeep else await offline(args.rooms)
+            run |= await upkeep_table(sizes, args.upkeep_repeats, args.baseline)
+            runs.append(run)
         summary(runs)
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -222,17 +249,17 @@ async def main() -> None:
             counselor_id, bot_id = await seed(hs, root, settings, args.rooms)
             settings = replace(settings, bot_user_id=bot_id)
             for _ in range(args.runs):
-                runs.append(
-                    await measure(
-                        hs,
-                        root,
-                        settings,
-                        counselor_id,
-                        args.rooms,
-                        args.profile,
-                        args.profile_start,
-                    )
+                run = await measure(
+                    hs,
+                    root,
+                    settings,
+                    counselor_id,
+                    args.rooms,
+                    args.profile,
+                    args.profile_start,
                 )
+                run |= await upkeep_table(sizes, args.upkeep_repeats, args.baseline)
+                runs.append(run)
         finally:
             await hs.stop()
     summary(runs)
@@ -245,20 +272,60 @@ def summary(runs: list[dict[str, float]]) -> None:
     print(f"\nover {len(runs)} runs: min / median / max")
     for key in runs[0]:
         values = [r[key] for r in runs]
-        print(f"  {key:<44} {min(values):8.2f} {statistics.median(values):8.2f} {max(values):8.2f}")
+        print(f"  {key:<52} {min(values):8.2f} {statistics.median(values):8.2f} {max(values):8.2f}")
+
+
+def fill(app, n: int) -> None:
+    """N clients with briefs and a few messages each, in the app's model, as the
+    link would have built it (no homeserver, no trust checks)."""
+    from types import SimpleNamespace
+
+    from e2ecounsel.casechannel import CaseEvent
+    from tui.link import MatrixLink
+    from tui.queue import Message
+
+    app.pop_screen()  # the sign-in: the model is filled here instead
+    session = SimpleNamespace(user_id="@me:srv", client=SimpleNamespace(rooms={}))
+    link = MatrixLink(session, bot_id="@counsel:srv")  # type: ignore[arg-type]
+    now = int(app.now() * 1000)
+    for i in range(n):
+        room = f"!r{i:04d}:srv"
+        link.session_rooms.add(room)
+        brief = CaseEvent("brief", i + 1, room, brief_data(f"Client{i:03d}"))
+        link.apply_case(brief, now - 100_000)
+        entry = link.entry(room)
+        for j in range(3 + i % 5):
+            body = "hello " * (5 + 7 * j)
+            entry.add(Message(f"${i}-{j}", "@c:srv", now - 50_000 + j, body, "client"))
+    app.link = link
+    app._trust_soon = lambda room_id: None  # no homeserver to ask
+    app.history_loaded = True
+    app._refresh_queue()
+
+
+def anew(app) -> None:
+    """The queue built from the model from scratch."""
+    if hasattr(app, "_rows"):  # the code before rebuilt only when its list of rows differed
+        app._rows = []
+    app._refresh_queue()
+
+
+async def ready(app, pilot, n: int) -> Frames:
+    """The app over :func:`fill`'s model, the queue focused, frames counted."""
+    fill(app, n)
+    await pilot.pause()
+    frames = Frames(app)
+    app.query_one("#composer").cursor_blink = False  # a blink is a frame too
+    app.action_focus_queue()
+    await pilot.pause()
+    return frames
 
 
 async def offline(n: int) -> dict[str, float]:
-    """Keys at the frame over a model filled in memory: N clients with briefs and
-    a few messages each, as the link would have built it."""
-    from types import SimpleNamespace
-
+    """Keys at the frame over a model filled in memory (:func:`fill`)."""
     import textual.screen
 
-    from e2ecounsel.casechannel import CaseEvent
     from tui.app import CounselorApp
-    from tui.link import MatrixLink
-    from tui.queue import Message
 
     layouts = [0]
     real_layout = textual.screen.Screen._refresh_layout
@@ -271,28 +338,7 @@ async def offline(n: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         app = CounselorApp(TuiSettings(data_dir=Path(tmp), config_dir=Path(tmp)))
         async with app.run_test(size=(120, 36)) as pilot:
-            app.pop_screen()  # the sign-in: the model is filled below instead
-            session = SimpleNamespace(user_id="@me:srv", client=SimpleNamespace(rooms={}))
-            link = MatrixLink(session, bot_id="@counsel:srv")  # type: ignore[arg-type]
-            now = int(time.time() * 1000)
-            for i in range(n):
-                room = f"!r{i:04d}:srv"
-                link.session_rooms.add(room)
-                brief = CaseEvent("brief", i + 1, room, brief_data(f"Client{i:03d}"))
-                link.apply_case(brief, now - 100_000)
-                entry = link.entry(room)
-                for j in range(3 + i % 5):
-                    body = "hello " * (5 + 7 * j)
-                    entry.add(Message(f"${i}-{j}", "@c:srv", now - 50_000 + j, body, "client"))
-            app.link = link
-            app._trust_soon = lambda room_id: None  # no homeserver to ask
-            app.history_loaded = True
-            app._refresh_queue()
-            await pilot.pause()
-            frames = Frames(app)
-            app.query_one("#composer").cursor_blink = False
-            app.action_focus_queue()
-            await pilot.pause()
+            frames = await ready(app, pilot, n)
             before = layouts[0]
             moves = [await at_the_frame(pilot, frames, "down") for _ in range(60)]
             per_key = (layouts[0] - before) / len(moves)
@@ -300,6 +346,7 @@ async def offline(n: int) -> dict[str, float]:
             room = app.queue_entries()[-1].room_id
             one_row = [cpu_ms(lambda: app._refresh_queue({room})) for _ in range(20)]
             tick = [cpu_ms(lambda: app._refresh_queue(everything=True)) for _ in range(10)]
+    textual.screen.Screen._refresh_layout = real_layout  # type: ignore[method-assign]
     print(
         f"offline, {n} clients: {at_frame_line('move in queue', moves)}; {per_key:.1f} layouts/key"
     )
@@ -318,6 +365,158 @@ async def offline(n: int) -> dict[str, float]:
         "queue upkeep CPU, one row (ms)": statistics.median(one_row),
         "queue upkeep CPU, clock tick (ms)": statistics.median(tick),
     }
+
+
+#: Queue sizes the upkeep is measured at, in every run.
+UPKEEP_SIZES = (100, 300, 1000)
+#: What each upkeep figure is (printed with the figures).
+UPKEEP_OPS = {
+    "message": "a message from a client already waiting (their row changes, the order not)",
+    "reorder": "a message that moves its client (a reply: to the end; an answer: back up)",
+    "Enter": "Enter on a client (the thread counts as read: the unread mark goes)",
+    "tick": "the 30 s clock, a minute later (every wait reads differently)",
+    "tick, same minute": "the 30 s clock within the same minute (nothing reads differently)",
+    "from scratch": "the order taken anew from the model (start, snapshot, history read)",
+}
+
+
+async def upkeep(n: int, repeats: int = 20) -> dict[str, float]:
+    """CPU of the queue's upkeep with N clients, each change two ways: the app's
+    call alone (the figure this bench printed before) and from the call to the
+    last frame it causes (the drawing included), less the same wait with no
+    call. Medians of ``repeats``."""
+    from tui.app import CounselorApp
+    from tui.queue import Message
+
+    clock = [time.time()]
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = TuiSettings(data_dir=Path(tmp), config_dir=Path(tmp))
+        app = CounselorApp(settings, now=lambda: clock[0])
+        async with app.run_test(size=(120, 36)) as pilot:
+            frames = await ready(app, pilot, n)
+            link = app.link
+            rooms = [e.room_id for e in app.queue_entries()]
+            seq = [0]
+
+            def say(room: str, kind: str) -> None:
+                seq[0] += 1
+                sender = "@me:srv" if kind == "counselor" else "@c:srv"
+                ts = int(clock[0] * 1000) + seq[0]
+                link.entry(room).add(Message(f"$u{seq[0]}", sender, ts, "hello", kind))
+
+            def message(i: int) -> None:
+                room = rooms[(i * 7) % len(rooms)]
+                say(room, "client")
+                app._refresh_queue({room})
+
+            def reorder(i: int) -> None:
+                room = rooms[(i // 2 * 11) % len(rooms)]
+                say(room, "counselor" if i % 2 == 0 else "client")
+                app._refresh_queue({room})
+
+            def open_next(i: int) -> None:
+                room = rooms[(i * 5) % len(rooms)]
+                say(room, "client")  # something unread, for Enter to clear
+                app._refresh_queue({room})
+                app.open_room(room)
+
+            def enter(i: int) -> None:
+                # What Enter does to the queue (the focus change is not the queue's).
+                room = app.current
+                link.entry(room).mark_read()
+                app._refresh_queue({room})
+
+            def tick(i: int) -> None:
+                clock[0] += 60
+                app._tick()
+
+            def same_minute(i: int) -> None:
+                app._tick()
+
+            def from_scratch(i: int) -> None:
+                anew(app)
+
+            ops = {  # name -> (unmeasured preparation, the change measured)
+                "message": (None, message),
+                "reorder": (None, reorder),
+                "Enter": (open_next, enter),
+                "tick": (None, tick),
+                "tick, same minute": (None, same_minute),
+                "from scratch": (None, from_scratch),
+            }
+            for prepare, op in ops.values():  # once each, unmeasured: nothing is cold
+                if prepare is not None:
+                    prepare(-1)
+                op(-1)
+            await frames.settle()
+            gc.collect()
+            idle = []
+            for _ in range(repeats):
+                await frames.settle()
+                t = time.process_time()
+                await frames.settle()
+                idle.append((time.process_time() - t) * 1000)
+            quiet = statistics.median(idle)
+            out: dict[str, float] = {}
+            for name, (prepare, op) in ops.items():
+                calls, framed = [], []
+                for i in range(repeats):
+                    if prepare is not None:
+                        prepare(i)
+                    await frames.settle()
+                    t = time.process_time()
+                    op(i)
+                    calls.append((time.process_time() - t) * 1000)
+                    await frames.settle()
+                    framed.append((time.process_time() - t) * 1000 - quiet)
+                out[f"{name}, call"] = statistics.median(calls)
+                out[f"{name}, to the frame"] = statistics.median(framed)
+    return out
+
+
+async def upkeep_table(
+    sizes: tuple[int, ...], repeats: int, baseline: Path | None
+) -> dict[str, float]:
+    """The upkeep at each size in this process; with ``baseline``, the same over
+    that checkout's code in a process of its own, printed beside."""
+    now: dict[int, dict[str, float]] = {n: await upkeep(n, repeats) for n in sizes}
+    before: dict[int, dict[str, float]] = {}
+    if baseline is not None:
+        env = dict(os.environ, TUI_BENCH_CODE=str(baseline))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "--upkeep-json",
+            ",".join(map(str, sizes)),
+            "--upkeep-repeats",
+            str(repeats),
+            env=env,
+            cwd=baseline,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"the baseline's upkeep failed ({proc.returncode})")
+        done = out.decode()
+        before = {int(k): v for k, v in json.loads(done.splitlines()[-1]).items()}
+    print(f"\nqueue upkeep, CPU ms (median of {repeats}); 'call': the app's call alone,")
+    print("'frame': from the call to the last frame it causes, less an idle wait")
+    for op, what in UPKEEP_OPS.items():
+        print(f"  {op}: {what}")
+    head = "".join(f"{n:>14}" for n in sizes)
+    print(f"{'':<30}{head}" + (f"   | before: {head}" if before else ""))
+    figures: dict[str, float] = {}
+    for op in UPKEEP_OPS:
+        for how in ("call", "to the frame"):
+            key = f"{op}, {how}"
+            row = "".join(f"{now[n][key]:14.2f}" for n in sizes)
+            old = "".join(f"{before[n][key]:14.2f}" for n in sizes) if before else ""
+            print(f"{key:<30}{row}" + (f"   |         {old}" if before else ""))
+            for n in sizes:
+                figures[f"upkeep {n}: {key}"] = now[n][key]
+                if before:
+                    figures[f"upkeep {n}: {key}, before"] = before[n][key]
+    return figures
 
 
 def usable(app, n: int) -> bool:
@@ -429,11 +628,7 @@ async def measure(
         one_row = [cpu_ms(lambda: app._refresh_queue({room})) for _ in range(20)]
         tick = [cpu_ms(lambda: app._refresh_queue(everything=True)) for _ in range(10)]
 
-        def rebuild() -> None:
-            app._rows = []
-            app._refresh_queue()
-
-        rebuilds = [cpu_ms(rebuild) for _ in range(10)]
+        rebuilds = [cpu_ms(lambda: anew(app)) for _ in range(10)]
     await opened.session.close()
     noop = statistics.median(b for _, b in idle)
     print(f"\nclients in queue: {n}")

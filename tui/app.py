@@ -33,8 +33,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.timer import Timer
-from textual.widgets import Footer, OptionList, Static, TextArea
-from textual.widgets.option_list import Option
+from textual.widgets import Footer, Static, TextArea
 
 from e2ecounsel.domain.cadence import format_wait
 from e2ecounsel.errors import E2ECounselError
@@ -51,13 +50,14 @@ from tui.connect import Connected, Offline, SignInFailed, Unlocked, go_online, u
 from tui.link import MatrixLink, NoCaseChannel
 from tui.messages import ConnectionChanged, Problem, QueueChanged, SendFinished, TrustChecked
 from tui.notes import NoteBook
-from tui.panes import QueueList, TextPane
+from tui.panes import QueueView, TextPane
 from tui.queue import (
     CHECK_NO,
     Alert,
     Brief,
     ClientEntry,
     Page,
+    QueueOrder,
     ReplyRound,
     format_when,
     open_pages,
@@ -215,8 +215,9 @@ class CounselorApp(App[None]):
         self._notes_room: str | None = None
         self._snippets: list[Snippet] | None = None
         self._first_sync_ok = False
-        self._rows: list[str] = []  # the queue's option ids, in order
-        self._lines: dict[str, Text] = {}  # what each row shows
+        self._order = QueueOrder()  # the clients, in queue order
+        self._page_rows: list[str] = []  # the open pages' rows, above the clients
+        self._queue_title = ""
         self._sending: dict[str, list[str]] = {}  # room -> messages on their way
         self._trust_timer: Timer | None = None
         self._trust_checked_at: dict[str, float] = {}
@@ -238,7 +239,12 @@ class CounselorApp(App[None]):
         with Horizontal(id="main"):
             with Vertical(id="queue-pane"):
                 yield Static("Queue", classes="pane-title", id="queue-title")
-                yield QueueList(id="queue", on_cursor=self._cursor_moved)
+                yield QueueView(
+                    id="queue",
+                    on_cursor=self._cursor_moved,
+                    row_text=self._row_text,
+                    row_height=self._row_height,
+                )
             with Vertical(id="thread-pane"):
                 yield Static("", id="thread-title")
                 yield TextPane(id="conversation", follow_end=True)
@@ -358,7 +364,8 @@ class CounselorApp(App[None]):
         assert self.session is not None
         self.current = None
         self.current_page = None
-        self._rows = []
+        self._order = QueueOrder()
+        self._page_rows = []
         self.queue_ready = self.history_loaded = self.online = self._first_sync_ok = False
         self.link = MatrixLink(
             self.session,
@@ -679,48 +686,67 @@ class CounselorApp(App[None]):
         line.append(f"  {format_wait(now_ms - p.ts_ms)}", style="yellow")
         return line
 
+    def _row_text(self, row: str) -> Text:
+        """What a row of the queue shows now (asked when the row is drawn)."""
+        assert self.link is not None
+        now_ms = int(self.now() * 1000)
+        if row.startswith(PAGE_PREFIX):
+            page = self.link.pages.get(row.removeprefix(PAGE_PREFIX))
+            return Text() if page is None else self._page_line(page, now_ms)
+        entry = self.link.entries.get(row)
+        return Text() if entry is None else self._queue_line(entry, now_ms)
+
+    def _row_height(self, row: str) -> int:
+        """The lines of :meth:`_queue_line` (a page's row has one), without drawing it."""
+        assert self.link is not None
+        e = self.link.entries.get(row)
+        if e is None or e.closed:  # a page, or a client no longer in the model
+            return 1
+        return 1 + bool(e.flags) + bool(e.bookings)
+
     def _refresh_queue(self, dirty: set[str] | None = None, *, everything: bool = False) -> None:
-        """Show the model in the queue. Rows keep their place and are redrawn only
-        where something changed (``dirty`` rooms or pages; ``everything`` for the
-        clock); the list is rebuilt only when its order or membership changes."""
+        """Show the model in the queue: ``dirty`` rooms or pages changed (None:
+        anything may have, the order is taken from scratch), ``everything`` for
+        the clock. A changed client only has its own place looked up again, and
+        the queue draws only the rows in view, so this costs the same for 30
+        clients or 1000."""
         if self.link is None:
             return
-        ql = self.query_one("#queue", QueueList)
-        now_ms = int(self.now() * 1000)
+        ql = self.query_one("#queue", QueueView)
+        link = self.link
         pages = self.queue_pages()
-        entries = self.queue_entries()
-        rows = [PAGE_PREFIX + p.page_id for p in pages] + [e.room_id for e in entries]
-        if rows != self._rows:
-            self._rows = rows
-            lines = {PAGE_PREFIX + p.page_id: self._page_line(p, now_ms) for p in pages}
-            lines |= {e.room_id: self._queue_line(e, now_ms) for e in entries}
-            self._lines = lines
+        page_rows = [PAGE_PREFIX + p.page_id for p in pages]
+        order = self._order
+        anew = dirty is None and not everything
+        moved = anew
+        if anew:
+            order.rebuild(link.active_entries())
+        elif dirty:
+            for room in dirty:
+                if not room.startswith(PAGE_PREFIX):
+                    active = room in link.entries and link.is_client(room)
+                    moved |= order.update(room, link.entries[room] if active else None)
+        if moved or page_rows != self._page_rows:
+            self._page_rows = page_rows
+            ql.set_rows([*page_rows, *order.ids], dirty or (), all_changed=anew)
             keep = PAGE_PREFIX + self.current_page if self.current_page else self.current
-            with ql.quietly():
-                ql.set_options(Option(lines[r], id=r) for r in rows)
-                if keep is not None and keep in rows:
-                    ql.highlighted = rows.index(keep)
-            if keep not in rows and entries and self.current is None:
+            moved_away = keep is not None and ql.highlighted_id != keep
+            index = ql.index_of(keep) if moved_away and keep is not None else None
+            if index is not None:  # the highlight was elsewhere: back on what is shown
+                with ql.quietly():
+                    ql.highlighted = index
+            if (keep is None or ql.highlighted_id != keep) and len(order) and self.current is None:
                 ql.highlighted = len(pages)  # opens the first client
-        elif everything or dirty:
-            # Any replaced prompt makes the list measure all rows again: replace
-            # only those whose text really changed.
-            for p in pages:
-                if everything or PAGE_PREFIX + p.page_id in dirty:  # type: ignore[operator]
-                    self._replace_row(ql, PAGE_PREFIX + p.page_id, self._page_line(p, now_ms))
-            for e in entries:
-                if everything or e.room_id in dirty:  # type: ignore[operator]
-                    self._replace_row(ql, e.room_id, self._queue_line(e, now_ms))
-        awaiting = sum(1 for e in entries if e.awaiting)
-        title = f"Queue · {len(entries)} clients · {awaiting} awaiting"
+        elif dirty:
+            ql.rows_changed(dirty)
+        if everything:
+            ql.redraw_in_view()
+        title = f"Queue · {len(order)} clients · {order.awaiting} awaiting"
         if pages:
             title = f"{len(pages)} PAGE · " + title
-        self.query_one("#queue-title", Static).update(Text(title), layout=False)
-
-    def _replace_row(self, ql: QueueList, row: str, line: Text) -> None:
-        if self._lines.get(row) != line:
-            self._lines[row] = line
-            ql.replace_row(row, line)
+        if title != self._queue_title:
+            self._queue_title = title
+            self.query_one("#queue-title", Static).update(Text(title), layout=False)
 
     def _cursor_moved(self, option_id: str) -> None:
         if option_id.startswith(PAGE_PREFIX):
@@ -728,11 +754,10 @@ class CounselorApp(App[None]):
         else:
             self.open_room(option_id)
 
-    @on(OptionList.OptionSelected, "#queue")
-    def _selected(self, event: OptionList.OptionSelected) -> None:
-        option_id = event.option.id
-        if option_id is not None and not option_id.startswith(PAGE_PREFIX):
-            self.open_room(option_id, focus_composer=True)
+    @on(QueueView.Selected, "#queue")
+    def _selected(self, event: QueueView.Selected) -> None:
+        if not event.row_id.startswith(PAGE_PREFIX):
+            self.open_room(event.row_id, focus_composer=True)
 
     def open_room(self, room_id: str, *, focus_composer: bool = False) -> None:
         """Show a client's thread and card; with ``focus_composer`` the counselor
@@ -1068,7 +1093,7 @@ class CounselorApp(App[None]):
         self.query_one("#notes", TextArea).focus()
 
     def action_focus_queue(self) -> None:
-        self.query_one("#queue", OptionList).focus()
+        self.query_one("#queue", QueueView).focus()
 
     # ------------------------------------------------------------------ status
 
@@ -1233,12 +1258,11 @@ class CounselorApp(App[None]):
         if room is None:
             return
         self.open_room(room, focus_composer=True)
-        ql = self.query_one("#queue", QueueList)
-        try:
+        ql = self.query_one("#queue", QueueView)
+        index = ql.index_of(room)
+        if index is not None:  # else the client left the queue meanwhile
             with ql.quietly():
-                ql.highlighted = ql.get_option_index(room)
-        except Exception:  # OptionDoesNotExist: the client left the queue meanwhile
-            pass
+                ql.highlighted = index
 
     # ------------------------------------------------------------------ actions
 

@@ -11,18 +11,25 @@ screen.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import cast
+from itertools import accumulate
+from typing import ClassVar
 
 from rich.text import Text
 from textual import events
-from textual.css.styles import RulesMap
+from textual.binding import Binding, BindingType
+from textual.cache import LRUCache
 from textual.geometry import Region, Size
-from textual.reactive import reactive
+from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
-from textual.widgets import OptionList
+from textual.visual import Visual, visualize
+
+#: Rows whose drawn strips are kept (both highlight states of the rows in view,
+#: and some to scroll back to).
+STRIP_CACHE_ROWS = 512
 
 
 class TextPane(ScrollView, can_focus=False):
@@ -137,9 +144,16 @@ class TextPane(ScrollView, can_focus=False):
         return self._strips[index].crop_extend(0, width, self.rich_style).apply_offsets(0, index)
 
 
-class QueueList(OptionList):
-    """The queue. Moving the highlight repaints the two rows it leaves and
-    enters; the list repaints all its rows only when it scrolls or changes.
+class QueueView(ScrollView, can_focus=True):
+    """The queue, drawn only where it is in view.
+
+    The rows are ids in order; what a row shows comes from ``row_text`` when the
+    row is drawn, and is kept as strips per (row, version, width, look: plain,
+    highlighted or under the mouse).
+    Every row has a fixed height (``row_height``: its text is cut with an
+    ellipsis, never wrapped), so a row's first line is a running sum and a line's
+    row a bisection. A new order, one changed row or the clock costs what the rows
+    in view cost, not what the queue holds.
 
     When the highlight leaves the rows in view, the list scrolls by a third of its
     height or more (the highlight lands a third from the edge it came in at), not by
@@ -147,15 +161,193 @@ class QueueList(OptionList):
     scroll on every step.
     """
 
-    highlighted: reactive[int | None] = reactive(None, repaint=False)
+    DEFAULT_CSS = """
+    QueueView {
+        overflow-x: hidden;
+        overflow-y: auto;
+        color: $foreground;
+        background: $surface;
+        padding: 0 1;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+        & > .queue-view--highlighted {
+            color: $foreground;
+            background: $block-cursor-blurred-background;
+            text-style: $block-cursor-blurred-text-style;
+        }
+        & > .queue-view--hover {
+            background: $block-hover-background;
+        }
+        &:focus {
+            background-tint: $foreground 5%;
+            & > .queue-view--highlighted {
+                color: $block-cursor-foreground;
+                background: $block-cursor-background;
+                text-style: $block-cursor-text-style;
+            }
+        }
+    }
+    """
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "queue-view--row",
+        "queue-view--highlighted",
+        "queue-view--hover",
+    }
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("down", "cursor_down", "Down", show=False),
+        Binding("up", "cursor_up", "Up", show=False),
+        Binding("pagedown", "page_down", "Page Down", show=False),
+        Binding("pageup", "page_up", "Page Up", show=False),
+        Binding("home", "first", "First", show=False),
+        Binding("end", "last", "Last", show=False),
+        Binding("enter", "select", "Select", show=False),
+    ]
 
-    def __init__(self, *, id: str | None = None, on_cursor: Callable[[str], None]) -> None:
+    class Selected(Message):
+        """A row was chosen (Enter, or a click)."""
+
+        def __init__(self, queue: QueueView, row_id: str) -> None:
+            super().__init__()
+            self.queue = queue
+            self.row_id = row_id
+
+        @property
+        def control(self) -> QueueView:
+            return self.queue
+
+    def __init__(
+        self,
+        *,
+        id: str | None = None,
+        on_cursor: Callable[[str], None],
+        row_text: Callable[[str], Text],
+        row_height: Callable[[str], int],
+    ) -> None:
         super().__init__(id=id)
         #: Called with the highlighted row's id as the highlight moves, at once:
         #: the app draws what follows the cursor in the cursor's own frame (a
-        #: highlight message would arrive after that frame).
+        #: message would arrive after that frame).
         self.on_cursor = on_cursor
+        self.row_text = row_text
+        self.row_height = row_height
         self._quiet = 0
+        self._ids: list[str] = []
+        self._index: dict[str, int] | None = None  # id -> position, built when asked
+        self._heights: dict[str, int] = {}
+        self._starts: list[int] | None = None  # first line of each row, and the end
+        self._versions: dict[str, int] = {}
+        self._epoch = 0  # the clock's: every row's text may have changed
+        self._strips: LRUCache[tuple[str, int, int, int, str], tuple[Text, list[Strip]]]
+        self._strips = LRUCache(STRIP_CACHE_ROWS)
+        self._highlighted: int | None = None
+        self._hover: int | None = None  # the row under the mouse
+
+    # ------------------------------------------------------------------ rows
+
+    @property
+    def row_ids(self) -> Sequence[str]:
+        """The rows' ids, in order."""
+        return self._ids
+
+    def index_of(self, row_id: str) -> int | None:
+        """The position of a row; None if the queue does not hold it."""
+        if self._index is None:
+            self._index = {r: i for i, r in enumerate(self._ids)}
+        return self._index.get(row_id)
+
+    def line_of(self, index: int) -> int:
+        """The first line of the row at ``index`` (in the whole list, not the view)."""
+        return self._line_starts()[index]
+
+    def set_rows(
+        self, ids: Sequence[str], changed: Iterable[str] = (), *, all_changed: bool = False
+    ) -> None:
+        """Show ``ids`` in this order; ``changed`` rows (every row with
+        ``all_changed``) are drawn anew, the others keep what they showed. The
+        highlight stays on the same row, quietly; it is cleared if the row is gone."""
+        keep = self.highlighted_id
+        self._ids = list(ids)
+        self._index = None
+        self._starts = None
+        if all_changed:
+            self._epoch += 1
+            self._heights.clear()
+        for row in changed:
+            self._forget(row)
+        self._highlighted = self._hover = None
+        if keep is not None:
+            try:
+                self._highlighted = self._ids.index(keep)
+            except ValueError:
+                pass
+        self._resized()
+        self.scroll_to_highlight()
+        self.refresh()
+
+    def rows_changed(self, ids: Iterable[str]) -> None:
+        """These rows show something else now; the order is the same. A row that
+        keeps its height repaints its own lines if it is in view; a taller or
+        shorter one moves the rows below it."""
+        in_view = {self._ids[i]: i for i in self._in_view()}
+        moved = False
+        for row in ids:
+            height = self._heights.get(row)
+            self._forget(row)
+            if height is not None and self._height(row) != height:
+                moved = True
+            elif row in in_view:
+                self._repaint(in_view[row])
+        if moved:
+            self._starts = None
+            self._resized()
+            self.refresh()
+
+    def redraw_in_view(self) -> None:
+        """The clock moved: every row may read differently. The rows in view are
+        asked for their text again and only those that changed are repainted;
+        the others are drawn anew when they come into view."""
+        width = self._width()
+        shown = [
+            (i, self._strips.get(self._key(self._ids[i], width, self._look(i))))
+            for i in self._in_view()
+        ]
+        self._epoch += 1
+        for index, cached in shown:
+            row = self._ids[index]
+            if cached is not None and cached[0] == self.row_text(row):
+                self._strips.set(self._key(row, width, self._look(index)), cached)
+            else:
+                self._repaint(index)
+
+    # ------------------------------------------------------------------ highlight
+
+    @property
+    def highlighted(self) -> int | None:
+        """The highlighted row's position, or None."""
+        return self._highlighted
+
+    @highlighted.setter
+    def highlighted(self, index: int | None) -> None:
+        if index is not None:
+            if not self._ids:
+                index = None
+            else:
+                index = max(0, min(index, len(self._ids) - 1))
+        old, self._highlighted = self._highlighted, index
+        if old == index:
+            return
+        self._repaint(old)
+        self._repaint(index)
+        if index is None:
+            return
+        self.scroll_to_highlight()
+        if not self._quiet:
+            self.on_cursor(self._ids[index])
+
+    @property
+    def highlighted_id(self) -> str | None:
+        index = self._highlighted
+        return None if index is None else self._ids[index]
 
     @contextmanager
     def quietly(self) -> Iterator[None]:
@@ -163,29 +355,16 @@ class QueueList(OptionList):
         put back on the row that was already shown)."""
         self._quiet += 1
         try:
-            with self.prevent(OptionList.OptionHighlighted):
-                yield
+            yield
         finally:
             self._quiet -= 1
 
-    def _watch_highlighted(self, old: int | None, new: int | None) -> None:
-        for index in (old, new):
-            self._repaint_option(index)
-        if new is not None and not self._quiet and 0 <= new < self.option_count:
-            option_id = self.get_option_at_index(new).id
-            if option_id is not None:
-                self.on_cursor(option_id)
-
-    def scroll_to_highlight(self, top: bool = False) -> None:
-        highlighted = self.highlighted
-        if top or highlighted is None or not self.is_mounted:
-            super().scroll_to_highlight(top)
+    def scroll_to_highlight(self) -> None:
+        index = self._highlighted
+        if index is None or not self.is_mounted:
             return
-        self._update_lines()
-        y = self._index_to_line.get(highlighted)
-        if y is None:
-            return
-        height = self._heights.get(highlighted, 1)
+        starts = self._line_starts()
+        y, height = starts[index], starts[index + 1] - starts[index]
         view = self.scrollable_content_region.height
         start = self.scroll_offset.y
         if start <= y and y + height <= start + view:
@@ -197,29 +376,164 @@ class QueueList(OptionList):
         target = max(0, min(target, y))  # the highlight stays in view
         self.scroll_to(y=target, animate=False, force=True, immediate=True)
 
-    def replace_row(self, option_id: str, prompt: Text) -> None:
-        """Replace one row's text. ``replace_option_prompt`` forgets what the list
-        measured of every row (a long queue is measured and drawn again); a row
-        that keeps its height only needs its own lines drawn again."""
-        index = self.get_option_index(option_id)
-        option = self.get_option_at_index(index)
-        before = self._heights.get(index)
-        option._set_prompt(prompt)
-        cache = self._option_render_cache
-        for key in [k for k in cache.keys() if k[0] is option]:
-            cache.discard(key)
-        padding = self.get_component_styles("option-list--option").padding
-        width = self.scrollable_content_region.width - self._get_left_gutter_width()
-        rules = cast(RulesMap, self.styles)
-        height = self._get_visual(option).get_height(rules, width - padding.width)
-        if height != before:
-            self._clear_caches()
-        else:
-            self._repaint_option(index)
+    def action_cursor_down(self) -> None:
+        if self._ids:
+            current = self._highlighted
+            self.highlighted = 0 if current is None else (current + 1) % len(self._ids)
 
-    def _repaint_option(self, index: int | None) -> None:
-        if index is None or not self.is_mounted:
+    def action_cursor_up(self) -> None:
+        if self._ids:
+            current = self._highlighted
+            last = len(self._ids) - 1
+            self.highlighted = last if current is None else (current - 1) % len(self._ids)
+
+    def action_first(self) -> None:
+        self.highlighted = 0
+
+    def action_last(self) -> None:
+        self.highlighted = len(self._ids) - 1
+
+    def action_page_down(self) -> None:
+        self._move_page(1)
+
+    def action_page_up(self) -> None:
+        self._move_page(-1)
+
+    def _move_page(self, direction: int) -> None:
+        if not self._ids:
             return
-        line = self._index_to_line.get(index)
-        if line is not None:
-            self.refresh_lines(line, self._heights.get(index, 1))
+        if self._highlighted is None:
+            self.highlighted = 0 if direction < 0 else len(self._ids) - 1
+            return
+        starts = self._line_starts()
+        y = starts[self._highlighted] + direction * self.scrollable_content_region.height
+        self.highlighted = self._row_at(max(0, min(y, starts[-1] - 1)))
+
+    def action_select(self) -> None:
+        row = self.highlighted_id
+        if row is not None:
+            self.post_message(self.Selected(self, row))
+
+    def on_click(self, event: events.Click) -> None:
+        index = self._row_under(event)
+        if index is not None:
+            self.highlighted = index
+            self.action_select()
+
+    def on_mouse_move(self, event: events.MouseMove) -> None:
+        self._hover_over(self._row_under(event))
+
+    def on_leave(self, event: events.Leave) -> None:
+        self._hover_over(None)
+
+    def _hover_over(self, index: int | None) -> None:
+        if index != self._hover:
+            old, self._hover = self._hover, index
+            self._repaint(old)
+            self._repaint(index)
+
+    def _row_under(self, event: events.MouseEvent) -> int | None:
+        offset = event.get_content_offset(self)
+        if offset is None or not self._ids:
+            return None
+        line = self.scroll_offset.y + offset.y
+        return self._row_at(line) if 0 <= line < self._line_starts()[-1] else None
+
+    # ------------------------------------------------------------------ drawing
+
+    def render_line(self, y: int) -> Strip:
+        line = self.scroll_offset.y + y
+        width = self._width()
+        starts = self._line_starts()
+        if not 0 <= line < starts[-1]:
+            return Strip.blank(width, self.get_visual_style("queue-view--row").rich_style)
+        index = self._row_at(line)
+        strips = self._render_row(self._ids[index], width, self._look(index))[1]
+        return strips[line - starts[index]]
+
+    def _look(self, index: int) -> str:
+        """The component class a row is drawn with ("": an ordinary row)."""
+        if index == self._highlighted:
+            return "queue-view--highlighted"
+        return "queue-view--hover" if index == self._hover else ""
+
+    def _render_row(self, row: str, width: int, look: str) -> tuple[Text, list[Strip]]:
+        key = self._key(row, width, look)
+        cached = self._strips.get(key)
+        if cached is None:
+            text = self.row_text(row)
+            classes = ("queue-view--row", look) if look else ("queue-view--row",)
+            style = self.get_visual_style(*classes)
+            visual = visualize(self, text)
+            height = self._height(row)
+            strips = Visual.to_strips(self, visual, width, height, style, pad=True)
+            strips = [s.extend_cell_length(width, style.rich_style) for s in strips[:height]]
+            cached = (text, strips)
+            self._strips.set(key, cached)
+        return cached
+
+    def _key(self, row: str, width: int, look: str) -> tuple[str, int, int, int, str]:
+        return (row, self._versions.get(row, 0), self._epoch, width, look)
+
+    def _forget(self, row: str) -> None:
+        self._versions[row] = self._versions.get(row, 0) + 1
+        self._heights.pop(row, None)
+
+    def _height(self, row: str) -> int:
+        height = self._heights.get(row)
+        if height is None:
+            height = self._heights[row] = max(1, self.row_height(row))
+        return height
+
+    def _line_starts(self) -> list[int]:
+        if self._starts is None:
+            heights = self._heights
+            missing = set(self._ids).difference(heights)
+            for row in missing:
+                self._height(row)
+            self._starts = list(accumulate(map(heights.__getitem__, self._ids), initial=0))
+        return self._starts
+
+    def _row_at(self, line: int) -> int:
+        return bisect_right(self._line_starts(), line) - 1
+
+    def _in_view(self) -> range:
+        if not self._ids:
+            return range(0)
+        top = self.scroll_offset.y
+        bottom = top + self.scrollable_content_region.height - 1
+        last = self._line_starts()[-1] - 1
+        if top > last:
+            return range(0)
+        return range(self._row_at(top), self._row_at(min(bottom, last)) + 1)
+
+    def _repaint(self, index: int | None) -> None:
+        if index is None or not self.is_mounted or index >= len(self._ids):
+            return
+        starts = self._line_starts()
+        self.refresh_lines(starts[index], starts[index + 1] - starts[index])
+
+    def _width(self) -> int:
+        return self.scrollable_content_region.width
+
+    def _resized(self) -> None:
+        """The list's length in lines may have changed: only this widget's scroll
+        range follows (no layout of the screen)."""
+        if not self.is_mounted:
+            return
+        size = Size(self._width(), self._line_starts()[-1])
+        if size != self.virtual_size:
+            self.set_reactive(QueueView.virtual_size, size)
+            self._scroll_update(size)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._resized()
+        self.scroll_to_highlight()
+
+    def on_mount(self) -> None:
+        self._resized()
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._strips.clear()
+        self.refresh()

@@ -7,14 +7,14 @@ import secrets
 
 import pytest
 from nio import RoomMessageText
-from textual.widgets import OptionList, Static, TextArea
+from textual.widgets import Static, TextArea
 
 from e2ecounsel.matrix import MatrixSession
 from e2ecounsel.sealing import Sealer
 from tests.integration.matrixkit import until
-from tests.tui.world import make_world, queue_ids, wait_app
+from tests.tui.world import make_world, queue_ids, queue_row, wait_app
 from tui.app import make_app
-from tui.panes import TextPane
+from tui.panes import QueueView, TextPane
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ async def test_queue_order_reply_and_layout(world):
             assert app.query_one("#composer").region.bottom <= 35
 
             # Reply to the high-risk client from the composer.
-            ql = app.query_one("#queue", OptionList)
+            ql = app.query_one("#queue", QueueView)
             ql.focus()
             ql.highlighted = 0
             await pilot.press("enter")
@@ -209,8 +209,7 @@ async def test_untrusted_text_renders_literally(world):
             assert not any("red" == str(s.style) or "link" in str(s.style) for s in thread.spans)
             # The pseudonym from the brief is literal too, in the queue and the card.
             assert "[b]Bold[/b]" in str(app.query_one("#card", TextPane).content)
-            ql = app.query_one("#queue", OptionList)
-            assert "[b]Bold[/b]" in str(ql.get_option_at_index(0).prompt)
+            assert "[b]Bold[/b]" in queue_row(app, queue_ids(app)[0])
             # The rendered screen shows the brackets (nothing was taken as markup).
             svg = html.unescape(app.export_screenshot()).replace("\xa0", " ")
             assert "[red]alarm[/red]" in svg and "[@click=app.quit]press[/]" in svg

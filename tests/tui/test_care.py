@@ -7,15 +7,22 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from textual.widgets import OptionList, Static, TextArea
+from textual.widgets import Static, TextArea
 
 import tui.link
 from e2ecounsel.errors import MatrixError
 from tests.integration.matrixkit import until
-from tests.tui.world import counselor_app, make_world, queue_ids, wait_app, with_client
+from tests.tui.world import (
+    counselor_app,
+    make_world,
+    queue_ids,
+    queue_row,
+    wait_app,
+    with_client,
+)
 from tui.app import CounselorApp
 from tui.notes import NoteBook
-from tui.panes import TextPane
+from tui.panes import QueueView, TextPane
 
 
 @pytest.fixture
@@ -112,8 +119,8 @@ async def test_a_page_rings_on_top_of_the_queue_and_t_takes_it(world):
         assert len(bells) == 1
         assert any("Crisis page 7" in t for t in toasts)
         assert app.link.entry(room).risk == "high"
-        ql = app.query_one("#queue", OptionList)
-        assert "PAGE" in str(ql.get_option_at_index(0).prompt)
+        ql = app.query_one("#queue", QueueView)
+        assert "PAGE" in queue_row(app, queue_ids(app)[0])
 
         # Highlight the page and take it: `!take 7` in the case channel only.
         ql.focus()
@@ -241,23 +248,23 @@ async def test_queue_rows_are_redrawn_in_place(world):
         second = await world.add_client("Budi")
         await world.send_case("risk", first, {"risk": "high"})
         await wait_app(pilot, lambda: queue_ids(app) == [first, second], what="queue ready")
-        ql = app.query_one("#queue", OptionList)
-        rebuilds = record(ql, "set_options")
+        ql = app.query_one("#queue", QueueView)
+        rebuilds = record(ql, "set_rows")
         # A message that leaves the order as it is redraws that row only.
         await world.clients[first].session.send_text(first, "still there?")
         await wait_app(pilot, lambda: app.link.entry(first).unread == 1, what="message in")
         await pilot.pause()
-        assert "(1)" in str(ql.get_option_at_index(0).prompt)
-        replaced = record(ql, "replace_option_prompt")
+        assert "(1)" in queue_row(app, first)
+        repainted = record(ql, "refresh_lines")
         app._tick()  # nothing to redraw within the same minute
-        assert rebuilds == [] and replaced == []
+        assert rebuilds == [] and repainted == []
         # One that changes the order rebuilds the list, keeping the highlight.
         app.open_room(second)
         await world.send_case("risk", first, {"risk": "low"})
         await world.send_case("risk", second, {"risk": "medium"})
         await wait_app(pilot, lambda: queue_ids(app) == [second, first], what="reordered")
         assert len(rebuilds) >= 1
-        assert ql.highlighted_option is not None and ql.highlighted_option.id == second
+        assert ql.highlighted_id == second
 
 
 async def test_a_start_with_many_clients_fills_the_queue_in_batches(world, monkeypatch):
@@ -294,8 +301,7 @@ async def test_a_start_with_many_clients_fills_the_queue_in_batches(world, monke
             what="every client in the queue",
         )
         assert all(e.brief and e.awaiting for e in app.queue_entries())
-        ql = app.query_one("#queue", OptionList)
         for room in rooms:  # every row shows the wait (the last batch was reported too)
-            assert " m" in str(ql.get_option(room).prompt).split("Client", 1)[1]
+            assert " m" in queue_row(app, room).split("Client", 1)[1]
     # The case channel and five session rooms, reported as they came, not once at the end.
     assert len(reports) >= 2 and reports[-1] == 5, reports

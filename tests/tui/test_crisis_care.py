@@ -5,10 +5,16 @@ the case events the bridge sends."""
 from __future__ import annotations
 
 import pytest
-from textual.widgets import OptionList
 
 from tests.tui.test_care import record
-from tests.tui.world import counselor_app, make_world, queue_ids, wait_app, with_client
+from tests.tui.world import (
+    counselor_app,
+    make_world,
+    queue_ids,
+    queue_row,
+    wait_app,
+    with_client,
+)
 from tui.app import URGENT_MARK
 from tui.panes import TextPane
 from tui.queue import CHECK_NO
@@ -19,11 +25,6 @@ async def world(homeserver, tmp_path):
     w = await make_world(homeserver, tmp_path)
     yield w
     await w.close()
-
-
-def row(app, room: str) -> str:
-    ql = app.query_one("#queue", OptionList)
-    return str(ql.get_option(room).prompt)
 
 
 def card(app) -> str:
@@ -55,14 +56,14 @@ async def test_a_no_to_the_crisis_check_is_flagged_and_survives_a_restart(world)
             },
         )
         await wait_app(pilot, lambda: queue_ids(app) == [asked, waiting], what="flag on top")
-        assert "⚑ asked: no" in row(app, asked) and "⚑" not in row(app, waiting)
+        assert "⚑ asked: no" in queue_row(app, asked) and "⚑" not in queue_row(app, waiting)
         assert len(bells) == rung + 1
         assert any("answered no to the crisis check" in t for t in toasts)
         # A brief written after a "no" during intake says the same.
         intake = await world.add_client("Cita", flags=(CHECK_NO,))
         await wait_app(pilot, lambda: intake in queue_ids(app), what="Cita in the queue")
         assert queue_ids(app).index(intake) < queue_ids(app).index(waiting)
-        assert "⚑ asked: no" in row(app, intake)
+        assert "⚑ asked: no" in queue_row(app, intake)
         app.open_room(asked)
         await pilot.pause()
         assert "asked the crisis check question" in card(app) and "said no" in card(app)
@@ -76,10 +77,10 @@ async def test_a_no_to_the_crisis_check_is_flagged_and_survives_a_restart(world)
         )
         await wait_app(
             pilot,
-            lambda: queue_ids(app)[-1] == waiting and "⚑ asked: no" in row(app, asked),
+            lambda: queue_ids(app)[-1] == waiting and "⚑ asked: no" in queue_row(app, asked),
             what="the flags read from history",
         )
-        assert "⚑ asked: no" in row(app, intake)
+        assert "⚑ asked: no" in queue_row(app, intake)
         app.open_room(intake)
         await pilot.pause()
         assert "said no: during intake" in card(app)
@@ -102,7 +103,7 @@ async def test_every_message_in_an_active_crisis_rings_as_urgent(world):
         )
         await world.send_case("take", room, {"page": 3, "by": "@oncall:srv"})
         await wait_app(pilot, lambda: queue_ids(app) == [room, calm], what="page taken")
-        assert "‼" in row(app, room)
+        assert "‼" in queue_row(app, room)
 
         # The counselor is in Dian's thread, replying: a normal message would not
         # ring, but Dian is in an active crisis (risk high) and the bot sends no

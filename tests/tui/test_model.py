@@ -8,17 +8,21 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nio import MatrixRoom, RoomMessageText
 
-from e2ecounsel.casechannel import CaseEvent, attach, parse
+from e2ecounsel.casechannel import RISKS, CaseEvent, attach, parse
 from tests.tui.world import brief_data, case_content
 from tui.case import booking_of, brief_of, critical_line, page_of
 from tui.commands import CommandRefused, needs_case, route
 from tui.link import MatrixLink
 from tui.notes import FAST_FOR_TESTS, NoteBook, WrongPassphrase
 from tui.queue import (
+    CHECK_NO,
     ClientEntry,
     Message,
+    QueueOrder,
     ReplyRound,
     open_pages,
     order,
@@ -292,3 +296,43 @@ def test_a_snapshot_taken_earlier_never_replaces_one_taken_later(tmp_path):
     snap.write_prepared(older)  # a slow write of the state before
     back = QueueSnapshot(snap.path, sealer, "@me:srv").read()
     assert back is not None and back.entries == []
+
+
+_CHANGES = st.lists(
+    st.tuples(
+        st.integers(0, 7),
+        st.sampled_from(["client", "counselor", "risk", "flag", "close", "leave", "join"]),
+        st.integers(0, 50),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_CHANGES)
+def test_the_queue_order_kept_one_client_at_a_time_is_the_sorted_order(changes):
+    entries = {f"!r{i}": ClientEntry(f"!r{i}") for i in range(8)}
+    active = dict(entries)
+    kept = QueueOrder(active.values())
+    for step, (i, what, t) in enumerate(changes):
+        room = f"!r{i}"
+        entry = entries[room]
+        if what in ("client", "counselor"):
+            entry.add(Message(f"${step}", "@x:srv", t, "hi", what))
+        elif what == "risk":
+            entry.risk = RISKS[t % len(RISKS)]
+            entry.risk_set_ms = t
+        elif what == "flag":
+            entry.flag(CHECK_NO, t)
+        elif what == "close":
+            entry.closed_ms = t + 1
+        elif what == "leave":
+            active.pop(room, None)
+        else:
+            active[room] = entry
+        before = list(kept.ids)
+        moved = kept.update(room, active.get(room))
+        assert list(kept.ids) == [e.room_id for e in order(active.values())]
+        assert moved == (list(kept.ids) != before)
+        assert kept.awaiting == sum(1 for e in active.values() if e.awaiting)
+        assert len(kept) == len(active)

@@ -10,14 +10,13 @@ import time
 from types import SimpleNamespace
 
 import textual.screen
-from textual.widgets import OptionList
 
 import tui.app
 from e2ecounsel.casechannel import CaseEvent
 from tests.tui.world import brief_data
 from tui.app import CounselorApp
 from tui.link import MatrixLink
-from tui.panes import TextPane
+from tui.panes import QueueView, TextPane
 from tui.queue import CHECK_NO, Message
 from tui.settings import TuiSettings
 
@@ -42,13 +41,13 @@ def filled_app(tmp_path, clients: int = CLIENTS) -> CounselorApp:
     return app
 
 
-async def started(app: CounselorApp, pilot) -> OptionList:
+async def started(app: CounselorApp, pilot) -> QueueView:
     app.pop_screen()  # the sign-in: the model is filled by hand instead
     app._refresh_queue()
     await pilot.pause()
     app.action_focus_queue()
     await pilot.pause()
-    return app.query_one("#queue", OptionList)
+    return app.query_one("#queue", QueueView)
 
 
 def shown(app: CounselorApp) -> tuple[str, str]:
@@ -67,7 +66,7 @@ async def test_a_fast_key_burst_ends_on_the_highlighted_client(tmp_path, monkeyp
         ql = await started(app, pilot)
         await pilot.press(*["down"] * 8, "up", "up", *["down"] * 4)
         await pilot.pause(1.2)
-        room = ql.highlighted_option.id  # type: ignore[union-attr]
+        room = ql.highlighted_id
         assert room == app.queue_entries()[10].room_id
         assert app.current == room
         thread, card = shown(app)
@@ -119,20 +118,20 @@ async def test_a_changed_row_is_redrawn_and_a_taller_one_moves_the_rows_below(tm
     async with app.run_test(size=(120, 36)) as pilot:
         ql = await started(app, pilot)
         first, second = (e.room_id for e in app.queue_entries()[:2])
-        below = ql._index_to_line[1]
+        below = ql.line_of(1)
         app.link.entry(first).mark_read()  # type: ignore[union-attr]
         app._refresh_queue({first})
         await pilot.pause()
-        assert "(" not in str(ql.get_option(first).prompt)  # the unread count is gone
-        drawn = ql.render_line(ql._index_to_line[0] - ql.scroll_offset.y).text
+        assert "(" not in ql.row_text(first).plain  # the unread count is gone
+        drawn = ql.render_line(ql.line_of(0) - ql.scroll_offset.y).text
         assert app.link.entry(first).pseudonym in drawn and "(" not in drawn  # type: ignore[union-attr]
-        assert "(" in str(ql.get_option(second).prompt)
-        assert ql._index_to_line[1] == below
+        assert "(" in ql.row_text(second).plain
+        assert ql.line_of(1) == below
         app.link.entry(first).flag(CHECK_NO, 1)  # type: ignore[union-attr]
         app._refresh_queue({first})
         await pilot.pause()
-        assert "asked: no" in str(ql.get_option(first).prompt)
-        assert ql._index_to_line[1] == below + 1  # the flag is a second line
+        assert "asked: no" in ql.row_text(first).plain
+        assert ql.line_of(1) == below + 1  # the flag is a second line
         assert "asked: no" in html.unescape(app.export_screenshot()).replace("\xa0", " ")
 
 
@@ -155,7 +154,7 @@ async def test_the_queue_scrolls_by_a_third_and_the_highlight_stays_in_view(tmp_
         offsets = []
         for key in ["down"] * 90 + ["up"] * 90:
             await pilot.press(key)
-            line = ql._index_to_line[ql.highlighted]  # type: ignore[index]
+            line = ql.line_of(ql.highlighted)  # type: ignore[arg-type]
             top = ql.scroll_offset.y
             assert top <= line < top + view, (key, line, top)
             offsets.append(top)

@@ -19,6 +19,7 @@ from tests.integration.matrixkit import ENCRYPTION_STATE, Recorder, until
 from tui.app import CounselorApp, make_app
 from tui.connect import connect, unlock_store
 from tui.notes import FAST_FOR_TESTS
+from tui.panes import QueueView
 from tui.settings import TuiSettings
 
 PASSPHRASE = "correct horse battery staple"
@@ -225,10 +226,12 @@ async def wait_app(pilot, condition, *, timeout: float = 30.0, what: str = "app 
 
 
 def queue_ids(app: CounselorApp) -> list[str]:
-    from textual.widgets import OptionList
+    return list(app.query_one("#queue", QueueView).row_ids)
 
-    ql = app.query_one("#queue", OptionList)
-    return [ql.get_option_at_index(i).id or "" for i in range(ql.option_count)]
+
+def queue_row(app: CounselorApp, row: str) -> str:
+    """What a row of the queue reads (the text the queue draws for it)."""
+    return app.query_one("#queue", QueueView).row_text(row).plain
 
 
 @asynccontextmanager
