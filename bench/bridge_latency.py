@@ -898,6 +898,22 @@ class Phase:
     handled: list[tuple[str, float]]  # (room, seconds) per event the router handled, in order
 
 
+async def read_whole_reply(
+    peer: Peer, room_id: str, bot_id: str, cursor: int, parts: int, timeout: float
+) -> None:
+    """Wait until the bot's reply has all its ``parts`` (the consent goes out in parts a
+    phone screen holds): a client answers once it has read the whole text, not while
+    the rest of it is still on its way. The round trip's clock stopped at the first."""
+    if parts > 1:
+        await peer.wait_for(
+            lambda: (
+                sum(1 for m in peer.seen[cursor:] if m.room_id == room_id and m.sender == bot_id)
+                >= parts
+            ),
+            timeout,
+        )
+
+
 async def burst_then_next(
     peer: Peer,
     room_id: str,
@@ -1035,15 +1051,19 @@ async def measure(
     steps = expect.intake_steps("x")
     starts = {p.user_id: len(p.seen) for p in clients}
 
+    consent_parts = expect.intake_replies() - len(steps) + 1
+
     async def walk(p: Peer, n: int) -> list[tuple[str, Sample]]:
         got: list[tuple[str, Sample]] = []
+        room = world.bridge_dm[p.user_id]
         for name, answer, check in expect.intake_steps(f"Bench{n:03d}"):
-            s = await round_trip(
-                p, world.bridge_dm[p.user_id], world.bot_id, answer, check, timeout
-            )
+            cursor = len(p.seen)
+            s = await round_trip(p, room, world.bot_id, answer, check, timeout)
             got.append((name, s))
             if s.seconds is None:
                 break  # out of step with the bot: the rest would measure nothing
+            parts = consent_parts if name == "language -> consent" else 1
+            await read_whole_reply(p, room, world.bot_id, cursor, parts, timeout)
         return got
 
     intake = Series("intake step (bridge)")
@@ -1076,10 +1096,14 @@ async def measure(
             else:
                 body = f"turn {i} {tag}"
                 check = equal_to(body)
-            s = await round_trip(p, world.echo_dm[p.user_id], world.echo_id, body, check, timeout)
+            cursor = len(p.seen)
+            room = world.echo_dm[p.user_id]
+            s = await round_trip(p, room, world.echo_id, body, check, timeout)
             got.append((name, s))
             if s.seconds is None:
                 break
+            parts = len(plan[i]) if planned and plan[i] else 1
+            await read_whole_reply(p, room, world.echo_id, cursor, parts, timeout)
         return got
 
     for key, label, planned in (
