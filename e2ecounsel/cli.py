@@ -323,7 +323,11 @@ def print_table(rows: Sequence[Sequence[str]]) -> None:
 
 
 def _token_revoke_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("token", metavar="TOKEN", help="the token to delete")
+    p.add_argument(
+        "token",
+        metavar="TOKEN",
+        help="the token to delete (one that starts with '-' goes after --: token revoke -- -Ab1)",
+    )
     data_dir_arg(p)
 
 

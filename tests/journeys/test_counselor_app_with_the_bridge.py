@@ -13,17 +13,18 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from textual.widgets import OptionList, Static, TextArea
+from textual.widgets import Static, TextArea
 
 from e2ecounsel.matrix.session import MatrixSession
 from tests.integration.bridgekit import POLICY, BotEnv, membership, seat_client, text
 from tests.integration.matrixkit import Recorder, until
 from tests.journeys.conftest import hire, poll
 from tests.tui.test_care import record
-from tests.tui.world import PASSPHRASE, queue_ids, wait_app
+from tests.tui.world import PASSPHRASE, queue_ids, queue_row, wait_app
 from tui.app import CounselorApp, make_app
 from tui.connect import Connected
 from tui.notes import FAST_FOR_TESTS, NoteBook, unlock
+from tui.panes import QueueView
 from tui.settings import TuiSettings
 from tui.snapshot import SNAPSHOT_FILE, QueueSnapshot
 
@@ -129,11 +130,11 @@ async def test_a_client_seated_while_the_app_was_closed_is_cared_for_from_the_ap
         assert app.link.entry(room).risk == "high"
 
         # Ana highlights the alert and takes it with the take key: the bridge answers.
-        ql = app.query_one("#queue", OptionList)
+        ql = app.query_one("#queue", QueueView)
         ql.focus()
         ql.highlighted = 0
         await pilot.pause()
-        assert str(ql.get_option_at_index(0).prompt).lstrip().startswith("PAGE")
+        assert queue_row(app, ql.row_ids[0]).lstrip().startswith("PAGE")
         assert f"Crisis page {number}" in str(app.query_one("#thread-body", Static).content)
         await pilot.press("t")
         await wait_app(pilot, lambda: queue_ids(app) == [room], what="the page taken")
@@ -152,7 +153,7 @@ async def test_a_client_seated_while_the_app_was_closed_is_cared_for_from_the_ap
             pilot, lambda: app.link.entry(room).risk == "medium", what="the risk fact", timeout=30
         )
         assert composer.text == ""
-        row = str(ql.get_option_at_index(0).prompt)
+        row = queue_row(app, ql.row_ids[0])
         assert row.startswith(" MEDI ") and "Wren" in row, row
         await pilot.press(*"I am here, Wren", "ctrl+s")
         await until(lambda: "I am here, Wren" in client.bodies(room), what="Ana's reply")
