@@ -274,12 +274,8 @@ class QueueView(ScrollView, can_focus=True):
             self._heights.clear()
         for row in changed:
             self._forget(row)
-        self._highlighted = self._hover = None
-        if keep is not None:
-            try:
-                self._highlighted = self._ids.index(keep)
-            except ValueError:
-                pass
+        self._hover = None
+        self._highlighted = None if keep is None else self.index_of(keep)
         self._resized()
         self.scroll_to_highlight()
         self.refresh()

@@ -238,17 +238,17 @@ def sort_key(entry: ClientEntry) -> tuple[int, int, int, int, int]:
     return (0, rank, flagged, 1, -entry.last_activity_ms)
 
 
-def order(entries: Iterable[ClientEntry]) -> list[ClientEntry]:
-    """The queue, in the order the counselor works it."""
-    return sorted(entries, key=lambda e: (*sort_key(e), e.room_id))
-
-
 QueueKey = tuple[int, int, int, int, int, str]
 
 
 def queue_key(entry: ClientEntry) -> QueueKey:
     """Where a client stands in the queue (:func:`sort_key`, then the room id)."""
     return (*sort_key(entry), entry.room_id)
+
+
+def order(entries: Iterable[ClientEntry]) -> list[ClientEntry]:
+    """The queue, in the order the counselor works it."""
+    return sorted(entries, key=queue_key)
 
 
 class QueueOrder:
