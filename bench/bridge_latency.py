@@ -579,16 +579,13 @@ class LocalBots:
             "handle_seconds": self._handle_seconds,
         }
         self._handle_seconds = []
-        if profile and self._profile is None and self.spec.profile:
-            self._profile = cProfile.Profile(time.process_time)
-            self._profile.enable()
-        elif profile is False and self._profile is not None and self.spec.profile:
+        if profile is False and self._profile is not None and self.spec.profile:
             self._profile.disable()
             self._profile.dump_stats(self.spec.profile + suffix)
             self._profile = None
-            if again:
-                self._profile = cProfile.Profile(time.process_time)
-                self._profile.enable()
+        if (profile or again) and self._profile is None and self.spec.profile:
+            self._profile = cProfile.Profile(time.process_time)
+            self._profile.enable()
         return snapshot
 
     @property
