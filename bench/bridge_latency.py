@@ -792,6 +792,39 @@ class World:
         return self.bots.echo_id
 
 
+#: A phase starts once the machine (every process on it: the homeserver, the bots,
+#: the clients) used less than this share of one core over QUIET_WINDOW_S;
+#: QUIET_LONGEST_S at most. After a burst it works on for a while (key upkeep,
+#: pushes, the clients' own syncs); a phase that started then would pay for the last.
+QUIET_CPU = 0.10
+QUIET_WINDOW_S = 1.0
+QUIET_LONGEST_S = 60.0
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine spent busy so far (Linux ``/proc/stat``)."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+async def quiet_machine() -> float:
+    """Wait until the machine is quiet (see :data:`QUIET_CPU`); the seconds waited.
+
+    Every phase starts so, the bridge's and the echo bot's alike."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while loop.time() - start < QUIET_LONGEST_S:
+        before = busy_cpu_seconds()
+        await asyncio.sleep(QUIET_WINDOW_S)
+        if busy_cpu_seconds() - before < QUIET_CPU * QUIET_WINDOW_S:
+            break
+    waited = loop.time() - start
+    logger.info("machine quiet after %.1fs", waited)
+    return waited
+
+
 async def bounded(limit: int, coros: Sequence[Awaitable[Any]]) -> list[Any]:
     """Run ``coros`` with at most ``limit`` at a time (set-up only, not measured)."""
     gate = asyncio.Semaphore(limit)
@@ -940,6 +973,7 @@ async def measure(
     clients = world.clients
     # With --profile, the crisis bursts are profiled too, into FILE.crisis (the bridge)
     # and FILE.crisis-echo (the like-for-like echo burst).
+    await quiet_machine()
     last = await world.bots.mark(profile=True)
     burst_starts = {p.user_id: len(p.seen) for p in clients}
 
@@ -957,6 +991,12 @@ async def measure(
             [(str(r), float(t)) for r, t in now["handle_seconds"]],
         )
         last = now
+
+    async def settle() -> None:
+        """Start the next phase on a quiet machine, as the first one did."""
+        nonlocal last
+        await quiet_machine()
+        last = await world.bots.mark()
 
     # 1. Crisis phrase right after the greeting, all clients at once; the message also
     # answers the language question (a hint or a nudge back to the intake comes with the
@@ -989,6 +1029,7 @@ async def measure(
     crisis_plan, page_size = crisis_reply_plan(world, expect, burst_starts)
 
     # 2. The same burst against the bare echo bot, and the next message.
+    await settle()
     logger.info("crisis burst to the echo bot")
     echo_first = Series("first reply (bare echo bot)")
     echo_next = Series("next message (bare echo bot)")
@@ -1016,6 +1057,7 @@ async def measure(
     # 2b. Like for like: the echo bot answers the burst with the messages, of the same
     # sizes, the bridge sent for the crisis message (the crisis reply and what came
     # with it), then sends a page of the bridge's page's size to the on-call counselor.
+    await settle()
     logger.info("crisis burst to the echo bot, like for like")
     tags = {p.user_id: uuid.uuid4().hex[:6] for p in clients}
     page = (world.echo_page_room, page_size)
@@ -1043,6 +1085,7 @@ async def measure(
     await phase("echo burst, like for like", profile=False, suffix=".crisis-echo", again=True)
 
     # 3. Intake, each client at its own pace, all at the same time.
+    await settle()
     logger.info("intake walk")
     by_step: dict[str, Series] = {}
     steps = expect.intake_steps("x")
@@ -1107,6 +1150,7 @@ async def measure(
         ("echo_turns", "turn reply (bare echo bot)", False),
         ("echo_like", "turn reply (echo, like for like)", True),
     ):
+        await settle()
         logger.info("echo walk%s", ", like for like" if planned else "")
         series = Series(label)
         for got in await asyncio.gather(*(echo_walk(p, planned) for p in clients)):
