@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -65,8 +66,17 @@ async def clocked_bot(
         what="bot joins the supervisors' room",
     )
     assert env.bridge is not None
+    # One reply window a day, 18 hours after the test starts, whatever the wall clock:
+    # the digest comes once, between the SLA reminder (12 h) and the escalation (24 h).
+    window = (clock() + timedelta(hours=18)).astimezone(ZoneInfo("Asia/Jakarta"))
     await env.bridge.store.add_counselor(
-        counselor_record(people["dewi"].session.user_id, "Dewi", capacity=5)
+        counselor_record(
+            people["dewi"].session.user_id,
+            "Dewi",
+            capacity=5,
+            timezone="Asia/Jakarta",
+            reply_windows=(f"{window:%H:%M}",),
+        )
     )
     yield env, clock
     await env.stop()
