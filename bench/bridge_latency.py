@@ -71,6 +71,7 @@ LANG = "en"
 CRISIS_PHRASE = "I want to kill myself"
 NEXT_MESSAGE = "help"  # the client's next message right after the crisis reply
 ECHO_GREETING = "echo bot ready"
+WARM_UP = "hello"  # every client's first message of the run (see warm_up)
 COUNSELORS = 3
 SCREENING_ITEMS = 3  # PHQ-9 answers sent after the pseudonym
 ENCRYPTION_STATE = {
@@ -779,6 +780,8 @@ class World:
     #: first message there, as the bridge's burst is in its DM (a room's first message
     #: from a client also shares a new room key with the bot).
     echo_burst_dm: dict[str, str] = field(default_factory=dict)
+    #: A DM with the echo bot for the warm-up burst (see :func:`warm_up`), measured nowhere.
+    warm_up_dm: dict[str, str] = field(default_factory=dict)
     #: The on-call counselor's encrypted DM with the echo bot: where its pages go in
     #: the like-for-like burst, as the bridge's go to that counselor's case channel.
     echo_page_room: str = ""
@@ -799,6 +802,15 @@ class World:
 QUIET_CPU = 0.10
 QUIET_WINDOW_S = 1.0
 QUIET_LONGEST_S = 60.0
+
+
+def process_cpu_seconds(pid: int | None) -> float:
+    """CPU seconds (user and system) process ``pid`` spent so far (Linux ``/proc``)."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def busy_cpu_seconds() -> float:
@@ -896,9 +908,11 @@ async def open_dms(world: World, expect: Expect, timeout: float) -> None:
         world.echo_dm[peer.user_id] = edm
         bdm = await peer.open_dm(world.echo_id)
         world.echo_burst_dm[peer.user_id] = bdm
+        wdm = await peer.open_dm(world.echo_id)
+        world.warm_up_dm[peer.user_id] = wdm
         if await peer.expect(dm, world.bot_id, expect.greeting(), 0, timeout) is None:
             raise RuntimeError("the bridge never greeted a client")
-        for room in (edm, bdm):
+        for room in (edm, bdm, wdm):
             if await peer.expect(room, world.echo_id, equal_to(ECHO_GREETING), 0, timeout) is None:
                 raise RuntimeError("the echo bot never greeted a client")
 
@@ -913,7 +927,7 @@ async def open_dms(world: World, expect: Expect, timeout: float) -> None:
         raise RuntimeError("the echo bot never greeted the on-call counselor")
     t = time.perf_counter()
     await bounded(10, [one(p) for p in world.clients])
-    logger.info("%d x 3 DMs open and greeted in %.1fs", len(world.clients), time.perf_counter() - t)
+    logger.info("%d x 4 DMs open and greeted in %.1fs", len(world.clients), time.perf_counter() - t)
 
 
 @dataclass
@@ -926,6 +940,8 @@ class Phase:
     echo_replies: int  # turns the echo bot answered
     echo_sent: int  # messages the echo bot sent for them
     handled: list[tuple[str, float]]  # (room, seconds) per event the router handled, in order
+    homeserver_cpu: float = 0.0  # CPU seconds of the homeserver's process
+    clients_cpu: float = 0.0  # CPU seconds of this process (the clients and counselors)
 
 
 async def read_whole_reply(
@@ -965,23 +981,54 @@ async def burst_then_next(
     return crisis, await round_trip(peer, room_id, bot_id, next_body, next_check, timeout)
 
 
+async def warm_up(world: World, timeout: float) -> None:
+    """Every client's first message of the run, all at once, to the echo bot in a DM of
+    its own; measured nowhere.
+
+    A run with the bursts in another order hinted that a run's first burst is slower
+    than the ones after it, whichever bot it goes to (``bench/README.md``). The bridge's
+    crisis burst used to be that first burst; now no measured burst is.
+    """
+    got = await asyncio.gather(
+        *(
+            round_trip(
+                p, world.warm_up_dm[p.user_id], world.echo_id, WARM_UP, equal_to(WARM_UP), timeout
+            )
+            for p in world.clients
+        )
+    )
+    lost = sum(1 for s in got if s.seconds is None)
+    logger.info("warm-up burst answered (%d lost)", lost)
+
+
 async def measure(
     world: World, expect: Expect, timeout: float
 ) -> tuple[dict[str, Series], dict[str, Phase], Plans]:
     out: dict[str, Series] = {}
     phases: dict[str, Phase] = {}
     clients = world.clients
+
+    async def marked(
+        profile: bool | None = None, suffix: str = "", again: bool = False
+    ) -> dict[str, Any]:
+        """The bots' mark, with the homeserver's and this process's CPU so far."""
+        now = await world.bots.mark(profile, suffix, again)
+        now["homeserver_cpu"] = process_cpu_seconds(world.hs.pid)
+        now["clients_cpu"] = time.process_time()
+        return now
+
+    await warm_up(world, timeout)
     # With --profile, the crisis bursts are profiled too, into FILE.crisis (the bridge)
     # and FILE.crisis-echo (the like-for-like echo burst).
     await quiet_machine()
-    last = await world.bots.mark(profile=True)
+    last = await marked(profile=True)
     burst_starts = {p.user_id: len(p.seen) for p in clients}
 
     async def phase(
         name: str, profile: bool | None = None, suffix: str = "", again: bool = False
     ) -> None:
         nonlocal last
-        now = await world.bots.mark(profile, suffix, again)
+        now = await marked(profile, suffix, again)
         phases[name] = Phase(
             now["cpu"] - last["cpu"],
             now["bridge_handled"] - last["bridge_handled"],
@@ -989,6 +1036,8 @@ async def measure(
             now["echo_replies"] - last["echo_replies"],
             now["echo_sent"] - last["echo_sent"],
             [(str(r), float(t)) for r, t in now["handle_seconds"]],
+            now["homeserver_cpu"] - last["homeserver_cpu"],
+            now["clients_cpu"] - last["clients_cpu"],
         )
         last = now
 
@@ -996,7 +1045,7 @@ async def measure(
         """Start the next phase on a quiet machine, as the first one did."""
         nonlocal last
         await quiet_machine()
-        last = await world.bots.mark()
+        last = await marked()
 
     # 1. Crisis phrase right after the greeting, all clients at once; the message also
     # answers the language question (a hint or a nudge back to the intake comes with the
@@ -1409,6 +1458,12 @@ def cpu_lines(phases: dict[str, Phase]) -> list[str]:
         lines.append(
             f"  crisis burst (pages included): bridge {burst.cpu * 1000:.0f} ms, echo like for"
             f" like {echo_burst.cpu * 1000:.0f} ms, ratio {burst_ratio}"
+        )
+    lines.append("CPU of each process in each phase (ms; the bots, the homeserver, the clients):")
+    for name, ph in phases.items():
+        lines.append(
+            f"  {name:<28} bots {ph.cpu * 1000:6.0f}  homeserver {ph.homeserver_cpu * 1000:6.0f}"
+            f"  clients {ph.clients_cpu * 1000:6.0f}"
         )
     if burst is not None:
         crisis, then = handling(burst)
