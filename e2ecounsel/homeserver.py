@@ -45,6 +45,7 @@ import re
 import secrets
 import signal
 import socket
+import string
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -61,6 +62,8 @@ import yaml
 from e2ecounsel.errors import HomeserverError
 
 log = logging.getLogger(__name__)
+#: What the registration tokens we create are made of (see create_registration_token).
+_TOKEN_ALPHABET: Final = string.ascii_letters + string.digits
 
 DEFAULT_PORT: Final = 8008
 MIN_PASSWORD_LENGTH: Final = 10
@@ -670,13 +673,19 @@ class EmbeddedHomeserver:
     async def create_registration_token(
         self, *, uses: int, expires_ms: int, length: int = 24
     ) -> RegistrationToken:
-        """A new random token valid for ``uses`` sign-ups until ``expires_ms`` (Unix ms)."""
+        """A new random token valid for ``uses`` sign-ups until ``expires_ms`` (Unix ms).
+
+        Letters and digits only (24 of them: 142 bits). Synapse's own tokens may hold
+        ``-``, ``.``, ``_`` and ``~``: hard to read out or type on a phone, and one that
+        starts with ``-`` reads as an option on a command line.
+        """
         if uses < 1:
             raise HomeserverError("a registration token needs at least one use")
+        token = "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(length))
         body = await self.admin_call(
             "POST",
             "/_synapse/admin/v1/registration_tokens/new",
-            json_body={"length": length, "uses_allowed": uses, "expiry_time": expires_ms},
+            json_body={"token": token, "uses_allowed": uses, "expiry_time": expires_ms},
             what="create a registration token",
         )
         log.info("Created a registration token (%s uses)", uses)

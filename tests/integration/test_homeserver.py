@@ -144,6 +144,14 @@ async def test_registration_needs_a_valid_token(homeserver: EmbeddedHomeserver) 
 
     token = await homeserver.create_registration_token(uses=1, expires_ms=_in_a_day())
     assert token.uses_allowed == 1 and len(token.token) >= 24
+    # Letters and digits only: read out, typed on a phone, never taken for an option.
+    # Synapse's own tokens hold "-._~" too: 20 of its tokens, 480 characters, without
+    # any of those four would be a chance of about 1 in 10^13.
+    more = [
+        await homeserver.create_registration_token(uses=1, expires_ms=_in_a_day())
+        for _ in range(19)
+    ]
+    assert all(t.token.isascii() and t.token.isalnum() for t in [token, *more]), more
     status, body = await _sign_up(base, "gate-test", "a long enough password", token.token)
     assert status == 200, body
     assert body["user_id"] == f"@gate-test:{homeserver.info.server_name}"
