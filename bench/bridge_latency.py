@@ -940,8 +940,8 @@ class Phase:
     echo_replies: int  # turns the echo bot answered
     echo_sent: int  # messages the echo bot sent for them
     handled: list[tuple[str, float]]  # (room, seconds) per event the router handled, in order
-    homeserver_cpu: float = 0.0  # CPU seconds of the homeserver's process
-    clients_cpu: float = 0.0  # CPU seconds of this process (the clients and counselors)
+    homeserver_cpu: float  # CPU seconds of the homeserver's process
+    clients_cpu: float  # CPU seconds of this process (the clients and counselors)
 
 
 async def read_whole_reply(

@@ -675,7 +675,7 @@ class EmbeddedHomeserver:
     ) -> RegistrationToken:
         """A new random token valid for ``uses`` sign-ups until ``expires_ms`` (Unix ms).
 
-        Letters and digits only (24 of them: 142 bits). Synapse's own tokens may hold
+        Letters and digits only (24 by default: 142 bits). Synapse's own tokens may hold
         ``-``, ``.``, ``_`` and ``~``: hard to read out or type on a phone, and one that
         starts with ``-`` reads as an option on a command line.
         """
