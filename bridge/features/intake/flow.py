@@ -79,6 +79,9 @@ async def on_joined(ctx: Context, item: InboxItem) -> None:
         rec = replace(client, dm_room_id=item.room_id)
         fx.write(lambda: ctx.store.save_client(rec))
     await ctx.commit(fx, item.event_id)
+    # The client's first message (a crisis, maybe) is then answered without first
+    # reading the room's state: it is read now, after the greeting went out.
+    await ctx.is_private_dm(item.room_id)
 
 
 def new_client(ctx: Context, user_id: str, dm: str, old: ClientRecord | None) -> ClientRecord:
